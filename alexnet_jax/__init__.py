@@ -1,0 +1,3 @@
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) in JAX and Flax NNX."""
+
+__version__ = "0.1.0"

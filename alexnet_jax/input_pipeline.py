@@ -1,0 +1,164 @@
+"""Input pipelines: TFDS ArrayRecord sources read with `tfds.data_source`, transformed with grain.
+
+No TensorFlow is imported here: `tfds.data_source` reads ArrayRecord files and decodes images with
+PIL. Only *preparing* a dataset needs TensorFlow (see `alexnet_jax.datasets`).
+
+Reproducibility: the training order and every augmentation draw depend only on `config.seed` and
+the position in the stream. grain's `shuffle` permutes each epoch with a seed derived from the
+epoch, and `random_map` seeds each example's generator from (seed, index), so a restored
+iterator (its state is one integer per process, saved with every checkpoint) continues exactly.
+
+Multi-process: each process reads the slice `process_index::process_count` of every split and
+contributes `batch_size / process_count` examples to each global batch.
+"""
+
+import dataclasses
+import math
+from typing import Any, Iterator
+
+import grain
+import numpy as np
+import tensorflow_datasets as tfds
+
+from alexnet_jax import augment
+from alexnet_jax import datasets
+from alexnet_jax.errors import ConfigError
+
+IMAGE_KEY = 'image'
+LABEL_KEY = 'label'
+
+
+def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
+  """The prepared TFDS builder for `config.dataset`, or a ConfigError saying how to get it."""
+  name = config.dataset
+  try:
+    builder = tfds.builder(name, data_dir=config.data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ConfigError(
+        f'Unknown dataset {name!r}: TFDS has no dataset of that name. Set --config.dataset to a '
+        'TFDS name (e.g. imagenet2012, imagenette, cifar10) or to the built-in '
+        "'synthetic_shapes', which needs no download (configs/quickstart.py uses it).") from None
+  if builder.is_prepared() if hasattr(builder, 'is_prepared') else _has_data(builder):
+    return builder
+  if name.split('/')[0] in getattr(datasets, 'BUILT_IN', ('synthetic_shapes',)):
+    datasets.ensure_prepared(name, config.data_dir)
+    return tfds.builder(name, data_dir=config.data_dir)
+  if name.split('/')[0] == 'imagenet2012':
+    manual = config.get('manual_dir') or f'{builder.data_dir_root}/downloads/manual'
+    raise ConfigError(
+        f'ImageNet is not prepared in {builder.data_dir_root}. TFDS cannot download it: get '
+        'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org, put them in '
+        f'{manual}, and run `tfds build imagenet2012 --data_dir={builder.data_dir_root} '
+        f'--manual_dir={manual} --file_format=array_record` once (it needs tensorflow-cpu). To '
+        'try the code without ImageNet, use the built-in dataset: --config=configs/quickstart.py.')
+  raise ConfigError(
+      f'Dataset {name!r} is not prepared in {builder.data_dir_root}. Prepare it once with '
+      f'`tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record` (needs '
+      'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.')
+
+
+def _has_data(builder) -> bool:
+  return bool(builder.info.splits)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  num_classes: int
+  num_train_examples: int
+  num_eval_examples: int
+
+
+def get_info(config) -> DatasetInfo:
+  builder = _dataset_or_error(config)
+  splits = builder.info.splits
+  for split in (config.train_split, config.eval_split):
+    if split not in splits:
+      raise ConfigError(f'Dataset {config.dataset!r} has no split {split!r}; it has '
+                        f'{sorted(splits)}. Set --config.train_split / --config.eval_split.')
+  return DatasetInfo(num_classes=builder.info.features[LABEL_KEY].num_classes,
+                     num_train_examples=splits[config.train_split].num_examples,
+                     num_eval_examples=splits[config.eval_split].num_examples)
+
+
+def _source(config, split: str):
+  _dataset_or_error(config)
+  return tfds.data_source(config.dataset, split=split, data_dir=config.data_dir)
+
+
+class TrainTransform(grain.transforms.RandomMap):
+  """Section 4.1: random crop, horizontal flip, PCA colour noise, mean subtraction."""
+
+  def __init__(self, config):
+    aug = config.augment
+    self.kwargs = dict(
+        image_size=config.image_size, resize_size=config.resize_size,
+        eigval=np.asarray(aug.pca_eigval, np.float32),
+        eigvec=np.asarray(aug.pca_eigvec, np.float32),
+        pca_std=float(aug.pca_std), mean=np.asarray(aug.mean_rgb, np.float32), flip=aug.flip)
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    image = augment.train_transform(element[IMAGE_KEY], rng=rng, **self.kwargs)
+    return {'image': image, 'label': np.int32(element[LABEL_KEY])}
+
+
+class EvalTransform(grain.transforms.Map):
+  """Evaluation view of section 4.1: the centre crop, mean subtracted."""
+
+  def __init__(self, config):
+    self.kwargs = dict(image_size=config.image_size, resize_size=config.resize_size,
+                       mean=np.asarray(config.augment.mean_rgb, np.float32))
+
+  def map(self, element: dict[str, Any]) -> dict[str, Any]:
+    image = augment.eval_transform(element[IMAGE_KEY], **self.kwargs)
+    return {'image': image, 'label': np.int32(element[LABEL_KEY]), 'mask': np.float32(1.0)}
+
+
+def _read_options(config) -> grain.ReadOptions:
+  return grain.ReadOptions(num_threads=max(1, config.get('data_threads', 2)),
+                           prefetch_buffer_size=max(1, config.prefetch_batches) * 4)
+
+
+def create_train_dataset(config, process_index: int = 0, process_count: int = 1
+                         ) -> grain.IterDataset:
+  """The endless stream of this process' training batches, as a checkpointable grain dataset."""
+  per_process = config.batch_size // process_count
+  ds = grain.MapDataset.source(_source(config, config.train_split))
+  ds = ds[process_index::process_count]
+  ds = ds.shuffle(seed=config.seed).repeat()
+  ds = ds.random_map(TrainTransform(config), seed=config.seed)
+  ds = ds.batch(per_process, drop_remainder=True)
+  it = ds.to_iter_dataset(_read_options(config))
+  if config.data_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data_workers))
+  return it
+
+
+def eval_batches(config, process_index: int = 0, process_count: int = 1
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One pass over the evaluation split in fixed-size batches, the last padded and masked.
+
+  Every process yields the same number of batches (the largest shard decides), so collectives
+  stay in step; padding rows have mask 0 and are not counted.
+  """
+  source = _source(config, config.eval_split)
+  per_process = config.eval_batch_size // process_count
+  num_batches = math.ceil(math.ceil(len(source) / process_count) / per_process)
+  ds = grain.MapDataset.source(source)[process_index::process_count].map(EvalTransform(config))
+  ds = ds.batch(per_process, drop_remainder=False)
+  it = iter(ds.to_iter_dataset(_read_options(config)))
+  for _ in range(num_batches):
+    batch = next(it, None)
+    yield pad_batch(batch, per_process, config.image_size)
+
+
+def pad_batch(batch: dict[str, np.ndarray] | None, size: int, image_size: int
+              ) -> dict[str, np.ndarray]:
+  """Pads a batch to `size` rows with zero images and mask 0."""
+  if batch is None:
+    batch = {'image': np.zeros((0, image_size, image_size, 3), np.float32),
+             'label': np.zeros((0,), np.int32), 'mask': np.zeros((0,), np.float32)}
+  missing = size - len(batch['label'])
+  if missing == 0:
+    return batch
+  return {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
+          for k, v in batch.items()}

@@ -1,0 +1,70 @@
+r"""Trains and evaluates AlexNet: `python -m alexnet_jax.main --config=CONFIG --workdir=DIR`.
+
+Any config field can be overridden on the command line, e.g. `--config.batch_size=64` or
+`--config.model.norm=batchnorm`. Running the same command again resumes from the latest
+checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which notebooks import directly.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from alexnet_jax import steps
+from alexnet_jax import train
+from alexnet_jax.errors import ConfigError
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard events.')
+config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/alexnet.py.',
+                                lock_config=True)
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up."""
+
+  _SPEAK_AT_INFO = ('alexnet_jax', '/clu/')
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or any(
+        part in record.pathname for part in self._SPEAK_AT_INFO)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except ConfigError as e:
+    sys.stderr.write(f'\nError: {e}\n')
+    sys.exit(2)
+  except steps.TrainingDiverged as e:
+    sys.stderr.write(f'\nError: {e}\n')
+    sys.exit(3)
+
+
+def run():
+  app.run(main, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl's parser, with config errors (unknown field, wrong type) as one paragraph."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    sys.stderr.write(
+        f'\nError: {e}\nEvery config field is listed in configs/alexnet.py; override one with '
+        '--config.FIELD=VALUE (e.g. --config.batch_size=64, --config.model.norm=batchnorm).\n')
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  run()

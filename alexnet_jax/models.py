@@ -1,0 +1,309 @@
+"""AlexNet as in Krizhevsky, Sutskever & Hinton (NIPS 2012), section 3 and Figure 2.
+
+    input 224x224x3 (see "224 or 227" below)
+    conv1  96 x 11x11 / 4   -> ReLU -> LRN -> max-pool 3x3 / 2      55 -> 27
+    conv2 256 x  5x5        -> ReLU -> LRN -> max-pool 3x3 / 2      27 -> 13   own tower only
+    conv3 384 x  3x3        -> ReLU                                  13         both towers
+    conv4 384 x  3x3        -> ReLU                                  13         own tower only
+    conv5 256 x  3x3        -> ReLU -> max-pool 3x3 / 2             13 -> 6    own tower only
+    fc6  4096 -> ReLU -> dropout 0.5                                            both towers
+    fc7  4096 -> ReLU -> dropout 0.5                                            both towers
+    fc8  num_classes (softmax in the loss)                                      both towers
+
+Towers (section 3.2). The paper trained on two GPUs, each holding half of every layer's kernels.
+Every layer here keeps its kernel whole, as one array, and tower t owns the t-th contiguous slice of
+its output channels (the same layout as a grouped-convolution kernel, so weights import and export
+as-is). Activations travel as a list of per-tower arrays; `cross_tower` is the only place the towers
+meet, and it is called exactly where the paper's GPUs communicated: into conv3, fc6, fc7 and fc8.
+Each tower's convolutions are separate XLA convolutions, never `feature_group_count`: grouped
+convolutions are ~3x slower on XLA:CPU, and XLA's SPMD partitioner all-gathers them.
+The same code runs with `towers=1` (one tower of the same total width, the paper's single-GPU
+comparison in section 3.2), and, inside `jax.shard_map` over a mesh axis named `tower_axis`, with
+one tower per device: a device then holds a slice of each kernel, sees one tower in its list, and
+`cross_tower` becomes an all-gather over that axis.
+
+224 or 227. The paper's 224x224 input does not give its 55x55 conv1 maps with a valid 11x11 stride
+4 convolution ((224 - 11) / 4 + 1 = 54.25); 227 does. cuda-convnet, the paper's code, computed the
+output size with a ceiling and let the last windows run past the image into zeros. We do the same:
+conv1 pads the bottom and right edges just enough for a ceiling-sized output, so 224 and 227 both
+give 55, and smaller images (the quickstart's 112) still use every pixel.
+
+Initialisation (section 5): weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 ("this
+accelerates the early stages of learning by providing the ReLUs with positive inputs") and 0 in the
+other layers. `init='caffe'` gives Caffe's reference variant: those biases 0.1, fc6/fc7 std 0.005.
+"""
+
+import dataclasses
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from alexnet_jax.lrn import local_response_norm
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LRNConfig:
+  size: int = 5
+  k: float = 2.0
+  alpha: float = 1e-4
+  beta: float = 0.75
+  alpha_over_n: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Every architectural knob a paper ablation needs. Defaults are the paper's model."""
+
+  num_classes: int = 1000
+  towers: int = 2  # 2: the paper's two-GPU split (section 3.2); 1: one tower of the same width.
+  norm: str = 'lrn'  # lrn (section 3.3) | batchnorm (at the LRN positions) | none
+  activation: str = 'relu'  # relu (section 3.1) | tanh (the saturating baseline of Figure 1)
+  pool: str = 'overlapping'  # overlapping: 3x3 stride 2 (section 3.4) | plain: 2x2 stride 2
+  dropout_rate: float = 0.5  # section 4.2, in fc6 and fc7
+  dtype: str = 'float32'  # compute dtype of convs and matmuls; parameters and LRN stay float32
+  init: str = 'paper'  # paper | caffe
+  width: float = 1.0  # multiplies every layer's channel count (tests shrink it; the paper is 1.0)
+  lrn: LRNConfig = LRNConfig()
+  tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
+
+
+# (name, kernel size, stride, output channels, sees both towers). Section 3.5 and Figure 2.
+CONV_LAYERS = (
+    ('conv1', 11, 4, 96, False),
+    ('conv2', 5, 1, 256, False),
+    ('conv3', 3, 1, 384, True),
+    ('conv4', 3, 1, 384, False),
+    ('conv5', 3, 1, 256, False),
+)
+FC_UNITS = 4096  # fc6 and fc7
+# Layers whose biases are 1 in the paper (section 5) and 0.1 in Caffe's variant.
+POSITIVE_BIAS_LAYERS = ('conv2', 'conv4', 'conv5', 'fc6', 'fc7')
+
+NORMS = ('lrn', 'batchnorm', 'none')
+ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh}
+POOLS = {'overlapping': (3, 2), 'plain': (2, 2)}
+DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
+INITS = ('paper', 'caffe')
+
+
+def validate(config: ModelConfig) -> None:
+  """Raises ValueError with a sentence a person can act on for any unsupported choice."""
+  choices = {
+      'norm': (config.norm, NORMS),
+      'activation': (config.activation, tuple(ACTIVATIONS)),
+      'pool': (config.pool, tuple(POOLS)),
+      'dtype': (config.dtype, tuple(DTYPES)),
+      'init': (config.init, INITS),
+  }
+  for field, (value, allowed) in choices.items():
+    if value not in allowed:
+      raise ValueError(f'model.{field}={value!r} is not supported; choose one of {allowed}.')
+  if config.towers not in (1, 2):
+    raise ValueError(f'model.towers={config.towers}: the model has 1 or 2 towers (section 3.2).')
+  if not 0.0 <= config.dropout_rate < 1.0:
+    raise ValueError(f'model.dropout_rate={config.dropout_rate} must be in [0, 1).')
+  if config.num_classes < 1:
+    raise ValueError(f'model.num_classes={config.num_classes} must be positive.')
+  for _, _, _, channels, _ in CONV_LAYERS:
+    if scaled(channels, config.width) % config.towers:
+      raise ValueError(f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
+                       f' channels, which {config.towers} towers cannot split evenly.')
+
+
+def scaled(channels: int, width: float) -> int:
+  return max(2, int(round(channels * width)))
+
+
+def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
+  """Spatial size of each layer's output maps, by the arithmetic of the layers (paper's Figure 2)."""
+  window, stride = POOLS[pool]
+  conv1 = math.ceil((image_size - 11) / 4) + 1  # cuda-convnet's ceiling, see module docstring
+  pool1 = (conv1 - window) // stride + 1
+  pool2 = (pool1 - window) // stride + 1
+  pool5 = (pool2 - window) // stride + 1
+  return {'conv1': conv1, 'pool1': pool1, 'conv2': pool1, 'pool2': pool2, 'conv3': pool2,
+          'conv4': pool2, 'conv5': pool2, 'pool5': pool5}
+
+
+def cross_tower(xs: Sequence[Array], axis_name: str | None) -> Array:
+  """Where the towers talk: joins every tower's maps along channels.
+
+  On one device the towers are list entries; with one tower per device (inside shard_map over
+  `axis_name`), the local towers are all-gathered over that axis.
+  """
+  joined = jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
+  if axis_name is not None:
+    joined = jax.lax.all_gather(joined, axis_name, axis=joined.ndim - 1, tiled=True)
+  return joined
+
+
+class TowerLayer(nnx.Module):
+  """One conv or dense layer whose output channels are split into contiguous per-tower slices."""
+
+  def __init__(self, kernel_shape: tuple[int, ...], towers: int, *, std: float, bias: float,
+               stride: int = 1, padding='SAME', dtype=jnp.float32, rngs: nnx.Rngs):
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32))
+    self.bias = nnx.Param(jnp.full((kernel_shape[-1],), bias, jnp.float32))
+    self.towers = towers
+    self.stride = stride
+    self.padding = padding
+    self.dtype = dtype
+
+  def __call__(self, xs: Sequence[Array]) -> list[Array]:
+    """Tower t of the output reads xs[t]; pass the same joined array to every tower to cross."""
+    per_tower = self.kernel.shape[-1] // len(xs)
+    outputs = []
+    for t, x in enumerate(xs):
+      kernel = self.kernel[..., t * per_tower:(t + 1) * per_tower].astype(self.dtype)
+      bias = self.bias[t * per_tower:(t + 1) * per_tower]
+      x = x.astype(self.dtype)
+      if kernel.ndim == 2:
+        y = x @ kernel
+      else:
+        y = jax.lax.conv_general_dilated(
+            x, kernel, (self.stride, self.stride), self.padding,
+            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      outputs.append(y + bias.astype(self.dtype))
+    return outputs
+
+
+def _conv1_padding(image_size: int) -> list[tuple[int, int]]:
+  out = math.ceil((image_size - 11) / 4) + 1
+  extra = (out - 1) * 4 + 11 - image_size
+  return [(0, extra), (0, extra)]
+
+
+class AlexNet(nnx.Module):
+  """The paper's network. Call with a batch of NHWC images; returns float32 logits."""
+
+  def __init__(self, config: ModelConfig, image_size: int, *, rngs: nnx.Rngs):
+    validate(config)
+    self.config = config
+    self.image_size = image_size
+    if feature_sizes(image_size, config.pool)['pool5'] < 1:
+      raise ValueError(f'image_size={image_size} is too small for AlexNet\'s five layers of '
+                       f'pooling; use at least {min_image_size(config.pool)}.')
+    dtype = DTYPES[config.dtype]
+    towers = config.towers
+    caffe = config.init == 'caffe'
+    positive_bias = 0.1 if caffe else 1.0
+    fc_std = 0.005 if caffe else 0.01
+
+    channels_in = 3
+    layer_channels = {}
+    for name, size, stride, channels, crosses in CONV_LAYERS:
+      channels = scaled(channels, config.width)
+      # A tower-local layer sees its own tower's share of the previous layer; conv1 sees the image.
+      fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
+      padding = _conv1_padding(image_size) if name == 'conv1' else 'SAME'
+      setattr(self, name, TowerLayer(
+          (size, size, fan_in, channels), towers, std=0.01, stride=stride, padding=padding,
+          bias=positive_bias if name in POSITIVE_BIAS_LAYERS else 0.0, dtype=dtype, rngs=rngs))
+      layer_channels[name] = channels
+      channels_in = channels
+
+    pool5 = feature_sizes(image_size, config.pool)['pool5']
+    fc_units = scaled(FC_UNITS, config.width)
+    self.fc6 = TowerLayer((pool5 * pool5 * channels_in, fc_units), towers, std=fc_std,
+                          bias=positive_bias, dtype=dtype, rngs=rngs)
+    self.fc7 = TowerLayer((fc_units, fc_units), towers, std=fc_std, bias=positive_bias,
+                          dtype=dtype, rngs=rngs)
+    # fc8 is not split: the paper's 1000-way softmax reads both towers' fc7.
+    self.fc8 = TowerLayer((fc_units, config.num_classes), 1, std=0.01, bias=0.0, dtype=dtype,
+                          rngs=rngs)
+
+    if config.norm == 'batchnorm':
+      self.norm1 = nnx.BatchNorm(layer_channels['conv1'], momentum=0.9, rngs=rngs)
+      self.norm2 = nnx.BatchNorm(layer_channels['conv2'], momentum=0.9, rngs=rngs)
+    self.dropout = nnx.Dropout(config.dropout_rate)
+
+  def _activation(self, xs: Sequence[Array]) -> list[Array]:
+    act = ACTIVATIONS[self.config.activation]
+    return [act(x) for x in xs]
+
+  def _pool(self, xs: Sequence[Array]) -> list[Array]:
+    window, stride = POOLS[self.config.pool]
+    return [nnx.max_pool(x, (window, window), (stride, stride), 'VALID') for x in xs]
+
+  def _normalize(self, xs: Sequence[Array], layer: int, train: bool) -> list[Array]:
+    if self.config.norm == 'lrn':
+      lrn = self.config.lrn
+      return [local_response_norm(x, size=lrn.size, k=lrn.k, alpha=lrn.alpha, beta=lrn.beta,
+                                  alpha_over_n=lrn.alpha_over_n) for x in xs]
+    if self.config.norm == 'batchnorm':
+      # Batch statistics are per channel, so normalising the joined towers equals normalising each
+      # tower on its own; joining is free with one tower per device.
+      norm = self.norm1 if layer == 1 else self.norm2
+      joined = jnp.concatenate(xs, axis=-1).astype(jnp.float32)
+      y = norm(joined, use_running_average=not train).astype(xs[0].dtype)
+      return jnp.split(y, len(xs), axis=-1)
+    return list(xs)
+
+  def __call__(self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
+               ) -> Array:
+    """float32 logits for a batch of NHWC images."""
+    (logits,) = self.features(images, train=train, dropout_rng=dropout_rng)['fc8']
+    return logits.astype(jnp.float32)
+
+  def features(self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
+               ) -> dict[str, list[Array]]:
+    """Every layer's output as a list of per-tower arrays (fc8: one array, the logits).
+
+    Keys: conv1..conv5 (after the activation), norm1, norm2, pool1, pool2, pool5, fc6, fc7 (after
+    activation and dropout) and fc8. Under `jax.jit` the unused ones cost nothing.
+    """
+    axis = self.config.tower_axis
+    local_towers = self.config.towers
+    if axis is not None:
+      local_towers = self.config.towers // jax.lax.axis_size(axis)
+    out = {}
+    out['conv1'] = xs = self._activation(self.conv1([images] * local_towers))
+    out['norm1'] = xs = self._normalize(xs, 1, train)
+    out['pool1'] = xs = self._pool(xs)
+    out['conv2'] = xs = self._activation(self.conv2(xs))
+    out['norm2'] = xs = self._normalize(xs, 2, train)
+    out['pool2'] = xs = self._pool(xs)
+    out['conv3'] = xs = self._activation(self.conv3([cross_tower(xs, axis)] * local_towers))
+    out['conv4'] = xs = self._activation(self.conv4(xs))
+    out['conv5'] = xs = self._activation(self.conv5(xs))
+    out['pool5'] = xs = self._pool(xs)
+
+    flat = cross_tower(xs, axis)
+    flat = flat.reshape(flat.shape[0], -1)
+    xs = self.fc6([flat] * local_towers)
+    out['fc6'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=6)
+    xs = self.fc7([cross_tower(xs, axis)] * local_towers)
+    out['fc7'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=7)
+    out['fc8'] = self.fc8([cross_tower(xs, axis)])
+    return out
+
+  def _dropout(self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
+               ) -> list[Array]:
+    if not train or self.config.dropout_rate == 0.0:
+      return list(xs)
+    if rng is None:
+      raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
+    # One key per (layer, global tower index): towers drop different units, and a tower draws the
+    # same mask whether it runs beside its twin or on a device of its own.
+    first = 0
+    if self.config.tower_axis is not None:
+      first = jax.lax.axis_index(self.config.tower_axis) * len(xs)
+    return [self.dropout(x, deterministic=False,
+                         rngs=jax.random.fold_in(jax.random.fold_in(rng, layer), first + t))
+            for t, x in enumerate(xs)]
+
+
+def min_image_size(pool: str = 'overlapping') -> int:
+  size = 11
+  while feature_sizes(size, pool)['pool5'] < 1:
+    size += 1
+  return size
+
+
+def count_params(model: nnx.Module) -> int:
+  return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

@@ -1,0 +1,185 @@
+"""The training loop that `main` runs: data, steps, evaluation, logs, checkpoints, resumption.
+
+`train_and_evaluate(config, workdir)` is the whole run; notebooks call it, or its pieces
+(`steps.create_model`, `steps.create_train_state`, `steps.make_train_step`, `evaluate`), directly.
+The loop reads metrics back from the devices only every `log_every_steps`, so steps run back to
+back between logs.
+"""
+
+import contextlib
+import math
+import os
+from typing import Any, Callable, Iterator
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from alexnet_jax import checkpointing
+from alexnet_jax import input_pipeline
+from alexnet_jax import optim
+from alexnet_jax import sharding
+from alexnet_jax import steps
+from alexnet_jax.errors import ConfigError
+
+
+
+def num_train_steps(config, info: input_pipeline.DatasetInfo) -> int:
+  if config.num_train_steps > 0:
+    return config.num_train_steps
+  return math.ceil(config.num_epochs * info.num_train_examples / config.batch_size)
+
+
+
+def evaluate(config, state: steps.TrainState, eval_fn: Callable, mesh) -> dict[str, float]:
+  """Loss and top-1/top-5 error over every example of the evaluation split."""
+  total = None
+  for batch in input_pipeline.eval_batches(config, jax.process_index(), jax.process_count()):
+    batch_metrics = eval_fn(state, sharding.global_batch(batch, mesh))
+    total = batch_metrics if total is None else total.merge(batch_metrics)
+  return {k: float(v) for k, v in total.compute().items()}
+
+
+def _check_workdir(workdir: str) -> None:
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, '.write_test')
+    with open(probe, 'w') as f:
+      f.write('ok')
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f'Cannot write to the workdir {workdir!r} ({e.strerror}). Pass a '
+                      '--workdir you can write to; logs and checkpoints go there.') from None
+
+
+def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
+  """(iterator state after this batch, batch) pairs."""
+  while True:
+    batch = next(train_iter)
+    yield train_iter.get_state(), batch
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+                       ) -> tuple[steps.TrainState, dict[str, float]]:
+  """Trains, evaluates, logs and checkpoints in `workdir`; resumes from its latest checkpoint.
+
+  Returns the final train state and the final evaluation metrics.
+  """
+  _check_workdir(workdir)
+  mesh = sharding.make_mesh()
+  sharding.check_batch_sizes(config, mesh)
+  info = input_pipeline.get_info(config)
+  if info.num_classes != config.model.num_classes:
+    raise ConfigError(
+        f'Dataset {config.dataset!r} has {info.num_classes} classes but model.num_classes='
+        f'{config.model.num_classes}. Set --config.model.num_classes={info.num_classes}.')
+  total_steps = num_train_steps(config, info)
+  steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
+  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+
+  try:
+    model = steps.create_model(config)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  schedule = optim.learning_rate_schedule(config.optim, total_steps)
+  tx = optim.create_optimizer(config.optim, total_steps)
+  plateau = optim.create_plateau(config.optim)
+  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  del model
+  state = jax.device_put(state, sharding.state_sharding(mesh, state))
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  train_ds = input_pipeline.create_train_dataset(config, jax.process_index(), jax.process_count())
+  train_iter = iter(train_ds)
+
+  if checkpointer.latest_step() is not None:
+    state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
+    if data_state:
+      train_iter.set_state(data_state)
+    logging.info('Resumed from the checkpoint at step %d in %s.', int(state.step),
+                 checkpointer.directory)
+  else:
+    parameter_overview.log_parameter_overview(state.params)
+    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+  start_step = int(state.step)
+
+  train_fn = steps.make_train_step(graphdef, tx, schedule)
+  eval_fn = steps.make_eval_step(graphdef)
+  hooks = []
+  report = None
+  if jax.process_index() == 0:
+    report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+    hooks.append(report)
+    if config.profile_steps > 0:
+      hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
+                                            logdir=workdir, first_profile=start_step + 5))
+
+  eval_metrics: dict[str, float] = {}
+  accumulated = None
+  unchecked_finite = jnp.ones((), jnp.bool_)
+  last_good_step = start_step
+  data_state = train_iter.get_state()
+  stream = sharding.prefetch_to_devices(_data_stream(train_iter), mesh, config.prefetch_batches)
+
+  def check_finite(step: int) -> None:
+    nonlocal unchecked_finite, last_good_step
+    if not bool(unchecked_finite):
+      raise steps.TrainingDiverged(
+          f'The loss or gradients became NaN or infinite between steps {last_good_step} and '
+          f'{step}. Training stopped; the last good checkpoint stays in {checkpointer.directory}. '
+          'Lower --config.optim.learning_rate, or check the input data.')
+    unchecked_finite = jnp.ones((), jnp.bool_)
+    last_good_step = step
+
+  step = start_step
+  try:
+    with metric_writers.ensure_flushes(writer):
+      while step < total_steps:
+        data_state, batch = next(stream)
+        with jax.profiler.StepTraceAnnotation('train', step_num=step):
+          state, step_metrics, finite = train_fn(state, batch)
+        step += 1
+        unchecked_finite = unchecked_finite & finite
+        accumulated = step_metrics if accumulated is None else accumulated.merge(step_metrics)
+        for hook in hooks:
+          hook(step)
+
+        if step % config.log_every_steps == 0 or step == total_steps:
+          check_finite(step)
+          writer.write_scalars(step, {f'train_{k}': v for k, v in accumulated.compute().items()})
+          accumulated = None
+
+        if step % eval_every == 0 or step == total_steps:
+          check_finite(step)
+          with report.timed('eval') if report else contextlib.nullcontext():
+            eval_metrics = evaluate(config, state, eval_fn, mesh)
+          if config.optim.schedule == 'plateau':
+            state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
+          writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
+
+        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+          check_finite(step)
+          checkpointer.save(step, state, data_state)
+    if not eval_metrics:  # resumed a finished run: report the final evaluation again
+      eval_metrics = evaluate(config, state, eval_fn, mesh)
+  finally:
+    checkpointer.wait()
+    checkpointer.close()
+  return state, eval_metrics
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(_flatten(value, name + '.'))
+    else:
+      flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return flat

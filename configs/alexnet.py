@@ -1,0 +1,83 @@
+r"""The paper's ImageNet recipe: Krizhevsky, Sutskever & Hinton, NIPS 2012.
+
+    python -m alexnet_jax.main --config=configs/alexnet.py --workdir=runs/alexnet \
+        --config.data_dir=$HOME/tensorflow_datasets
+
+Needs TFDS `imagenet2012`, prepared from the manually downloaded ILSVRC-2012 files
+(`tfds build imagenet2012 --manual_dir=...`, see the README). Without them the run stops at once with
+a message saying where to put the files. The paper reports 40.7% top-1 / 18.2% top-5 error for one
+CNN on the validation set (section 6, 10-crop test); this codebase has not been run on ImageNet yet.
+"""
+
+import ml_collections
+
+from alexnet_jax import augment
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # --- Data (section 2) ---
+  c.dataset = 'imagenet2012'  # any prepared TFDS dataset; 'synthetic_shapes' is built in
+  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default
+  c.manual_dir = ml_collections.config_dict.placeholder(str)  # where the ILSVRC tar files live
+  c.train_split = 'train'
+  c.eval_split = 'validation'
+  c.resize_size = 256  # images are first made resize_size x resize_size (section 2)
+  c.image_size = 224  # random training crops of this size; centre crop for evaluation (4.1)
+  c.data_workers = 0  # grain worker processes (0: decode in the training process' threads)
+  c.prefetch_batches = 2  # batches decoded ahead and put on the devices ahead
+
+  # --- Augmentation (section 4.1) ---
+  c.augment = ml_collections.ConfigDict()
+  c.augment.flip = True  # horizontal reflections
+  c.augment.pca_std = 0.1  # alpha ~ N(0, 0.1) per image; 0 turns PCA colour noise off
+  c.augment.pca_eigval = augment.IMAGENET_PCA_EIGVAL  # eigen-values of the RGB pixel covariance
+  c.augment.pca_eigvec = augment.IMAGENET_PCA_EIGVEC  # its COLUMNS are the eigenvectors
+  c.augment.mean_rgb = augment.IMAGENET_MEAN_RGB  # subtracted from every pixel ("mean activity", sec. 2)
+
+  # --- Model (section 3) ---
+  c.model = ml_collections.ConfigDict()
+  c.model.num_classes = 1000
+  c.model.towers = 2  # 2: the two-GPU split of section 3.2; 1: one tower of the same width
+  c.model.norm = 'lrn'  # lrn | batchnorm | none (section 3.3 ablation)
+  c.model.activation = 'relu'  # relu | tanh (section 3.1, Figure 1)
+  c.model.pool = 'overlapping'  # overlapping (3x3 stride 2) | plain (2x2 stride 2), section 3.4
+  c.model.dropout_rate = 0.5  # fc6 and fc7 (section 4.2); 0 turns dropout off
+  c.model.dtype = 'float32'  # float32 | bfloat16 compute; parameters and LRN stay float32
+  c.model.init = 'paper'  # paper: N(0, 0.01), biases 1/0 (section 5) | caffe: biases 0.1, fc std .005
+  c.model.width = 1.0  # channel multiplier for every layer; the paper is 1.0
+  c.model.lrn = ml_collections.ConfigDict()
+  c.model.lrn.size = 5  # n
+  c.model.lrn.k = 2.0
+  c.model.lrn.alpha = 1e-4
+  c.model.lrn.beta = 0.75
+  c.model.lrn.alpha_over_n = False  # True: alpha / n, as the released code, Caffe and PyTorch
+
+  # --- Optimisation (section 5) ---
+  c.batch_size = 128  # global batch, split over the devices
+  c.eval_batch_size = 128  # the last evaluation batch is padded and masked: every example counts
+  c.num_epochs = 90.0  # "roughly 90 cycles through the training set"
+  c.num_train_steps = -1  # > 0 overrides num_epochs
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 0.01
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 5e-4
+  c.optim.decay_biases = False  # cuda-convnet applied weight cost to weights only
+  c.optim.schedule = 'plateau'  # plateau (the paper) | step | cosine
+  c.optim.plateau_factor = 0.1  # "divide the learning rate by 10"
+  c.optim.plateau_patience = 5  # evaluations without improvement before a reduction (>= 1)
+  c.optim.plateau_cooldown = 0  # evaluations to wait after a reduction
+  c.optim.plateau_rtol = 1e-3  # relative improvement of the error that counts as progress
+  c.optim.plateau_max_reductions = 3  # "reduced three times prior to termination"
+  c.optim.step_boundaries = (0.33, 0.67, 0.9)  # for schedule='step', fractions of the run
+  c.optim.step_factor = 0.1
+  c.optim.warmup_steps = 0  # for schedule='cosine'
+
+  # --- Loop ---
+  c.seed = 0
+  c.log_every_steps = 100
+  c.eval_every_steps = -1  # -1: once per epoch (the plateau schedule is driven by it)
+  c.checkpoint_every_steps = 5000
+  c.keep_checkpoints = 3
+  c.profile_steps = 5  # clu Profile: trace this many steps once, early in the run (0: off)
+  return c

@@ -1,0 +1,75 @@
+"""local_response_norm against the paper's formula written as a naive loop over channels."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax.lrn import local_response_norm
+
+
+def naive_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
+  """Section 3.3, term by term: b_i = a_i / (k + alpha sum_{j=max(0,i-n/2)}^{min(N-1,i+n/2)} a_j^2)^beta."""
+  a = np.asarray(a, np.float64)
+  n_channels = a.shape[-1]
+  scale = alpha / size if alpha_over_n else alpha
+  b = np.empty_like(a)
+  for i in range(n_channels):
+    lo = max(0, i - size // 2)
+    hi = min(n_channels - 1, i + (size - 1) // 2)
+    total = np.zeros(a.shape[:-1])
+    for j in range(lo, hi + 1):
+      total += a[..., j] ** 2
+    b[..., i] = a[..., i] / (k + scale * total) ** beta
+  return b
+
+
+@pytest.mark.parametrize('alpha_over_n', [False, True])
+@pytest.mark.parametrize('size', [5, 3, 1])
+def test_matches_naive_loop(alpha_over_n, size):
+  # Large activations (like conv1's) so the normaliser differs visibly from k**beta.
+  x = np.random.default_rng(0).normal(0, 60, (2, 3, 4, 12)).astype(np.float32)
+  got = local_response_norm(jnp.asarray(x), size=size, alpha_over_n=alpha_over_n)
+  want = naive_lrn(x, size=size, alpha_over_n=alpha_over_n)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=1e-5)
+  # The test would pass vacuously if the normaliser were ~constant: make sure it is not.
+  assert np.std(want / np.where(x == 0, 1, x)) > 0.01
+
+
+def test_alpha_conventions_differ_by_n():
+  x = np.random.default_rng(1).normal(0, 80, (1, 2, 2, 8)).astype(np.float32)
+  paper = local_response_norm(jnp.asarray(x), alpha=1e-4)
+  released = local_response_norm(jnp.asarray(x), alpha=5e-4, alpha_over_n=True)  # 5e-4 / 5
+  np.testing.assert_allclose(np.asarray(paper), np.asarray(released), rtol=1e-6)
+
+
+def test_gradient_matches_naive_finite_differences():
+  x = np.random.default_rng(2).normal(0, 50, (1, 2, 2, 7))
+  weights = np.random.default_rng(3).normal(size=x.shape)
+  grad = jax.grad(lambda v: jnp.sum(local_response_norm(v) * weights))(jnp.asarray(x, jnp.float32))
+  eps = 1e-3
+  numeric = np.zeros_like(x)
+  for idx in np.ndindex(x.shape):
+    plus, minus = x.copy(), x.copy()
+    plus[idx] += eps
+    minus[idx] -= eps
+    numeric[idx] = (np.sum(naive_lrn(plus) * weights) - np.sum(naive_lrn(minus) * weights)) / (2 * eps)
+  np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-3, atol=1e-5)
+
+
+def test_bfloat16_input_is_normalised_in_float32():
+  x = np.random.default_rng(4).normal(0, 60, (2, 5, 5, 16)).astype(np.float32)
+  got = local_response_norm(jnp.asarray(x, jnp.bfloat16))
+  assert got.dtype == jnp.bfloat16
+  want = naive_lrn(np.asarray(jnp.asarray(x, jnp.bfloat16), np.float32))
+  np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=1e-2)
+
+
+def test_channels_are_independent_outside_the_window():
+  x = np.random.default_rng(5).normal(0, 60, (1, 1, 1, 10)).astype(np.float32)
+  moved = x.copy()
+  moved[..., 9] *= 5  # only channels 7..9 have channel 9 in their window (n=5)
+  delta = np.asarray(local_response_norm(jnp.asarray(moved))) - np.asarray(
+      local_response_norm(jnp.asarray(x)))
+  assert np.all(delta[..., :7] == 0)
+  assert np.all(delta[..., 7:9] != 0)

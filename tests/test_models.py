@@ -1,0 +1,203 @@
+"""The model against the paper: parameter count, layer sizes, towers, initialisation, variants."""
+
+import dataclasses
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import models
+
+PAPER = models.ModelConfig()
+
+
+def paper_parameter_count(num_classes=1000):
+  """Section 3.5 / Figure 2 by hand: (kernel volume x inputs seen + 1) x outputs, towers split."""
+  layers = [
+      (11 * 11 * 3, 96),  # conv1: the image
+      (5 * 5 * 48, 256),  # conv2: own tower's 48 maps
+      (3 * 3 * 256, 384),  # conv3: both towers' 256 maps
+      (3 * 3 * 192, 384),  # conv4: own tower's 192 maps
+      (3 * 3 * 192, 256),  # conv5: own tower's 192 maps
+      (6 * 6 * 256, 4096),  # fc6
+      (4096, 4096),  # fc7
+      (4096, num_classes),  # fc8
+  ]
+  return sum((fan_in + 1) * out for fan_in, out in layers)
+
+
+def test_parameter_count_is_the_papers_60_million():
+  model = models.AlexNet(PAPER, 224, rngs=nnx.Rngs(0))
+  assert models.count_params(model) == paper_parameter_count() == 60_965_224
+
+
+def test_one_tower_of_same_width_has_more_parameters_in_tower_layers():
+  one = models.AlexNet(dataclasses.replace(PAPER, towers=1), 224, rngs=nnx.Rngs(0))
+  # conv2, conv4, conv5 then see all maps of the layer below instead of their tower's half.
+  extra = 5 * 5 * 48 * 256 + 3 * 3 * 192 * 384 + 3 * 3 * 192 * 256
+  assert models.count_params(one) == paper_parameter_count() + extra
+
+
+@pytest.mark.parametrize('image_size', [224, 227])
+def test_layer_sizes_match_the_paper(image_size):
+  model = models.AlexNet(PAPER, image_size, rngs=nnx.Rngs(0))
+  shapes = jax.eval_shape(lambda x: model.features(x), jnp.zeros((2, image_size, image_size, 3)))
+  # Figure 2: 55x55x48 per tower after conv1, 27x27x128 after conv2, 13x13x192 after conv3 and
+  # conv4, 13x13x128 after conv5, 6x6 after the last pooling, 2048 units per tower in fc6/fc7.
+  want = {'conv1': (55, 48), 'pool1': (27, 48), 'conv2': (27, 128), 'pool2': (13, 128),
+          'conv3': (13, 192), 'conv4': (13, 192), 'conv5': (13, 128), 'pool5': (6, 128)}
+  for name, (size, channels) in want.items():
+    assert [s.shape for s in shapes[name]] == [(2, size, size, channels)] * 2, name
+  assert [s.shape for s in shapes['fc6']] == [(2, 2048)] * 2
+  assert [s.shape for s in shapes['fc7']] == [(2, 2048)] * 2
+  assert [s.shape for s in shapes['fc8']] == [(2, 1000)]
+
+
+def test_feature_sizes_of_small_images():
+  # The quickstart's 112: ceil((112 - 11) / 4) + 1 = 27, then (27-3)//2+1 = 13, 6, 2.
+  assert models.feature_sizes(112) == {'conv1': 27, 'pool1': 13, 'conv2': 13, 'pool2': 6,
+                                       'conv3': 6, 'conv4': 6, 'conv5': 6, 'pool5': 2}
+  with pytest.raises(ValueError, match='too small'):
+    models.AlexNet(PAPER, models.min_image_size() - 1, rngs=nnx.Rngs(0))
+
+
+def _small(**changes):
+  return dataclasses.replace(PAPER, num_classes=10, width=0.25, **changes)
+
+
+def _perturbed(model, layer, tower, amount=0.05):
+  """A copy of `model` whose `layer` kernel changes only in `tower`'s output slice."""
+  graphdef, state = nnx.split(model)
+  state = jax.tree.map(lambda x: x, state)
+  kernel = state[layer]['kernel'].get_value()
+  per_tower = kernel.shape[-1] // model.config.towers
+  noise = amount * jax.random.normal(jax.random.key(7), kernel.shape)
+  mask = jnp.zeros(kernel.shape[-1]).at[tower * per_tower:(tower + 1) * per_tower].set(1.0)
+  state[layer]['kernel'].set_value(kernel + noise * mask)
+  return nnx.merge(graphdef, state)
+
+
+def _changed(a, b):
+  return float(jnp.max(jnp.abs(a - b))) > 0
+
+
+def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
+  model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
+  images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
+  base = model.features(images)
+
+  # Tower A (0) gets different conv1 maps. Tower B's conv2 must not move; its conv3 must.
+  after = _perturbed(model, 'conv1', tower=0).features(images)
+  assert _changed(after['conv1'][0], base['conv1'][0])
+  np.testing.assert_array_equal(after['conv1'][1], base['conv1'][1])
+  np.testing.assert_array_equal(after['conv2'][1], base['conv2'][1])
+  assert _changed(after['conv2'][0], base['conv2'][0])
+  assert _changed(after['conv3'][1], base['conv3'][1])
+
+  # Tower A's conv3 maps change: tower B's conv4 and conv5 must not move; fc6 (both towers) must.
+  after = _perturbed(model, 'conv3', tower=0).features(images)
+  assert _changed(after['conv4'][0], base['conv4'][0])
+  np.testing.assert_array_equal(after['conv4'][1], base['conv4'][1])
+  np.testing.assert_array_equal(after['conv5'][1], base['conv5'][1])
+  assert _changed(after['fc6'][1], base['fc6'][1])
+
+  # Tower A's fc6 units change: tower B's fc7 units must move (fc7 reads both towers).
+  after = _perturbed(model, 'fc6', tower=0).features(images)
+  np.testing.assert_array_equal(after['fc6'][1], base['fc6'][1])
+  assert _changed(after['fc7'][1], base['fc7'][1])
+
+
+def test_lrn_normalises_within_a_tower():
+  model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
+  images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
+  features = model.features(images)
+  from alexnet_jax.lrn import local_response_norm
+  for tower in range(2):
+    np.testing.assert_allclose(features['norm1'][tower],
+                               local_response_norm(features['conv1'][tower]), rtol=1e-6)
+  # Normalising the joined maps instead would couple the channels at the tower boundary.
+  joined = local_response_norm(jnp.concatenate(features['conv1'], -1))
+  assert _changed(joined, jnp.concatenate(features['norm1'], -1))
+
+
+@pytest.mark.parametrize('init,positive_bias,fc_std', [('paper', 1.0, 0.01), ('caffe', 0.1, 0.005)])
+def test_initialisation(init, positive_bias, fc_std):
+  model = models.AlexNet(dataclasses.replace(PAPER, init=init), 224, rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  for layer in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8'):
+    kernel = np.asarray(params[layer]['kernel'])
+    std = fc_std if layer in ('fc6', 'fc7') else 0.01
+    # Thousands of draws at least: the sample mean and std are within a few percent.
+    assert abs(kernel.mean()) < 0.05 * std, layer
+    assert abs(kernel.std() / std - 1) < 0.03, layer
+    bias = positive_bias if layer in ('conv2', 'conv4', 'conv5', 'fc6', 'fc7') else 0.0
+    np.testing.assert_array_equal(params[layer]['bias'], np.float32(bias))
+
+
+def test_same_seed_same_parameters_different_seed_different():
+  a = nnx.state(models.AlexNet(_small(), 67, rngs=nnx.Rngs(3)), nnx.Param)
+  b = nnx.state(models.AlexNet(_small(), 67, rngs=nnx.Rngs(3)), nnx.Param)
+  c = nnx.state(models.AlexNet(_small(), 67, rngs=nnx.Rngs(4)), nnx.Param)
+  np.testing.assert_array_equal(a['conv1']['kernel'].get_value(), b['conv1']['kernel'].get_value())
+  assert _changed(a['conv1']['kernel'].get_value(), c['conv1']['kernel'].get_value())
+
+
+VARIANTS = [
+    {},
+    {'norm': 'batchnorm'},
+    {'norm': 'none'},
+    {'towers': 1},
+    {'activation': 'tanh'},
+    {'pool': 'plain'},
+    {'dropout_rate': 0.0},
+    {'dtype': 'bfloat16'},
+    {'init': 'caffe'},
+]
+
+
+@pytest.mark.parametrize('changes', VARIANTS, ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
+def test_variant_runs_forward_and_backward(changes):
+  model = models.AlexNet(_small(**changes), 67, rngs=nnx.Rngs(0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  images = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 50
+  labels = jnp.arange(4) % 10
+
+  @jax.jit
+  def loss_and_grads(params):
+    def loss_fn(params):
+      logits = nnx.merge(graphdef, params, rest)(images, train=True, dropout_rng=jax.random.key(2))
+      assert logits.dtype == jnp.float32
+      return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+    return jax.value_and_grad(loss_fn)(params)
+
+  loss, grads = loss_and_grads(params)
+  assert np.isfinite(float(loss))
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    g = np.asarray(g)
+    assert g.dtype == np.float32, path  # parameters stay float32 in every variant
+    assert np.all(np.isfinite(g)), path
+    assert np.any(g != 0), path  # every parameter receives gradient
+
+
+def test_dropout_masks_differ_between_towers_and_steps():
+  model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
+  images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
+  a = model.features(images, train=True, dropout_rng=jax.random.key(0))['fc6']
+  b = model.features(images, train=True, dropout_rng=jax.random.key(1))['fc6']
+  dropped_a = [np.asarray(t) == 0 for t in a]
+  # About half of each tower's units are dropped, the towers drop different units...
+  for mask in dropped_a:
+    assert 0.35 < mask.mean() < 0.65
+  assert np.mean(dropped_a[0] != dropped_a[1]) > 0.3
+  # ...and another key drops others.
+  assert np.mean(dropped_a[0] != (np.asarray(b[0]) == 0)) > 0.3
+
+
+@pytest.mark.parametrize('field,value', [('norm', 'layer'), ('towers', 3), ('activation', 'gelu'),
+                                         ('pool', 'avg'), ('dtype', 'float16'), ('init', 'he'),
+                                         ('dropout_rate', 1.0)])
+def test_bad_choices_name_the_field(field, value):
+  with pytest.raises(ValueError, match=f'model.{field}'):
+    models.validate(dataclasses.replace(PAPER, **{field: value}))
