@@ -35,6 +35,7 @@ __all__ = [
     "IMAGENET_MEAN_RGB",
     "IMAGENET_PCA_EIGVAL",
     "IMAGENET_PCA_EIGVEC",
+    "IMAGENET_STD_RGB",
     "resize_shorter_and_center_crop",
     "resize_square",
     "random_crop",
@@ -68,6 +69,9 @@ IMAGENET_PCA_EIGVEC = (
     (-0.5808, -0.0045, -0.8140),
     (-0.5836, -0.6948, 0.4203),
 )
+# Per-channel standard deviation of ImageNet pixels, same source and units. The paper only
+# subtracts the mean; dividing by these is the modern convention (config `augment.std_rgb`).
+IMAGENET_STD_RGB = (58.395, 57.12, 57.375)
 
 _BILINEAR = Image.Resampling.BILINEAR
 

@@ -38,9 +38,9 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
         f'Unknown dataset {name!r}: TFDS has no dataset of that name. Set --config.dataset to a '
         'TFDS name (e.g. imagenet2012, imagenette, cifar10) or to the built-in '
         "'synthetic_shapes', which needs no download (configs/quickstart.py uses it).") from None
-  if builder.is_prepared() if hasattr(builder, 'is_prepared') else _has_data(builder):
+  if builder.is_prepared():
     return builder
-  if name.split('/')[0] in getattr(datasets, 'BUILT_IN', ('synthetic_shapes',)):
+  if name.split('/')[0] in datasets.BUILT_IN:
     datasets.ensure_prepared(name, config.data_dir)
     return tfds.builder(name, data_dir=config.data_dir)
   if name.split('/')[0] == 'imagenet2012':
@@ -55,10 +55,6 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
       f'Dataset {name!r} is not prepared in {builder.data_dir_root}. Prepare it once with '
       f'`tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record` (needs '
       'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.')
-
-
-def _has_data(builder) -> bool:
-  return bool(builder.info.splits)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +81,12 @@ def _source(config, split: str):
   return tfds.data_source(config.dataset, split=split, data_dir=config.data_dir)
 
 
+def _inverse_std(config) -> np.ndarray | None:
+  """1 / augment.std_rgb, or None for the paper's mean subtraction alone."""
+  std = config.augment.get('std_rgb')
+  return None if std is None else (1.0 / np.asarray(std, np.float32))
+
+
 class TrainTransform(grain.transforms.RandomMap):
   """Section 4.1: random crop, horizontal flip, PCA colour noise, mean subtraction."""
 
@@ -95,9 +97,12 @@ class TrainTransform(grain.transforms.RandomMap):
         eigval=np.asarray(aug.pca_eigval, np.float32),
         eigvec=np.asarray(aug.pca_eigvec, np.float32),
         pca_std=float(aug.pca_std), mean=np.asarray(aug.mean_rgb, np.float32), flip=aug.flip)
+    self.inv_std = _inverse_std(config)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     image = augment.train_transform(element[IMAGE_KEY], rng=rng, **self.kwargs)
+    if self.inv_std is not None:
+      image *= self.inv_std
     return {'image': image, 'label': np.int32(element[LABEL_KEY])}
 
 
@@ -107,9 +112,12 @@ class EvalTransform(grain.transforms.Map):
   def __init__(self, config):
     self.kwargs = dict(image_size=config.image_size, resize_size=config.resize_size,
                        mean=np.asarray(config.augment.mean_rgb, np.float32))
+    self.inv_std = _inverse_std(config)
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
     image = augment.eval_transform(element[IMAGE_KEY], **self.kwargs)
+    if self.inv_std is not None:
+      image *= self.inv_std
     return {'image': image, 'label': np.int32(element[LABEL_KEY]), 'mask': np.float32(1.0)}
 
 

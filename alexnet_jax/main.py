@@ -59,11 +59,15 @@ def _parse_flags(argv):
   """absl's parser, with config errors (unknown field, wrong type) as one paragraph."""
   try:
     return FLAGS(argv)
-  except flags.Error as e:
-    sys.stderr.write(
-        f'\nError: {e}\nEvery config field is listed in configs/alexnet.py; override one with '
-        '--config.FIELD=VALUE (e.g. --config.batch_size=64, --config.model.norm=batchnorm).\n')
-    sys.exit(2)
+  except (AttributeError, KeyError) as e:  # ml_collections: a field that does not exist
+    problem = f'The config has no field {str(e).strip(chr(34)).strip(chr(39))!r}.'
+  except (flags.Error, TypeError, ValueError) as e:  # absl or ml_collections: a bad value
+    problem = f'Bad command line: {e}.'.replace('\n', ' ')
+  sys.stderr.write(
+      f'\nError: {problem} Every config field is listed, with its type and meaning, in '
+      'configs/alexnet.py; override one with --config.FIELD=VALUE (e.g. --config.batch_size=64, '
+      '--config.model.norm=batchnorm).\n')
+  sys.exit(2)
 
 
 if __name__ == '__main__':

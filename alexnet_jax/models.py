@@ -31,6 +31,9 @@ give 55, and smaller images (the quickstart's 112) still use every pixel.
 Initialisation (section 5): weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 ("this
 accelerates the early stages of learning by providing the ReLUs with positive inputs") and 0 in the
 other layers. `init='caffe'` gives Caffe's reference variant: those biases 0.1, fc6/fc7 std 0.005.
+`init='he'` is the modern fan-in-scaled N(0, 2/fan_in) with zero biases, for ablations: with the
+paper's init the input signal fades layer by layer (fc8's outputs barely differ between images at
+the start), which is why the paper's runs spend their first epochs near chance.
 """
 
 import dataclasses
@@ -66,7 +69,7 @@ class ModelConfig:
   pool: str = 'overlapping'  # overlapping: 3x3 stride 2 (section 3.4) | plain: 2x2 stride 2
   dropout_rate: float = 0.5  # section 4.2, in fc6 and fc7
   dtype: str = 'float32'  # compute dtype of convs and matmuls; parameters and LRN stay float32
-  init: str = 'paper'  # paper | caffe
+  init: str = 'paper'  # paper | caffe | he (fan-in scaled, biases 0: the modern default)
   width: float = 1.0  # multiplies every layer's channel count (tests shrink it; the paper is 1.0)
   lrn: LRNConfig = LRNConfig()
   tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
@@ -88,7 +91,7 @@ NORMS = ('lrn', 'batchnorm', 'none')
 ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh}
 POOLS = {'overlapping': (3, 2), 'plain': (2, 2)}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-INITS = ('paper', 'caffe')
+INITS = ('paper', 'caffe', 'he')
 
 
 def validate(config: ModelConfig) -> None:
@@ -190,9 +193,13 @@ class AlexNet(nnx.Module):
                        f'pooling; use at least {min_image_size(config.pool)}.')
     dtype = DTYPES[config.dtype]
     towers = config.towers
-    caffe = config.init == 'caffe'
-    positive_bias = 0.1 if caffe else 1.0
-    fc_std = 0.005 if caffe else 0.01
+    positive_bias = {'paper': 1.0, 'caffe': 0.1, 'he': 0.0}[config.init]
+    def std(fan_in: int, layer: str) -> float:
+      if config.init == 'he':
+        return math.sqrt(2.0 / fan_in)
+      if config.init == 'caffe' and layer in ('fc6', 'fc7'):
+        return 0.005
+      return 0.01
 
     channels_in = 3
     layer_channels = {}
@@ -202,20 +209,22 @@ class AlexNet(nnx.Module):
       fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
       padding = _conv1_padding(image_size) if name == 'conv1' else 'SAME'
       setattr(self, name, TowerLayer(
-          (size, size, fan_in, channels), towers, std=0.01, stride=stride, padding=padding,
+          (size, size, fan_in, channels), towers, std=std(size * size * fan_in, name),
+          stride=stride, padding=padding,
           bias=positive_bias if name in POSITIVE_BIAS_LAYERS else 0.0, dtype=dtype, rngs=rngs))
       layer_channels[name] = channels
       channels_in = channels
 
     pool5 = feature_sizes(image_size, config.pool)['pool5']
     fc_units = scaled(FC_UNITS, config.width)
-    self.fc6 = TowerLayer((pool5 * pool5 * channels_in, fc_units), towers, std=fc_std,
+    fc6_in = pool5 * pool5 * channels_in
+    self.fc6 = TowerLayer((fc6_in, fc_units), towers, std=std(fc6_in, 'fc6'),
                           bias=positive_bias, dtype=dtype, rngs=rngs)
-    self.fc7 = TowerLayer((fc_units, fc_units), towers, std=fc_std, bias=positive_bias,
-                          dtype=dtype, rngs=rngs)
+    self.fc7 = TowerLayer((fc_units, fc_units), towers, std=std(fc_units, 'fc7'),
+                          bias=positive_bias, dtype=dtype, rngs=rngs)
     # fc8 is not split: the paper's 1000-way softmax reads both towers' fc7.
-    self.fc8 = TowerLayer((fc_units, config.num_classes), 1, std=0.01, bias=0.0, dtype=dtype,
-                          rngs=rngs)
+    self.fc8 = TowerLayer((fc_units, config.num_classes), 1, std=std(fc_units, 'fc8'), bias=0.0,
+                          dtype=dtype, rngs=rngs)
 
     if config.norm == 'batchnorm':
       self.norm1 = nnx.BatchNorm(layer_channels['conv1'], momentum=0.9, rngs=rngs)

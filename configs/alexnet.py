@@ -33,7 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment.pca_std = 0.1  # alpha ~ N(0, 0.1) per image; 0 turns PCA colour noise off
   c.augment.pca_eigval = augment.IMAGENET_PCA_EIGVAL  # eigen-values of the RGB pixel covariance
   c.augment.pca_eigvec = augment.IMAGENET_PCA_EIGVEC  # its COLUMNS are the eigenvectors
-  c.augment.mean_rgb = augment.IMAGENET_MEAN_RGB  # subtracted from every pixel ("mean activity", sec. 2)
+  c.augment.mean_rgb = augment.IMAGENET_MEAN_RGB  # subtracted from every pixel (section 2)
+  # Divide by this after subtracting the mean; None: the paper's raw 0..255 scale.
+  c.augment.std_rgb = ml_collections.config_dict.placeholder(tuple)
 
   # --- Model (section 3) ---
   c.model = ml_collections.ConfigDict()
@@ -44,7 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.pool = 'overlapping'  # overlapping (3x3 stride 2) | plain (2x2 stride 2), section 3.4
   c.model.dropout_rate = 0.5  # fc6 and fc7 (section 4.2); 0 turns dropout off
   c.model.dtype = 'float32'  # float32 | bfloat16 compute; parameters and LRN stay float32
-  c.model.init = 'paper'  # paper: N(0, 0.01), biases 1/0 (section 5) | caffe: biases 0.1, fc std .005
+  c.model.init = 'paper'  # paper: N(0, .01), biases 1/0 (sec. 5) | caffe | he (see models.py)
   c.model.width = 1.0  # channel multiplier for every layer; the paper is 1.0
   c.model.lrn = ml_collections.ConfigDict()
   c.model.lrn.size = 5  # n

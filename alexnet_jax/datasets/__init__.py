@@ -12,6 +12,10 @@ import importlib.util
 import tensorflow_datasets as tfds
 
 from alexnet_jax.datasets import synthetic_shapes  # noqa: F401  (registers the builder)
+from alexnet_jax.errors import ConfigError
+
+# Datasets that prepare themselves offline on first use (no download, no manual files).
+BUILT_IN = ('synthetic_shapes',)
 
 _NEEDS_TF_MSG = (
     "Preparing the TFDS dataset {name!r} (drawing/downloading it and writing "
@@ -33,7 +37,7 @@ def ensure_prepared(name: str, data_dir: str | None = None) -> None:
         or ``$TFDS_DATA_DIR``).
 
     Raises:
-      RuntimeError: the dataset is not prepared and TensorFlow is not
+      ConfigError: the dataset is not prepared and TensorFlow is not
         installed, or it is prepared but not in a random-access format that
         ``tfds.data_source`` can read.
     """
@@ -42,7 +46,7 @@ def ensure_prepared(name: str, data_dir: str | None = None) -> None:
         formats = builder.info.available_file_formats()
         if tfds.core.FileFormat.ARRAY_RECORD not in formats:
             found = sorted(f.value for f in formats)
-            raise RuntimeError(
+            raise ConfigError(
                 f"Dataset {name!r} is already prepared at {builder.data_dir} "
                 f"but not as ArrayRecord (found {found}), which "
                 "tfds.data_source needs. Delete that directory and prepare it "
@@ -50,7 +54,7 @@ def ensure_prepared(name: str, data_dir: str | None = None) -> None:
             )
         return
     if importlib.util.find_spec("tensorflow") is None:
-        raise RuntimeError(
+        raise ConfigError(
             _NEEDS_TF_MSG.format(name=name, data_dir=builder.data_dir_root)
         )
     builder.download_and_prepare(file_format="array_record")

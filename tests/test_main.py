@@ -1,0 +1,81 @@
+"""The command line: a short successful run, and one clear paragraph for each kind of bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, env=None):
+  full_env = dict(os.environ, **(env or {}))
+  full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
+  return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', *args], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=300)
+
+
+def tiny_args(data_dir, workdir):
+  return [f'--workdir={workdir}', '--config=configs/quickstart.py',
+          '--config.dataset=synthetic_shapes/tiny', f'--config.data_dir={data_dir}',
+          '--config.image_size=67', '--config.resize_size=76', '--config.model.width=0.25',
+          '--config.batch_size=16', '--config.eval_batch_size=32', '--config.num_train_steps=4',
+          '--config.log_every_steps=2', '--config.eval_every_steps=4',
+          '--config.checkpoint_every_steps=4']
+
+
+def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'))
+  assert out.returncode == 0, out.stderr[-3000:]
+  files = os.listdir(tmp_path / 'run')
+  assert any(f.startswith('events.out.tfevents') for f in files)
+  assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['4']
+  assert 'eval_top1_error' in out.stderr  # progress and metrics reach the console
+  assert 'orbax' not in out.stderr.lower()  # library chatter stays out of it
+
+
+def assert_one_paragraph(out, *phrases):
+  assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  message = out.stderr.strip().split('Error: ', 1)[-1]
+  assert '\n\n' not in message.strip(), message
+  for phrase in phrases:
+    assert phrase in message, message
+
+
+def test_unknown_dataset(tiny_data_dir, tmp_path):
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.dataset=no_such_dataset')
+  assert_one_paragraph(out, "Unknown dataset 'no_such_dataset'", 'synthetic_shapes')
+
+
+@pytest.mark.parametrize('flag,phrase', [('--config.no_such_field=1', 'no_such_field'),
+                                         ('--config.batch_size=lots', 'batch_size')])
+def test_bad_config_field(tiny_data_dir, tmp_path, flag, phrase):
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), flag)
+  assert_one_paragraph(out, phrase, 'configs/alexnet.py')
+
+
+def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.batch_size=12',
+                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  assert_one_paragraph(out, 'batch_size=12', '8 devices', '--config.batch_size=8')
+
+
+def test_unwritable_workdir(tiny_data_dir, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('not a directory')
+  out = run_main(*tiny_args(tiny_data_dir, blocker / 'run'))
+  assert_one_paragraph(out, 'Cannot write to the workdir', '--workdir')
+
+
+def test_missing_imagenet_says_where_to_put_the_files(tmp_path):
+  out = run_main('--config=configs/alexnet.py', f'--workdir={tmp_path / "run"}',
+                 f'--config.data_dir={tmp_path / "empty"}')
+  assert_one_paragraph(out, 'ILSVRC2012_img_train.tar', str(tmp_path / 'empty'),
+                       'configs/quickstart.py')
+
+
+def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.model.norm=layernorm')
+  assert_one_paragraph(out, "model.norm='layernorm'")

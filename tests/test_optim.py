@@ -1,0 +1,105 @@
+"""The optimiser against section 5's update rule, and the schedules against their formulas."""
+
+import math
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from alexnet_jax import optim
+
+
+def optim_config(**changes):
+  c = ml_collections.ConfigDict(dict(
+      learning_rate=0.01, momentum=0.9, weight_decay=5e-4, decay_biases=False, schedule='plateau',
+      plateau_factor=0.1, plateau_patience=2, plateau_cooldown=0, plateau_rtol=1e-6,
+      plateau_max_reductions=3, step_boundaries=(0.5, 0.75), step_factor=0.1, warmup_steps=10))
+  c.update(changes)
+  return c
+
+
+@pytest.mark.parametrize('decay_biases', [False, True])
+def test_sgd_matches_the_papers_update_rule(decay_biases):
+  """v <- 0.9 v - 0.0005 eps w - eps g;  w <- w + v   (section 5), biases decayed or not."""
+  rng = np.random.default_rng(0)
+  params = {'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
+  grads = [{'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
+           for _ in range(4)]
+  config = optim_config(decay_biases=decay_biases)
+  tx = optim.create_optimizer(config, num_train_steps=100)
+  p = {k: {n: jnp.asarray(v, jnp.float32) for n, v in d.items()} for k, d in params.items()}
+  state = tx.init(p)
+
+  w = {n: v.copy() for n, v in params['fc'].items()}
+  v = {n: np.zeros_like(x) for n, x in w.items()}
+  eps = 0.01
+  for g in grads:
+    gj = {k: {n: jnp.asarray(x, jnp.float32) for n, x in d.items()} for k, d in g.items()}
+    updates, state = tx.update(gj, state, p)
+    p = optax.apply_updates(p, updates)
+    for n in w:
+      decay = 5e-4 if (n == 'kernel' or decay_biases) else 0.0
+      v[n] = 0.9 * v[n] - decay * eps * w[n] - eps * g['fc'][n]
+      w[n] = w[n] + v[n]
+  for n in w:
+    np.testing.assert_allclose(np.asarray(p['fc'][n]), w[n], rtol=1e-5, atol=1e-6)
+
+
+def run_plateau(errors, **changes):
+  plateau = optim.create_plateau(optim_config(**changes))
+  state = plateau.init(None)
+  scales = []
+  for e in errors:
+    _, state = plateau.update(updates=None, state=state, value=jnp.asarray(e, jnp.float32))
+    scales.append(float(optim.plateau_scale(state)))
+  return scales
+
+
+def reference_plateau(errors, patience, factor=0.1, max_reductions=3, cooldown=0):
+  """The rule in words: after `patience` evaluations without a new best, divide by 10."""
+  best, bad, scale, reductions, cool, out = math.inf, 0, 1.0, 0, 0, []
+  for e in errors:
+    if e < best:
+      best, bad = e, 0
+    elif cool > 0:
+      cool -= 1
+      bad = 0
+    else:
+      bad += 1
+    if cool == 0 and bad == patience:
+      if reductions < max_reductions:
+        scale *= factor
+        reductions += 1
+      bad, cool = 0, cooldown
+    out.append(scale)
+  return out
+
+
+@pytest.mark.parametrize('patience', [1, 2, 3])
+def test_plateau_follows_the_validation_error(patience):
+  errors = [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.72, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+  got = run_plateau(errors, plateau_patience=patience)
+  want = reference_plateau(errors, patience)
+  np.testing.assert_allclose(got, want, rtol=1e-3)
+  assert want[-1] < 1.0  # the sequence does trigger reductions
+
+
+def test_plateau_stops_after_three_reductions():
+  scales = run_plateau([0.5] * 40, plateau_patience=1)
+  assert len(set(np.round(scales, 6))) == 4  # 1, 0.1, 0.01, 0.001
+  np.testing.assert_allclose(scales[-1], 1e-3, rtol=1e-3)
+
+
+def test_step_and_cosine_schedules():
+  step = optim.learning_rate_schedule(optim_config(schedule='step'), 100)
+  np.testing.assert_allclose([float(step(s)) for s in (0, 49, 50, 74, 75, 99)],
+                             [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4], rtol=1e-5)
+  cosine = optim.learning_rate_schedule(optim_config(schedule='cosine'), 110)
+  np.testing.assert_allclose(float(cosine(5)), 0.01 * 5 / 10, rtol=1e-5)
+  # After warm-up: 0.01 * (1 + cos(pi * t / T)) / 2 with t counted from the end of warm-up.
+  np.testing.assert_allclose(float(cosine(60)), 0.01 * (1 + math.cos(math.pi * 50 / 100)) / 2,
+                             rtol=1e-4)
+  with pytest.raises(ValueError, match='optim.schedule'):
+    optim.learning_rate_schedule(optim_config(schedule='linear'), 10)

@@ -1,0 +1,130 @@
+"""The jitted steps: error rates, masking, and one SGD step against a second code path."""
+
+import dataclasses
+import subprocess
+import sys
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from alexnet_jax import optim
+from alexnet_jax import steps
+from configs import alexnet
+
+
+def tiny_config():
+  """The paper's recipe (constant lr 0.01, paper init) on a narrow model and small images."""
+  c = alexnet.get_config()
+  c.model.num_classes = 10
+  c.image_size = 67
+  c.model.width = 0.25
+  c.model.dropout_rate = 0.0
+  return c
+
+
+def test_error_rates_match_a_naive_ranking():
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(64, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, 64)
+  top1, top5 = steps.error_rates(jnp.asarray(logits), jnp.asarray(labels))
+  for i in range(64):
+    rank = sorted(range(10), key=lambda c: -logits[i, c]).index(labels[i])
+    assert top1[i] == (rank >= 1)
+    assert top5[i] == (rank >= 5)
+
+
+def _setup(config):
+  model = steps.create_model(config)
+  total = 10
+  tx = optim.create_optimizer(config.optim, total)
+  plateau = optim.create_plateau(config.optim)
+  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  return model, graphdef, state, tx, optim.learning_rate_schedule(config.optim, total)
+
+
+def _batch(n, size, seed=0):
+  rng = np.random.default_rng(seed)
+  return {'image': jnp.asarray(rng.normal(0, 50, (n, size, size, 3)), jnp.float32),
+          'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+
+
+def test_train_step_equals_grad_and_sgd_written_out():
+  config = tiny_config()
+  model, graphdef, state, tx, schedule = _setup(config)
+  batch = _batch(8, config.image_size)
+
+  # Second code path: the NNX model called directly, gradients by nnx.grad, the paper's rule.
+  def loss_fn(m):
+    logits = m(batch['image'], train=True, dropout_rng=jax.random.key(0))
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+  loss, grads = nnx.value_and_grad(loss_fn)(model)
+  grads = nnx.to_pure_dict(grads)
+  want = jax.tree_util.tree_map_with_path(
+      lambda path, w, g: w - 0.01 * (g + (5e-4 * w if path[-1].key == 'kernel' else 0.0)),
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)), grads)
+
+  train_fn = steps.make_train_step(graphdef, tx, schedule)
+  new_state, metrics, finite = train_fn(state, batch)
+  assert bool(finite)
+  assert int(new_state.step) == 1
+  np.testing.assert_allclose(float(metrics.compute()['loss']), float(loss), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics.compute()['learning_rate']), 0.01, rtol=1e-6)
+  for got, expected in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(want)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_plateau_scale_multiplies_the_update():
+  config = tiny_config()
+  _, graphdef, state, tx, schedule = _setup(config)
+  batch = _batch(8, config.image_size)
+  train_fn = steps.make_train_step(graphdef, tx, schedule)
+  before = jax.tree.map(np.asarray, state.params)
+  full, _, _ = train_fn(jax.tree.map(jnp.copy, state), batch)
+  reduced_state = state.replace(plateau=state.plateau._replace(scale=jnp.asarray(0.1)))
+  reduced, metrics, _ = train_fn(reduced_state, batch)
+  np.testing.assert_allclose(float(metrics.compute()['learning_rate']), 0.001, rtol=1e-5)
+  for b, f, r in zip(jax.tree.leaves(before), jax.tree.leaves(full.params),
+                     jax.tree.leaves(reduced.params)):
+    full_update, reduced_update = np.asarray(f) - b, np.asarray(r) - b
+    assert np.abs(full_update).max() > 1e-5  # the step moved this parameter measurably
+    # Parameters are float32, so each difference carries ~1e-7 * |w| of rounding.
+    np.testing.assert_allclose(reduced_update, 0.1 * full_update,
+                               atol=1e-2 * np.abs(full_update).max() + 2e-7)
+
+
+def test_eval_step_counts_only_unmasked_examples():
+  config = tiny_config()
+  model, graphdef, state, _, _ = _setup(config)
+  batch = _batch(12, config.image_size, seed=1)
+  mask = np.array([1.0] * 7 + [0.0] * 5, np.float32)
+  metrics = steps.make_eval_step(graphdef)(state, dict(batch, mask=jnp.asarray(mask))).compute()
+
+  logits = np.asarray(model(batch['image'][:7]))
+  labels = np.asarray(batch['label'][:7])
+  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+      - logits.max(1, keepdims=True)
+  np.testing.assert_allclose(metrics['loss'], -log_probs[np.arange(7), labels].mean(), rtol=1e-4)
+  np.testing.assert_allclose(metrics['top1_error'], np.mean(logits.argmax(1) != labels), atol=1e-6)
+
+
+def test_nonfinite_loss_is_flagged():
+  config = tiny_config()
+  _, graphdef, state, tx, schedule = _setup(config)
+  batch = _batch(4, config.image_size)
+  batch['image'] = batch['image'].at[0, 0, 0, 0].set(jnp.nan)
+  _, _, finite = steps.make_train_step(graphdef, tx, schedule)(state, batch)
+  assert not bool(finite)
+
+
+def test_model_lrn_and_steps_import_without_tensorflow():
+  code = ('import sys; sys.modules["tensorflow"] = None\n'  # any `import tensorflow` now fails
+          'import alexnet_jax.models, alexnet_jax.lrn, alexnet_jax.steps, alexnet_jax.optim, '
+          'alexnet_jax.sharding\n'
+          'assert "tensorflow" not in [m for m, v in sys.modules.items() if v is not None]\n'
+          'print("ok")')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]

@@ -1,0 +1,85 @@
+"""The training loop end to end on the built-in dataset: resumption, divergence, evaluation."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from alexnet_jax import augment
+from alexnet_jax import checkpointing
+from alexnet_jax import steps
+from alexnet_jax import train
+from tests.conftest import tiny_config
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
+  config = tiny_config(tiny_data_dir)
+  straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+
+  first_half = tiny_config(tiny_data_dir)
+  first_half.num_train_steps = 3
+  workdir = str(tmp_path / 'interrupted')
+  half, _ = train.train_and_evaluate(first_half, workdir)
+  assert int(half.step) == 3
+  resumed, _ = train.train_and_evaluate(config, workdir)  # the same command, run again
+
+  assert int(resumed.step) == int(straight.step) == 6
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
+  # Dropout keys, data order, augmentation, momentum and the plateau state all continue exactly.
+  for a, b in zip(_leaves(straight), _leaves(resumed)):
+    np.testing.assert_array_equal(a, b)
+  # ...and the run really moved: parameters differ from the half-way point.
+  assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params)))
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  config = tiny_config(tiny_data_dir)
+  config.num_train_steps = 3
+  train.train_and_evaluate(config, workdir)
+
+  exploding = tiny_config(tiny_data_dir)
+  exploding.optim.learning_rate = 1e30
+  with pytest.raises(steps.TrainingDiverged, match='NaN or infinite'):
+    train.train_and_evaluate(exploding, workdir)
+
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=3)
+  assert checkpointer.latest_step() == 3
+  _, graphdef_state = steps.create_train_state(config, steps.create_model(config),
+                                               *_optimisers(config))
+  restored, _ = checkpointer.restore(checkpointing.abstract_like(graphdef_state))
+  assert all(np.all(np.isfinite(x)) for x in _leaves(restored.params))
+
+
+def _optimisers(config):
+  from alexnet_jax import optim
+  return optim.create_optimizer(config.optim, 6), optim.create_plateau(config.optim)
+
+
+def test_evaluation_counts_every_example_once(tiny_data_dir):
+  config = tiny_config(tiny_data_dir)  # 160 validation examples in batches of 64: 64, 64, 32+pad
+  model = steps.create_model(config)
+  tx, plateau = _optimisers(config)
+  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  from alexnet_jax import sharding
+  metrics = train.evaluate(config, state, steps.make_eval_step(graphdef), sharding.make_mesh())
+
+  # Second code path: read the split directly and run the model on all of it at once.
+  source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)
+  mean = np.asarray(config.augment.mean_rgb, np.float32)
+  images = np.stack([augment.eval_transform(source[i]['image'], image_size=67, resize_size=76,
+                                            mean=mean) for i in range(len(source))])
+  images /= np.asarray(config.augment.std_rgb, np.float32)  # the quickstart standardises pixels
+  labels = np.array([source[i]['label'] for i in range(len(source))])
+  assert len(labels) == 160
+  logits = np.asarray(model(images))
+  np.testing.assert_allclose(metrics['top1_error'], np.mean(logits.argmax(-1) != labels), atol=1e-6)
+  log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+  np.testing.assert_allclose(metrics['loss'], np.mean(log_z - logits[np.arange(160), labels]),
+                             rtol=1e-4)
