@@ -117,8 +117,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
     report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     hooks.append(report)
     if config.profile_steps > 0:
-      hooks.append(periodic_actions.Profile(num_profile_steps=config.profile_steps,
-                                            logdir=workdir, first_profile=start_step + 5))
+      # Profile `profile_steps` steps once, right after the first (compiling) ones.
+      hooks.append(periodic_actions.Profile(
+          num_profile_steps=config.profile_steps, profile_duration_ms=None, logdir=workdir,
+          first_profile=start_step + 2, every_secs=None))
 
   eval_metrics: dict[str, float] = {}
   accumulated = None

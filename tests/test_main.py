@@ -26,9 +26,11 @@ def tiny_args(data_dir, workdir):
 
 
 def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
-  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'))
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.profile_steps=1')
   assert out.returncode == 0, out.stderr[-3000:]
   files = os.listdir(tmp_path / 'run')
+  traces = [f for _, _, names in os.walk(tmp_path / 'run' / 'plugins' / 'profile') for f in names]
+  assert any(f.endswith('.xplane.pb') for f in traces), traces  # clu's Profile hook ran
   assert any(f.startswith('events.out.tfevents') for f in files)
   assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['4']
   assert 'eval_top1_error' in out.stderr  # progress and metrics reach the console
