@@ -1,7 +1,7 @@
 """Checkpoints in `<workdir>/checkpoints`, written by orbax's CheckpointManager.
 
-A checkpoint holds the whole train state (parameters, batch-norm statistics, optimiser state
-including the plateau schedule's state, step and RNG key) and the grain iterator's state, so running
+A checkpoint holds the whole train state (parameters, batch-norm statistics, optimiser state, the
+plateau schedule's state, step and RNG key) and the grain iterator's state, so running
 the same command again continues the same data stream from the same step. Orbax writes each
 checkpoint under a temporary name and renames it when complete, so a run killed mid-save keeps its
 previous checkpoint; `max_to_keep` bounds the disk used.

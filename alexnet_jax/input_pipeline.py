@@ -17,6 +17,7 @@ import math
 from typing import Any, Iterator
 
 import grain
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -77,7 +78,7 @@ def get_info(config) -> DatasetInfo:
 
 
 def _source(config, split: str):
-  _dataset_or_error(config)
+  """Random access to a split; call `get_info` first, which checks and prepares the dataset."""
   return tfds.data_source(config.dataset, split=split, data_dir=config.data_dir)
 
 
@@ -122,8 +123,10 @@ class EvalTransform(grain.transforms.Map):
 
 
 def _read_options(config) -> grain.ReadOptions:
-  return grain.ReadOptions(num_threads=max(1, config.get('data_threads', 2)),
-                           prefetch_buffer_size=max(1, config.prefetch_batches) * 4)
+  # Prefetching is counted in examples: `prefetch_batches` batches of this process.
+  per_process = max(1, config.batch_size // jax.process_count())
+  return grain.ReadOptions(num_threads=config.data_threads,
+                           prefetch_buffer_size=max(1, config.prefetch_batches) * per_process)
 
 
 def create_train_dataset(config, process_index: int = 0, process_count: int = 1

@@ -37,7 +37,9 @@ class _QuietLibraries(std_logging.Filter):
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {" ".join(argv[1:])}')
+    sys.stderr.write(f'\nError: unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag: '
+                     '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.\n')
+    sys.exit(2)
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
@@ -58,11 +60,15 @@ def run():
 def _parse_flags(argv):
   """absl's parser, with config errors (unknown field, wrong type) as one paragraph."""
   try:
-    return FLAGS(argv)
+    argv = FLAGS(argv)
+    FLAGS.config.get('dataset')  # a config file that failed to load raises only when used
+    return argv
+  except OSError as e:
+    problem = f'Cannot load the config file: {" ".join(str(e).split())}.'
   except (AttributeError, KeyError) as e:  # ml_collections: a field that does not exist
     problem = f'The config has no field {str(e).strip(chr(34)).strip(chr(39))!r}.'
   except (flags.Error, TypeError, ValueError) as e:  # absl or ml_collections: a bad value
-    problem = f'Bad command line: {e}.'.replace('\n', ' ')
+    problem = f'Bad command line: {" ".join(str(e).split())}.'
   sys.stderr.write(
       f'\nError: {problem} Every config field is listed, with its type and meaning, in '
       'configs/alexnet.py; override one with --config.FIELD=VALUE (e.g. --config.batch_size=64, '

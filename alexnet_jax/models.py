@@ -73,6 +73,7 @@ class ModelConfig:
   width: float = 1.0  # multiplies every layer's channel count (tests shrink it; the paper is 1.0)
   lrn: LRNConfig = LRNConfig()
   tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
+  batch_axis: str | None = None  # mesh axis splitting the batch, inside jax.shard_map
 
 
 # (name, kernel size, stride, output channels, sees both towers). Section 3.5 and Figure 2.
@@ -112,7 +113,7 @@ def validate(config: ModelConfig) -> None:
     raise ValueError(f'model.dropout_rate={config.dropout_rate} must be in [0, 1).')
   if config.num_classes < 1:
     raise ValueError(f'model.num_classes={config.num_classes} must be positive.')
-  for _, _, _, channels, _ in CONV_LAYERS:
+  for channels in [c for _, _, _, c, _ in CONV_LAYERS] + [FC_UNITS]:
     if scaled(channels, config.width) % config.towers:
       raise ValueError(f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
                        f' channels, which {config.towers} towers cannot split evenly.')
@@ -122,10 +123,14 @@ def scaled(channels: int, width: float) -> int:
   return max(2, int(round(channels * width)))
 
 
+def _conv1_size(image_size: int) -> int:
+  return math.ceil((image_size - 11) / 4) + 1  # cuda-convnet's ceiling, see module docstring
+
+
 def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
   """Spatial size of each layer's output maps, by the arithmetic of the layers (paper's Figure 2)."""
   window, stride = POOLS[pool]
-  conv1 = math.ceil((image_size - 11) / 4) + 1  # cuda-convnet's ceiling, see module docstring
+  conv1 = _conv1_size(image_size)
   pool1 = (conv1 - window) // stride + 1
   pool2 = (pool1 - window) // stride + 1
   pool5 = (pool2 - window) // stride + 1
@@ -176,8 +181,7 @@ class TowerLayer(nnx.Module):
 
 
 def _conv1_padding(image_size: int) -> list[tuple[int, int]]:
-  out = math.ceil((image_size - 11) / 4) + 1
-  extra = (out - 1) * 4 + 11 - image_size
+  extra = (_conv1_size(image_size) - 1) * 4 + 11 - image_size
   return [(0, extra), (0, extra)]
 
 
@@ -227,9 +231,12 @@ class AlexNet(nnx.Module):
                           dtype=dtype, rngs=rngs)
 
     if config.norm == 'batchnorm':
-      self.norm1 = nnx.BatchNorm(layer_channels['conv1'], momentum=0.9, rngs=rngs)
-      self.norm2 = nnx.BatchNorm(layer_channels['conv2'], momentum=0.9, rngs=rngs)
-    self.dropout = nnx.Dropout(config.dropout_rate)
+      # With the batch split over devices, statistics are averaged over `batch_axis`, so they are
+      # those of the global batch.
+      self.norm1 = nnx.BatchNorm(layer_channels['conv1'], momentum=0.9,
+                                 axis_name=config.batch_axis, rngs=rngs)
+      self.norm2 = nnx.BatchNorm(layer_channels['conv2'], momentum=0.9,
+                                 axis_name=config.batch_axis, rngs=rngs)
 
   def _activation(self, xs: Sequence[Array]) -> list[Array]:
     act = ACTIVATIONS[self.config.activation]
@@ -293,18 +300,30 @@ class AlexNet(nnx.Module):
 
   def _dropout(self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
                ) -> list[Array]:
-    if not train or self.config.dropout_rate == 0.0:
+    """Section 4.2: each unit is zeroed with probability `dropout_rate`, the rest are rescaled.
+
+    One key per (layer, global tower index), so the towers drop different units; the mask is
+    drawn for the global batch and each device keeps its rows, so a run split over devices
+    drops exactly the units one device would.
+    """
+    rate = self.config.dropout_rate
+    if not train or rate == 0.0:
       return list(xs)
     if rng is None:
       raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
-    # One key per (layer, global tower index): towers drop different units, and a tower draws the
-    # same mask whether it runs beside its twin or on a device of its own.
-    first = 0
+    first_tower, shards, shard = 0, 1, 0
     if self.config.tower_axis is not None:
-      first = jax.lax.axis_index(self.config.tower_axis) * len(xs)
-    return [self.dropout(x, deterministic=False,
-                         rngs=jax.random.fold_in(jax.random.fold_in(rng, layer), first + t))
-            for t, x in enumerate(xs)]
+      first_tower = jax.lax.axis_index(self.config.tower_axis) * len(xs)
+    if self.config.batch_axis is not None:
+      shards = jax.lax.axis_size(self.config.batch_axis)
+      shard = jax.lax.axis_index(self.config.batch_axis)
+    outputs = []
+    for t, x in enumerate(xs):
+      key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
+      keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0] * shards,) + x.shape[1:])
+      keep = jax.lax.dynamic_slice_in_dim(keep, shard * x.shape[0], x.shape[0])
+      outputs.append(jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype))
+    return outputs
 
 
 def min_image_size(pool: str = 'overlapping') -> int:

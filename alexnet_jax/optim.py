@@ -5,9 +5,11 @@ Section 5's update, with learning rate eps, momentum 0.9 and weight decay 0.0005
     v <- 0.9 v - 0.0005 eps w - eps dL/dw
     w <- w + v
 
-is `optax.chain(optax.add_decayed_weights(5e-4), optax.sgd(eps, momentum=0.9))`: the decay enters the
-momentum buffer and is scaled by the learning rate, exactly as written. Biases do not decay by
-default, as in cuda-convnet's layer definitions, where weight cost applies to weights only
+is `optax.chain(add_decayed_weights(5e-4), scale_by_learning_rate(eps), <plateau scale>,
+trace(0.9))`. The learning rate (and the plateau's factor) multiply each step's gradient *before*
+it enters the momentum buffer, as in the rule above; `optax.sgd` would instead scale the whole
+buffer on the way out, which differs from the paper whenever the rate changes. Biases do not decay
+by default, as in cuda-convnet's layer definitions, where weight cost applies to weights only
 (`decay_biases=True` decays them too). Batch-norm scales and offsets count as biases.
 
 Schedules (`schedule`):
@@ -22,7 +24,6 @@ Schedules (`schedule`):
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 
 SCHEDULES = ('plateau', 'step', 'cosine')
@@ -49,13 +50,25 @@ def learning_rate_schedule(config, num_train_steps: int) -> Callable[[jax.Array]
   raise ValueError(f'optim.schedule={config.schedule!r} is not supported; choose one of {SCHEDULES}.')
 
 
-def create_optimizer(config, num_train_steps: int) -> optax.GradientTransformation:
-  """SGD with momentum and decoupled-from-the-loss (but paper-equivalent) weight decay."""
+def scale_by_plateau() -> optax.GradientTransformationExtraArgs:
+  """Multiplies updates by the `plateau_scale` passed to `update` (1 if none is)."""
+  def update(updates, state, params=None, *, plateau_scale=None, **extra_args):
+    del params, extra_args
+    if plateau_scale is None:
+      return updates, state
+    return jax.tree.map(lambda u: u * plateau_scale.astype(u.dtype), updates), state
+  return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
+
+
+def create_optimizer(config, num_train_steps: int) -> optax.GradientTransformationExtraArgs:
+  """Section 5's SGD: call `update(grads, state, params, plateau_scale=s)`."""
   schedule = learning_rate_schedule(config, num_train_steps)
   return optax.chain(
       optax.add_decayed_weights(config.weight_decay,
                                 mask=lambda p: decay_mask(p, config.decay_biases)),
-      optax.sgd(schedule, momentum=config.momentum),
+      optax.scale_by_learning_rate(schedule),
+      scale_by_plateau(),
+      optax.trace(decay=config.momentum),
   )
 
 
@@ -72,9 +85,3 @@ def create_plateau(config) -> optax.GradientTransformationExtraArgs:
   )
 
 
-def plateau_scale(plateau_state) -> jax.Array:
-  return plateau_state.scale if plateau_state is not None else jnp.ones((), jnp.float32)
-
-
-def scale_updates(updates: Any, scale: jax.Array) -> Any:
-  return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates)

@@ -1,14 +1,27 @@
-"""Where arrays live: the device mesh and the sharding of parameters, optimiser state and batches.
+"""Where arrays live: the device mesh, the strategy, and the sharding of every array.
 
-This module is the one place that decides placement. The trainer asks it for a mesh, for the
-sharding of the train state and of a batch, and for global arrays built from process-local data.
-Today every strategy is data parallelism over a one-axis mesh named `data`: parameters and
-optimiser state are replicated, batches are split along their first axis, and XLA inserts the
-gradient all-reduce. The model never sees a device count, only axis names.
+This module is the one place that decides placement. The model knows axis names only
+(`ModelConfig.tower_axis`, `batch_axis`); the trainer asks a `Layout` for the mesh, for the
+shardings of the train state and of batches, and for the distributed form of a step.
+
+Mesh: two named axes, `data` and `model` (`config.mesh.data`, `config.mesh.model`; -1 takes the
+devices left over; both -1: what the strategy needs). Strategies (`config.strategy`):
+
+- `data`: data parallelism over every device (`model` axis of size 1). Parameters and optimiser
+  state are replicated, batches are split along `data`, and `jax.jit` partitions the step; the
+  towers' convolutions are separate ops, so no activation crosses a device and the gradient
+  all-reduce is the only collective.
+- `towers`: the paper's two-GPU split (section 3.2). The `model` axis has size 2 and holds one
+  tower per device: each keeps its tower's slice of every conv and fc layer's kernels, biases and
+  optimiser state (conv1, conv2, conv4, conv5 filters; half of conv3's, fc6's and fc7's units),
+  and runs its tower's convolutions locally inside `jax.shard_map`. The towers exchange maps only
+  where the paper's GPUs did: into conv3, fc6, fc7 and fc8 (an all-gather over `model`). fc8 is
+  small and replicated. Combines with data parallelism on the `data` axis (8 devices = 4 x 2).
 """
 
 import collections
-from typing import Any, Iterable, Iterator
+import dataclasses
+from typing import Any, Callable, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -17,47 +30,166 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alexnet_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
+MODEL_AXIS = 'model'
+STRATEGIES = ('data', 'towers')
+# Layers whose output channels the towers split; fc8 reads both towers and is replicated.
+TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'norm1', 'norm2')
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  """A mesh over every device of every process, data parallel."""
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,),
-                       axis_types=(jax.sharding.AxisType.Explicit,))
+def mesh_shape(config, device_count: int) -> tuple[int, int]:
+  """(data, model) sizes from the config, with -1 inferred; ConfigError if they do not fit."""
+  data, model = config.mesh.data, config.mesh.model
+  strategy = config.strategy
+  if strategy not in STRATEGIES:
+    raise ConfigError(f'strategy={strategy!r} is not supported; choose one of {STRATEGIES}.')
+  if strategy == 'towers' and device_count % 2:
+    raise ConfigError(
+        f'strategy=towers puts each of the paper\'s two towers on its own device, but there '
+        f'{"is" if device_count == 1 else "are"} {device_count} device(s). Use an even number of '
+        'devices (on a CPU, simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=8)'
+        ', or --config.strategy=data.')
+  if data == -1 and model == -1:
+    model = 2 if strategy == 'towers' else 1
+  if -1 in (data, model):
+    known = model if data == -1 else data
+    if known <= 0 or device_count % known:
+      raise ConfigError(f'mesh: {known} does not divide the {device_count} devices. Choose mesh '
+                        f'sizes whose product is {device_count}.')
+    data, model = (device_count // known, known) if data == -1 else (known, device_count // known)
+  if data <= 0 or model <= 0 or data * model != device_count:
+    raise ConfigError(
+        f'mesh.data={data} x mesh.model={model} does not fit the {device_count} devices here. '
+        f'Choose sizes whose product is {device_count}, or -1 for one axis to take the rest '
+        '(e.g. --config.mesh.data=-1).')
+  if strategy == 'data' and model != 1:
+    raise ConfigError(f'strategy=data uses every device for data parallelism, but mesh.model='
+                      f'{model}. Set --config.mesh.model=1, or --config.strategy=towers.')
+  if strategy == 'towers':
+    if model != 2:
+      raise ConfigError(f'strategy=towers puts one of the paper\'s two towers on each device of '
+                        f'the model axis, so mesh.model must be 2, not {model}.')
+    if config.model.towers != 2:
+      raise ConfigError('strategy=towers needs the two-tower model; this config has '
+                        f'model.towers={config.model.towers}. Use --config.strategy=data.')
+  return data, model
 
 
-def check_batch_sizes(config, mesh: jax.sharding.Mesh) -> None:
-  data = mesh.shape[DATA_AXIS]
-  for field in ('batch_size', 'eval_batch_size'):
-    size = config[field]
-    if size <= 0 or size % data or size % jax.process_count():
-      raise ConfigError(
-          f'{field}={size} does not split evenly over the {data} devices of the data axis '
-          f'({jax.process_count()} process(es)). Use a multiple of {data}, e.g. '
-          f'--config.{field}={max(data, size // data * data)}, or run on fewer devices '
-          '(JAX_PLATFORMS=cpu, or CUDA_VISIBLE_DEVICES).')
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """A strategy on a mesh: everything the trainer needs to place arrays and distribute steps."""
+
+  strategy: str
+  mesh: jax.sharding.Mesh
+
+  @classmethod
+  def from_config(cls, config, devices=None) -> 'Layout':
+    devices = jax.devices() if devices is None else devices
+    data, model = mesh_shape(config, len(devices))
+    mesh = jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS),
+                         axis_types=(jax.sharding.AxisType.Explicit,) * 2, devices=devices)
+    return cls(config.strategy, mesh)
+
+  @property
+  def data_size(self) -> int:
+    return self.mesh.shape[DATA_AXIS]
+
+  def model_axes(self) -> dict[str, str | None]:
+    """The axis names the model must know about (ModelConfig fields) under this strategy."""
+    if self.strategy == 'towers':
+      return {'tower_axis': MODEL_AXIS, 'batch_axis': DATA_AXIS}
+    return {'tower_axis': None, 'batch_axis': None}
+
+  def check_batch_sizes(self, config) -> None:
+    for field in ('batch_size', 'eval_batch_size'):
+      size = config[field]
+      if size <= 0 or size % self.data_size or size % jax.process_count():
+        raise ConfigError(
+            f'{field}={size} does not split evenly over the {self.data_size} devices of the data '
+            f'axis ({jax.process_count()} process(es)). Use a multiple of {self.data_size}, e.g. '
+            f'--config.{field}={max(self.data_size, size // self.data_size * self.data_size)}, '
+            'or run on fewer devices (JAX_PLATFORMS=cpu, or CUDA_VISIBLE_DEVICES).')
+
+  # --- Shardings ---
+
+  def param_spec(self, path, leaf) -> P:
+    """Towers: split the output-channel (last) axis of tower layers over `model`."""
+    layer = getattr(path[0], 'key', None)
+    if self.strategy == 'towers' and layer in TOWER_LAYERS:
+      return P(*([None] * (np.ndim(leaf) - 1)), MODEL_AXIS)
+    return P()
+
+  def param_specs(self, params: Any) -> Any:
+    return jax.tree_util.tree_map_with_path(self.param_spec, params)
+
+  def state_shardings(self, state: Any) -> Any:
+    """Shardings for a TrainState: parameters, batch statistics and every optimiser-state
+    subtree shaped like the parameters follow `param_spec`; everything else is replicated."""
+    params_tree = jax.tree.structure(state.params)
+    named = lambda spec: NamedSharding(self.mesh, spec)
+    param_shardings = jax.tree.map(named, self.param_specs(state.params))
+
+    def opt_leaf(subtree):
+      if jax.tree.structure(subtree) == params_tree:
+        return param_shardings
+      return jax.tree.map(lambda _: named(P()), subtree)
+
+    return state.replace(
+        step=named(P()), rng=named(P()), plateau=jax.tree.map(lambda _: named(P()), state.plateau),
+        params=param_shardings,
+        batch_stats=jax.tree.map(named, self.param_specs(state.batch_stats)),
+        opt_state=jax.tree.map(opt_leaf, state.opt_state,
+                               is_leaf=lambda x: jax.tree.structure(x) == params_tree))
+
+  def place_state(self, state: Any) -> Any:
+    return jax.device_put(state, self.state_shardings(state))
+
+  def batch_sharding(self) -> NamedSharding:
+    return NamedSharding(self.mesh, P(DATA_AXIS))
+
+  def global_batch(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Assembles one global batch from this process' rows (works for one process too)."""
+    sharding = self.batch_sharding()
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+  # --- Distributed steps ---
+
+  def distribute(self, per_shard: Callable, params: Any, batch_stats: Any, *, grads: bool
+                 ) -> Callable:
+    """The step function `per_shard(params, batch_stats, batch, rng, loss_scale)` under this
+    strategy. It returns (metric sums, new batch_stats[, grads]); `loss_scale` is the factor that
+    turns its local mean loss into its share of the global mean.
+
+    `data`: called once on global arrays under jit (loss_scale 1). `towers`: called per device
+    inside shard_map; its metric sums are added over the mesh, and gradients of parameters
+    replicated over an axis are summed over it by shard_map's autodiff.
+    """
+    if self.strategy == 'data':
+      return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
+
+    shards = self.mesh.shape[DATA_AXIS] * self.mesh.shape[MODEL_AXIS]
+    param_specs, stats_specs = self.param_specs(params), self.param_specs(batch_stats)
+
+    def total(value):
+      # Add the data shards' sums; the towers computed the same value for theirs: average them.
+      varying = jax.typeof(value).manual_axis_type.varying
+      if DATA_AXIS in varying:
+        value = jax.lax.psum(value, DATA_AXIS)
+      if MODEL_AXIS in varying:
+        value = jax.lax.pmean(value, MODEL_AXIS)
+      return value
+
+    def body(p, s, b, r):
+      out = per_shard(p, s, b, r, 1.0 / shards)
+      return ({k: total(v) for k, v in out[0].items()},) + tuple(out[1:])
+
+    out_specs = (P(), stats_specs) + ((param_specs,) if grads else ())
+    return jax.shard_map(body, mesh=self.mesh,
+                         in_specs=(param_specs, stats_specs, P(DATA_AXIS), P()),
+                         out_specs=out_specs)
 
 
-def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P(DATA_AXIS))
-
-
-def state_sharding(mesh: jax.sharding.Mesh, state: Any) -> Any:
-  """Sharding of every leaf of the train state: replicated under data parallelism."""
-  return jax.tree.map(lambda _: replicated(mesh), state)
-
-
-def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """Assembles one global batch from this process' rows (works for one process too)."""
-  sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]],
-                        mesh: jax.sharding.Mesh, size: int) -> Iterator[tuple[Any, dict]]:
+def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout,
+                        size: int) -> Iterator[tuple[Any, dict]]:
   """Keeps `size` batches in flight to the devices while the current step runs.
 
   Items are (tag, batch) pairs; the tag (the data iterator's state after this batch) travels
@@ -65,11 +197,13 @@ def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]],
   """
   queue = collections.deque()
   iterator = iter(batches)
+
   def enqueue(n):
     for tag, batch in iterator:
-      queue.append((tag, global_batch(batch, mesh)))
+      queue.append((tag, layout.global_batch(batch)))
       if len(queue) >= n:
         return
+
   enqueue(max(size, 1))
   while queue:
     yield queue.popleft()

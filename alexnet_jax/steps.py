@@ -3,9 +3,10 @@
 `nnx.split` separates the model into a static graph and plain dictionaries of parameters and
 batch statistics once; each step `nnx.merge`s them inside `jax.jit`. Nothing in a step touches
 the host, so steps queue up back to back. This module imports no TensorFlow (clu's metric
-writers do, so they stay in `train`), and runs as-is on machines with only jax, flax and optax.
+writers do, so they stay in `train`): it needs jax, flax, optax and clu's pure-Python metrics.
 """
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 import optax
 
 from alexnet_jax import models
-from alexnet_jax import optim
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,9 +56,11 @@ def model_config(config) -> models.ModelConfig:
   return models.ModelConfig(**fields, lrn=lrn)
 
 
-def create_model(config, seed: int | None = None) -> models.AlexNet:
+def create_model(config, seed: int | None = None, **axes) -> models.AlexNet:
+  """The model of `config`; `axes` (tower_axis, batch_axis) come from sharding.Layout."""
   seed = config.seed if seed is None else seed
-  return models.AlexNet(model_config(config), config.image_size, rngs=nnx.Rngs(params=seed))
+  model_cfg = dataclasses.replace(model_config(config), **axes)
+  return models.AlexNet(model_cfg, config.image_size, rngs=nnx.Rngs(params=seed))
 
 
 def create_train_state(config, model: models.AlexNet, tx: optax.GradientTransformation,
@@ -90,48 +92,76 @@ def _apply(graphdef, params, batch_stats, images, *, train, dropout_rng=None):
   return logits, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule
+def metric_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
+  """Sums over the (masked) examples of a batch; divided by `count` they are the metrics."""
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  top1, top5 = error_rates(logits, labels)
+  return {'loss': jnp.sum(losses * mask), 'top1_error': jnp.sum(top1 * mask),
+          'top5_error': jnp.sum(top5 * mask), 'count': jnp.sum(mask)}
+
+
+def _average(sums: dict, name: str) -> metrics.Average:
+  return metrics.Average(total=sums[name], count=sums['count'])
+
+
+def _identity_layout(per_shard, *_, **__):
+  return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
+
+
+def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, distribute
                ) -> tuple[TrainState, TrainMetrics, jax.Array]:
   """One SGD step on a global batch. Returns the new state, its metrics and a finite flag."""
   dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-  def loss_fn(params):
-    logits, batch_stats = _apply(graphdef, params, state.batch_stats, batch['image'], train=True,
-                                 dropout_rng=dropout_rng)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-    return losses.mean(), (losses, logits, batch_stats)
+  def per_shard(params, batch_stats, shard, rng, loss_scale):
+    def loss_fn(p):
+      logits, new_stats = _apply(graphdef, p, batch_stats, shard['image'], train=True,
+                                 dropout_rng=rng)
+      sums = metric_sums(logits, shard['label'], jnp.ones_like(shard['label'], jnp.float32))
+      return sums['loss'] / sums['count'] * loss_scale, (sums, new_stats)
+    (_, (sums, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return sums, new_stats, grads
 
-  (loss, (losses, logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  scale = optim.plateau_scale(state.plateau)
-  params = optax.apply_updates(state.params, optim.scale_updates(updates, scale))
+  step_fn = distribute(per_shard, state.params, state.batch_stats, grads=True)
+  sums, batch_stats, grads = step_fn(state.params, state.batch_stats, batch, dropout_rng)
+  scale = state.plateau.scale
+  updates, opt_state = tx.update(grads, state.opt_state, state.params, plateau_scale=scale)
+  params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
-  top1, top5 = error_rates(logits, batch['label'])
-  step_metrics = TrainMetrics.single_from_model_output(
-      loss=losses, top1_error=top1, top5_error=top5,
-      learning_rate=schedule(state.step) * scale, grad_norm=grad_norm)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  step_metrics = TrainMetrics.empty().replace(
+      loss=_average(sums, 'loss'), top1_error=_average(sums, 'top1_error'),
+      top5_error=_average(sums, 'top5_error'),
+      learning_rate=metrics.LastValue.from_model_output(schedule(state.step) * scale),
+      grad_norm=metrics.Average.from_model_output(grad_norm))
+  finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   return new_state, step_metrics, finite
 
 
-def eval_step(state: TrainState, batch: dict, *, graphdef) -> EvalMetrics:
-  logits, _ = _apply(graphdef, state.params, state.batch_stats, batch['image'], train=False)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
-  top1, top5 = error_rates(logits, batch['label'])
-  return EvalMetrics.single_from_model_output(
-      loss=losses, top1_error=top1, top5_error=top5, mask=batch['mask'])
+def eval_step(state: TrainState, batch: dict, *, graphdef, distribute) -> EvalMetrics:
+  """Metrics of the examples whose `mask` is 1 (padding rows have mask 0)."""
+  def per_shard(params, batch_stats, shard, rng, loss_scale):
+    del rng, loss_scale
+    logits, _ = _apply(graphdef, params, batch_stats, shard['image'], train=False)
+    return metric_sums(logits, shard['label'], shard['mask']), batch_stats
+
+  step_fn = distribute(per_shard, state.params, state.batch_stats, grads=False)
+  sums, _ = step_fn(state.params, state.batch_stats, batch, jax.random.key(0))
+  return EvalMetrics.empty().replace(loss=_average(sums, 'loss'), top1_error=_average(sums, 'top1_error'),
+                     top5_error=_average(sums, 'top5_error'))
 
 
-def make_train_step(graphdef, tx, schedule) -> Callable:
-  return jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule),
-                 donate_argnums=0)
+def make_train_step(graphdef, tx, schedule, layout=None) -> Callable:
+  """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device."""
+  distribute = layout.distribute if layout is not None else _identity_layout
+  return jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
+                                   distribute=distribute), donate_argnums=0)
 
 
-def make_eval_step(graphdef) -> Callable:
-  return jax.jit(functools.partial(eval_step, graphdef=graphdef))
+def make_eval_step(graphdef, layout=None) -> Callable:
+  distribute = layout.distribute if layout is not None else _identity_layout
+  return jax.jit(functools.partial(eval_step, graphdef=graphdef, distribute=distribute))
 
 
 def plateau_update(plateau: optax.GradientTransformation, state: TrainState,

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
+from alexnet_jax import config_checks
 from alexnet_jax import input_pipeline
 from alexnet_jax import optim
 from alexnet_jax import sharding
@@ -35,11 +36,12 @@ def num_train_steps(config, info: input_pipeline.DatasetInfo) -> int:
 
 
 
-def evaluate(config, state: steps.TrainState, eval_fn: Callable, mesh) -> dict[str, float]:
+def evaluate(config, state: steps.TrainState, eval_fn: Callable, layout: sharding.Layout
+             ) -> dict[str, float]:
   """Loss and top-1/top-5 error over every example of the evaluation split."""
   total = None
   for batch in input_pipeline.eval_batches(config, jax.process_index(), jax.process_count()):
-    batch_metrics = eval_fn(state, sharding.global_batch(batch, mesh))
+    batch_metrics = eval_fn(state, layout.global_batch(batch))
     total = batch_metrics if total is None else total.merge(batch_metrics)
   return {k: float(v) for k, v in total.compute().items()}
 
@@ -47,7 +49,7 @@ def evaluate(config, state: steps.TrainState, eval_fn: Callable, mesh) -> dict[s
 def _check_workdir(workdir: str) -> None:
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, '.write_test')
+    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
     with open(probe, 'w') as f:
       f.write('ok')
     os.remove(probe)
@@ -63,15 +65,17 @@ def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
     yield train_iter.get_state(), batch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None
                        ) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains, evaluates, logs and checkpoints in `workdir`; resumes from its latest checkpoint.
 
-  Returns the final train state and the final evaluation metrics.
+  `devices` (default: all) are the devices the mesh spans. Returns the final train state and the
+  final evaluation metrics.
   """
+  config_checks.validate(config)
   _check_workdir(workdir)
-  mesh = sharding.make_mesh()
-  sharding.check_batch_sizes(config, mesh)
+  layout = sharding.Layout.from_config(config, devices)
+  layout.check_batch_sizes(config)
   info = input_pipeline.get_info(config)
   if info.num_classes != config.model.num_classes:
     raise ConfigError(
@@ -81,16 +85,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
 
-  try:
-    model = steps.create_model(config)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
+  model = steps.create_model(config, **layout.model_axes())
   schedule = optim.learning_rate_schedule(config.optim, total_steps)
   tx = optim.create_optimizer(config.optim, total_steps)
   plateau = optim.create_plateau(config.optim)
   graphdef, state = steps.create_train_state(config, model, tx, plateau)
   del model
-  state = jax.device_put(state, sharding.state_sharding(mesh, state))
+  state = layout.place_state(state)
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
@@ -106,11 +107,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
                  checkpointer.directory)
   else:
     parameter_overview.log_parameter_overview(state.params)
-    writer.write_hparams({k: v for k, v in _flatten(config.to_dict()).items()})
+    writer.write_hparams(_flatten(config.to_dict()))
   start_step = int(state.step)
 
-  train_fn = steps.make_train_step(graphdef, tx, schedule)
-  eval_fn = steps.make_eval_step(graphdef)
+  train_fn = steps.make_train_step(graphdef, tx, schedule, layout)
+  eval_fn = steps.make_eval_step(graphdef, layout)
   hooks = []
   report = None
   if jax.process_index() == 0:
@@ -126,8 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   accumulated = None
   unchecked_finite = jnp.ones((), jnp.bool_)
   last_good_step = start_step
-  data_state = train_iter.get_state()
-  stream = sharding.prefetch_to_devices(_data_stream(train_iter), mesh, config.prefetch_batches)
+  stream = sharding.prefetch_to_devices(_data_stream(train_iter), layout,
+                                        config.prefetch_batches)
 
   def check_finite(step: int) -> None:
     nonlocal unchecked_finite, last_good_step
@@ -160,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         if step % eval_every == 0 or step == total_steps:
           check_finite(step)
           with report.timed('eval') if report else contextlib.nullcontext():
-            eval_metrics = evaluate(config, state, eval_fn, mesh)
+            eval_metrics = evaluate(config, state, eval_fn, layout)
           if config.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
@@ -168,8 +169,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
         if step % config.checkpoint_every_steps == 0 or step == total_steps:
           check_finite(step)
           checkpointer.save(step, state, data_state)
-    if not eval_metrics:  # resumed a finished run: report the final evaluation again
-      eval_metrics = evaluate(config, state, eval_fn, mesh)
+    if not eval_metrics:  # resumed a finished run: report its final evaluation again
+      eval_metrics = evaluate(config, state, eval_fn, layout)
+      logging.info('The run in %s had already finished at step %d.', workdir, step)
+      writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
   finally:
     checkpointer.wait()
     checkpointer.close()

@@ -19,13 +19,16 @@ def get_config() -> ml_collections.ConfigDict:
   # --- Data (section 2) ---
   c.dataset = 'imagenet2012'  # any prepared TFDS dataset; 'synthetic_shapes' is built in
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default
-  c.manual_dir = ml_collections.config_dict.placeholder(str)  # where the ILSVRC tar files live
+  # Where the ILSVRC tar files live (default <data_dir>/downloads/manual); named in the message
+  # that explains how to prepare ImageNet with `tfds build`.
+  c.manual_dir = ml_collections.config_dict.placeholder(str)
   c.train_split = 'train'
   c.eval_split = 'validation'
   c.resize_size = 256  # images are first made resize_size x resize_size (section 2)
   c.image_size = 224  # random training crops of this size; centre crop for evaluation (4.1)
-  c.data_workers = 0  # grain worker processes (0: decode in the training process' threads)
-  c.prefetch_batches = 2  # batches decoded ahead and put on the devices ahead
+  c.data_workers = 0  # grain worker processes (0: decode in threads of the training process)
+  c.data_threads = 2  # grain reader threads per process (per worker, with data_workers > 0)
+  c.prefetch_batches = 2  # batches decoded ahead, and batches put on the devices ahead
 
   # --- Augmentation (section 4.1) ---
   c.augment = ml_collections.ConfigDict()
@@ -54,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.lrn.alpha = 1e-4
   c.model.lrn.beta = 0.75
   c.model.lrn.alpha_over_n = False  # True: alpha / n, as the released code, Caffe and PyTorch
+
+  # --- Devices (alexnet_jax/sharding.py) ---
+  c.strategy = 'data'  # data: data parallel | towers: one tower per device, as the paper's GPUs
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # devices along the batch axis; -1: all that the model axis leaves
+  c.mesh.model = -1  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
 
   # --- Optimisation (section 5) ---
   c.batch_size = 128  # global batch, split over the devices

@@ -1,8 +1,18 @@
-"""Shared fixtures: the built-in dataset's `tiny` config, prepared once per test session."""
+"""Shared fixtures: the built-in dataset's `tiny` config, prepared once per test session.
 
-import pytest
+The test process simulates 8 CPU devices (set before JAX starts), so sharding tests can build
+meshes; single-device tests pass `ONE_DEVICE` explicitly.
+"""
 
-from alexnet_jax import datasets
+import jax
+
+jax.config.update('jax_num_cpu_devices', 8)
+
+import pytest  # noqa: E402
+
+from alexnet_jax import datasets  # noqa: E402
+
+ONE_DEVICE = jax.devices()[:1]
 
 
 @pytest.fixture(scope='session')

@@ -179,7 +179,12 @@ def test_variant_runs_forward_and_backward(changes):
     g = np.asarray(g)
     assert g.dtype == np.float32, path  # parameters stay float32 in every variant
     assert np.all(np.isfinite(g)), path
-    assert np.any(g != 0), path  # every parameter receives gradient
+    # Every parameter receives gradient, except biases followed by batch norm, whose effect the
+    # normalisation removes (their gradient is zero up to rounding).
+    if changes.get('norm') == 'batchnorm' and jax.tree_util.keystr(path) in (
+        "['conv1']['bias']", "['conv2']['bias']"):
+      continue
+    assert np.any(g != 0), path
 
 
 def test_dropout_masks_differ_between_towers_and_steps():

@@ -22,29 +22,34 @@ def optim_config(**changes):
 
 @pytest.mark.parametrize('decay_biases', [False, True])
 def test_sgd_matches_the_papers_update_rule(decay_biases):
-  """v <- 0.9 v - 0.0005 eps w - eps g;  w <- w + v   (section 5), biases decayed or not."""
+  """v <- 0.9 v - 0.0005 eps w - eps g;  w <- w + v   (section 5), biases decayed or not.
+
+  The learning rate changes during the run (a step schedule, then a plateau reduction): the
+  rule multiplies each new gradient by the rate of its own step, never the momentum buffer.
+  """
   rng = np.random.default_rng(0)
   params = {'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
   grads = [{'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
-           for _ in range(4)]
-  config = optim_config(decay_biases=decay_biases)
-  tx = optim.create_optimizer(config, num_train_steps=100)
+           for _ in range(6)]
+  config = optim_config(decay_biases=decay_biases, schedule='step', step_boundaries=(0.5,))
+  tx = optim.create_optimizer(config, num_train_steps=6)  # eps: 0.01 for steps 0-2, then 0.001
+  plateau_scales = [1.0, 1.0, 1.0, 1.0, 0.1, 0.1]  # and a reduction before step 4
   p = {k: {n: jnp.asarray(v, jnp.float32) for n, v in d.items()} for k, d in params.items()}
   state = tx.init(p)
 
   w = {n: v.copy() for n, v in params['fc'].items()}
   v = {n: np.zeros_like(x) for n, x in w.items()}
-  eps = 0.01
-  for g in grads:
+  for step, (g, scale) in enumerate(zip(grads, plateau_scales, strict=True)):
     gj = {k: {n: jnp.asarray(x, jnp.float32) for n, x in d.items()} for k, d in g.items()}
-    updates, state = tx.update(gj, state, p)
+    updates, state = tx.update(gj, state, p, plateau_scale=jnp.asarray(scale))
     p = optax.apply_updates(p, updates)
+    eps = (0.01 if step < 3 else 0.001) * scale
     for n in w:
       decay = 5e-4 if (n == 'kernel' or decay_biases) else 0.0
       v[n] = 0.9 * v[n] - decay * eps * w[n] - eps * g['fc'][n]
       w[n] = w[n] + v[n]
   for n in w:
-    np.testing.assert_allclose(np.asarray(p['fc'][n]), w[n], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(p['fc'][n]), w[n], rtol=1e-5, atol=1e-7)
 
 
 def run_plateau(errors, **changes):
@@ -53,7 +58,7 @@ def run_plateau(errors, **changes):
   scales = []
   for e in errors:
     _, state = plateau.update(updates=None, state=state, value=jnp.asarray(e, jnp.float32))
-    scales.append(float(optim.plateau_scale(state)))
+    scales.append(float(state.scale))
   return scales
 
 

@@ -1,13 +1,11 @@
 """The jitted steps: error rates, masking, and one SGD step against a second code path."""
 
-import dataclasses
 import subprocess
 import sys
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 
@@ -87,13 +85,14 @@ def test_plateau_scale_multiplies_the_update():
   reduced_state = state.replace(plateau=state.plateau._replace(scale=jnp.asarray(0.1)))
   reduced, metrics, _ = train_fn(reduced_state, batch)
   np.testing.assert_allclose(float(metrics.compute()['learning_rate']), 0.001, rtol=1e-5)
-  for b, f, r in zip(jax.tree.leaves(before), jax.tree.leaves(full.params),
-                     jax.tree.leaves(reduced.params)):
-    full_update, reduced_update = np.asarray(f) - b, np.asarray(r) - b
-    assert np.abs(full_update).max() > 1e-5  # the step moved this parameter measurably
+  leaves = zip(jax.tree.leaves(before), jax.tree.leaves(full.params),
+               jax.tree.leaves(reduced.params), strict=True)
+  updates = [(np.asarray(f) - b, np.asarray(r) - b) for b, f, r in leaves]
+  largest = max(np.abs(full).max() for full, _ in updates)
+  assert largest > 1e-4  # the step moved the parameters measurably
+  for full_update, reduced_update in updates:
     # Parameters are float32, so each difference carries ~1e-7 * |w| of rounding.
-    np.testing.assert_allclose(reduced_update, 0.1 * full_update,
-                               atol=1e-2 * np.abs(full_update).max() + 2e-7)
+    np.testing.assert_allclose(reduced_update, 0.1 * full_update, atol=1e-3 * largest + 2e-7)
 
 
 def test_eval_step_counts_only_unmasked_examples():

@@ -88,7 +88,8 @@ def test_draw_example_is_fast_and_validates_label():
     for i in range(100):
         ss.draw_example(rng, i % ss.NUM_CLASSES)
     per_image = (time.perf_counter() - t) / 100
-    assert per_image < 0.010, f"{per_image * 1e3:.1f} ms per image"  # ~1.5 ms here
+    # ~1.5 ms here; a per-pixel Python loop would take seconds. Loose: CI machines are shared.
+    assert per_image < 0.05, f"{per_image * 1e3:.1f} ms per image"
     with pytest.raises(ValueError):
         ss.draw_example(rng, ss.NUM_CLASSES)
 

@@ -11,43 +11,53 @@ from alexnet_jax import augment
 from alexnet_jax import checkpointing
 from alexnet_jax import steps
 from alexnet_jax import train
-from tests.conftest import tiny_config
+from tests.conftest import ONE_DEVICE, tiny_config
 
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
-  config = tiny_config(tiny_data_dir)
-  straight, _ = train.train_and_evaluate(config, str(tmp_path / 'straight'))
+def plateau_config(data_dir, steps=6):
+  """The paper's schedule, evaluated every step with patience 1, so the plateau state moves."""
+  config = tiny_config(data_dir)
+  config.optim.schedule = 'plateau'
+  config.optim.learning_rate = 0.01
+  config.eval_every_steps = 1
+  config.num_train_steps = steps
+  return config
 
-  first_half = tiny_config(tiny_data_dir)
-  first_half.num_train_steps = 3
+
+def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
+  straight, _ = train.train_and_evaluate(plateau_config(tiny_data_dir), str(tmp_path / 'straight'),
+                                         ONE_DEVICE)
+  assert float(straight.plateau.scale) < 1.0  # the schedule did reduce the rate
+
   workdir = str(tmp_path / 'interrupted')
-  half, _ = train.train_and_evaluate(first_half, workdir)
+  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, 3), workdir, ONE_DEVICE)
   assert int(half.step) == 3
-  resumed, _ = train.train_and_evaluate(config, workdir)  # the same command, run again
+  # The same command again: resumes at step 3.
+  resumed, _ = train.train_and_evaluate(plateau_config(tiny_data_dir), workdir, ONE_DEVICE)
 
   assert int(resumed.step) == int(straight.step) == 6
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
   # Dropout keys, data order, augmentation, momentum and the plateau state all continue exactly.
-  for a, b in zip(_leaves(straight), _leaves(resumed)):
+  for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
   # ...and the run really moved: parameters differ from the half-way point.
-  assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params)))
+  assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params), strict=True))
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
   config = tiny_config(tiny_data_dir)
   config.num_train_steps = 3
-  train.train_and_evaluate(config, workdir)
+  train.train_and_evaluate(config, workdir, ONE_DEVICE)
 
   exploding = tiny_config(tiny_data_dir)
   exploding.optim.learning_rate = 1e30
   with pytest.raises(steps.TrainingDiverged, match='NaN or infinite'):
-    train.train_and_evaluate(exploding, workdir)
+    train.train_and_evaluate(exploding, workdir, ONE_DEVICE)
 
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=3)
   assert checkpointer.latest_step() == 3
@@ -68,7 +78,8 @@ def test_evaluation_counts_every_example_once(tiny_data_dir):
   tx, plateau = _optimisers(config)
   graphdef, state = steps.create_train_state(config, model, tx, plateau)
   from alexnet_jax import sharding
-  metrics = train.evaluate(config, state, steps.make_eval_step(graphdef), sharding.make_mesh())
+  layout = sharding.Layout.from_config(config, ONE_DEVICE)
+  metrics = train.evaluate(config, layout.place_state(state), steps.make_eval_step(graphdef), layout)
 
   # Second code path: read the split directly and run the model on all of it at once.
   source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)

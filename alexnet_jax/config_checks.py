@@ -1,0 +1,81 @@
+"""Checks a run's config before any work starts, so a bad field costs seconds, not a crash later.
+
+Every problem becomes a ConfigError whose message names the field and a value that works.
+Placement (mesh, strategy, batch divisibility) is checked by `sharding`, datasets by
+`input_pipeline`.
+"""
+
+import numpy as np
+
+from alexnet_jax import models
+from alexnet_jax import optim
+from alexnet_jax.errors import ConfigError
+
+
+def _positive(config, *fields: str, allow_minus_one: tuple[str, ...] = ()) -> None:
+  for field in fields:
+    node = config
+    for part in field.split('.')[:-1]:
+      node = node[part]
+    value = node[field.split('.')[-1]]
+    if value <= 0 and not (field in allow_minus_one and value == -1):
+      extra = ' (or -1)' if field in allow_minus_one else ''
+      raise ConfigError(f'{field}={value} must be positive{extra}; e.g. --config.{field}=100.')
+
+
+def _vector(config, field: str, shape: tuple[int, ...]) -> None:
+  value = config.augment[field]
+  if np.shape(value) != shape or not np.all(np.isfinite(np.asarray(value, np.float64))):
+    raise ConfigError(f'augment.{field}={value!r} must be {shape[0]} numbers per RGB channel'
+                      f'{" (a 3x3 matrix)" if len(shape) == 2 else ""}; see configs/alexnet.py.')
+
+
+def validate(config) -> None:
+  """Raises ConfigError for the first field that cannot work; normalises `augment.std_rgb`."""
+  _positive(config, 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
+            'batch_size', 'eval_batch_size', 'image_size', 'resize_size', 'model.lrn.size')
+  _positive(config, 'eval_every_steps', 'num_train_steps', allow_minus_one=(
+      'eval_every_steps', 'num_train_steps'))
+  if config.num_train_steps == -1 and config.num_epochs <= 0:
+    raise ConfigError(f'num_epochs={config.num_epochs} must be positive when num_train_steps=-1.')
+  if config.image_size > config.resize_size:
+    raise ConfigError(
+        f'image_size={config.image_size} is larger than resize_size={config.resize_size}: crops '
+        'are cut from the resized image (the paper: 224 out of 256). Raise resize_size.')
+  if config.data_workers < 0 or config.prefetch_batches < 0:
+    raise ConfigError('data_workers and prefetch_batches cannot be negative.')
+
+  # `--config.augment.std_rgb=None` arrives as (None,) from the command line.
+  if config.augment.std_rgb is not None and all(v is None for v in config.augment.std_rgb):
+    config.augment.std_rgb = None
+  for field, shape in (('mean_rgb', (3,)), ('pca_eigval', (3,)), ('pca_eigvec', (3, 3))):
+    _vector(config, field, shape)
+  if config.augment.std_rgb is not None:
+    _vector(config, 'std_rgb', (3,))
+    if min(config.augment.std_rgb) <= 0:
+      raise ConfigError(f'augment.std_rgb={config.augment.std_rgb} must be positive.')
+  if config.augment.pca_std < 0:
+    raise ConfigError(f'augment.pca_std={config.augment.pca_std} cannot be negative (0: off).')
+
+  o = config.optim
+  if o.schedule not in optim.SCHEDULES:
+    raise ConfigError(f'optim.schedule={o.schedule!r} is not supported; choose one of '
+                      f'{optim.SCHEDULES}.')
+  if o.plateau_patience < 1:
+    raise ConfigError(f'optim.plateau_patience={o.plateau_patience} must be at least 1 '
+                      '(evaluations without improvement before the learning rate drops).')
+  if not 0 < o.plateau_factor < 1:
+    raise ConfigError(f'optim.plateau_factor={o.plateau_factor} must be in (0, 1); the paper '
+                      'divides by 10: 0.1.')
+  if o.learning_rate <= 0 or o.momentum < 0 or o.weight_decay < 0:
+    raise ConfigError('optim.learning_rate must be positive, momentum and weight_decay not '
+                      'negative.')
+
+  try:
+    models.validate(models.ModelConfig(**{**config.model.to_dict(), 'lrn': models.LRNConfig(
+        **config.model.lrn.to_dict())}))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  if config.image_size < models.min_image_size(config.model.pool):
+    raise ConfigError(f'image_size={config.image_size} is too small for AlexNet\'s five layers '
+                      f'of pooling; use at least {models.min_image_size(config.model.pool)}.')

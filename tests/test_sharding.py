@@ -1,0 +1,130 @@
+"""Strategies on 8 simulated CPU devices against one device: same numbers, right placement."""
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from alexnet_jax import optim
+from alexnet_jax import sharding
+from alexnet_jax import steps
+from alexnet_jax import train
+from alexnet_jax.errors import ConfigError
+from configs import alexnet
+from tests.conftest import ONE_DEVICE, tiny_config
+
+
+def mesh_config(strategy='data', data=-1, model=-1, towers=2):
+  return ml_collections.ConfigDict(dict(strategy=strategy, mesh=dict(data=data, model=model),
+                                        model=dict(towers=towers)))
+
+
+@pytest.mark.parametrize('strategy,data,model,devices,want', [
+    ('data', -1, -1, 8, (8, 1)), ('data', 8, 1, 8, (8, 1)), ('data', -1, 1, 1, (1, 1)),
+    ('towers', -1, -1, 8, (4, 2)), ('towers', 4, -1, 8, (4, 2)), ('towers', -1, 2, 2, (1, 2)),
+])
+def test_mesh_shapes(strategy, data, model, devices, want):
+  assert sharding.mesh_shape(mesh_config(strategy, data, model), devices) == want
+
+
+@pytest.mark.parametrize('config,devices,phrase', [
+    (mesh_config('data', 3, 3), 8, 'does not fit the 8 devices'),
+    (mesh_config('data', -1, 3), 8, '3 does not divide the 8 devices'),
+    (mesh_config('data', 4, 2), 8, 'mesh.model=1'),
+    (mesh_config('towers', 2, 4), 8, 'mesh.model must be 2, not 4'),
+    (mesh_config('towers', towers=1), 8, 'model.towers=1'),
+    (mesh_config('towers'), 1, 'xla_force_host_platform_device_count'),
+    (mesh_config('pipeline'), 8, "strategy='pipeline'"),
+])
+def test_bad_meshes_are_explained(config, devices, phrase):
+  with pytest.raises(ConfigError, match=phrase):
+    sharding.mesh_shape(config, devices)
+
+
+def small_config(strategy, norm='lrn'):
+  c = alexnet.get_config()
+  c.model.num_classes = 10
+  c.image_size = 67
+  c.model.width = 0.25
+  c.model.norm = norm
+  c.strategy = strategy
+  c.batch_size = 16
+  return c
+
+
+BATCH = {'image': np.random.default_rng(0).normal(0, 50, (16, 67, 67, 3)).astype(np.float32),
+         'label': np.random.default_rng(1).integers(0, 10, 16).astype(np.int32)}
+
+
+def run_steps(config, devices, n=3):
+  """n train steps (dropout on) on a fixed batch, then an evaluation of the same batch."""
+  layout = sharding.Layout.from_config(config, devices)
+  model = steps.create_model(config, **layout.model_axes())
+  tx, plateau = optim.create_optimizer(config.optim, 10), optim.create_plateau(config.optim)
+  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  state = layout.place_state(state)
+  params0 = jax.device_get(state.params)
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, 10),
+                                   layout)
+  losses, first_update = [], None
+  for i in range(n):
+    state, metrics, finite = train_fn(state, layout.global_batch(BATCH))
+    assert bool(finite)
+    losses.append(float(metrics.compute()['loss']))
+    if i == 0:  # from zero momentum, the first update is -lr (grad + decay): it shows the gradient
+      first_update = jax.tree.map(lambda a, b: np.asarray(a) - b, jax.device_get(state.params),
+                                  params0)
+  eval_batch = layout.global_batch(dict(BATCH, mask=np.ones(16, np.float32)))
+  evaluation = steps.make_eval_step(graphdef, layout)(state, eval_batch).compute()
+  return losses, first_update, jax.device_get(state), evaluation, state
+
+
+@pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
+@pytest.mark.parametrize('strategy', ['data', 'towers'])
+def test_strategy_computes_what_one_device_computes(strategy, norm):
+  reference = run_steps(small_config('data', norm), ONE_DEVICE)
+  spread = run_steps(small_config(strategy, norm), jax.devices())
+  np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)  # training losses, step by step
+  for a, b in zip(jax.tree.leaves(spread[1]), jax.tree.leaves(reference[1]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)  # first update, i.e. the gradients
+  for a, b in zip(jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params),
+                  strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # parameters after 3 steps
+  for a, b in zip(jax.tree.leaves(spread[2].batch_stats),
+                  jax.tree.leaves(reference[2].batch_stats), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # batch-norm statistics
+  for name in ('loss', 'top1_error', 'top5_error'):
+    np.testing.assert_allclose(spread[3][name], reference[3][name], rtol=1e-5)
+
+
+def device_bytes(tree, device):
+  return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
+             for shard in leaf.addressable_shards if shard.device == device)
+
+
+def test_towers_hold_half_of_each_tower_layer_per_device():
+  *_, state = run_steps(small_config('towers'), jax.devices(), n=1)
+  params = jax.device_get(state.params)
+  total = sum(x.nbytes for x in jax.tree.leaves(params))
+  fc8 = sum(x.nbytes for x in jax.tree.leaves(params['fc8']))
+  for device in jax.devices():
+    # Each device: its tower's half of conv1-conv5, fc6, fc7, plus the (replicated) fc8.
+    assert device_bytes(state.params, device) == (total - fc8) // 2 + fc8
+    # The momentum buffer is placed like the parameters (plus the schedule's int32 step count).
+    assert device_bytes(state.opt_state, device) == device_bytes(state.params, device) + 4
+
+
+def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path):
+  workdir = str(tmp_path / 'run')
+  towers = tiny_config(tiny_data_dir)
+  towers.strategy = 'towers'
+  towers.num_train_steps = 3
+  half, _ = train.train_and_evaluate(towers, workdir, jax.devices())
+  assert half.params['conv1']['kernel'].sharding.spec[-1] == 'model'
+
+  one = tiny_config(tiny_data_dir)  # same run, continued with data parallelism on one device
+  resumed, _ = train.train_and_evaluate(one, workdir, ONE_DEVICE)
+  straight, _ = train.train_and_evaluate(one, str(tmp_path / 'straight'), ONE_DEVICE)
+  assert int(resumed.step) == 6
+  for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
