@@ -8,8 +8,11 @@ the position in the stream. grain's `shuffle` permutes each epoch with a seed de
 epoch, and `random_map` seeds each example's generator from (seed, index), so a restored
 iterator (its state is one integer per process, saved with every checkpoint) continues exactly.
 
-Multi-process: each process reads the slice `process_index::process_count` of every split and
-contributes `batch_size / process_count` examples to each global batch.
+Multi-process: the training stream is defined globally (global example i is a function of the
+seed and i alone), and process p reads only rows [p * b, (p + 1) * b) of each global batch, where
+b = batch_size / process_count. So the global batches, and a run's numbers, do not depend on how
+many processes share them, and no process decodes another's images. Evaluation reads the slice
+`process_index::process_count` of the split; its sums do not depend on the order.
 """
 
 import dataclasses
@@ -129,14 +132,29 @@ def _read_options(config) -> grain.ReadOptions:
                            prefetch_buffer_size=max(1, config.prefetch_batches) * per_process)
 
 
+class _ProcessRows(grain.transforms.Map):
+  """Maps this process' k-th example to its global position: its rows of each global batch."""
+
+  def __init__(self, stream: grain.MapDataset, global_batch: int, per_process: int,
+               process_index: int):
+    self.stream = stream
+    self.global_batch, self.per_process, self.offset = (
+        global_batch, per_process, process_index * per_process)
+
+  def map(self, k: int) -> dict[str, Any]:
+    batch, row = divmod(int(k), self.per_process)
+    return self.stream[batch * self.global_batch + self.offset + row]
+
+
 def create_train_dataset(config, process_index: int = 0, process_count: int = 1
                          ) -> grain.IterDataset:
   """The endless stream of this process' training batches, as a checkpointable grain dataset."""
   per_process = config.batch_size // process_count
-  ds = grain.MapDataset.source(_source(config, config.train_split))
-  ds = ds[process_index::process_count]
-  ds = ds.shuffle(seed=config.seed).repeat()
-  ds = ds.random_map(TrainTransform(config), seed=config.seed)
+  stream = grain.MapDataset.source(_source(config, config.train_split))
+  stream = stream.shuffle(seed=config.seed).repeat()  # a new permutation every epoch
+  stream = stream.random_map(TrainTransform(config), seed=config.seed)  # per global index
+  rows = _ProcessRows(stream, config.batch_size, per_process, process_index)
+  ds = grain.MapDataset.range(len(stream) // process_count).map(rows)
   ds = ds.batch(per_process, drop_remainder=True)
   it = ds.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:

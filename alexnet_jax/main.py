@@ -14,6 +14,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
@@ -22,6 +23,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard events.')
 config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/alexnet.py.',
                                 lock_config=True)
+flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0. '
+                    'Without it, SLURM, Open MPI and TPU pods are detected automatically.')
+flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes in all.')
+flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, 0 to num_processes-1.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -41,6 +46,12 @@ def main(argv):
                      '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.\n')
     sys.exit(2)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  try:
+    sharding.initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes,
+                                  FLAGS.process_id)
+  except ConfigError as e:
+    sys.stderr.write(f'\nError: {e}\n')
+    sys.exit(2)
   logging.info('JAX process %d of %d, local devices: %s', jax.process_index(),
                jax.process_count(), jax.local_devices())
   try:

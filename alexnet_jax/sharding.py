@@ -21,6 +21,7 @@ devices left over; both -1: what the strategy needs). Strategies (`config.strate
 
 import collections
 import dataclasses
+import os
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -34,6 +35,32 @@ MODEL_AXIS = 'model'
 STRATEGIES = ('data', 'towers')
 # Layers whose output channels the towers split; fc8 reads both towers and is replicated.
 TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'norm1', 'norm2')
+
+
+# Environment variables by which JAX's cluster detection recognises a multi-process job.
+_CLUSTER_MARKERS = {'SLURM_NTASKS': 'SLURM', 'OMPI_COMM_WORLD_SIZE': 'Open MPI',
+                    'TPU_WORKER_HOSTNAMES': 'a TPU pod'}
+
+
+def initialize_processes(coordinator_address: str | None = None, num_processes: int | None = None,
+                         process_id: int | None = None) -> None:
+  """Joins this process to a multi-process run with `jax.distributed.initialize`.
+
+  Given a coordinator, uses it with `num_processes` and `process_id`; given nothing, lets JAX
+  detect the cluster when the environment is one it knows (SLURM with several tasks, Open MPI,
+  a TPU pod), and otherwise stays a single process. Call before anything touches a device. On
+  CPUs the processes exchange data through gloo.
+  """
+  explicit = coordinator_address is not None
+  if not explicit:
+    sizes = [os.environ[k] for k in _CLUSTER_MARKERS if k in os.environ]
+    if not any(len(v.split(',')) > 1 or (v.isdigit() and int(v) > 1) for v in sizes):
+      return
+  if explicit and (num_processes is None or process_id is None):
+    raise ConfigError('--coordinator_address needs --num_processes and --process_id too (this '
+                      'process\' index, 0 to num_processes - 1), the same address everywhere.')
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
 def mesh_shape(config, device_count: int) -> tuple[int, int]:

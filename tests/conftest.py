@@ -11,6 +11,7 @@ jax.config.update('jax_num_cpu_devices', 8)
 import pytest  # noqa: E402
 
 from alexnet_jax import datasets  # noqa: E402
+from tests.tiny import tiny_config  # noqa: E402,F401  (re-exported for the tests)
 
 ONE_DEVICE = jax.devices()[:1]
 
@@ -20,22 +21,3 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   datasets.ensure_prepared('synthetic_shapes/tiny', data_dir)
   return data_dir
-
-
-def tiny_config(data_dir):
-  """The quickstart's recipe, shrunk: tiny dataset, narrow model, small images, a few steps."""
-  from configs import quickstart
-  c = quickstart.get_config()
-  c.dataset = 'synthetic_shapes/tiny'
-  c.data_dir = data_dir
-  c.image_size = 67
-  c.resize_size = 76
-  c.model.width = 0.25
-  c.batch_size = 16
-  c.eval_batch_size = 64
-  c.num_train_steps = 6
-  c.log_every_steps = 3
-  c.eval_every_steps = 3
-  c.checkpoint_every_steps = 3
-  c.optim.plateau_patience = 1
-  return c

@@ -1,0 +1,160 @@
+r"""What a strategy communicates, read from the compiled training step, and the scaling table.
+
+    python -m alexnet_jax.communication            # the README's table, on simulated CPU devices
+
+compiles the paper's training step (batch 128, 224x224, 1000 classes) for 2, 4 and 8 devices under
+each strategy and reports, from the compiled per-device program itself: the size of every
+collective's result per step, by kind (what each device puts through collectives; the bytes on the
+wire depend on the algorithm, e.g. a ring all-reduce sends about twice its size), the parameter and
+optimiser bytes each device holds, and the ratio of both to pure data parallelism. Nothing is run, so simulated CPU devices give the same program
+structure as GPUs would (XLA may pick other algorithms for the same collectives on other backends).
+"""
+
+import dataclasses
+import json
+import math
+import re
+import sys
+from typing import Any
+
+KINDS = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
+_DTYPE_BYTES = {'f64': 8, 'f32': 4, 'bf16': 2, 'f16': 2, 's64': 8, 'u64': 8, 's32': 4, 'u32': 4,
+                's16': 2, 'u16': 2, 's8': 1, 'u8': 1, 'pred': 1}
+_OP = re.compile(r'=\s*(?P<type>.+?)\s+(?P<kind>' + '|'.join(KINDS) + r')(?P<suffix>-start|-done)?\(')
+_ARRAY = re.compile(r'\b(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]')
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+  kind: str
+  shapes: tuple[tuple[str, tuple[int, ...]], ...]  # (dtype, dims) of each result array
+
+  @property
+  def bytes(self) -> int:
+    return sum(_DTYPE_BYTES.get(dtype, 4) * math.prod(dims) for dtype, dims in self.shapes)
+
+
+def collectives(hlo_text: str) -> list[Collective]:
+  """Every collective in a compiled HLO module, with the shapes of its results.
+
+  Asynchronous pairs (`all-gather-start` / `-done`) count once, at their `-done`, whose result
+  is the collective's output.
+  """
+  found = []
+  for line in hlo_text.splitlines():
+    match = _OP.search(line)
+    if not match or match['suffix'] == '-start':
+      continue
+    shapes = tuple((a['dtype'], tuple(int(d) for d in a['dims'].split(',') if d))
+                   for a in _ARRAY.finditer(match['type']))
+    found.append(Collective(match['kind'], shapes))
+  return found
+
+
+def bytes_by_kind(found: list[Collective]) -> dict[str, int]:
+  return {kind: sum(c.bytes for c in found if c.kind == kind) for kind in KINDS}
+
+
+def per_device_bytes(tree: Any) -> int:
+  """Bytes of one device's shard of every array in `tree` (ShapeDtypeStructs with shardings)."""
+  import jax
+  import numpy as np
+  total = 0
+  for leaf in jax.tree.leaves(tree):
+    shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
+    total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+  return total
+
+
+def compiled_train_step(config, devices):
+  """(compiled train step, abstract sharded train state) for `config` on `devices`, unrun."""
+  import jax
+  import numpy as np
+  from alexnet_jax import optim, sharding, steps
+
+  layout = sharding.Layout.from_config(config, devices)
+  layout.check_batch_sizes(config)
+  tx = optim.create_optimizer(config.optim, 1000)
+  plateau = optim.create_plateau(config.optim)
+
+  def make_state():
+    model = steps.create_model(config, **layout.model_axes())
+    return steps.create_train_state(config, model, tx, plateau)[1]
+
+  abstract = jax.eval_shape(make_state)
+  graphdef = _graphdef(config, layout)
+  shardings = layout.state_shardings(abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  size = config.image_size
+  batch = {
+      'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3), np.float32,
+                                    sharding=layout.batch_sharding()),
+      'label': jax.ShapeDtypeStruct((config.batch_size,), np.int32,
+                                    sharding=layout.batch_sharding()),
+  }
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, 1000),
+                                   layout)
+  return train_fn.lower(abstract, batch).compile(), abstract
+
+
+def _graphdef(config, layout):
+  from flax import nnx
+  from alexnet_jax import steps
+  # The graph structure does not depend on parameter values: build it from an abstract model.
+  model = nnx.eval_shape(lambda: steps.create_model(config, **layout.model_axes()))
+  return nnx.split(model, nnx.Param, ...)[0]
+
+
+def audit(config, devices) -> dict[str, Any]:
+  compiled, abstract = compiled_train_step(config, devices)
+  found = collectives(compiled.as_text())
+  return {
+      'collectives': found,
+      'bytes_by_kind': bytes_by_kind(found),
+      'param_bytes_per_device': per_device_bytes(abstract.params),
+      'optimizer_bytes_per_device': per_device_bytes(abstract.opt_state),
+  }
+
+
+def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers')) -> list[dict]:
+  import jax
+  from configs import alexnet
+  rows = []
+  for n in device_counts:
+    baseline = None
+    for strategy in strategies:
+      config = alexnet.get_config()
+      config.strategy = strategy
+      result = audit(config, jax.devices()[:n])
+      sent = sum(result['bytes_by_kind'].values())
+      held = result['param_bytes_per_device'] + result['optimizer_bytes_per_device']
+      baseline = baseline or (sent, held)
+      rows.append({'devices': n, 'strategy': strategy,
+                   **{k: v for k, v in result['bytes_by_kind'].items() if v},
+                   'communicated_bytes': sent, 'state_bytes_per_device': held,
+                   'communicated_vs_data': sent / baseline[0], 'state_vs_data': held / baseline[1]})
+  return rows
+
+
+def _mb(n: float) -> str:
+  return f'{n / 2**20:,.1f}'
+
+
+def main() -> None:
+  import jax
+  jax.config.update('jax_num_cpu_devices', 8)
+  rows = scaling_table()
+  print('| devices | strategy | all-reduce MiB | all-gather MiB | reduce-scatter MiB | '
+        'collectives MiB / step | vs data | params+momentum MiB / device | vs data |')
+  print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
+  for r in rows:
+    print(f"| {r['devices']} | {r['strategy']} | {_mb(r.get('all-reduce', 0))} | "
+          f"{_mb(r.get('all-gather', 0))} | {_mb(r.get('reduce-scatter', 0))} | "
+          f"{_mb(r['communicated_bytes'])} | {r['communicated_vs_data']:.2f} | "
+          f"{_mb(r['state_bytes_per_device'])} | {r['state_vs_data']:.2f} |")
+  json.dump(rows, sys.stderr, indent=1)
+
+
+if __name__ == '__main__':
+  main()

@@ -1,0 +1,93 @@
+"""The compiled training step communicates only what each strategy should (8 simulated devices)."""
+
+from flax import nnx
+import jax
+import pytest
+
+from alexnet_jax import communication
+from alexnet_jax import models
+from configs import alexnet
+
+HLO = """
+ENTRY %main {
+  %p = f32[8,16]{1,0} parameter(0)
+  %all-reduce.1 = f32[8,16]{1,0} all-reduce(f32[8,16]{1,0} %p), replica_groups={{0,1}}
+  %all-gather-start = (f32[4,16]{1,0}, f32[8,16]{1,0}) all-gather-start(f32[4,16]{1,0} %x)
+  %all-gather-done = f32[8,16]{1,0} all-gather-done((f32[4,16]{1,0}, f32[8,16]{1,0}) %all-gather-start)
+  %all-reduce.2 = (bf16[3]{0}, s32[]) all-reduce(bf16[3]{0} %a, s32[] %b), to_apply=%sum
+  %reduce-scatter = f32[2,16]{1,0} reduce-scatter(f32[8,16]{1,0} %p), dimensions={0}
+  %add = f32[8,16]{1,0} add(f32[8,16]{1,0} %p, f32[8,16]{1,0} %p)
+}
+"""
+
+
+def test_parser_counts_each_collective_once_with_its_result_bytes():
+  found = communication.collectives(HLO)
+  assert [c.kind for c in found] == ['all-reduce', 'all-gather', 'all-reduce', 'reduce-scatter']
+  assert communication.bytes_by_kind(found) == {
+      'all-reduce': 8 * 16 * 4 + 3 * 2 + 4, 'all-gather': 8 * 16 * 4,
+      'reduce-scatter': 2 * 16 * 4, 'all-to-all': 0, 'collective-permute': 0}
+
+
+WIDTH, SIZE, BATCH, DATA = 0.25, 67, 16, 4
+
+
+def config(strategy):
+  c = alexnet.get_config()
+  c.model.num_classes = 10
+  c.model.width = WIDTH
+  c.image_size = SIZE
+  c.batch_size = BATCH
+  c.strategy = strategy
+  return c
+
+
+def small_model():
+  return models.AlexNet(models.ModelConfig(num_classes=10, width=WIDTH), SIZE, rngs=nnx.Rngs(0))
+
+
+def parameter_bytes():
+  return 4 * models.count_params(small_model())  # float32 parameters
+
+
+@pytest.fixture(scope='module')
+def audits():
+  return {s: communication.audit(config(s), jax.devices()) for s in ('data', 'towers')}
+
+
+def test_data_parallelism_only_all_reduces_the_gradients(audits):
+  found = audits['data']['bytes_by_kind']
+  assert found['all-gather'] == found['all-to-all'] == found['collective-permute'] == 0
+  assert found['reduce-scatter'] == 0
+  # The gradients (one float per parameter), plus a few metric sums (loss, errors, count).
+  assert 0 <= found['all-reduce'] - parameter_bytes() < 64
+  assert audits['data']['param_bytes_per_device'] == parameter_bytes()
+
+
+def test_towers_exchange_maps_only_where_the_papers_gpus_did(audits):
+  sizes = models.feature_sizes(SIZE)
+  local = BATCH // DATA
+  pool2, pool5 = sizes['pool2'], sizes['pool5']
+  conv2, conv5 = models.scaled(256, WIDTH), models.scaled(256, WIDTH)
+  fc = models.scaled(4096, WIDTH)
+  gathered = sorted(c.shapes[0][1] for c in audits['towers']['collectives']
+                    if c.kind == 'all-gather')
+  # Into conv3 (both towers' conv2 maps), into fc6 (conv5 maps), into fc7 and into fc8: nothing on
+  # conv1, conv2, conv4 or conv5, and no other exchange of activations.
+  assert gathered == sorted([(local, pool2, pool2, conv2), (local, pool5, pool5, conv5),
+                             (local, fc), (local, fc)])
+  # Their transposes in the backward pass: each tower gets back the gradient of its half.
+  scattered = sorted(c.shapes[0][1] for c in audits['towers']['collectives']
+                     if c.kind == 'reduce-scatter')
+  assert scattered == sorted(s[:-1] + (s[-1] // 2,) for s in gathered)
+  found = audits['towers']['bytes_by_kind']
+  assert found['all-to-all'] == found['collective-permute'] == 0
+  # All-reduces: each device's gradients over the data axis (its tower's half + fc8), plus metrics.
+  assert 0 <= found['all-reduce'] - audits['towers']['param_bytes_per_device'] < 128
+
+
+def test_towers_hold_half_the_tower_layers(audits):
+  model = small_model()
+  fc8 = 4 * (model.fc8.kernel.size + model.fc8.bias.size)
+  total = parameter_bytes()
+  assert audits['towers']['param_bytes_per_device'] == (total - fc8) // 2 + fc8
