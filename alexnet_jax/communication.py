@@ -117,7 +117,7 @@ def audit(config, devices) -> dict[str, Any]:
   }
 
 
-def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers')) -> list[dict]:
+def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers', 'owt')) -> list[dict]:
   import jax
   from configs import alexnet
   rows = []

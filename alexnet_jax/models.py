@@ -74,6 +74,9 @@ class ModelConfig:
   lrn: LRNConfig = LRNConfig()
   tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
   batch_axis: str | None = None  # mesh axis splitting the batch, inside jax.shard_map
+  # "One weird trick" (Krizhevsky 2014): mesh axis over which fc6/fc7 units are split, after every
+  # device has gathered the conv features of the whole batch over it.
+  fc_axis: str | None = None
 
 
 # (name, kernel size, stride, output channels, sees both towers). Section 3.5 and Figure 2.
@@ -291,11 +294,17 @@ class AlexNet(nnx.Module):
 
     flat = cross_tower(xs, axis)
     flat = flat.reshape(flat.shape[0], -1)
-    xs = self.fc6([flat] * local_towers)
+    fc_axis, fc_towers = axis, local_towers
+    if self.config.fc_axis is not None:
+      # The exchange of the 2014 scheme: every device gets every example's conv features, and
+      # computes its own slice of the fc units for all of them.
+      fc_axis, fc_towers = self.config.fc_axis, 1
+      flat = jax.lax.all_gather(flat, fc_axis, axis=0, tiled=True)
+    xs = self.fc6([flat] * fc_towers)
     out['fc6'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=6)
-    xs = self.fc7([cross_tower(xs, axis)] * local_towers)
+    xs = self.fc7([cross_tower(xs, fc_axis)] * fc_towers)
     out['fc7'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=7)
-    out['fc8'] = self.fc8([cross_tower(xs, axis)])
+    out['fc8'] = self.fc8([cross_tower(xs, fc_axis)])
     return out
 
   def _dropout(self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
@@ -311,6 +320,17 @@ class AlexNet(nnx.Module):
       return list(xs)
     if rng is None:
       raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
+    if self.config.fc_axis is not None:
+      # One slice of the units of one tower, for the whole batch: draw that tower's mask, keep
+      # this device's columns.
+      (x,) = xs
+      per_tower = scaled(FC_UNITS, self.config.width) // self.config.towers
+      first_unit = jax.lax.axis_index(self.config.fc_axis) * x.shape[-1]
+      tower, column = first_unit // per_tower, first_unit % per_tower
+      key = jax.random.fold_in(jax.random.fold_in(rng, layer), tower)
+      keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0], per_tower))
+      keep = jax.lax.dynamic_slice_in_dim(keep, column, x.shape[-1], axis=1)
+      return [jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)]
     first_tower, shards, shard = 0, 1, 0
     if self.config.tower_axis is not None:
       first_tower = jax.lax.axis_index(self.config.tower_axis) * len(xs)

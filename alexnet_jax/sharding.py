@@ -32,7 +32,8 @@ from alexnet_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
-STRATEGIES = ('data', 'towers')
+STRATEGIES = ('data', 'towers', 'owt')
+FC_LAYERS = ('fc6', 'fc7')
 # Layers whose output channels the towers split; fc8 reads both towers and is replicated.
 TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'norm1', 'norm2')
 
@@ -88,8 +89,8 @@ def mesh_shape(config, device_count: int) -> tuple[int, int]:
         f'mesh.data={data} x mesh.model={model} does not fit the {device_count} devices here. '
         f'Choose sizes whose product is {device_count}, or -1 for one axis to take the rest '
         '(e.g. --config.mesh.data=-1).')
-  if strategy == 'data' and model != 1:
-    raise ConfigError(f'strategy=data uses every device for data parallelism, but mesh.model='
+  if strategy in ('data', 'owt') and model != 1:
+    raise ConfigError(f'strategy={strategy} spreads its layers over the data axis, but mesh.model='
                       f'{model}. Set --config.mesh.model=1, or --config.strategy=towers.')
   if strategy == 'towers':
     if model != 2:
@@ -123,8 +124,10 @@ class Layout:
   def model_axes(self) -> dict[str, str | None]:
     """The axis names the model must know about (ModelConfig fields) under this strategy."""
     if self.strategy == 'towers':
-      return {'tower_axis': MODEL_AXIS, 'batch_axis': DATA_AXIS}
-    return {'tower_axis': None, 'batch_axis': None}
+      return {'tower_axis': MODEL_AXIS, 'batch_axis': DATA_AXIS, 'fc_axis': None}
+    if self.strategy == 'owt':
+      return {'tower_axis': None, 'batch_axis': DATA_AXIS, 'fc_axis': DATA_AXIS}
+    return {'tower_axis': None, 'batch_axis': None, 'fc_axis': None}
 
   def check_batch_sizes(self, config) -> None:
     for field in ('batch_size', 'eval_batch_size'):
@@ -143,6 +146,8 @@ class Layout:
     layer = getattr(path[0], 'key', None)
     if self.strategy == 'towers' and layer in TOWER_LAYERS:
       return P(*([None] * (np.ndim(leaf) - 1)), MODEL_AXIS)
+    if self.strategy == 'owt' and layer in FC_LAYERS:
+      return P(*([None] * (np.ndim(leaf) - 1)), DATA_AXIS)
     return P()
 
   def param_specs(self, params: Any) -> Any:
@@ -186,26 +191,31 @@ class Layout:
     strategy. It returns (metric sums, new batch_stats[, grads]); `loss_scale` is the factor that
     turns its local mean loss into its share of the global mean.
 
-    `data`: called once on global arrays under jit (loss_scale 1). `towers`: called per device
-    inside shard_map; its metric sums are added over the mesh, and gradients of parameters
-    replicated over an axis are summed over it by shard_map's autodiff.
+    `data`: called once on global arrays under jit (loss_scale 1). `towers` and `owt`: called per
+    device inside shard_map, with loss_scale 1 / devices; its metric sums are combined over the
+    mesh, and gradients of parameters replicated over an axis are summed over it by shard_map's
+    autodiff.
     """
     if self.strategy == 'data':
       return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
-
+    # towers: every device computes the loss of its data shard; the two towers' copies are equal.
+    # owt: after the exchange every device computes the loss of the whole batch.
     shards = self.mesh.shape[DATA_AXIS] * self.mesh.shape[MODEL_AXIS]
+    summed = (DATA_AXIS,) if self.strategy == 'towers' else ()
     param_specs, stats_specs = self.param_specs(params), self.param_specs(batch_stats)
 
     def total(value):
-      # Add the data shards' sums; the towers computed the same value for theirs: average them.
+      # Add up the data shards' sums; average copies of the same sum.
       varying = jax.typeof(value).manual_axis_type.varying
-      if DATA_AXIS in varying:
-        value = jax.lax.psum(value, DATA_AXIS)
-      if MODEL_AXIS in varying:
-        value = jax.lax.pmean(value, MODEL_AXIS)
+      for axis in (DATA_AXIS, MODEL_AXIS):
+        if axis in varying:
+          value = (jax.lax.psum if axis in summed else jax.lax.pmean)(value, axis)
       return value
 
     def body(p, s, b, r):
+      if self.strategy == 'owt':  # labels and masks travel with the exchanged conv features
+        b = dict(b, **{k: jax.lax.all_gather(b[k], DATA_AXIS, axis=0, tiled=True)
+                       for k in ('label', 'mask') if k in b})
       out = per_shard(p, s, b, r, 1.0 / shards)
       return ({k: total(v) for k, v in out[0].items()},) + tuple(out[1:])
 

@@ -52,7 +52,7 @@ def parameter_bytes():
 
 @pytest.fixture(scope='module')
 def audits():
-  return {s: communication.audit(config(s), jax.devices()) for s in ('data', 'towers')}
+  return {s: communication.audit(config(s), jax.devices()) for s in ('data', 'towers', 'owt')}
 
 
 def test_data_parallelism_only_all_reduces_the_gradients(audits):
@@ -91,3 +91,19 @@ def test_towers_hold_half_the_tower_layers(audits):
   fc8 = 4 * (model.fc8.kernel.size + model.fc8.bias.size)
   total = parameter_bytes()
   assert audits['towers']['param_bytes_per_device'] == (total - fc8) // 2 + fc8
+
+
+def test_owt_does_not_all_reduce_the_fully_connected_gradients(audits):
+  model = small_model()
+  fc67 = 4 * sum(x.size for layer in (model.fc6, model.fc7) for x in (layer.kernel, layer.bias))
+  found = audits['owt']['bytes_by_kind']
+  # Conv and fc8 gradients are all-reduced over all 8 devices; fc6 and fc7 gradients stay with
+  # their units (a slice per device).
+  assert 0 <= found['all-reduce'] - (parameter_bytes() - fc67) < 128
+  assert audits['owt']['param_bytes_per_device'] == parameter_bytes() - fc67 + fc67 // 8
+  # The exchange: every device gathers all examples' conv features (and labels) before fc6.
+  sizes = models.feature_sizes(SIZE)
+  features = sizes['pool5'] ** 2 * models.scaled(256, WIDTH)
+  gathered = [c.shapes[0][1] for c in audits['owt']['collectives'] if c.kind == 'all-gather']
+  assert (BATCH, features) in gathered
+  assert found['all-to-all'] == found['collective-permute'] == 0

@@ -22,6 +22,7 @@ def mesh_config(strategy='data', data=-1, model=-1, towers=2):
 @pytest.mark.parametrize('strategy,data,model,devices,want', [
     ('data', -1, -1, 8, (8, 1)), ('data', 8, 1, 8, (8, 1)), ('data', -1, 1, 1, (1, 1)),
     ('towers', -1, -1, 8, (4, 2)), ('towers', 4, -1, 8, (4, 2)), ('towers', -1, 2, 2, (1, 2)),
+    ('owt', -1, -1, 8, (8, 1)),
 ])
 def test_mesh_shapes(strategy, data, model, devices, want):
   assert sharding.mesh_shape(mesh_config(strategy, data, model), devices) == want
@@ -31,6 +32,7 @@ def test_mesh_shapes(strategy, data, model, devices, want):
     (mesh_config('data', 3, 3), 8, 'does not fit the 8 devices'),
     (mesh_config('data', -1, 3), 8, '3 does not divide the 8 devices'),
     (mesh_config('data', 4, 2), 8, 'mesh.model=1'),
+    (mesh_config('owt', 4, 2), 8, 'mesh.model=1'),
     (mesh_config('towers', 2, 4), 8, 'mesh.model must be 2, not 4'),
     (mesh_config('towers', towers=1), 8, 'model.towers=1'),
     (mesh_config('towers'), 1, 'xla_force_host_platform_device_count'),
@@ -80,7 +82,7 @@ def run_steps(config, devices, n=3):
 
 
 @pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
-@pytest.mark.parametrize('strategy', ['data', 'towers'])
+@pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
 def test_strategy_computes_what_one_device_computes(strategy, norm):
   reference = run_steps(small_config('data', norm), ONE_DEVICE)
   spread = run_steps(small_config(strategy, norm), jax.devices())
@@ -100,6 +102,15 @@ def test_strategy_computes_what_one_device_computes(strategy, norm):
 def device_bytes(tree, device):
   return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
              for shard in leaf.addressable_shards if shard.device == device)
+
+
+def test_owt_splits_the_fully_connected_units_over_all_devices():
+  *_, state = run_steps(small_config('owt'), jax.devices(), n=1)
+  params = jax.device_get(state.params)
+  total = sum(x.nbytes for x in jax.tree.leaves(params))
+  fc67 = sum(x.nbytes for layer in ('fc6', 'fc7') for x in jax.tree.leaves(params[layer]))
+  for device in jax.devices():
+    assert device_bytes(state.params, device) == total - fc67 + fc67 // 8
 
 
 def test_towers_hold_half_of_each_tower_layer_per_device():
