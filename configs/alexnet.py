@@ -59,7 +59,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.lrn.alpha_over_n = False  # True: alpha / n, as the released code, Caffe and PyTorch
 
   # --- Devices (alexnet_jax/sharding.py) ---
-  c.strategy = 'data'  # data: data parallel | towers: one tower per device, as the paper's GPUs
+  # data: data parallel | towers: one tower per device, as the paper's two GPUs | owt: conv layers
+  # data-parallel, fc layers model-parallel over all devices (Krizhevsky 2014). sharding.py.
+  c.strategy = 'data'
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices along the batch axis; -1: all that the model axis leaves
   c.mesh.model = -1  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)

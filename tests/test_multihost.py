@@ -63,5 +63,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tiny_data_di
   assert sorted(flat) == sorted(two.files)
   for name, value in flat.items():
     np.testing.assert_allclose(two[name], value, rtol=1e-4, atol=1e-6, err_msg=name)
-  # Both processes wrote their parts of one checkpoint into the shared directory.
+  # Both processes wrote their parts of one checkpoint into the shared directory...
   assert sorted(os.listdir(tmp_path / 'two' / 'checkpoints')) == ['3', '6']
+  # ...and only process 0 wrote TensorBoard events.
+  events = [f for f in os.listdir(tmp_path / 'two') if f.startswith('events.out.tfevents')]
+  assert len(events) == 1, events
