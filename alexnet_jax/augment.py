@@ -429,6 +429,15 @@ def _crop_offset_to_float(
     return out.reshape(size, size, c)
 
 
+def _resized_for_crop(image_uint8: np.ndarray, image_size: int, resize_size: int):
+    """The image at resize_size, and its height and width, checked to fit a crop of image_size."""
+    if resize_size < image_size:
+        raise ValueError(f"resize_size {resize_size} < image_size {image_size}")
+    image = _ensure_size(image_uint8, resize_size)
+    h, w = _check_crop(image, image_size)
+    return image, h, w
+
+
 def train_transform(
     image_uint8: np.ndarray,
     *,
@@ -473,10 +482,7 @@ def train_transform(
     Returns:
       float32 ``image_size x image_size x 3`` array (freshly allocated).
     """
-    if resize_size < image_size:
-        raise ValueError(f"resize_size {resize_size} < image_size {image_size}")
-    image = _ensure_size(image_uint8, resize_size)
-    h, w = _check_crop(image, image_size)
+    image, h, w = _resized_for_crop(image_uint8, image_size, resize_size)
     top, left = _random_offsets(h, w, image_size, rng)
     flipped = bool(flip) and rng.random() < 0.5
     shift = _pca_shift(eigval, eigvec, pca_std, rng)
@@ -499,10 +505,7 @@ def eval_transform(
     Returns:
       float32 ``image_size x image_size x 3`` array (freshly allocated).
     """
-    if resize_size < image_size:
-        raise ValueError(f"resize_size {resize_size} < image_size {image_size}")
-    image = _ensure_size(image_uint8, resize_size)
-    h, w = _check_crop(image, image_size)
+    image, h, w = _resized_for_crop(image_uint8, image_size, resize_size)
     top, left = _center_offsets(h, w, image_size)
     offset = np.zeros(3, np.float32)
     return _crop_offset_to_float(image, top, left, image_size, False, offset, mean, resize_size)

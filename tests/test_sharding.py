@@ -125,17 +125,28 @@ def test_towers_hold_half_of_each_tower_layer_per_device():
     assert device_bytes(state.opt_state, device) == device_bytes(state.params, device) + 4
 
 
+def plateau_config(data_dir, strategy='data', steps=6):
+  """The paper's schedule, evaluated every step: the plateau state moves on every device."""
+  config = tiny_config(data_dir)
+  config.strategy = strategy
+  config.optim.schedule = 'plateau'
+  config.optim.learning_rate = 0.01
+  config.eval_every_steps = 1
+  config.num_train_steps = steps
+  return config
+
+
 def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path):
   workdir = str(tmp_path / 'run')
-  towers = tiny_config(tiny_data_dir)
-  towers.strategy = 'towers'
-  towers.num_train_steps = 3
-  half, _ = train.train_and_evaluate(towers, workdir, jax.devices())
+  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, 'towers', 3), workdir,
+                                     jax.devices())
   assert half.params['conv1']['kernel'].sharding.spec[-1] == 'model'
 
-  one = tiny_config(tiny_data_dir)  # same run, continued with data parallelism on one device
+  one = plateau_config(tiny_data_dir)  # the same run, continued data-parallel on one device
   resumed, _ = train.train_and_evaluate(one, workdir, ONE_DEVICE)
   straight, _ = train.train_and_evaluate(one, str(tmp_path / 'straight'), ONE_DEVICE)
   assert int(resumed.step) == 6
+  assert float(straight.plateau.scale) < 1  # the learning rate was reduced along the way
+  np.testing.assert_allclose(float(resumed.plateau.scale), float(straight.plateau.scale))
   for a, b in zip(jax.tree.leaves(resumed.params), jax.tree.leaves(straight.params), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
