@@ -11,7 +11,8 @@ from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
 from configs import alexnet
-from tests.conftest import ONE_DEVICE, tiny_config
+from tests.conftest import ONE_DEVICE
+from tests.tiny import plateau_config
 
 
 def mesh_config(strategy='data', data=-1, model=-1, towers=2):
@@ -123,17 +124,6 @@ def test_towers_hold_half_of_each_tower_layer_per_device():
     assert device_bytes(state.params, device) == (total - fc8) // 2 + fc8
     # The momentum buffer is placed like the parameters (plus the schedule's int32 step count).
     assert device_bytes(state.opt_state, device) == device_bytes(state.params, device) + 4
-
-
-def plateau_config(data_dir, strategy='data', steps=6):
-  """The paper's schedule, evaluated every step: the plateau state moves on every device."""
-  config = tiny_config(data_dir)
-  config.strategy = strategy
-  config.optim.schedule = 'plateau'
-  config.optim.learning_rate = 0.01
-  config.eval_every_steps = 1
-  config.num_train_steps = steps
-  return config
 
 
 def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path):

@@ -11,21 +11,12 @@ from alexnet_jax import augment
 from alexnet_jax import checkpointing
 from alexnet_jax import steps
 from alexnet_jax import train
-from tests.conftest import ONE_DEVICE, tiny_config
+from tests.conftest import ONE_DEVICE
+from tests.tiny import plateau_config, tiny_config
 
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
-def plateau_config(data_dir, steps=6):
-  """The paper's schedule, evaluated every step with patience 1, so the plateau state moves."""
-  config = tiny_config(data_dir)
-  config.optim.schedule = 'plateau'
-  config.optim.learning_rate = 0.01
-  config.eval_every_steps = 1
-  config.num_train_steps = steps
-  return config
 
 
 def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
@@ -34,7 +25,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
   assert float(straight.plateau.scale) < 1.0  # the schedule did reduce the rate
 
   workdir = str(tmp_path / 'interrupted')
-  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, 3), workdir, ONE_DEVICE)
+  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, steps=3), workdir, ONE_DEVICE)
   assert int(half.step) == 3
   # The same command again: resumes at step 3.
   resumed, _ = train.train_and_evaluate(plateau_config(tiny_data_dir), workdir, ONE_DEVICE)

@@ -18,3 +18,14 @@ def tiny_config(data_dir):
   c.checkpoint_every_steps = 3
   c.optim.plateau_patience = 1
   return c
+
+
+def plateau_config(data_dir, strategy='data', steps=6):
+  """The paper's schedule, evaluated every step with patience 1, so the plateau state moves."""
+  config = tiny_config(data_dir)
+  config.strategy = strategy
+  config.optim.schedule = 'plateau'
+  config.optim.learning_rate = 0.01
+  config.eval_every_steps = 1
+  config.num_train_steps = steps
+  return config
