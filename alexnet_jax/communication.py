@@ -17,6 +17,14 @@ import re
 import sys
 from typing import Any
 
+from flax import nnx
+import jax
+import numpy as np
+
+from alexnet_jax import optim
+from alexnet_jax import sharding
+from alexnet_jax import steps
+
 KINDS = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 _DTYPE_BYTES = {'f64': 8, 'f32': 4, 'bf16': 2, 'f16': 2, 's64': 8, 'u64': 8, 's32': 4, 'u32': 4,
                 's16': 2, 'u16': 2, 's8': 1, 'u8': 1, 'pred': 1}
@@ -57,8 +65,6 @@ def bytes_by_kind(found: list[Collective]) -> dict[str, int]:
 
 def per_device_bytes(tree: Any) -> int:
   """Bytes of one device's shard of every array in `tree` (ShapeDtypeStructs with shardings)."""
-  import jax
-  import numpy as np
   total = 0
   for leaf in jax.tree.leaves(tree):
     shape = leaf.sharding.shard_shape(leaf.shape) if leaf.sharding is not None else leaf.shape
@@ -68,10 +74,6 @@ def per_device_bytes(tree: Any) -> int:
 
 def compiled_train_step(config, devices):
   """(compiled train step, abstract sharded train state) for `config` on `devices`, unrun."""
-  import jax
-  import numpy as np
-  from alexnet_jax import optim, sharding, steps
-
   layout = sharding.Layout.from_config(config, devices)
   layout.check_batch_sizes(config)
   tx = optim.create_optimizer(config.optim, 1000)
@@ -99,8 +101,6 @@ def compiled_train_step(config, devices):
 
 
 def _graphdef(config, layout):
-  from flax import nnx
-  from alexnet_jax import steps
   # The graph structure does not depend on parameter values: build it from an abstract model.
   model = nnx.eval_shape(lambda: steps.create_model(config, **layout.model_axes()))
   return nnx.split(model, nnx.Param, ...)[0]
@@ -118,8 +118,7 @@ def audit(config, devices) -> dict[str, Any]:
 
 
 def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers', 'owt')) -> list[dict]:
-  import jax
-  from configs import alexnet
+  from configs import alexnet  # the repository's configs/, not part of the package
   rows = []
   for n in device_counts:
     baseline = None
@@ -142,7 +141,6 @@ def _mb(n: float) -> str:
 
 
 def main() -> None:
-  import jax
   jax.config.update('jax_num_cpu_devices', 8)
   rows = scaling_table()
   print('| devices | strategy | all-reduce MiB | all-gather MiB | reduce-scatter MiB | '

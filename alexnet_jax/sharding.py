@@ -38,9 +38,9 @@ FC_LAYERS = ('fc6', 'fc7')
 TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'norm1', 'norm2')
 
 
-# Environment variables by which JAX's cluster detection recognises a multi-process job.
-_CLUSTER_MARKERS = {'SLURM_NTASKS': 'SLURM', 'OMPI_COMM_WORLD_SIZE': 'Open MPI',
-                    'TPU_WORKER_HOSTNAMES': 'a TPU pod'}
+# Environment variables by which JAX's cluster detection recognises a multi-process job
+# (SLURM, Open MPI, a TPU pod on GKE).
+_CLUSTER_MARKERS = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
 
 
 def initialize_processes(coordinator_address: str | None = None, num_processes: int | None = None,
