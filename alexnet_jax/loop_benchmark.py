@@ -1,0 +1,124 @@
+r"""Does the training loop keep what the step wins? The real loop against the bare step.
+
+    python -m alexnet_jax.loop_benchmark --config=configs/quickstart.py --steps=60
+
+Runs, in one process and on the same devices:
+- the *bare* step: `steps.make_train_step` on one batch that already sits on the devices, timed
+  in windows of `--window` steps (the median window is reported);
+- the *loop*: `train.train_and_evaluate` itself, with its data pipeline (TFDS ArrayRecord, grain,
+  augmentation, host-to-device prefetch), metrics, progress reports and logging, for `--warmup`
+  steps and then `--steps` timed steps; evaluation and checkpointing are pushed past the timed
+  steps (the final ones still run, untimed).
+
+and prints steps/s of each and their ratio: 1.0 means the loop loses nothing. The loop is timed
+between two points where the host waits for the step in flight (`block_until_ready` on the state,
+inside `step_callback`), so queued-up asynchronous work is counted. `--bare_first` orders the two.
+"""
+
+import json
+import statistics
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from alexnet_jax import optim
+from alexnet_jax import sharding
+from alexnet_jax import steps
+from alexnet_jax import train
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file('config', 'configs/quickstart.py', 'Training config to measure.')
+flags.DEFINE_integer('steps', 60, 'Timed steps of the loop.')
+flags.DEFINE_integer('warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).')
+flags.DEFINE_integer('window', 10, 'Steps per timed window of the bare step.')
+flags.DEFINE_integer('windows', 5, 'Timed windows of the bare step (before and after the loop).')
+flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
+
+
+def bare_step_times(config, window: int, windows: int, devices=None) -> list[float]:
+  """Seconds per step of each timed window: the trainer's step on a device-resident batch."""
+  layout = sharding.Layout.from_config(config, devices)
+  model = steps.create_model(config, **layout.model_axes())
+  total = max(config.num_train_steps, 1)
+  tx = optim.create_optimizer(config.optim, total)
+  graphdef, state = steps.create_train_state(config, model, tx, optim.create_plateau(config.optim))
+  state = layout.place_state(state)
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, total),
+                                   layout)
+  rng = np.random.default_rng(0)
+  per_process = config.batch_size // jax.process_count()
+  batch = layout.global_batch({
+      'image': rng.normal(size=(per_process, config.image_size, config.image_size, 3)
+                          ).astype(np.float32),
+      'label': rng.integers(0, config.model.num_classes, per_process).astype(np.int32)})
+  for _ in range(2):  # compile and settle
+    state, _, _ = train_fn(state, batch)
+  jax.block_until_ready(state)
+  times = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    for _ in range(window):
+      state, _, _ = train_fn(state, batch)
+    jax.block_until_ready(state)
+    times.append((time.perf_counter() - start) / window)
+  return times
+
+
+def loop_step_time(config, warmup: int, timed: int, devices=None) -> float:
+  """Seconds per step of `train_and_evaluate` between steps `warmup` and `warmup + timed`."""
+  config = config.copy_and_resolve_references()
+  config.num_train_steps = warmup + timed
+  config.eval_every_steps = config.num_train_steps
+  config.checkpoint_every_steps = config.num_train_steps
+  config.profile_steps = 0
+  marks = {}
+
+  def mark(step, state):
+    if step in (warmup, warmup + timed):
+      jax.block_until_ready(state.params)
+      marks[step] = time.perf_counter()
+
+  with tempfile.TemporaryDirectory() as workdir:
+    train.train_and_evaluate(config, workdir, devices, step_callback=mark)
+  return (marks[warmup + timed] - marks[warmup]) / timed
+
+
+def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
+  """Bare-step windows before and after the loop (so drift on a shared machine shows), the loop."""
+  before = bare_step_times(config, window, windows)
+  loop = loop_step_time(config, warmup, timed)
+  after = bare_step_times(config, window, windows)
+  bare = statistics.median(before + after)
+  return {
+      'config': {'dataset': config.dataset, 'batch_size': config.batch_size,
+                 'image_size': config.image_size, 'strategy': config.strategy,
+                 'data_workers': config.data_workers, 'data_threads': config.data_threads,
+                 'prefetch_batches': config.prefetch_batches},
+      'devices': [str(d) for d in jax.devices()],
+      'bare_ms_per_step': 1e3 * bare,
+      'bare_window_ms': [1e3 * t for t in before + after],
+      'loop_ms_per_step': 1e3 * loop,
+      'loop_over_bare_steps_per_s': bare / loop,
+  }
+
+
+def main(argv):
+  del argv
+  result = compare(FLAGS.config, FLAGS.warmup, FLAGS.steps, FLAGS.window, FLAGS.windows)
+  print(f"bare step: {result['bare_ms_per_step']:.1f} ms/step (median of "
+        f"{2 * FLAGS.windows} windows of {FLAGS.window})")
+  print(f"real loop: {result['loop_ms_per_step']:.1f} ms/step ({FLAGS.steps} steps after "
+        f"{FLAGS.warmup})")
+  print(f"loop steps/s / bare steps/s: {result['loop_over_bare_steps_per_s']:.3f}")
+  if FLAGS.output:
+    with open(FLAGS.output, 'w') as f:
+      json.dump(result, f, indent=2)
+
+
+if __name__ == '__main__':
+  app.run(main)
