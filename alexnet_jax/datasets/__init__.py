@@ -3,6 +3,10 @@
 Importing this package registers the ``synthetic_shapes`` TFDS builder, so
 ``tfds.builder('synthetic_shapes/tiny')`` and
 ``tfds.data_source('synthetic_shapes', ...)`` work like for any TFDS dataset.
+
+``image_folder`` turns your own images (a folder per class, or a CSV of labels)
+into a prepared TFDS dataset (``python -m alexnet_jax.prepare --folder=...``);
+it is not imported here: a prepared dataset is read back without it.
 """
 
 from __future__ import annotations
