@@ -42,6 +42,17 @@ class EvalMetrics(metrics.Collection):
 
 
 @flax.struct.dataclass
+class TenCropEvalMetrics(metrics.Collection):
+  """Section 4.1's test (softmax averaged over ten patches), and its centre patch alone."""
+  loss: metrics.Average.from_output('loss')
+  top1_error: metrics.Average.from_output('top1_error')
+  top5_error: metrics.Average.from_output('top5_error')
+  center_loss: metrics.Average.from_output('center_loss')
+  center_top1_error: metrics.Average.from_output('center_top1_error')
+  center_top5_error: metrics.Average.from_output('center_top5_error')
+
+
+@flax.struct.dataclass
 class TrainMetrics(metrics.Collection):
   loss: metrics.Average.from_output('loss')
   top1_error: metrics.Average.from_output('top1_error')
@@ -96,11 +107,25 @@ def _apply(graphdef, params, batch_stats, images, *, train, dropout_rng=None):
 
 
 def metric_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[str, jax.Array]:
-  """Sums over the (masked) examples of a batch; divided by `count` they are the metrics."""
+  """Sums over the (masked) examples of a batch; divided by `count` they are the metrics.
+
+  `logits` may be any scores whose softmax is the prediction, e.g. normalised log-probabilities
+  (`crop_averaged_log_probs`): their cross-entropy is then -log p(label), and ranks do not change.
+  """
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   top1, top5 = error_rates(logits, labels)
   return {'loss': jnp.sum(losses * mask), 'top1_error': jnp.sum(top1 * mask),
           'top5_error': jnp.sum(top5 * mask), 'count': jnp.sum(mask)}
+
+
+def crop_averaged_log_probs(logits: jax.Array) -> jax.Array:
+  """log of the softmax averaged over each example's views: (B, crops, C) logits -> (B, C).
+
+  Section 4.1 averages the network's softmax (probabilities, not logits) over ten patches;
+  logsumexp of the log-softmax keeps this exact where a probability underflows.
+  """
+  log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jax.nn.logsumexp(log_probs, axis=1) - jnp.log(logits.shape[1])
 
 
 def _average(sums: dict, name: str) -> metrics.Average:
@@ -142,17 +167,36 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, distri
   return new_state, step_metrics, finite
 
 
-def eval_step(state: TrainState, batch: dict, *, graphdef, distribute) -> EvalMetrics:
-  """Metrics of the examples whose `mask` is 1 (padding rows have mask 0)."""
+def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
+              ) -> EvalMetrics | TenCropEvalMetrics:
+  """Metrics of the examples whose `mask` is 1 (padding rows have mask 0).
+
+  Images of shape (B, H, W, 3) are one view per example. (B, crops, H, W, 3), e.g. the ten
+  patches of `augment.ten_crop`, are run through the model as B * crops images, and each
+  example's prediction is the average of its views' softmax (section 4.1); view 0, the centre
+  patch, is also scored alone (`center_*`).
+  """
   def per_shard(params, batch_stats, shard, rng, loss_scale):
     del rng, loss_scale
-    logits, _ = _apply(graphdef, params, batch_stats, shard['image'], train=False)
-    return metric_sums(logits, shard['label'], shard['mask']), batch_stats
+    images, labels, mask = shard['image'], shard['label'], shard['mask']
+    if images.ndim == 4:
+      logits, _ = _apply(graphdef, params, batch_stats, images, train=False)
+      return metric_sums(logits, labels, mask), batch_stats
+    crops = images.shape[1]
+    logits, _ = _apply(graphdef, params, batch_stats, images.reshape((-1,) + images.shape[2:]),
+                       train=False)
+    # -1, not this shard's rows: under `owt` the fc layers return the whole gathered batch.
+    logits = logits.reshape(-1, crops, logits.shape[-1])
+    sums = metric_sums(crop_averaged_log_probs(logits), labels, mask)
+    center = metric_sums(logits[:, 0], labels, mask)
+    sums.update({f'center_{k}': center[k] for k in ('loss', 'top1_error', 'top5_error')})
+    return sums, batch_stats
 
   step_fn = distribute(per_shard, state.params, state.batch_stats, grads=False)
   sums, _ = step_fn(state.params, state.batch_stats, batch, jax.random.key(0))
-  return EvalMetrics.empty().replace(loss=_average(sums, 'loss'), top1_error=_average(sums, 'top1_error'),
-                     top5_error=_average(sums, 'top5_error'))
+  collection = EvalMetrics if batch['image'].ndim == 4 else TenCropEvalMetrics
+  return collection.empty().replace(**{
+      name: _average(sums, name) for name in collection.__annotations__})
 
 
 def make_train_step(graphdef, tx, schedule, layout=None) -> Callable:

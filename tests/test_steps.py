@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from alexnet_jax import optim
+from alexnet_jax import sharding
 from alexnet_jax import steps
 from configs import alexnet
 
@@ -127,3 +129,59 @@ def test_model_lrn_and_steps_import_without_tensorflow():
           'print("ok")')
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
+
+
+def _numpy_ten_crop_metrics(logits, labels, mask):
+  """Section 4.1 by hand: softmax per view, averaged over the views, then loss and ranks."""
+  z = logits - logits.max(-1, keepdims=True)
+  probs = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).mean(1)  # (B, C)
+  keep = mask > 0
+  p_label = probs[np.arange(len(labels)), labels]
+  order = np.argsort(-probs, axis=-1)
+  rank = np.array([list(order[i]).index(labels[i]) for i in range(len(labels))])
+  return {'loss': -np.log(p_label)[keep].mean(), 'top1_error': (rank >= 1)[keep].mean(),
+          'top5_error': (rank >= 5)[keep].mean()}
+
+
+def _ten_crop_setup():
+  config = tiny_config()
+  config.model.init = 'he'  # predictions that differ from image to image and view to view
+  model, graphdef, state, _, _ = _setup(config)
+  rng = np.random.default_rng(2)
+  batch = {'image': rng.normal(0, 50, (16, 10, 67, 67, 3)).astype(np.float32),
+           'label': rng.integers(0, 10, 16).astype(np.int32),
+           'mask': np.array([1.0] * 13 + [0.0] * 3, np.float32)}
+  return config, model, graphdef, state, batch
+
+
+def test_ten_crop_eval_averages_the_softmax_of_the_views():
+  config, model, graphdef, state, batch = _ten_crop_setup()
+  metrics = steps.make_eval_step(graphdef)(state, batch).compute()
+
+  logits = np.asarray(model(jnp.asarray(batch['image'].reshape(160, 67, 67, 3)))).astype(np.float64)
+  logits = logits.reshape(16, 10, 10)
+  want = _numpy_ten_crop_metrics(logits, batch['label'], batch['mask'])
+  for name in ('loss', 'top1_error', 'top5_error'):
+    np.testing.assert_allclose(metrics[name], want[name], rtol=1e-5, atol=1e-6)
+  centre = _numpy_ten_crop_metrics(logits[:, :1], batch['label'], batch['mask'])
+  for name in ('loss', 'top1_error', 'top5_error'):
+    np.testing.assert_allclose(metrics[f'center_{name}'], centre[name], rtol=1e-5, atol=1e-6)
+  # The test can tell averaging probabilities from averaging logits.
+  by_logits = _numpy_ten_crop_metrics(logits.mean(1, keepdims=True), batch['label'], batch['mask'])
+  assert abs(by_logits['loss'] - want['loss']) > 1e-2 * want['loss']
+
+
+@pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
+def test_ten_crop_eval_on_8_devices_equals_one_device(strategy):
+  config, _, graphdef, state, batch = _ten_crop_setup()
+  reference = steps.make_eval_step(graphdef)(state, batch).compute()
+  config.strategy = strategy
+  layout = sharding.Layout.from_config(config, jax.devices())
+  model = steps.create_model(config, **layout.model_axes())
+  graphdef, spread_state = steps.create_train_state(config, model, optim.create_optimizer(
+      config.optim, 10), optim.create_plateau(config.optim))
+  spread = steps.make_eval_step(graphdef, layout)(layout.place_state(spread_state),
+                                                  layout.global_batch(batch)).compute()
+  assert len(jax.devices()) == 8
+  for name, value in reference.items():
+    np.testing.assert_allclose(spread[name], value, rtol=1e-5, atol=1e-6)

@@ -85,3 +85,51 @@ def test_evaluation_counts_every_example_once(tiny_data_dir):
   log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
   np.testing.assert_allclose(metrics['loss'], np.mean(log_z - logits[np.arange(160), labels]),
                              rtol=1e-4)
+
+
+def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir):
+  config = tiny_config(tiny_data_dir)  # resize 76, crops 67: the corners differ from the centre
+  config.eval_crops = 10
+  model = steps.create_model(config)
+  tx, plateau = _optimisers(config)
+  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  from alexnet_jax import sharding
+  layout = sharding.Layout.from_config(config, ONE_DEVICE)
+  state = layout.place_state(state)
+  metrics = train.evaluate(config, state, steps.make_eval_step(graphdef), layout)
+  config.eval_crops = 1
+  centre_only = train.evaluate(config, state, steps.make_eval_step(graphdef), layout)
+
+  # Second code path: every validation image resized by PIL, its ten patches cut by slicing.
+  from PIL import Image
+  source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)
+  mean = np.asarray(config.augment.mean_rgb, np.float32)
+  std = np.asarray(config.augment.std_rgb, np.float32)
+  far = 76 - 67
+  patches, labels = [], []
+  for i in range(len(source)):
+    image = np.asarray(Image.fromarray(source[i]['image']).resize(
+        (76, 76), Image.Resampling.BILINEAR, reducing_gap=None)).astype(np.float32)
+    image = (image - mean) / std
+    five = [image[t:t + 67, l:l + 67] for t, l in ((4, 4), (0, 0), (0, far), (far, 0), (far, far))]
+    patches.append(five + [p[:, ::-1] for p in five])
+    labels.append(source[i]['label'])
+  labels = np.array(labels)
+  logits = np.asarray(model(np.reshape(patches, (-1, 67, 67, 3)))).astype(np.float64)
+  logits = logits.reshape(len(labels), 10, -1)
+
+  def by_hand(probs):
+    p_label = probs[np.arange(len(labels)), labels]
+    rank = (probs > p_label[:, None]).sum(-1)  # classes the model prefers to the label
+    return {'loss': -np.log(p_label).mean(), 'top1_error': np.mean(rank >= 1),
+            'top5_error': np.mean(rank >= 5)}
+
+  softmax = np.exp(logits - logits.max(-1, keepdims=True))
+  softmax /= softmax.sum(-1, keepdims=True)
+  want, centre = by_hand(softmax.mean(1)), by_hand(softmax[:, 0])
+  assert len(labels) == 160
+  for name in ('loss', 'top1_error', 'top5_error'):
+    np.testing.assert_allclose(metrics[name], want[name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(metrics[f'center_{name}'], centre[name], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(centre_only[name], centre[name], rtol=1e-4, atol=1e-6)
+  assert abs(want['loss'] - centre['loss']) > 1e-3  # the ten patches do change the prediction
