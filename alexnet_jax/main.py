@@ -76,6 +76,9 @@ def _parse_flags(argv):
     return argv
   except OSError as e:
     problem = f'Cannot load the config file: {" ".join(str(e).split())}.'
+  except ImportError as e:  # e.g. `configs` is not importable outside the repository's root
+    problem = (f'The config file could not import {e.name or "a module"!r}. Run the command from '
+               'the root of the alexnet_jax repository (configs/ is a package there).')
   except (AttributeError, KeyError) as e:  # ml_collections: a field that does not exist
     problem = f'The config has no field {str(e).strip(chr(34)).strip(chr(39))!r}.'
   except (flags.Error, TypeError, ValueError) as e:  # absl or ml_collections: a bad value

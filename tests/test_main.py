@@ -81,3 +81,12 @@ def test_missing_imagenet_says_where_to_put_the_files(tmp_path):
 def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
   out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.model.norm=layernorm')
   assert_one_paragraph(out, "model.norm='layernorm'")
+
+
+def test_config_that_cannot_import_configs_outside_the_repository(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={tmp_path}',
+       f'--config={os.path.join(REPO, "configs", "quickstart.py")}'],
+      cwd=tmp_path, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=''))
+  assert_one_paragraph(out, "could not import 'configs'", 'root of the alexnet_jax repository')
