@@ -1,0 +1,191 @@
+"""The benchmark and its PyTorch reference: a second framework computes our step, the counted
+FLOPs match XLA's, and the command runs (and writes its JSON) with no TensorFlow, tfds, grain or
+ml_collections importable, as on the GPU machines."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from alexnet_jax import benchmark
+from alexnet_jax import models
+from alexnet_jax import steps
+from alexnet_jax.errors import ConfigError
+
+TINY = benchmark.Settings(width=0.25, num_classes=10, image_sizes=(67,), batch_sizes=(4,))
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+  """torch's spinning OpenMP threads crawl on a CPU shared with other tests; these tests check
+  numbers, not speed."""
+  try:
+    import torch
+  except ImportError:
+    yield
+    return
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  yield
+  torch.set_num_threads(threads)
+
+
+def _our_steps(cfg, image_size, params, data, n):
+  """`n` of the trainer's own steps from `params`; the losses and the final params (numpy)."""
+  state, fn = benchmark._jax_state(cfg, image_size, params, None, seed=0)
+  losses = []
+  for _ in range(n):
+    state, metrics, _ = fn(state, {k: jnp.asarray(v) for k, v in data.items()})
+    losses.append(float(metrics.loss.compute()))
+  return losses, jax.tree.map(np.asarray, state.params)
+
+
+def test_torch_reference_computes_our_training_step():
+  torch = pytest.importorskip('torch')
+  from alexnet_jax import torch_reference
+  cfg = benchmark._model_config(TINY, 'float32', dropout_rate=0.0)
+  params = benchmark.initial_params(TINY, 67)
+  data = benchmark.synthetic_batch(4, 67, 10, seed=1)
+  losses, ours = _our_steps(cfg, 67, params, data, n=2)
+
+  net = torch_reference.build(cfg, 67)
+  torch_reference.load_params(net, params)
+  opt = torch_reference.make_optimizer(net, 0.01, 0.9, 5e-4)
+  images = torch_reference.to_nchw(data['image'])
+  labels = torch.from_numpy(data['label'].astype(np.int64))
+  their_losses = [float(torch_reference.train_step(net, opt, images, labels)) for _ in range(2)]
+  np.testing.assert_allclose(losses, their_losses, rtol=1e-5)
+
+  # Two steps move the weights by lr * (g + wd w) and momentum: compare the moves, not the weights.
+  before, after = torch_reference.torch_layout(params), torch_reference.torch_layout(ours)
+  theirs = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+  for key in before:
+    ours_move, their_move = after[key] - before[key], theirs[key] - before[key]
+    assert np.linalg.norm(their_move) > 0 or key.endswith('bias'), key
+    # Plus the float32 rounding of the weight: a bias of 1 moving by 1e-7 is known to a few bits.
+    rounding = 2 * np.finfo(np.float32).eps * np.abs(theirs[key]).max()
+    np.testing.assert_allclose(ours_move, their_move, rtol=0,
+                               atol=1e-3 * np.abs(their_move).max() + rounding, err_msg=key)
+
+
+def test_torch_reference_forward_one_tower_released_alpha():
+  """Other layouts the loader must get right: one tower, alpha / n, plain pooling."""
+  torch = pytest.importorskip('torch')
+  from alexnet_jax import torch_reference
+  cfg = models.ModelConfig(num_classes=10, width=0.25, towers=1, pool='plain',
+                           lrn=models.LRNConfig(alpha=0.05, alpha_over_n=True))
+  rng = np.random.default_rng(3)
+  shapes = nnx.to_pure_dict(nnx.state(benchmark.abstract_model(cfg, 75), nnx.Param))
+  # Fan-in scaled weights keep the activations O(1), so LRN's alpha matters.
+  params = {name: {'kernel': rng.normal(0, (2 / np.prod(v['kernel'].shape[:-1])) ** 0.5,
+                                        v['kernel'].shape).astype(np.float32),
+                   'bias': rng.normal(0, 0.1, v['bias'].shape).astype(np.float32)}
+            for name, v in shapes.items()}
+  model = benchmark.model_with_params(cfg, 75, params)
+  graphdef, state = nnx.split(model)
+  images = benchmark.synthetic_batch(2, 75, 10)['image'] / 32
+  ours = np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(images)))
+  net = torch_reference.build(cfg, 75).eval()
+  torch_reference.load_params(net, params)
+  with torch.no_grad():
+    theirs = net(torch_reference.to_nchw(images)).numpy()
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+def test_counted_flops_match_xla_and_hand_arithmetic():
+  cfg = models.ModelConfig()
+  macs = benchmark.count_macs(cfg, 224)
+  # By hand from Figure 2: conv1 55x55 outputs x 11x11x3 window x 96 maps; conv2 27x27 x 5x5 x 48
+  # (one tower's input) x 256; fc6 6x6x256 -> 4096.
+  assert macs['conv1'] == 55 * 55 * 11 * 11 * 3 * 96 == 105_415_200
+  assert macs['conv2'] == 223_948_800
+  assert macs['fc6'] == 37_748_736
+  # XLA's own count of the forward pass (it skips the zero padding at the borders, so a few
+  # percent lower).
+  model = nnx.eval_shape(lambda: models.AlexNet(cfg, 224, rngs=nnx.Rngs(params=0)))
+  graphdef, state = nnx.split(model)
+  forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
+  xla_flops = forward.lower(state, jnp.zeros((2, 224, 224, 3))).cost_analysis()['flops'] / 2
+  assert 2 * sum(macs.values()) == pytest.approx(xla_flops, rel=0.1)
+  assert benchmark.train_flops_per_image(cfg, 224) == 6 * sum(macs.values())
+
+
+def test_benchmark_models_the_paper_config():
+  """Without ml_collections the benchmark restates configs/alexnet.py: it must say the same."""
+  from configs import alexnet
+  config = alexnet.get_config()
+  assert benchmark._model_config(benchmark.Settings(), 'float32') == steps.model_config(config)
+  for field in dataclasses.fields(benchmark.OptimSettings):
+    assert getattr(benchmark.OptimSettings, field.name) == config.optim[field.name], field.name
+
+
+def test_bad_flags_are_config_errors():
+  for bad in (dict(dtypes=('float16',)), dict(strategies=('pipeline',)), dict(batch_sizes=(0,)),
+              dict(image_sizes=(32,)), dict(torch=('jit',))):
+    with pytest.raises(ConfigError):
+      benchmark.validate(dataclasses.replace(TINY, **bad))
+
+
+def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path):
+  output = tmp_path / 'bench.json'
+  torch_flag = 'eager' if _has_torch() else 'none'
+  script = textwrap.dedent(f"""
+      import runpy, sys
+      for name in ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections',
+                   'clu.metric_writers'):
+        sys.modules[name] = None  # any import of them fails
+      sys.argv = ['benchmark', '--width=0.25', '--num_classes=10', '--image_sizes=67',
+                  '--batch_sizes=4', '--dtypes=float32', '--strategies=data,towers',
+                  '--steps=1', '--windows=1', '--warmup=0', '--peak_matmul_size=256',
+                  '--torch={torch_flag}', '--torch_threads=1', '--output={output}']
+      runpy.run_module('alexnet_jax.benchmark', run_name='__main__')
+  """)
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,
+                        cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(output.read_text())
+
+  assert {'machine', 'settings', 'peak', 'flop_convention', 'macs_per_image', 'checks', 'rows',
+          'skipped'} <= set(result)
+  assert result['machine']['cpu'] and result['machine']['jax'] == jax.__version__
+  assert result['machine']['device_count'] == 1
+  assert result['peak']['float32']['flops_per_s'] > 0
+  assert 'jnp.dot' in result['peak']['float32']['source']
+  # towers needs two devices: skipped, with the reason.
+  (skip,) = result['skipped']
+  assert skip['strategy'] == 'towers' and 'even number of devices' in skip['reason']
+  rows = {(r['framework'], r['mode']): r for r in result['rows']}
+  jax_row = rows['jax', 'jit']
+  assert jax_row['ms_per_step'] == pytest.approx(4 / jax_row['images_per_s'] * 1e3)
+  assert jax_row['compile_s'] > 0 and jax_row['peak_mb'] > 0
+  assert 'memory_analysis' in jax_row['peak_source']
+  flops = benchmark.train_flops_per_image(benchmark._model_config(TINY, 'float32'), 67) * 4
+  assert jax_row['mfu'] == pytest.approx(
+      flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s'])
+  if torch_flag == 'eager':
+    (check,) = result['checks']
+    assert check['passed'] and check['loss_rel_diff'] <= 1e-4
+    torch_row = rows['torch', 'eager']
+    assert torch_row['ratio_vs_torch_eager'] == 1.0
+    assert jax_row['ratio_vs_torch_eager'] == pytest.approx(
+        torch_row['ms_per_step'] / jax_row['ms_per_step'])
+  # The printed table: a header and one line per row.
+  table = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
+  assert table[0].startswith('| framework | mode | batch |') and len(table) == 2 + len(rows)
+
+
+def _has_torch() -> bool:
+  try:
+    import torch  # noqa: F401
+    return True
+  except ImportError:
+    return False
