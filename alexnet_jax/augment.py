@@ -45,8 +45,12 @@ __all__ = [
     "pca_color_noise",
     "subtract_mean",
     "train_transform",
+    "train_draws",
     "eval_transform",
+    "ten_crop_transform",
     "compute_pca_statistics",
+    "pca_of_covariance",
+    "eigval_on_imagenet_scale",
 ]
 
 # ---------------------------------------------------------------------------
@@ -303,7 +307,7 @@ def _window_rows(x: np.ndarray, top: int, left: int, size: int, flipped: bool) -
     c = x.shape[-1]
     rows = x[top : top + size, left : left + size].reshape(size, size * c)
     if flipped:
-        rows = rows[:, _row_flip_index(size, c)]
+        rows = np.take(rows, _row_flip_index(size, c), axis=1)  # faster than rows[:, idx]
     return rows
 
 
@@ -344,8 +348,9 @@ def pca_color_noise(
         published IMAGENET_PCA_EIGVAL (~55 for PC1) is far smaller than the
         raw covariance eigenvalues compute_pca_statistics returns (order
         10^3..10^4 for natural images in 0..255 units).  Pass the published
-        values, or sqrt() of computed ones, unless you really want shifts of
-        hundreds of grey levels at std = 0.1.
+        values, or computed ones converted to the same convention with
+        ``eigval_on_imagenet_scale`` (``255 * eig(cov(pixels / 255))``, what
+        ``python -m alexnet_jax.statistics`` stores).
       eigvec: (3, 3) matrix whose COLUMNS are the eigenvectors.
       std: standard deviation of alpha.  ``std == 0`` returns the image
         unchanged (as float32) and draws nothing from ``rng``.
@@ -396,6 +401,7 @@ def _crop_offset_to_float(
     offset: np.ndarray,
     mean,
     resize_size: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """float32 ``window(image) + offset - window(mean)`` in as few passes as possible.
 
@@ -406,13 +412,18 @@ def _crop_offset_to_float(
     cropping) is cut with the same window and reflection as the image, which
     is equivalent to subtracting it before the crop; a crop-sized mean image
     is used as is.
+
+    ``out``, a C-contiguous float32 (size, size, C) array, receives the
+    result (a batch assembler passes one row of its batch, so the pixels are
+    written once, straight into the batch); otherwise a new array is made.
     """
     mean = np.asarray(mean, dtype=np.float32)
     c = image.shape[-1]
     rows = _window_rows(image, top, left, size, flipped)
+    out_rows = None if out is None else out.reshape(size, size * c)  # a view: out is contiguous
     if mean.ndim <= 1:
         vec = np.broadcast_to(offset - mean, (c,))
-        out = np.add(rows, np.tile(vec, size), dtype=np.float32)
+        out = np.add(rows, np.tile(vec, size), dtype=np.float32, out=out_rows)
     else:
         if mean.shape == (resize_size, resize_size, c) and resize_size != size:
             mean_rows = _window_rows(mean, top, left, size, flipped)
@@ -423,7 +434,7 @@ def _crop_offset_to_float(
                 f"mean must be (3,), ({size}, {size}, 3) or ({resize_size}, {resize_size}, 3); "
                 f"got {mean.shape}"
             )
-        out = np.subtract(rows, mean_rows, dtype=np.float32)
+        out = np.subtract(rows, mean_rows, dtype=np.float32, out=out_rows)
         if offset.any():
             out += np.tile(offset, size)
     return out.reshape(size, size, c)
@@ -483,11 +494,37 @@ def train_transform(
       float32 ``image_size x image_size x 3`` array (freshly allocated).
     """
     image, h, w = _resized_for_crop(image_uint8, image_size, resize_size)
+    top, left, flipped, offset = train_draws(
+        h, w, image_size=image_size, eigval=eigval, eigvec=eigvec, pca_std=pca_std, flip=flip,
+        rng=rng,
+    )
+    return _crop_offset_to_float(image, top, left, image_size, flipped, offset, mean, resize_size)
+
+
+def train_draws(
+    h: int,
+    w: int,
+    *,
+    image_size: int,
+    eigval,
+    eigvec,
+    pca_std: float,
+    flip: bool,
+    rng: np.random.Generator,
+) -> tuple[int, int, bool, np.ndarray]:
+    """``train_transform``'s random choices for an h x w image, without touching pixels.
+
+    Returns ``(top, left, flipped, offset)``: the crop window, the reflection
+    and the (3,) float32 PCA colour shift (zeros if ``pca_std == 0``), drawn
+    in ``train_transform``'s order.  A pipeline that draws per example and
+    converts pixels per batch (``input_pipeline``) calls this, then
+    ``_crop_offset_to_float`` with ``out=`` a row of the batch.
+    """
     top, left = _random_offsets(h, w, image_size, rng)
     flipped = bool(flip) and rng.random() < 0.5
     shift = _pca_shift(eigval, eigvec, pca_std, rng)
     offset = np.zeros(3, np.float32) if shift is None else shift.astype(np.float32)
-    return _crop_offset_to_float(image, top, left, image_size, flipped, offset, mean, resize_size)
+    return top, left, flipped, offset
 
 
 def eval_transform(
@@ -509,6 +546,49 @@ def eval_transform(
     top, left = _center_offsets(h, w, image_size)
     offset = np.zeros(3, np.float32)
     return _crop_offset_to_float(image, top, left, image_size, False, offset, mean, resize_size)
+
+
+def ten_crop_transform(
+    image_uint8: np.ndarray,
+    *,
+    image_size: int,
+    resize_size: int,
+    mean,
+) -> np.ndarray:
+    """Section 4.1's test-time input: the ten patches of ``ten_crop``, mean subtracted.
+
+    Resize as in ``eval_transform``, cut the ten patches (order as in
+    ``ten_crop``: index 0 is ``eval_transform``'s centre crop), subtract the
+    mean.  ``mean`` may be a per-channel (3,) vector, a crop-sized
+    (image_size, image_size, 3) image used as is for every patch (unless
+    image_size == resize_size), a
+    (resize_size, resize_size, 3) mean image -- cut with the same ten windows
+    and reflections, i.e. subtracted before cropping as in Section 2 -- or
+    that image already cut by ``ten_crop`` (10, image_size, image_size, 3),
+    which lets a caller cut it once instead of once per image.
+
+    Returns:
+      float32 ``[10, image_size, image_size, 3]`` array (freshly allocated).
+    """
+    image, _, _ = _resized_for_crop(image_uint8, image_size, resize_size)
+    crops = ten_crop(image, image_size)
+    mean = np.asarray(mean, dtype=np.float32)
+    c = crops.shape[-1]
+    if mean.ndim <= 1:
+        # Flat rows and a tiled vector: long inner loops (see _add_per_channel).
+        rows = crops.reshape(10 * image_size, image_size * c)
+        out = np.add(rows, np.tile(-np.broadcast_to(mean, (c,)), image_size), dtype=np.float32)
+        return out.reshape(crops.shape)
+    if mean.shape == (resize_size, resize_size, c):
+        # Also when resize_size == image_size: the reflected patches then
+        # need the reflected mean image.
+        mean = ten_crop(mean, image_size)
+    elif mean.shape not in ((image_size, image_size, c), crops.shape):
+        raise ValueError(
+            f"mean must be (3,), ({image_size}, {image_size}, 3), ({resize_size}, {resize_size}, 3)"
+            f" or (10, {image_size}, {image_size}, 3); got {mean.shape}"
+        )
+    return np.subtract(crops, mean, dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------
@@ -536,8 +616,12 @@ def compute_pca_statistics(images: Iterable[np.ndarray]):
       largest-magnitude component is positive (any sign is equally valid for
       the augmentation, since alpha is symmetric).
 
-    Note: ``eigval`` is the raw covariance spectrum (pixel^2 units); see the
-    scale caveat in ``pca_color_noise`` before feeding it there directly.
+    Scale: ``eigval`` is the raw covariance spectrum of 0..255 pixels
+    (pixel^2 units, order 10^3..10^4 for natural images).  It is NOT on the
+    scale of ``IMAGENET_PCA_EIGVAL``, which is ``255 * eig(cov(pixels / 255))``
+    ``= eig(cov(pixels)) / 255``; convert with ``eigval_on_imagenet_scale``
+    before passing it to ``pca_color_noise`` / ``augment.pca_eigval`` (the
+    ``python -m alexnet_jax.statistics`` command stores the converted values).
     """
     n = 0
     mean = np.zeros(3, dtype=np.float64)
@@ -559,10 +643,32 @@ def compute_pca_statistics(images: Iterable[np.ndarray]):
         n = total
     if n < 2:
         raise ValueError("need at least two pixels to estimate a covariance")
-    cov = m2 / (n - 1)
-    eigval, eigvec = np.linalg.eigh(cov)  # ascending
+    eigval, eigvec = pca_of_covariance(m2 / (n - 1))
+    return mean, eigval, eigvec
+
+
+def pca_of_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (descending) and unit eigenvectors (COLUMNS) of a 3x3 covariance.
+
+    Each eigenvector's sign is fixed so that its largest-magnitude component
+    is positive, which makes the output a deterministic function of ``cov``.
+    """
+    eigval, eigvec = np.linalg.eigh(np.asarray(cov, dtype=np.float64))  # ascending
     eigval, eigvec = eigval[::-1].copy(), eigvec[:, ::-1].copy()
     signs = np.sign(eigvec[np.argmax(np.abs(eigvec), axis=0), np.arange(3)])
     signs[signs == 0] = 1.0
     eigvec *= signs
-    return mean, eigval, eigvec
+    return eigval, eigvec
+
+
+def eigval_on_imagenet_scale(cov_eigval) -> np.ndarray:
+    """Covariance eigenvalues of 0..255 pixels -> the scale of ``IMAGENET_PCA_EIGVAL``.
+
+    The published ImageNet values (0.2175, 0.0188, 0.0045) are eigenvalues
+    of the covariance of pixels in 0..1; ``IMAGENET_PCA_EIGVAL`` multiplies
+    them by 255 (once, not 255^2) so that ``pca_color_noise``'s shift
+    ``eigvec @ (alpha * eigval)`` comes out in 0..255 units.  A covariance
+    of 0..255 pixels is 255^2 times the 0..1 one, so its eigenvalues map to
+    that scale by dividing by 255: ``255 * (lambda / 255^2) = lambda / 255``.
+    """
+    return np.asarray(cov_eigval, dtype=np.float64) / 255.0

@@ -1,12 +1,27 @@
 """Input pipelines: TFDS ArrayRecord sources read with `tfds.data_source`, transformed with grain.
 
-No TensorFlow is imported here: `tfds.data_source` reads ArrayRecord files and decodes images with
-PIL. Only *preparing* a dataset needs TensorFlow (see `alexnet_jax.datasets`).
+No TensorFlow is imported here: `tfds.data_source` reads ArrayRecord files and we decode the
+images ourselves (`decode_image`: libjpeg-turbo through simplejpeg, PIL for other formats). Only
+*preparing* a dataset needs TensorFlow (see `alexnet_jax.datasets`).
+
+Speed: training images are decoded at the smallest JPEG DCT scale (1/8 .. 8/8) that still covers
+`resize_size`, so full-size photos are never decompressed at full size; each example's random
+choices (crop, flip, colour shift; section 4.1) are drawn per example, and the pixels are cut,
+reflected, shifted and converted to float32 for the whole batch in one pass into the batch array
+(`_TrainBatch`). `python -m alexnet_jax.pipeline_benchmark` measures it against tf.data.
+
+Robustness: an image that cannot be decoded is logged with its index, counted, and replaced by the
+next decodable example of the split (`DecodingSource`), so one bad file never stops a run and the
+stream stays a function of the seed.
 
 Reproducibility: the training order and every augmentation draw depend only on `config.seed` and
-the position in the stream. grain's `shuffle` permutes each epoch with a seed derived from the
-epoch, and `random_map` seeds each example's generator from (seed, index), so a restored
-iterator (its state is one integer per process, saved with every checkpoint) continues exactly.
+the position in the stream. Epoch e is the permutation `default_rng([seed, e])` of the split, and
+global example g draws its augmentation from a Philox generator keyed by (g, seed)
+(`_TrainExamples`), so a restored iterator (its state is one integer per process, saved with
+every checkpoint) continues exactly. (grain's `shuffle` and `random_map` do the same per index,
+but on this project's 2-core CPU cost ~40 and ~90 us per example, and `shuffle` over 1 ms on
+splits of a few hundred examples; a numpy permutation of ImageNet's 1.28M, once per epoch, took
+0.3 s.)
 
 Multi-process: the training stream is defined globally (global example i is a function of the
 seed and i alone), and process p reads only rows [p * b, (p + 1) * b) of each global batch, where
@@ -16,16 +31,23 @@ many processes share them, and no process decodes another's images. Evaluation r
 """
 
 import dataclasses
+import io
 import math
-from typing import Any, Iterator
+import sys
+import threading
+from typing import Any, Iterator, Sequence
 
+from absl import flags
+from absl import logging
 import grain
-import jax
 import numpy as np
+from PIL import Image
+import simplejpeg
 import tensorflow_datasets as tfds
 
 from alexnet_jax import augment
 from alexnet_jax import datasets
+from alexnet_jax import statistics
 from alexnet_jax.errors import ConfigError
 
 IMAGE_KEY = 'image'
@@ -39,9 +61,12 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
     builder = tfds.builder(name, data_dir=config.data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise ConfigError(
-        f'Unknown dataset {name!r}: TFDS has no dataset of that name. Set --config.dataset to a '
-        'TFDS name (e.g. imagenet2012, imagenette, cifar10) or to the built-in '
-        "'synthetic_shapes', which needs no download (configs/quickstart.py uses it).") from None
+        f'Unknown dataset {name!r}: TFDS has no dataset of that name, and none is prepared in '
+        f'--config.data_dir={config.data_dir}. Set --config.dataset to a TFDS name (e.g. '
+        "imagenet2012, imagenette, cifar10), to the built-in 'synthetic_shapes', which needs no "
+        'download (configs/quickstart.py uses it), or to your own images prepared with `python -m '
+        'alexnet_jax.prepare --folder=...` (or --csv=...), with --config.data_dir set to the '
+        'data_dir it printed.') from None
   if builder.is_prepared():
     return builder
   if name.split('/')[0] in datasets.BUILT_IN:
@@ -52,12 +77,12 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
     raise ConfigError(
         f'ImageNet is not prepared in {builder.data_dir_root}. TFDS cannot download it: get '
         'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org, put them in '
-        f'{manual}, and run `tfds build imagenet2012 --data_dir={builder.data_dir_root} '
-        f'--manual_dir={manual} --file_format=array_record` once (it needs tensorflow-cpu). To '
+        f'{manual}, and run `python -m alexnet_jax.prepare --dataset=imagenet2012 --data_dir='
+        f'{builder.data_dir_root} --manual_dir={manual}` once (it needs tensorflow-cpu). To '
         'try the code without ImageNet, use the built-in dataset: --config=configs/quickstart.py.')
   raise ConfigError(
       f'Dataset {name!r} is not prepared in {builder.data_dir_root}. Prepare it once with '
-      f'`tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record` (needs '
+      f'`python -m alexnet_jax.prepare --dataset={name} --data_dir={builder.data_dir_root}` (needs '
       'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.')
 
 
@@ -80,9 +105,85 @@ def get_info(config) -> DatasetInfo:
                      num_eval_examples=splits[config.eval_split].num_examples)
 
 
-def _source(config, split: str):
-  """Random access to a split; call `get_info` first, which checks and prepares the dataset."""
-  return tfds.data_source(config.dataset, split=split, data_dir=config.data_dir)
+def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
+  """uint8 HxWx3 RGB pixels of an encoded image; raises if they cannot be decoded.
+
+  JPEGs go to libjpeg-turbo through simplejpeg, straight into a numpy array (faster than PIL's
+  decode: `python -m alexnet_jax.pipeline_benchmark` prints both per image). With `min_size` > 0
+  a JPEG is decoded at the smallest DCT scale M/8 whose height and width are both >= min_size,
+  so its shorter side still covers min_size and the exact resize comes after (augment's resize);
+  a full-size ImageNet photo then costs a fraction of a full decode. Other formats (PNG) and
+  JPEGs libjpeg-turbo cannot convert to RGB (CMYK) go through PIL, with `Image.draft` for the
+  same downscaling.
+  """
+  if data[:2] == b'\xff\xd8':
+    try:
+      return simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=min_size,
+                                    min_width=min_size)
+    except ValueError:
+      pass  # e.g. CMYK: PIL converts it below
+  with Image.open(io.BytesIO(data)) as image:
+    if min_size > 0:
+      image.draft('RGB', (min_size, min_size))  # JPEG only; never below the requested size
+    return np.asarray(image.convert('RGB'))
+
+
+class DecodingSource:
+  """Random access to examples whose images are decoded here, skipping undecodable ones.
+
+  `records[i]` is a dict with the encoded image bytes under 'image' (what `tfds.data_source`
+  returns with `SkipDecoding`). If example i cannot be decoded, a warning names it, it is counted
+  (`num_undecodable`, per process), and example i + 1 (then i + 2, ...) takes its place: the
+  substitute depends only on the data, so the stream stays a function of the seed and a restored
+  iterator still continues exactly. More than `max_consecutive_bad` undecodable examples in a row
+  stop the run with a ConfigError: the dataset itself is then broken.
+  """
+
+  def __init__(self, records: Sequence[dict[str, Any]], min_size: int = 0,
+               max_consecutive_bad: int = 100):
+    self.records, self.min_size, self.max_consecutive_bad = records, min_size, max_consecutive_bad
+    self.num_undecodable = 0
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    n = len(self.records)
+    for k in range(min(n, self.max_consecutive_bad + 1)):
+      i = (int(index) + k) % n
+      record = self.records[i]
+      try:
+        image = decode_image(record[IMAGE_KEY], self.min_size)
+      except Exception as e:  # any decoder failure: PIL raises OSError, SyntaxError, ValueError...
+        with self._lock:
+          self.num_undecodable += 1
+        logging.warning('Example %d could not be decoded (%s: %s); using example %d instead '
+                        '(%d undecodable so far in this process).', i, type(e).__name__, e,
+                        (i + 1) % n, self.num_undecodable)
+        continue
+      return {**record, IMAGE_KEY: image}
+    raise ConfigError(
+        f'Examples {int(index)} to {int(index) + k} of the dataset could not be decoded as images '
+        '(see the warnings above). The prepared dataset looks broken: prepare it again, or point '
+        '--config.data_dir at an intact copy.')
+
+  def __getstate__(self):  # grain worker processes receive the source pickled; locks do not pickle
+    return {k: v for k, v in self.__dict__.items() if k != '_lock'}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, _lock=threading.Lock())
+
+
+def _source(config, split: str) -> DecodingSource:
+  """Random access to a split, images decoded by `DecodingSource`; call `get_info` first.
+
+  The training split is decoded at the smallest DCT scale covering resize_size (see
+  `decode_image`); the evaluation split at full size, so its pixels are exactly TFDS's own.
+  """
+  records = tfds.data_source(config.dataset, split=split, data_dir=config.data_dir,
+                             decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
+  return DecodingSource(records, config.resize_size if split == config.train_split else 0)
 
 
 def _inverse_std(config) -> np.ndarray | None:
@@ -96,46 +197,131 @@ class TrainTransform(grain.transforms.RandomMap):
 
   def __init__(self, config):
     aug = config.augment
+    # The config's constants, or the training set's own (augment.stats_file); the mean is (3,),
+    # or section 2's mean image, which train_transform cuts with each crop's window.
+    mean, eigval, eigvec = statistics.load_colour_statistics(config)
     self.kwargs = dict(
-        image_size=config.image_size, resize_size=config.resize_size,
-        eigval=np.asarray(aug.pca_eigval, np.float32),
-        eigvec=np.asarray(aug.pca_eigvec, np.float32),
-        pca_std=float(aug.pca_std), mean=np.asarray(aug.mean_rgb, np.float32), flip=aug.flip)
+        image_size=config.image_size, resize_size=config.resize_size, eigval=eigval,
+        eigvec=eigvec, pca_std=float(aug.pca_std), mean=mean, flip=aug.flip)
     self.inv_std = _inverse_std(config)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    image = augment.train_transform(element[IMAGE_KEY], rng=rng, **self.kwargs)
-    if self.inv_std is not None:
-      image *= self.inv_std
-    return {'image': image, 'label': np.int32(element[LABEL_KEY])}
+    """Draws this example's crop, reflection and colour shift; `_TrainBatch` applies them.
+
+    The draws are `augment.train_transform`'s, in its order, from the example's own generator
+    (`_TrainExamples`); the pixels are touched once, for the whole batch, in `_TrainBatch`.
+    """
+    kw = self.kwargs
+    image, h, w = augment._resized_for_crop(element[IMAGE_KEY], kw['image_size'],
+                                            kw['resize_size'])
+    top, left, flipped, offset = augment.train_draws(
+        h, w, image_size=kw['image_size'], eigval=kw['eigval'], eigvec=kw['eigvec'],
+        pca_std=kw['pca_std'], flip=kw['flip'], rng=rng)
+    return {'image': image, 'window': (top, left, flipped), 'offset': offset,
+            'label': np.int32(element[LABEL_KEY])}
+
+
+class _TrainBatch:
+  """grain batch_fn: `TrainTransform`'s drawn examples -> one float32 training batch.
+
+  Each image is cut, reflected and converted straight into its row of the batch, with the PCA
+  shift and the mean folded into one per-channel offset (`augment._crop_offset_to_float`): one
+  pass over the output pixels instead of a float image per example and a stack that copies it.
+  """
+
+  def __init__(self, transform: TrainTransform):
+    kw = transform.kwargs
+    self.size, self.resize_size = kw['image_size'], kw['resize_size']
+    self.mean = np.asarray(kw['mean'], np.float32)
+    self.inv_std = transform.inv_std
+    # Multiplying by a row-tiled vector keeps numpy's inner loop long (augment._add_per_channel).
+    self.inv_std_row = (None if transform.inv_std is None else
+                        np.tile(np.asarray(transform.inv_std, np.float32), self.size))
+    self.buffers = _BatchBuffers()
+
+  def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    s = self.size
+    images = self.buffers.get((len(elements), s, s, 3))
+    for out, e in zip(images, elements):
+      top, left, flipped = e['window']
+      augment._crop_offset_to_float(e['image'], top, left, s, flipped, e['offset'], self.mean,
+                                    self.resize_size, out=out)
+      if self.inv_std_row is not None:
+        out.reshape(s, s * 3)[...] *= self.inv_std_row  # same float32 product as image *= inv_std
+    return {'image': images, 'label': np.array([e['label'] for e in elements], np.int32)}
+
+
+class _BatchBuffers:
+  """Float32 batch arrays, handed out again once nothing references them any more.
+
+  The first write to a freshly allocated 77 MB ImageNet batch pays its page faults (on this
+  project's 2-core CPU, writing 224x224 crops into a new array took 1.2-1.3x as long as into a
+  reused one; the benchmark's stages print both). An array is reused only when its reference
+  count says that only this pool holds it: no batch dict, view, queue or jax array (which keeps
+  its source alive while it copies) refers to it. At most `keep` arrays are kept; beyond that,
+  batches are fresh arrays.
+  """
+
+  def __init__(self, keep: int = 8):
+    self.keep = keep
+    self._arrays: list[np.ndarray] = []
+    self._lock = threading.Lock()
+    # References that the pool's own list, the loop variable and the call below hold, measured
+    # on the same code path (the exact count differs between Python versions).
+    self._unreferenced = max(sys.getrefcount(a) for a in [np.empty(0)])
+
+  def get(self, shape: tuple[int, ...]) -> np.ndarray:
+    with self._lock:
+      for a in self._arrays:
+        if a.shape == shape and sys.getrefcount(a) <= self._unreferenced:
+          return a
+      a = np.empty(shape, np.float32)
+      if len(self._arrays) < self.keep:
+        self._arrays.append(a)
+      return a
+
+  def __getstate__(self):  # pickled to grain worker processes: no arrays, no lock
+    return {'keep': self.keep}
+
+  def __setstate__(self, state):
+    self.__init__(**state)
 
 
 class EvalTransform(grain.transforms.Map):
-  """Evaluation view of section 4.1: the centre crop, mean subtracted."""
+  """Evaluation view of section 4.1, mean subtracted: the centre crop (image_size^2 x 3), or
+  with `eval_crops=10` the ten patches of the paper's test (10 x image_size^2 x 3)."""
 
   def __init__(self, config):
-    self.kwargs = dict(image_size=config.image_size, resize_size=config.resize_size,
-                       mean=np.asarray(config.augment.mean_rgb, np.float32))
+    mean, _, _ = statistics.load_colour_statistics(config)
+    self.ten_crops = config.get('eval_crops', 1) == 10
+    if self.ten_crops and mean.ndim == 3 and mean.shape[0] == config.resize_size:
+      mean = augment.ten_crop(mean, config.image_size)  # cut the mean image once, not per image
+    self.kwargs = dict(image_size=config.image_size, resize_size=config.resize_size, mean=mean)
     self.inv_std = _inverse_std(config)
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
-    image = augment.eval_transform(element[IMAGE_KEY], **self.kwargs)
+    transform = augment.ten_crop_transform if self.ten_crops else augment.eval_transform
+    image = transform(element[IMAGE_KEY], **self.kwargs)
     if self.inv_std is not None:
       image *= self.inv_std
     return {'image': image, 'label': np.int32(element[LABEL_KEY]), 'mask': np.float32(1.0)}
 
 
 def _read_options(config) -> grain.ReadOptions:
-  # Prefetching is counted in examples: `prefetch_batches` batches of this process.
-  per_process = max(1, config.batch_size // jax.process_count())
-  return grain.ReadOptions(num_threads=config.data_threads,
-                           prefetch_buffer_size=max(1, config.prefetch_batches) * per_process)
+  """`data_threads` threads, each making whole batches; `prefetch_batches` batches ready ahead.
+
+  The datasets batch before `to_iter_dataset`, so grain's buffer counts batches (at least one per
+  thread, or threads would idle), not examples: 2 x 128 examples would be 256 ImageNet batches.
+  """
+  threads = max(0, config.data_threads)
+  return grain.ReadOptions(num_threads=threads,
+                           prefetch_buffer_size=max(1, config.prefetch_batches, threads))
 
 
 class _ProcessRows(grain.transforms.Map):
   """Maps this process' k-th example to its global position: its rows of each global batch."""
 
-  def __init__(self, stream: grain.MapDataset, global_batch: int, per_process: int,
+  def __init__(self, stream: Sequence[Any], global_batch: int, per_process: int,
                process_index: int):
     self.stream = stream
     self.global_batch, self.per_process, self.offset = (
@@ -146,18 +332,69 @@ class _ProcessRows(grain.transforms.Map):
     return self.stream[batch * self.global_batch + self.offset + row]
 
 
+class _TrainExamples:
+  """The endless global training stream: example g, decoded, with its augmentation drawn.
+
+  g = epoch * len(source) + i reads `source[permutation(epoch)[i]]`, the epoch's permutation
+  being `default_rng([seed, epoch])`'s; `TrainTransform.random_map` draws from a Philox generator
+  keyed by (g, seed). Both are functions of the seed and g alone.
+  """
+
+  def __init__(self, source: Sequence[dict[str, Any]], transform: TrainTransform, seed: int):
+    self.source, self.transform, self.seed = source, transform, int(seed) % 2**64
+    self._permutations: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return 2**62  # endless; grain needs a length
+
+  def permutation(self, epoch: int) -> np.ndarray:
+    perm = self._permutations.get(epoch)
+    if perm is None:
+      with self._lock:  # threads reading the same epoch compute it once
+        perm = self._permutations.get(epoch)
+        if perm is None:
+          n = len(self.source)
+          perm = np.random.default_rng([self.seed, epoch]).permutation(n).astype(
+              np.int32 if n < 2**31 else np.int64)
+          # Keep this epoch and the last one: a batch may straddle the boundary.
+          self._permutations = {e: p for e, p in self._permutations.items() if e == epoch - 1}
+          self._permutations[epoch] = perm
+    return perm
+
+  def __getitem__(self, g: int) -> dict[str, Any]:
+    epoch, i = divmod(int(g), len(self.source))
+    element = self.source[int(self.permutation(epoch)[i])]
+    rng = np.random.Generator(np.random.Philox(key=np.array([g, self.seed], np.uint64)))
+    return self.transform.random_map(element, rng)
+
+  def __getstate__(self):  # pickled to grain worker processes
+    return {'source': self.source, 'transform': self.transform, 'seed': self.seed}
+
+  def __setstate__(self, state):
+    self.__init__(**state)
+
+
 def create_train_dataset(config, process_index: int = 0, process_count: int = 1
                          ) -> grain.IterDataset:
   """The endless stream of this process' training batches, as a checkpointable grain dataset."""
+  return train_dataset(_source(config, config.train_split), config, process_index, process_count)
+
+
+def train_dataset(source: Sequence[dict[str, Any]], config, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """`create_train_dataset` over any random-access `source` of examples with decoded images
+  (a `DecodingSource`); the benchmark and the tests pass their own."""
   per_process = config.batch_size // process_count
-  stream = grain.MapDataset.source(_source(config, config.train_split))
-  stream = stream.shuffle(seed=config.seed).repeat()  # a new permutation every epoch
-  stream = stream.random_map(TrainTransform(config), seed=config.seed)  # per global index
+  transform = TrainTransform(config)
+  stream = _TrainExamples(source, transform, config.seed)
   rows = _ProcessRows(stream, config.batch_size, per_process, process_index)
   ds = grain.MapDataset.range(len(stream) // process_count).map(rows)
-  ds = ds.batch(per_process, drop_remainder=True)
+  ds = ds.batch(per_process, drop_remainder=True, batch_fn=_TrainBatch(transform))
   it = ds.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks and tests
+      flags.FLAGS.mark_as_parsed()  # never parse them (main.py does): take the defaults
     it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data_workers))
   return it
 
@@ -177,14 +414,15 @@ def eval_batches(config, process_index: int = 0, process_count: int = 1
   it = iter(ds.to_iter_dataset(_read_options(config)))
   for _ in range(num_batches):
     batch = next(it, None)
-    yield pad_batch(batch, per_process, config.image_size)
+    yield pad_batch(batch, per_process, config.image_size, config.get('eval_crops', 1))
 
 
-def pad_batch(batch: dict[str, np.ndarray] | None, size: int, image_size: int
+def pad_batch(batch: dict[str, np.ndarray] | None, size: int, image_size: int, crops: int = 1
               ) -> dict[str, np.ndarray]:
-  """Pads a batch to `size` rows with zero images and mask 0."""
+  """Pads a batch to `size` rows with zero images and mask 0 (a row holds `crops` > 1 images)."""
   if batch is None:
-    batch = {'image': np.zeros((0, image_size, image_size, 3), np.float32),
+    crop_axis = (crops,) if crops > 1 else ()
+    batch = {'image': np.zeros((0,) + crop_axis + (image_size, image_size, 3), np.float32),
              'label': np.zeros((0,), np.int32), 'mask': np.zeros((0,), np.float32)}
   missing = size - len(batch['label'])
   if missing == 0:

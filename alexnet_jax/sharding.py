@@ -19,9 +19,10 @@ devices left over; both -1: what the strategy needs). Strategies (`config.strate
   small and replicated. Combines with data parallelism on the `data` axis (8 devices = 4 x 2).
 """
 
-import collections
 import dataclasses
 import os
+import queue
+import threading
 from typing import Any, Callable, Iterable, Iterator
 
 import jax
@@ -227,21 +228,52 @@ class Layout:
 
 def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout,
                         size: int) -> Iterator[tuple[Any, dict]]:
-  """Keeps `size` batches in flight to the devices while the current step runs.
+  """Keeps `size` batches on their way to the devices while the current step runs.
 
   Items are (tag, batch) pairs; the tag (the data iterator's state after this batch) travels
   with its batch so a checkpoint records exactly what has been consumed, not what was prefetched.
+  A background thread pulls the host batches and starts their transfers (`layout.global_batch`),
+  so waiting for the input pipeline and copying to the devices overlap the step and the loop's
+  own Python work instead of happening when the loop asks for the next batch. Its errors are
+  raised here, in the loop; it stops after at most one more batch once the loop stops.
   """
-  queue = collections.deque()
-  iterator = iter(batches)
+  ready = queue.Queue(maxsize=max(size, 1))
+  stop = threading.Event()
+  end = object()
 
-  def enqueue(n):
-    for tag, batch in iterator:
-      queue.append((tag, layout.global_batch(batch)))
-      if len(queue) >= n:
+  def put(item) -> bool:
+    while not stop.is_set():
+      try:
+        ready.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        pass
+    return False
+
+  def produce():
+    try:
+      for tag, batch in batches:
+        if not put((tag, layout.global_batch(batch))):
+          return
+      put(end)
+    except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)
+      put(_Failure(e))
+
+  thread = threading.Thread(target=produce, name='prefetch_to_devices', daemon=True)
+  thread.start()
+  try:
+    while True:
+      item = ready.get()
+      if item is end:
         return
+      if isinstance(item, _Failure):
+        raise item.error
+      yield item
+  finally:
+    stop.set()
+    thread.join(timeout=60)
 
-  enqueue(max(size, 1))
-  while queue:
-    yield queue.popleft()
-    enqueue(max(size, 1))
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+  error: BaseException

@@ -26,6 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_split = 'validation'
   c.resize_size = 256  # images are first made resize_size x resize_size (section 2)
   c.image_size = 224  # random training crops of this size; centre crop for evaluation (4.1)
+  # 1: evaluate the centre crop | 10: section 4.1's test, the softmax averaged over the four
+  # corner and centre patches and their reflections: the model sees 10 x eval_batch_size images
+  # per evaluation step; the centre patch's own metrics are reported too, as eval_center_*.
+  c.eval_crops = 1
   c.data_workers = 0  # grain worker processes (0: decode in threads of the training process)
   c.data_threads = 2  # grain reader threads per process (per worker, with data_workers > 0)
   c.prefetch_batches = 2  # batches decoded ahead, and batches put on the devices ahead
@@ -34,9 +38,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True  # horizontal reflections
   c.augment.pca_std = 0.1  # alpha ~ N(0, 0.1) per image; 0 turns PCA colour noise off
-  c.augment.pca_eigval = augment.IMAGENET_PCA_EIGVAL  # eigen-values of the RGB pixel covariance
+  # 255 x the eigen-values of the covariance of RGB pixels / 255 (augment.eigval_on_imagenet_scale)
+  c.augment.pca_eigval = augment.IMAGENET_PCA_EIGVAL
   c.augment.pca_eigvec = augment.IMAGENET_PCA_EIGVEC  # its COLUMNS are the eigenvectors
   c.augment.mean_rgb = augment.IMAGENET_MEAN_RGB  # subtracted from every pixel (section 2)
+  # rgb: subtract mean_rgb from every pixel | image: subtract the training set's mean image, as
+  # section 2 does (needs stats_file).
+  c.augment.mean = 'rgb'
+  # .npz written by `python -m alexnet_jax.statistics` (at this resize_size); when set, its
+  # per-channel mean, PCA eigen-values and vectors and mean image replace the constants above.
+  c.augment.stats_file = ml_collections.config_dict.placeholder(str)
   # Divide by this after subtracting the mean; None: the paper's raw 0..255 scale.
   c.augment.std_rgb = ml_collections.config_dict.placeholder(tuple)
 

@@ -375,3 +375,38 @@ def test_ten_crop_float_and_noncontiguous():
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out[0], image[2:7, 2:7])
     np.testing.assert_array_equal(out[9], image[4:9, 4:9][:, ::-1])
+
+
+def test_ten_crop_transform_subtracts_the_mean_of_each_window():
+    image = _img(12, 12, seed=4)  # already resize_size: no resize
+    mean_rgb = np.array([100.5, 90.25, 80.0])
+    mean_img = np.random.default_rng(5).uniform(0, 255, (12, 12, 3)).astype(np.float32)
+    windows = [(1, 1), (0, 0), (0, 3), (3, 0), (3, 3)]  # centre (margin 3: top = 1), corners
+    by_rgb = aug.ten_crop_transform(image, image_size=9, resize_size=12, mean=mean_rgb)
+    by_img = aug.ten_crop_transform(image, image_size=9, resize_size=12, mean=mean_img)
+    precut = aug.ten_crop_transform(
+        image, image_size=9, resize_size=12, mean=aug.ten_crop(mean_img, 9)
+    )
+    assert by_rgb.shape == by_img.shape == (10, 9, 9, 3) and by_img.dtype == np.float32
+    for k, (t, l) in enumerate(windows):
+        crop = image[t : t + 9, l : l + 9].astype(np.float32)
+        mean_crop = mean_img[t : t + 9, l : l + 9]
+        centred = crop - mean_rgb.astype(np.float32)
+        np.testing.assert_allclose(by_rgb[k], centred, rtol=1e-6)
+        np.testing.assert_allclose(by_rgb[k + 5], centred[:, ::-1], rtol=1e-6)
+        np.testing.assert_array_equal(by_img[k], crop - mean_crop)
+        np.testing.assert_array_equal(by_img[k + 5], (crop - mean_crop)[:, ::-1])
+    np.testing.assert_array_equal(precut, by_img)
+    # The centre patch is eval_transform's crop.
+    np.testing.assert_array_equal(
+        by_img[0], aug.eval_transform(image, image_size=9, resize_size=12, mean=mean_img)
+    )
+    with pytest.raises(ValueError):
+        aug.ten_crop_transform(image, image_size=9, resize_size=12, mean=np.zeros((7, 7, 3)))
+
+
+def test_eigval_on_imagenet_scale_is_the_covariance_of_pixels_over_255_times_255():
+    pixels = np.random.default_rng(6).integers(0, 256, (500, 3)).astype(np.float64)
+    raw = np.linalg.eigvalsh(np.cov(pixels, rowvar=False))
+    unit = np.linalg.eigvalsh(np.cov(pixels / 255.0, rowvar=False))
+    np.testing.assert_allclose(aug.eigval_on_imagenet_scale(raw), 255.0 * unit, rtol=1e-12)
