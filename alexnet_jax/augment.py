@@ -411,7 +411,7 @@ def _crop_offset_to_float(
     (resize_size^2, as in the paper, where the mean is subtracted before
     cropping) is cut with the same window and reflection as the image, which
     is equivalent to subtracting it before the crop; a crop-sized mean image
-    is used as is.
+    (when resize_size != image_size) is used as is.
 
     ``out``, a C-contiguous float32 (size, size, C) array, receives the
     result (a batch assembler passes one row of its batch, so the pixels are
@@ -425,7 +425,9 @@ def _crop_offset_to_float(
         vec = np.broadcast_to(offset - mean, (c,))
         out = np.add(rows, np.tile(vec, size), dtype=np.float32, out=out_rows)
     else:
-        if mean.shape == (resize_size, resize_size, c) and resize_size != size:
+        # A resize-sized mean (also when resize_size == size) was subtracted before the crop and
+        # the reflection, so it is cut and reflected with the image.
+        if mean.shape == (resize_size, resize_size, c):
             mean_rows = _window_rows(mean, top, left, size, flipped)
         elif mean.shape == (size, size, c):
             mean_rows = mean.reshape(size, size * c)

@@ -303,6 +303,11 @@ def test_train_transform_mean_image_cut_with_crop():
     for seed in range(8):
         out = aug.train_transform(image, rng=np.random.default_rng(seed), **kw)
         np.testing.assert_array_equal(out, np.zeros((32, 32, 3), np.float32))
+    # Also when the crop is the whole image: the mean is reflected with it.
+    kw = dict(kw, image_size=40)
+    for seed in range(8):
+        out = aug.train_transform(image, rng=np.random.default_rng(seed), **kw)
+        np.testing.assert_array_equal(out, np.zeros((40, 40, 3), np.float32))
 
 
 def test_transforms_resize_non_square_and_square_inputs():
