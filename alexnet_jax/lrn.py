@@ -16,6 +16,8 @@ The op runs in float32 whatever the input dtype (squares of bfloat16 activations
 and returns the input dtype.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -44,12 +46,50 @@ def local_response_norm(
 
   In the two-tower model each tower calls this on its own maps, so channels never mix across
   towers, as in the original two-GPU code.
+
+  The gradient is the analytic one (`_lrn_bwd`), not autodiff's: autodiff of the power recomputes
+  it and builds a chain of elementwise passes over conv1's large maps. On a 2-core EPYC VM this
+  took the paper's float32 train step (batch 32) from 1219 to 1162 ms.
   """
   if size < 1:
     raise ValueError(f'local_response_norm: size must be >= 1, got {size}.')
   scale = alpha / size if alpha_over_n else alpha
+  return _lrn(x, size, float(k), float(scale), float(beta))
+
+
+def _window_sum(v: jnp.ndarray, size: int, below: int, above: int) -> jnp.ndarray:
+  """sum_{j=i-below}^{i+above} v[..., j], zero-padded at the ends of the last axis."""
+  window = (1,) * (v.ndim - 1) + (size,)
+  padding = ((0, 0),) * (v.ndim - 1) + ((below, above),)
+  return jax.lax.reduce_window(v, 0.0, jax.lax.add, window, (1,) * v.ndim, padding)
+
+
+def _lrn_fwd(x, size, k, scale, beta):
   x32 = x.astype(jnp.float32)
-  window = (1,) * (x.ndim - 1) + (size,)
-  padding = ((0, 0),) * (x.ndim - 1) + ((size // 2, (size - 1) // 2),)
-  sum_sq = jax.lax.reduce_window(x32 * x32, 0.0, jax.lax.add, window, (1,) * x.ndim, padding)
-  return (x32 * (k + scale * sum_sq) ** -beta).astype(x.dtype)
+  denominator = k + scale * _window_sum(x32 * x32, size, size // 2, (size - 1) // 2)
+  # = denominator ** -beta; XLA:CPU's pow took 60 ms on conv1's maps, exp(log) 28 ms (2-core EPYC).
+  factor = jnp.exp(-beta * jnp.log(denominator))
+  return (x32 * factor).astype(x.dtype), (x, denominator, factor)
+
+
+def _lrn_bwd(size, k, scale, beta, residuals, g):
+  """With d_i = k + scale sum_{j in W(i)} a_j^2 and b_i = a_i d_i^-beta:
+
+      dL/da_j = g_j d_j^-beta - 2 beta scale a_j sum_{i: j in W(i)} g_i a_i d_i^(-beta-1)
+
+  and j is in W(i) = [i - n//2, i + (n-1)//2] exactly when i is in [j - (n-1)//2, j + n//2]: the
+  same window sum with its padding swapped.
+  """
+  del k
+  x, denominator, factor = residuals
+  x32, g32 = x.astype(jnp.float32), g.astype(jnp.float32)
+  through_sum = _window_sum(g32 * x32 * factor / denominator, size, (size - 1) // 2, size // 2)
+  return ((g32 * factor - 2.0 * beta * scale * x32 * through_sum).astype(x.dtype),)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def _lrn(x, size, k, scale, beta):
+  return _lrn_fwd(x, size, k, scale, beta)[0]
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)

@@ -16,7 +16,9 @@ its output channels (the same layout as a grouped-convolution kernel, so weights
 as-is). Activations travel as a list of per-tower arrays; `cross_tower` is the only place the towers
 meet, and it is called exactly where the paper's GPUs communicated: into conv3, fc6, fc7 and fc8.
 Each tower's convolutions are separate XLA convolutions, never `feature_group_count`: grouped
-convolutions are ~3x slower on XLA:CPU, and XLA's SPMD partitioner all-gathers them.
+convolutions are ~3x slower on XLA:CPU, and XLA's SPMD partitioner all-gathers them. Where every
+tower reads the same input (conv1, conv3, fc6, fc7 on one device), `TowerLayer` runs one op over
+the whole kernel and splits its output: the same numbers, without slicing the kernel per tower.
 The same code runs with `towers=1` (one tower of the same total width, the paper's single-GPU
 comparison in section 3.2), and, inside `jax.shard_map` over a mesh axis named `tower_axis`, with
 one tower per device: a device then holds a slice of each kernel, sees one tower in its list, and
@@ -37,6 +39,7 @@ the start), which is why the paper's runs spend their first epochs near chance.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Sequence
 
@@ -153,6 +156,57 @@ def cross_tower(xs: Sequence[Array], axis_name: str | None) -> Array:
   return joined
 
 
+def _window_slices(x: Array, window: int, stride: int) -> list[Array]:
+  """The window*window strided views of NHWC `x`, one per offset in the pooling window."""
+  n, height, width, channels = x.shape
+  out_h, out_w = (height - window) // stride + 1, (width - window) // stride + 1
+  return [jax.lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1,
+                                          j + stride * (out_w - 1) + 1, channels),
+                        (1, stride, stride, 1))
+          for i in range(window) for j in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def max_pool(x: Array, window: int, stride: int) -> Array:
+  """Max pooling of NHWC maps over `window` x `window` patches every `stride` pixels, no padding.
+
+  The same values and gradients as `nnx.max_pool(x, (window, window), (stride, stride), 'VALID')`
+  (section 3.4's overlapping pooling is window 3, stride 2), computed from the window's strided
+  slices. XLA:CPU runs the reduce_window's gradient (select-and-scatter) as a reduction that
+  tracks every window's argmax coordinates, then a scatter: ~5x slower than this. Here the forward
+  pass also records which of the window's slices won (one byte per output), and the gradient
+  routes each output's gradient back to that slice's position: elementwise work that XLA fuses
+  into one loop. Like select-and-scatter, ties go to the FIRST maximum of a window in row-major
+  order (ties are common after a ReLU: windows of zeros).
+  """
+  return _max_pool_fwd(x, window, stride)[0]
+
+
+def _max_pool_fwd(x, window, stride):
+  views = _window_slices(x, window, stride)
+  y, winner = views[0], jnp.zeros(views[0].shape, jnp.uint8)
+  for k, view in enumerate(views[1:], start=1):
+    better = view > y  # strict: an equal later value does not displace the first maximum
+    y, winner = jnp.where(better, view, y), jnp.where(better, jnp.uint8(k), winner)
+  return y, (winner, x.shape)
+
+
+def _max_pool_bwd(window, stride, residuals, g):
+  winner, (_, height, width, _) = residuals
+  out_h, out_w = winner.shape[1:3]
+  dx = 0
+  for k in range(window * window):
+    i, j = divmod(k, window)
+    # Transpose of the strided slice at offset (i, j): its gradient placed every `stride` pixels.
+    pad = [(0, 0, 0), (i, height - i - stride * (out_h - 1) - 1, stride - 1),
+           (j, width - j - stride * (out_w - 1) - 1, stride - 1), (0, 0, 0)]
+    dx = dx + jax.lax.pad(jnp.where(winner == k, g, 0).astype(g.dtype), jnp.zeros((), g.dtype), pad)
+  return (dx,)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 class TowerLayer(nnx.Module):
   """One conv or dense layer whose output channels are split into contiguous per-tower slices."""
 
@@ -167,20 +221,24 @@ class TowerLayer(nnx.Module):
 
   def __call__(self, xs: Sequence[Array]) -> list[Array]:
     """Tower t of the output reads xs[t]; pass the same joined array to every tower to cross."""
+    if len(xs) > 1 and all(x is xs[0] for x in xs[1:]):
+      # Every tower reads the same input (conv1, conv3, fc6, fc7 on one device): one op over the
+      # whole kernel, split afterwards, computes each tower's outputs exactly as its own op would,
+      # without copying the kernel into per-tower slices (fc6's are 75 MB) and back for gradients.
+      return jnp.split(self._apply(xs[0], self.kernel, self.bias), len(xs), axis=-1)
     per_tower = self.kernel.shape[-1] // len(xs)
-    outputs = []
-    for t, x in enumerate(xs):
-      kernel = self.kernel[..., t * per_tower:(t + 1) * per_tower].astype(self.dtype)
-      bias = self.bias[t * per_tower:(t + 1) * per_tower]
-      x = x.astype(self.dtype)
-      if kernel.ndim == 2:
-        y = x @ kernel
-      else:
-        y = jax.lax.conv_general_dilated(
-            x, kernel, (self.stride, self.stride), self.padding,
-            dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-      outputs.append(y + bias.astype(self.dtype))
-    return outputs
+    return [self._apply(x, self.kernel[..., t * per_tower:(t + 1) * per_tower],
+                        self.bias[t * per_tower:(t + 1) * per_tower]) for t, x in enumerate(xs)]
+
+  def _apply(self, x: Array, kernel: Array, bias: Array) -> Array:
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    if kernel.ndim == 2:
+      y = x @ kernel
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (self.stride, self.stride), self.padding,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    return y + bias.astype(self.dtype)
 
 
 def _conv1_padding(image_size: int) -> list[tuple[int, int]]:
@@ -247,7 +305,7 @@ class AlexNet(nnx.Module):
 
   def _pool(self, xs: Sequence[Array]) -> list[Array]:
     window, stride = POOLS[self.config.pool]
-    return [nnx.max_pool(x, (window, window), (stride, stride), 'VALID') for x in xs]
+    return [max_pool(x, window, stride) for x in xs]
 
   def _normalize(self, xs: Sequence[Array], layer: int, train: bool) -> list[Array]:
     if self.config.norm == 'lrn':

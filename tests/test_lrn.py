@@ -73,3 +73,25 @@ def test_channels_are_independent_outside_the_window():
       local_response_norm(jnp.asarray(x)))
   assert np.all(delta[..., :7] == 0)
   assert np.all(delta[..., 7:9] != 0)
+
+
+def autodiff_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75):
+  """The formula written straight in jnp, differentiated by JAX: the reference for our custom VJP."""
+  n_channels = a.shape[-1]
+  total = jnp.stack([
+      sum(a[..., j] ** 2 for j in range(max(0, i - size // 2), min(n_channels, i + (size - 1) // 2 + 1)))
+      for i in range(n_channels)], axis=-1)
+  return a / (k + alpha * total) ** beta
+
+
+@pytest.mark.parametrize('size', [5, 4, 1])
+def test_analytic_gradient_matches_autodiff_of_the_formula(size):
+  # Large, partly zero activations (after a ReLU) so both terms of the gradient matter.
+  x = jnp.asarray(np.maximum(np.random.default_rng(6).normal(0, 80, (2, 3, 3, 11)), 0), jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(7).normal(size=x.shape), jnp.float32)
+  got = jax.grad(lambda v: jnp.sum(local_response_norm(v, size=size) * weights))(x)
+  want = jax.grad(lambda v: jnp.sum(autodiff_lrn(v, size=size) * weights))(x)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)
+  # The cross-channel term (through the sum) must be visible, or the test proves little.
+  diagonal_only = np.asarray(weights) * (2.0 + 1e-4 * np.asarray(x) ** 2) ** -0.75
+  assert np.max(np.abs(np.asarray(want) - diagonal_only)) > 1e-3 * np.max(np.abs(np.asarray(want)))

@@ -207,3 +207,40 @@ def test_dropout_masks_differ_between_towers_and_steps():
 def test_bad_choices_name_the_field(field, value):
   with pytest.raises(ValueError, match=f'model.{field}'):
     models.validate(dataclasses.replace(PAPER, **{field: value}))
+
+
+@pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (2, 2, (2, 8, 9, 3)),
+                                                   (3, 1, (1, 7, 7, 2))])
+def test_max_pool_equals_reduce_window_values_and_gradients(window, stride, shape):
+  # After a ReLU, as in the model: many windows tie at 0, where select-and-scatter's rule (the
+  # first maximum takes the gradient) must be reproduced, not split between the tied inputs.
+  x = jax.nn.relu(jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32))
+  x = x.at[0, 2, 2, 0].set(1.0).at[0, 2, 4, 0].set(1.0)  # two equal positive maxima in a window
+  x = x.at[0, :3, :3, 1].set(0.0)  # a window of zeros
+  reference = lambda v: nnx.max_pool(v, (window, window), (stride, stride), 'VALID')
+  ours = lambda v: models.max_pool(v, window, stride)
+  np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(reference(x)))
+  weights = jnp.asarray(np.random.default_rng(1).normal(size=reference(x).shape), jnp.float32)
+  grad = lambda f: np.asarray(jax.grad(lambda v: jnp.sum(f(v) * weights))(x))
+  np.testing.assert_allclose(grad(ours), grad(reference), rtol=1e-6, atol=1e-6)
+  assert np.any(np.asarray(reference(x)) == 0)  # windows of tied zeros really occurred
+
+
+@pytest.mark.parametrize('kernel_shape', [(3, 3, 4, 6), (10, 6)])
+def test_towers_reading_one_input_equal_per_tower_slices(kernel_shape):
+  """The one-op path for conv1/conv3/fc6/fc7 against each tower's own slice of the kernel."""
+  layer = models.TowerLayer(kernel_shape, 2, std=1.0, bias=0.5, rngs=nnx.Rngs(params=0))
+  layer.bias.value = jnp.arange(kernel_shape[-1], dtype=jnp.float32)
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 5, 4) if len(kernel_shape) == 4
+                                                   else (2, 10)), jnp.float32)
+  got = layer([x, x])
+  half = kernel_shape[-1] // 2
+  for t in range(2):
+    kernel = layer.kernel.value[..., t * half:(t + 1) * half]
+    if kernel.ndim == 2:
+      want = x @ kernel
+    else:
+      want = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
+                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    np.testing.assert_allclose(np.asarray(got[t]), np.asarray(want + layer.bias.value[t * half:(t + 1) * half]),
+                               rtol=1e-5, atol=1e-5)
