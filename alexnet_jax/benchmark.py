@@ -586,26 +586,31 @@ def format_table(result: dict) -> str:
 # --- Command line ---
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list('batch_sizes', ['128'], 'Global batch sizes.')
-flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model.dtype).')
-flags.DEFINE_list('strategies', ['data'], 'Strategies (sharding.py); skipped when the devices '
-                  'do not fit.')
-flags.DEFINE_list('image_sizes', ['224'], 'Image sizes.')
-flags.DEFINE_integer('steps', 5, 'Steps per timed window.')
-flags.DEFINE_integer('windows', 5, 'Timed windows; ms/step is their median.')
-flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-flags.DEFINE_list('torch', ['auto'], 'eager, compile, none, or auto (eager; also compile on a '
-                  'GPU).')
-flags.DEFINE_bool('channels_last', False, 'torch float32 in channels_last too (bfloat16 always).')
-flags.DEFINE_integer('torch_threads', 0, 'torch CPU threads (0: torch\'s default, one per '
-                     'physical core). On a CPU shared with other processes torch\'s spinning '
-                     'OpenMP threads lose far more than XLA\'s: time on an idle machine.')
-flags.DEFINE_float('width', 1.0, 'Channel multiplier (the paper: 1.0).')
-flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
-flags.DEFINE_integer('peak_matmul_size', 0, 'Side of the matmul that measures peak FLOP/s (0: '
-                     '8192 on a GPU, 2048 on a CPU).')
-flags.DEFINE_bool('check', True, 'Check that both frameworks compute the same step first.')
-flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
+
+
+def _define_flags():
+  # Defined only when run as a command, so that tests and notebooks can import this module next
+  # to the other commands (whose flags share names such as --output).
+  flags.DEFINE_list('batch_sizes', ['128'], 'Global batch sizes.')
+  flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model.dtype).')
+  flags.DEFINE_list('strategies', ['data'], 'Strategies (sharding.py); skipped when the devices '
+                    'do not fit.')
+  flags.DEFINE_list('image_sizes', ['224'], 'Image sizes.')
+  flags.DEFINE_integer('steps', 5, 'Steps per timed window.')
+  flags.DEFINE_integer('windows', 5, 'Timed windows; ms/step is their median.')
+  flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
+  flags.DEFINE_list('torch', ['auto'], 'eager, compile, none, or auto (eager; also compile on a '
+                    'GPU).')
+  flags.DEFINE_bool('channels_last', False, 'torch float32 in channels_last too (bfloat16 always).')
+  flags.DEFINE_integer('torch_threads', 0, 'torch CPU threads (0: torch\'s default, one per '
+                       'physical core). On a CPU shared with other processes torch\'s spinning '
+                       'OpenMP threads lose far more than XLA\'s: time on an idle machine.')
+  flags.DEFINE_float('width', 1.0, 'Channel multiplier (the paper: 1.0).')
+  flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
+  flags.DEFINE_integer('peak_matmul_size', 0, 'Side of the matmul that measures peak FLOP/s (0: '
+                       '8192 on a GPU, 2048 on a CPU).')
+  flags.DEFINE_bool('check', True, 'Check that both frameworks compute the same step first.')
+  flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
 
 
 def settings_from_flags() -> Settings:
@@ -641,4 +646,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

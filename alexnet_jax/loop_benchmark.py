@@ -32,12 +32,17 @@ from alexnet_jax import steps
 from alexnet_jax import train
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file('config', 'configs/quickstart.py', 'Training config to measure.')
-flags.DEFINE_integer('steps', 60, 'Timed steps of the loop.')
-flags.DEFINE_integer('warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).')
-flags.DEFINE_integer('window', 10, 'Steps per timed window of the bare step.')
-flags.DEFINE_integer('windows', 5, 'Timed windows of the bare step (before and after the loop).')
-flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
+
+
+def _define_flags():
+  # Defined only when run as a command, so importing this module next to main.py (tests,
+  # notebooks) does not define --config twice.
+  config_flags.DEFINE_config_file('config', 'configs/quickstart.py', 'Training config to measure.')
+  flags.DEFINE_integer('steps', 60, 'Timed steps of the loop.')
+  flags.DEFINE_integer('warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).')
+  flags.DEFINE_integer('window', 10, 'Steps per timed window of the bare step.')
+  flags.DEFINE_integer('windows', 5, 'Timed windows of the bare step (before and after the loop).')
+  flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
 
 
 def bare_step_times(config, window: int, windows: int, devices=None) -> list[float]:
@@ -121,4 +126,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -379,15 +379,16 @@ class AlexNet(nnx.Module):
     if rng is None:
       raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
     if self.config.fc_axis is not None:
-      # One slice of the units of one tower, for the whole batch: draw that tower's mask, keep
-      # this device's columns.
+      # A slice of the units (within one tower, or whole towers on a one-device axis) for the
+      # whole batch: draw every tower's mask as one device would, keep this device's columns.
       (x,) = xs
       per_tower = scaled(FC_UNITS, self.config.width) // self.config.towers
       first_unit = jax.lax.axis_index(self.config.fc_axis) * x.shape[-1]
-      tower, column = first_unit // per_tower, first_unit % per_tower
-      key = jax.random.fold_in(jax.random.fold_in(rng, layer), tower)
-      keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0], per_tower))
-      keep = jax.lax.dynamic_slice_in_dim(keep, column, x.shape[-1], axis=1)
+      keep = jnp.concatenate([
+          jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(rng, layer), tower),
+                               1.0 - rate, (x.shape[0], per_tower))
+          for tower in range(self.config.towers)], axis=1)
+      keep = jax.lax.dynamic_slice_in_dim(keep, first_unit, x.shape[-1], axis=1)
       return [jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)]
     first_tower, shards, shard = 0, 1, 0
     if self.config.tower_axis is not None:

@@ -329,12 +329,17 @@ def table(result: dict[str, Any]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer('images', 256, 'Distinct JPEGs held in memory (cycled).')
-flags.DEFINE_string('tfds', None, 'Read the JPEGs from this prepared TFDS dataset instead.')
-flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --tfds.')
-flags.DEFINE_integer('batches', 8, 'Batches of 128 per timing.')
-flags.DEFINE_integer('repeats', 5, 'Alternating timings per pipeline; medians are reported.')
-flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
+
+
+def _define_flags():
+  # Defined only when run as a command, so that tests and notebooks can import this module next
+  # to the other commands (whose flags share names such as --output).
+  flags.DEFINE_integer('images', 256, 'Distinct JPEGs held in memory (cycled).')
+  flags.DEFINE_string('tfds', None, 'Read the JPEGs from this prepared TFDS dataset instead.')
+  flags.DEFINE_string('data_dir', None, 'TFDS data_dir for --tfds.')
+  flags.DEFINE_integer('batches', 8, 'Batches of 128 per timing.')
+  flags.DEFINE_integer('repeats', 5, 'Alternating timings per pipeline; medians are reported.')
+  flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
 
 
 def main(argv):
@@ -354,4 +359,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -30,7 +30,7 @@ file, when `augment.stats_file` is set) into the mean, eigenvalues and eigenvect
 import os
 import sys
 import time
-from typing import Any, Iterable
+from typing import Any
 
 from absl import logging
 import numpy as np

@@ -166,3 +166,13 @@ def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches
 
   with pytest.raises(ValueError, match='bad batch'):  # the pipeline's errors reach the loop
     list(sharding.prefetch_to_devices(slow_batches(8, fail_at=3), layout, 2))
+
+
+def test_owt_on_a_one_device_axis_is_data_parallelism():
+  # One device holds both towers' fc units: the same dropout masks, losses and parameters.
+  reference = run_steps(small_config('data'), ONE_DEVICE, n=2)
+  owt = run_steps(small_config('owt'), ONE_DEVICE, n=2)
+  np.testing.assert_allclose(owt[0], reference[0], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params),
+                  strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
