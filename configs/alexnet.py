@@ -3,10 +3,12 @@ r"""The paper's ImageNet recipe: Krizhevsky, Sutskever & Hinton, NIPS 2012.
     python -m alexnet_jax.main --config=configs/alexnet.py --workdir=runs/alexnet \
         --config.data_dir=$HOME/tensorflow_datasets
 
-Needs TFDS `imagenet2012`, prepared from the manually downloaded ILSVRC-2012 files
-(`tfds build imagenet2012 --manual_dir=...`, see the README). Without them the run stops at once with
-a message saying where to put the files. The paper reports 40.7% top-1 / 18.2% top-5 error for one
-CNN on the validation set (section 6, 10-crop test); this codebase has not been run on ImageNet yet.
+Needs TFDS `imagenet2012`, prepared once from the manually downloaded ILSVRC-2012 files with
+`python -m alexnet_jax.prepare --dataset=imagenet2012 --data_dir=...` (see the README). Without them
+the run stops at once with a message saying where to put the files. The paper reports 40.7% top-1 /
+18.2% top-5 error for one CNN on the validation set (section 6) with its ten-patch test: evaluate
+with `--config.eval_crops=10` to compare (the per-epoch evaluation that drives the plateau schedule
+uses the centre crop, 10x cheaper). This codebase has not been run on ImageNet yet.
 """
 
 import ml_collections
@@ -20,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.dataset = 'imagenet2012'  # any prepared TFDS dataset; 'synthetic_shapes' is built in
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default
   # Where the ILSVRC tar files live (default <data_dir>/downloads/manual); named in the message
-  # that explains how to prepare ImageNet with `tfds build`.
+  # that explains how to prepare ImageNet (python -m alexnet_jax.prepare --dataset=imagenet2012).
   c.manual_dir = ml_collections.config_dict.placeholder(str)
   c.train_split = 'train'
   c.eval_split = 'validation'
