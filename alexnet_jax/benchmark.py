@@ -177,14 +177,20 @@ def measure_peak_flops(dtype: str, size: int, device=None, repeats: int = 5) -> 
 
 # --- Machine ---
 
-def machine_info() -> dict:
-  cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+  """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
   try:
     with open('/proc/cpuinfo') as f:
-      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-    cpu = names[0] if names else cpu
+      for line in f:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
   except OSError:
     pass
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+def machine_info() -> dict:
+  cpu = cpu_name()
   device = jax.devices()[0]
   import flax, optax  # noqa: E401  (versions only)
   info = {

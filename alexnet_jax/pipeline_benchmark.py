@@ -52,6 +52,7 @@ import numpy as np
 from PIL import Image
 
 from alexnet_jax import augment
+from alexnet_jax import benchmark
 from alexnet_jax import input_pipeline
 from alexnet_jax.datasets import synthetic_shapes
 
@@ -299,15 +300,7 @@ def run(records: Sequence[dict[str, Any]], rows=ROWS, batches: int = 8, repeats:
   pin_to_cores(set(all_cores))
   return {'rows': results, 'needed_images_per_second': NEEDED, 'images': len(records),
           'batch_size': batch_size, 'batches_per_timing': batches, 'repeats': repeats,
-          'cpu': _cpu_name(), 'cores_available': len(all_cores)}
-
-
-def _cpu_name() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-  except (OSError, StopIteration):
-    return 'unknown'
+          'cpu': benchmark.cpu_name(), 'cores_available': len(all_cores)}
 
 
 def table(result: dict[str, Any]) -> str:
