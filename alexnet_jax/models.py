@@ -175,9 +175,9 @@ def max_pool(x: Array, window: int, stride: int) -> Array:
   slices. XLA:CPU runs the reduce_window's gradient (select-and-scatter) as a reduction that
   tracks every window's argmax coordinates, then a scatter: ~5x slower than this. Here the forward
   pass also records which of the window's slices won (one byte per output), and the gradient
-  routes each output's gradient back to that slice's position: elementwise work that XLA fuses
-  into one loop. Like select-and-scatter, ties go to the FIRST maximum of a window in row-major
-  order (ties are common after a ReLU: windows of zeros).
+  routes each output's gradient back to that slice's position (`_max_pool_bwd`). Like
+  select-and-scatter, ties go to the FIRST maximum of a window in row-major order (ties are
+  common after a ReLU: windows of zeros).
   """
   return _max_pool_fwd(x, window, stride)[0]
 
@@ -192,16 +192,39 @@ def _max_pool_fwd(x, window, stride):
 
 
 def _max_pool_bwd(window, stride, residuals, g):
-  winner, (_, height, width, _) = residuals
+  """Each input pixel's gradient, gathered by the pixel's phase (row % stride, col % stride).
+
+  Input row r = stride * a + p is covered by window offsets i = p + stride * m (m = 0, 1, ...,
+  while i < window) of output rows a - m; the same holds for columns. So the gradient of every
+  pixel of phase (p, q) is a sum of a few shifted copies of `where(winner == k, g, 0)`, the
+  phases are interleaved by a stack and a reshape, and the rows and columns that no window covers
+  are cut off (they get zero). Each input pixel is written once. The obvious form, a strided pad
+  per window offset (9 full-size arrays for 3x3 windows), is the same sum, but inside the paper's
+  train step XLA:CPU materialised each pad, recomputing the winners into all 9. This form took
+  the float32 step (batch 32, 2-core EPYC VM) from 1.20x to 1.38x PyTorch eager's speed in
+  `python -m alexnet_jax.benchmark` (README's command, 9 windows).
+  """
+  winner, (n, height, width, channels) = residuals
   out_h, out_w = winner.shape[1:3]
-  dx = 0
-  for k in range(window * window):
-    i, j = divmod(k, window)
-    # Transpose of the strided slice at offset (i, j): its gradient placed every `stride` pixels.
-    pad = [(0, 0, 0), (i, height - i - stride * (out_h - 1) - 1, stride - 1),
-           (j, width - j - stride * (out_w - 1) - 1, stride - 1), (0, 0, 0)]
-    dx = dx + jax.lax.pad(jnp.where(winner == k, g, 0).astype(g.dtype), jnp.zeros((), g.dtype), pad)
-  return (dx,)
+  rows, cols = -(-height // stride), -(-width // stride)  # pixels of one phase, rounded up
+  zero = jnp.zeros((), g.dtype)
+  phases = []
+  for p in range(stride):
+    row_phases = []
+    for q in range(stride):
+      total = jnp.zeros((n, rows, cols, channels), g.dtype)
+      for m in range((window - 1 - p) // stride + 1):
+        for l in range((window - 1 - q) // stride + 1):
+          k = (p + stride * m) * window + (q + stride * l)  # the window offset's slice index
+          shifted = [(0, 0, 0), (m, rows - out_h - m, 0), (l, cols - out_w - l, 0), (0, 0, 0)]
+          total = total + jax.lax.pad(jnp.where(winner == k, g, zero), zero, shifted)
+      row_phases.append(total)
+    phases.append(jnp.stack(row_phases, axis=3))  # (n, rows, cols, q, channels)
+  # (n, rows, p, cols, q, channels) -> (n, rows * stride, cols * stride, channels); one axis merge
+  # per reshape, as explicit sharding requires.
+  dx = jnp.stack(phases, axis=2).reshape(n, rows * stride, cols, stride, channels)
+  dx = dx.reshape(n, rows * stride, cols * stride, channels)
+  return (dx[:, :height, :width],)
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)

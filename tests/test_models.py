@@ -209,8 +209,9 @@ def test_bad_choices_name_the_field(field, value):
     models.validate(dataclasses.replace(PAPER, **{field: value}))
 
 
-@pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (2, 2, (2, 8, 9, 3)),
-                                                   (3, 1, (1, 7, 7, 2))])
+@pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (3, 2, (1, 14, 12, 3)),
+                                                   (2, 2, (2, 8, 9, 3)), (2, 2, (1, 11, 10, 2)),
+                                                   (3, 1, (1, 7, 7, 2)), (3, 3, (1, 10, 11, 2))])
 def test_max_pool_equals_reduce_window_values_and_gradients(window, stride, shape):
   # After a ReLU, as in the model: many windows tie at 0, where select-and-scatter's rule (the
   # first maximum takes the gradient) must be reproduced, not split between the tied inputs.
