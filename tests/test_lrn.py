@@ -26,11 +26,12 @@ def naive_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
 
 @pytest.mark.parametrize('alpha_over_n', [False, True])
 @pytest.mark.parametrize('size', [5, 3, 1])
-def test_matches_naive_loop(alpha_over_n, size):
+@pytest.mark.parametrize('beta', [0.75, 0.6])  # the paper's (computed with square roots), another
+def test_matches_naive_loop(alpha_over_n, size, beta):
   # Large activations (like conv1's) so the normaliser differs visibly from k**beta.
   x = np.random.default_rng(0).normal(0, 60, (2, 3, 4, 12)).astype(np.float32)
-  got = local_response_norm(jnp.asarray(x), size=size, alpha_over_n=alpha_over_n)
-  want = naive_lrn(x, size=size, alpha_over_n=alpha_over_n)
+  got = local_response_norm(jnp.asarray(x), size=size, alpha_over_n=alpha_over_n, beta=beta)
+  want = naive_lrn(x, size=size, alpha_over_n=alpha_over_n, beta=beta)
   np.testing.assert_allclose(np.asarray(got), want, rtol=2e-5, atol=1e-5)
   # The test would pass vacuously if the normaliser were ~constant: make sure it is not.
   assert np.std(want / np.where(x == 0, 1, x)) > 0.01
