@@ -15,6 +15,13 @@ for fc6/fc7's input gradients. So YNNPACK keeps the dots only; convolutions go b
 2-core AMD EPYC (Zen 4, AVX-512) VM, the full float32 train step (batch 32) went from 1385 to
 1172 ms per step (interleaved medians; /tmp scratch race script, see the README's CPU section).
 
+--xla_cpu_copy_insertion_use_region_analysis=true: the train step donates its state, so each new
+weight can be written over the old one. Without region analysis XLA:CPU's copy insertion could
+not prove that safe when a weight is read by both the forward and the backward pass, and copied
+every such parameter first: fc6's and fc7's kernels alone are 218 MB copied per step. The finer
+analysis (the one XLA:GPU uses) removes the copies; `tests/test_xla_flags.py` checks it on a small
+two-layer step.
+
 Unknown flags in XLA_FLAGS abort the process, so the flag is only added for the jaxlib versions
 where it was measured to exist (`MEASURED_JAXLIB`); other versions keep XLA's defaults.
 """
@@ -24,7 +31,8 @@ import os
 from typing import MutableMapping
 
 MEASURED_JAXLIB = ('0.10.',)  # version prefixes whose XLA:CPU has these flags and was measured
-CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
+CPU_FLAGS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT',
+             'xla_cpu_copy_insertion_use_region_analysis': 'true'}
 
 
 def _jaxlib_version() -> str:
