@@ -1,12 +1,11 @@
 """glibc malloc settings under which XLA:CPU reuses its buffers' memory from one step to the next.
 
 Each run of a compiled program on XLA:CPU mallocs its temporaries (605 MB for the paper's float32
-step at batch 32) and frees them when it ends. glibc serves blocks that large with a fresh mmap
-(in the main arena above M_MMAP_THRESHOLD, which glibc caps at 32 MB; in a thread's own arena
-above 64 MB, whatever the settings) and unmaps them on free. So every step the kernel maps,
-zero-fills and faults in one new 4 KB page per 4 KB of temporaries (155,000 of them), on the
-step's critical path. On import the
-package sets:
+step at batch 32) and frees them when it ends. glibc serves blocks that large with a fresh mmap (in
+the main arena above M_MMAP_THRESHOLD, which glibc caps at 32 MB; in a thread's own arena above 64
+MB, whatever the settings) and unmaps them on free. So every step the kernel maps, zero-fills and
+faults in one new 4 KB page per 4 KB of temporaries (155,000 of them), on the step's critical path.
+On import the package sets:
 
 - M_ARENA_MAX = 1: every thread allocates from the main arena, where the next two settings hold;
 - M_MMAP_MAX = 0: large blocks come from the heap, where a freed block is handed out again;
@@ -16,8 +15,9 @@ Measured on a 2-core EPYC VM (the paper's float32 step, batch 32), with `python 
 alexnet_jax.benchmark --batch_sizes=32 --dtypes=float32 --torch=none --steps=2 --windows=7
 --warmup=1`, three runs each, alternating with runs under `MALLOC_ARENA_MAX=8` (which leaves glibc
 as it is): 1039 vs 1262 ms per step (medians of the runs' medians). `tests/test_host_memory.py`
-counts the page faults of a smaller program both ways. PyTorch's CPU tensors come from malloc too, so torch gains in the same
-process; the speed benchmark runs both frameworks in one process, so its ratio includes that.
+counts the page faults of a smaller program both ways. PyTorch's CPU tensors come from malloc too,
+so torch gains in the same process; the speed benchmark runs both frameworks in one process, so its
+ratio includes that.
 
 What it costs: the process keeps its peak heap for its lifetime (memory it frees is reused by the
 process, not returned to the system), and all threads share one allocator lock.
