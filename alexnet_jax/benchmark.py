@@ -7,6 +7,8 @@ Times the FULL training step the trainer uses (`steps.make_train_step`: forward,
 5's SGD update, metrics) of the paper's model (`configs/alexnet.py`: 1000 classes, two towers, LRN,
 dropout 0.5, 224x224) on a synthetic batch that already sits on the devices, and the same network
 in PyTorch (`torch_reference`) on the same batch, from the same weights, with the same optimiser.
+PyTorch runs in a process of its own (`torch_process_runner`), as it runs outside this package:
+without the malloc settings `host_memory` makes here, which speed up its allocations as well.
 
 What each row reports:
 - ms/step: the MEDIAN over `--windows` timed windows of `--steps` steps each, after `--warmup`
@@ -41,8 +43,10 @@ none of them); `steps` needs clu's pure-Python `clu.metrics` only.
 """
 
 import dataclasses
+import importlib
 import json
 import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -57,6 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from alexnet_jax import host_memory
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import sharding
@@ -374,6 +379,66 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
   return Runner(row, step)
 
 
+def _torch_worker(conn, settings: dict, image_size: int, dtype: str, mode: str, params: dict,
+                  data: dict) -> None:
+  """The torch process: builds the runner, then runs `n` steps per message until None."""
+  settings = Settings(**settings)
+  try:
+    if settings.torch_threads:
+      import torch
+      torch.set_num_threads(settings.torch_threads)
+    runner = torch_runner(settings, image_size, dtype, mode, params, data)
+  except Exception as e:  # e.g. torch.compile without a C++ compiler: the parent skips the row
+    conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
+    return
+  conn.send(dict(runner.row, pid=os.getpid(),
+                 malloc='alexnet_jax settings' if host_memory.applied() else 'glibc defaults'))
+  while (n := conn.recv()) is not None:
+    runner.step(n)
+    conn.send(True)
+
+
+def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: str,
+                         params: dict, data: dict) -> tuple[Runner, Callable[[], None]]:
+  """`torch_runner` in a process of its own; returns the runner and a function that ends it.
+
+  PyTorch runs as it does outside this package: this process's malloc settings
+  (`host_memory`, which speed up torch's allocations as well as XLA's) and thread pools stay out
+  of its way, and its spinning OpenMP threads out of ours. The windows are still interleaved:
+  each `step` waits for the process to finish its steps.
+  """
+  context = multiprocessing.get_context('spawn')
+  parent, child = context.Pipe()
+  previous = os.environ.get(host_memory.OPT_OUT)
+  os.environ[host_memory.OPT_OUT] = 'glibc'  # read by the child's import of the package
+  try:
+    # By the importable module's name, not __main__'s, so the child can unpickle it however this
+    # module was started; Settings goes as a dict for the same reason.
+    worker = importlib.import_module('alexnet_jax.benchmark')._torch_worker
+    process = context.Process(target=worker, daemon=True, args=(
+        child, dataclasses.asdict(settings), image_size, dtype, mode, params, data))
+    process.start()
+  finally:
+    if previous is None:
+      os.environ.pop(host_memory.OPT_OUT)
+    else:
+      os.environ[host_memory.OPT_OUT] = previous
+  row = parent.recv()
+  if isinstance(row, str):
+    process.join()
+    raise RuntimeError(row)
+
+  def step(n):
+    parent.send(n)
+    parent.recv()
+
+  def close():
+    parent.send(None)
+    process.join(timeout=60)
+
+  return Runner(row, step), close
+
+
 # --- The check: both frameworks compute the same step ---
 
 def check_same_step(settings: Settings, image_size: int, params: dict, data: dict) -> dict:
@@ -516,9 +581,12 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
           except ConfigError as e:
             result['skipped'].append(dict(variant, framework='jax', strategy=strategy,
                                           reason=str(e)))
+        closers = []
         for mode in modes:
           try:
-            runners.append(torch_runner(settings, image_size, dtype, mode, params, data))
+            runner, close = torch_process_runner(settings, image_size, dtype, mode, params, data)
+            runners.append(runner)
+            closers.append(close)
           except Exception as e:  # e.g. torch.compile without a C++ compiler: skip, say why
             result['skipped'].append(dict(variant, framework='torch', mode=mode,
                                           reason=f'{type(e).__name__}: {e}'.splitlines()[0]))
@@ -527,6 +595,8 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
             start = time.perf_counter()
             runner.step(settings.steps)
             runner.window_ms.append((time.perf_counter() - start) / settings.steps * 1e3)
+        for close in closers:
+          close()
         rows = []
         for runner in runners:
           ms = statistics.median(runner.window_ms)

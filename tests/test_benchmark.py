@@ -138,7 +138,7 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
   output = tmp_path / 'bench.json'
   torch_flag = 'eager' if _has_torch() else 'none'
   script = textwrap.dedent(f"""
-      import runpy, sys
+      import os, runpy, sys
       for name in ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections',
                    'clu.metric_writers'):
         sys.modules[name] = None  # any import of them fails
@@ -146,6 +146,7 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
                   '--batch_sizes=4', '--dtypes=float32', '--strategies=data,towers',
                   '--steps=1', '--windows=1', '--warmup=0', '--peak_matmul_size=256',
                   '--torch={torch_flag}', '--torch_threads=1', '--output={output}']
+      print('benchmark pid', os.getpid())
       runpy.run_module('alexnet_jax.benchmark', run_name='__main__')
   """)
   env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
@@ -176,6 +177,9 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
     assert check['passed'] and check['loss_rel_diff'] <= 1e-4
     torch_row = rows['torch', 'eager']
     assert torch_row['ratio_vs_torch_eager'] == 1.0
+    # In a process of its own, without the package's malloc settings.
+    assert torch_row['pid'] != int(proc.stdout.split('benchmark pid ')[1].split()[0])
+    assert torch_row['malloc'] == 'glibc defaults'
     assert jax_row['ratio_vs_torch_eager'] == pytest.approx(
         torch_row['ms_per_step'] / jax_row['ms_per_step'])
   # The printed table: a header and one line per row.
