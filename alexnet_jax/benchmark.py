@@ -337,11 +337,14 @@ def _torch_device(torch) -> str:
 
 
 def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, params: dict,
-                 data: dict) -> Runner:
-  """torch_reference's step, eager or torch.compile'd; bfloat16 via autocast + channels_last."""
+                 data: dict, device: str | None = None) -> Runner:
+  """torch_reference's step, eager or torch.compile'd; bfloat16 via autocast + channels_last.
+
+  `device` ('cuda' or 'cpu'): None asks JAX which platform it runs on.
+  """
   import torch
   from alexnet_jax import torch_reference
-  device = _torch_device(torch)
+  device = device or _torch_device(torch)
   if device == 'cuda':  # float32 as JAX runs it on a GPU: TF32 matmuls and convolutions
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -380,22 +383,25 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
 
 
 def _torch_worker(conn, settings: dict, image_size: int, dtype: str, mode: str, params: dict,
-                  data: dict) -> None:
+                  data: dict, device: str) -> None:
   """The torch process: builds the runner, then runs `n` steps per message until None."""
   settings = Settings(**settings)
   try:
     if settings.torch_threads:
       import torch
       torch.set_num_threads(settings.torch_threads)
-    runner = torch_runner(settings, image_size, dtype, mode, params, data)
+    runner = torch_runner(settings, image_size, dtype, mode, params, data, device)
   except Exception as e:  # e.g. torch.compile without a C++ compiler: the parent skips the row
     conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
     return
   conn.send(dict(runner.row, pid=os.getpid(),
                  malloc='alexnet_jax settings' if host_memory.applied() else 'glibc defaults'))
-  while (n := conn.recv()) is not None:
-    runner.step(n)
-    conn.send(True)
+  try:
+    while (n := conn.recv()) is not None:
+      runner.step(n)
+      conn.send(True)
+  except EOFError:  # the benchmark process is gone
+    pass
 
 
 def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: str,
@@ -407,6 +413,8 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
   of its way, and its spinning OpenMP threads out of ours. The windows are still interleaved:
   each `step` waits for the process to finish its steps.
   """
+  import torch
+  device = _torch_device(torch)  # asked here: the child never starts a JAX backend
   context = multiprocessing.get_context('spawn')
   parent, child = context.Pipe()
   previous = os.environ.get(host_memory.OPT_OUT)
@@ -415,26 +423,38 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
     # By the importable module's name, not __main__'s, so the child can unpickle it however this
     # module was started; Settings goes as a dict for the same reason.
     worker = importlib.import_module('alexnet_jax.benchmark')._torch_worker
-    process = context.Process(target=worker, daemon=True, args=(
-        child, dataclasses.asdict(settings), image_size, dtype, mode, params, data))
+    # Not a daemon: torch.compile may start compile workers of its own.
+    process = context.Process(target=worker, args=(
+        child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device))
     process.start()
   finally:
     if previous is None:
       os.environ.pop(host_memory.OPT_OUT)
     else:
       os.environ[host_memory.OPT_OUT] = previous
-  row = parent.recv()
+  def receive():
+    while not parent.poll(1.0):
+      if not process.is_alive():
+        raise RuntimeError(f'the torch process exited with code {process.exitcode}')
+    return parent.recv()
+
+  row = receive()
   if isinstance(row, str):
     process.join()
     raise RuntimeError(row)
 
   def step(n):
     parent.send(n)
-    parent.recv()
+    receive()
 
   def close():
-    parent.send(None)
+    try:
+      parent.send(None)
+    except OSError:
+      pass
     process.join(timeout=60)
+    if process.is_alive():
+      process.terminate()
 
   return Runner(row, step), close
 
@@ -590,13 +610,15 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
           except Exception as e:  # e.g. torch.compile without a C++ compiler: skip, say why
             result['skipped'].append(dict(variant, framework='torch', mode=mode,
                                           reason=f'{type(e).__name__}: {e}'.splitlines()[0]))
-        for _ in range(settings.windows):
-          for runner in runners:
-            start = time.perf_counter()
-            runner.step(settings.steps)
-            runner.window_ms.append((time.perf_counter() - start) / settings.steps * 1e3)
-        for close in closers:
-          close()
+        try:
+          for _ in range(settings.windows):
+            for runner in runners:
+              start = time.perf_counter()
+              runner.step(settings.steps)
+              runner.window_ms.append((time.perf_counter() - start) / settings.steps * 1e3)
+        finally:  # end the torch processes whatever happens
+          for close in closers:
+            close()
         rows = []
         for runner in runners:
           ms = statistics.median(runner.window_ms)
