@@ -432,6 +432,7 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
       os.environ.pop(host_memory.OPT_OUT)
     else:
       os.environ[host_memory.OPT_OUT] = previous
+
   def receive():
     while not parent.poll(1.0):
       if not process.is_alive():
@@ -439,7 +440,7 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
     return parent.recv()
 
   row = receive()
-  if isinstance(row, str):
+  if isinstance(row, str):  # the child's error, 'Type: message'
     process.join()
     raise RuntimeError(row)
 

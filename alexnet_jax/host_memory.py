@@ -92,11 +92,14 @@ def apply(environ: Mapping[str, str] = os.environ,
           mallopt: Callable[[int, int], int] | None = None) -> bool:
   """Sets SETTINGS unless `reason_to_skip` says otherwise; True if they were set."""
   global _applied
+  real = mallopt is None  # a test's stand-in must not mark this process as set
   mallopt = mallopt or _mallopt()
   if mallopt is None or reason_to_skip(environ) is not None:
     return False
-  _applied = all(mallopt(param, value) == 1 for param, value in SETTINGS)
-  return _applied
+  done = all(mallopt(param, value) == 1 for param, value in SETTINGS)
+  if real:
+    _applied = done
+  return done
 
 
 def applied() -> bool:
