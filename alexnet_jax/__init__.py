@@ -1,11 +1,14 @@
-"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) in JAX and Flax NNX."""
+"""AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) in JAX and Flax NNX.
 
-__version__ = "0.1.0"
+The core: `models` (Figure 2), `layers` (towers), `kernels` (LRN, pooling), `optim` (section 5),
+`steps` (pure train and eval steps), `train` (the loop), `sharding` (placement), `checkpointing`,
+`settings` (a run's config, checked and typed). `data/`: augmentation, the input pipeline, colour
+statistics, datasets. `tools/`: the secondary commands (prepare, colour statistics, benchmarks,
+the PyTorch twin). `configs` (the repository's top-level configs/, installed with the package):
+the recipes.
 
-# Process settings measured to speed up the CPU train step. Both must run before JAX starts its
-# backend: XLA reads XLA_FLAGS once, and a thread keeps the malloc arena it started with.
-from alexnet_jax import host_memory as _host_memory  # noqa: E402
-from alexnet_jax import xla_flags as _xla_flags  # noqa: E402
+Importing the package changes nothing in the process; `runtime.configure()` tunes it, and every
+command calls it first.
+"""
 
-_xla_flags.apply()
-_host_memory.apply()
+__version__ = '0.1.0'

@@ -1,11 +1,15 @@
 r"""Trains and evaluates AlexNet: `python -m alexnet_jax.main --config=CONFIG --workdir=DIR`.
 
-Any config field can be overridden on the command line, e.g. `--config.batch_size=64` or
-`--config.model.norm=batchnorm`. Running the same command again resumes from the latest
-checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which notebooks import directly.
+CONFIG is a config file, with an optional argument (`configs/quickstart.py:tiny`); a name such as
+`quickstart` or `alexnet:runlocal` means that file of the installed `alexnet_jax.configs`, so the
+command works without a clone. Any config field can be overridden on the command line, e.g.
+`--config.batch_size=64` or `--config.model.norm=batchnorm`. Running the same command again
+resumes from the latest checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which
+notebooks import directly; this file tunes the process (`runtime.configure`) and parses flags.
 """
 
 import logging as std_logging
+import re
 import sys
 
 from absl import app
@@ -14,6 +18,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from alexnet_jax import configs
+from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -21,8 +27,10 @@ from alexnet_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard events.')
-config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/alexnet.py.',
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+    'config', None, 'A config file, e.g. configs/alexnet.py, with an optional argument '
+    '(configs/quickstart.py:tiny), or the name of an installed one (quickstart, alexnet:runlocal).',
+    lock_config=True)
 flags.DEFINE_string('coordinator_address', None, 'Multi-process runs: host:port of process 0. '
                     'Without it, SLURM, Open MPI and TPU pods are detected automatically.')
 flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes in all.')
@@ -46,6 +54,7 @@ def main(argv):
                      '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.\n')
     sys.exit(2)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  runtime.configure()
   try:
     sharding.initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes,
                                   FLAGS.process_id)
@@ -71,18 +80,23 @@ def run():
 def _parse_flags(argv):
   """absl's parser, with config errors (unknown field, wrong type) as one paragraph."""
   try:
+    argv = configs.resolve_config_flags(argv)
     argv = FLAGS(argv)
     FLAGS.config.get('dataset')  # a config file that failed to load raises only when used
     return argv
   except OSError as e:
     problem = f'Cannot load the config file: {" ".join(str(e).split())}.'
-  except ImportError as e:  # e.g. `configs` is not importable outside the repository's root
-    problem = (f'The config file could not import {e.name or "a module"!r}. Run the command from '
-               'the root of the alexnet_jax repository (configs/ is a package there).')
+  except ImportError as e:
+    problem = (f'The config file could not import {e.name or "a module"!r}: {e}. A config file '
+               'imports only installed packages (its recipes from alexnet_jax.configs).')
   except (AttributeError, KeyError) as e:  # ml_collections: a field that does not exist
     problem = f'The config has no field {str(e).strip(chr(34)).strip(chr(39))!r}.'
   except (flags.Error, TypeError, ValueError) as e:  # absl or ml_collections: a bad value
-    problem = f'Bad command line: {" ".join(str(e).split())}.'
+    text = ' '.join(str(e).split())
+    if 'Traceback' in text:  # ml_collections quotes the config file's traceback: keep its error
+      last = list(re.finditer(r'\b\w*(Error|Exception): ', text))[-1]
+      text = 'the config file says: ' + text[last.end():]
+    problem = f'Bad command line: {text.rstrip(".")}.'
   sys.stderr.write(
       f'\nError: {problem} Every config field is listed, with its type and meaning, in '
       'configs/alexnet.py; override one with --config.FIELD=VALUE (e.g. --config.batch_size=64, '

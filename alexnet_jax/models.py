@@ -39,7 +39,6 @@ the start), which is why the paper's runs spend their first epochs near chance.
 """
 
 import dataclasses
-import functools
 import math
 from typing import Sequence
 
@@ -47,7 +46,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from alexnet_jax.lrn import local_response_norm
+from alexnet_jax import layers
+from alexnet_jax.kernels import local_response_norm
+from alexnet_jax.kernels import max_pool
+from alexnet_jax.layers import TowerLayer
+from alexnet_jax.layers import cross_tower
 
 Array = jax.Array
 
@@ -144,127 +147,7 @@ def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
           'conv4': pool2, 'conv5': pool2, 'pool5': pool5}
 
 
-def cross_tower(xs: Sequence[Array], axis_name: str | None) -> Array:
-  """Where the towers talk: joins every tower's maps along channels.
-
-  On one device the towers are list entries; with one tower per device (inside shard_map over
-  `axis_name`), the local towers are all-gathered over that axis.
-  """
-  joined = jnp.concatenate(xs, axis=-1) if len(xs) > 1 else xs[0]
-  if axis_name is not None:
-    joined = jax.lax.all_gather(joined, axis_name, axis=joined.ndim - 1, tiled=True)
-  return joined
-
-
-def _window_slices(x: Array, window: int, stride: int) -> list[Array]:
-  """The window*window strided views of NHWC `x`, one per offset in the pooling window."""
-  n, height, width, channels = x.shape
-  out_h, out_w = (height - window) // stride + 1, (width - window) // stride + 1
-  return [jax.lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1,
-                                          j + stride * (out_w - 1) + 1, channels),
-                        (1, stride, stride, 1))
-          for i in range(window) for j in range(window)]
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def max_pool(x: Array, window: int, stride: int) -> Array:
-  """Max pooling of NHWC maps over `window` x `window` patches every `stride` pixels, no padding.
-
-  The same values and gradients as `nnx.max_pool(x, (window, window), (stride, stride), 'VALID')`
-  (section 3.4's overlapping pooling is window 3, stride 2), computed from the window's strided
-  slices. XLA:CPU runs the reduce_window's gradient (select-and-scatter) as a reduction that
-  tracks every window's argmax coordinates, then a scatter: ~5x slower than this. Here the forward
-  pass also records which of the window's slices won (one byte per output), and the gradient
-  routes each output's gradient back to that slice's position (`_max_pool_bwd`). Like
-  select-and-scatter, ties go to the FIRST maximum of a window in row-major order (ties are
-  common after a ReLU: windows of zeros).
-  """
-  return _max_pool_fwd(x, window, stride)[0]
-
-
-def _max_pool_fwd(x, window, stride):
-  views = _window_slices(x, window, stride)
-  y, winner = views[0], jnp.zeros(views[0].shape, jnp.uint8)
-  for k, view in enumerate(views[1:], start=1):
-    better = view > y  # strict: an equal later value does not displace the first maximum
-    y, winner = jnp.where(better, view, y), jnp.where(better, jnp.uint8(k), winner)
-  return y, (winner, x.shape)
-
-
-def _max_pool_bwd(window, stride, residuals, g):
-  """Each input pixel's gradient, gathered by the pixel's phase (row % stride, col % stride).
-
-  Input row r = stride * a + p is covered by window offsets i = p + stride * m (m = 0, 1, ...,
-  while i < window) of output rows a - m; the same holds for columns. So the gradient of every
-  pixel of phase (p, q) is a sum of a few shifted copies of `where(winner == k, g, 0)`, the
-  phases are interleaved by a stack and a reshape, and the rows and columns that no window covers
-  are cut off (they get zero). Each input pixel is written once. The obvious form, a strided pad
-  per window offset (9 full-size arrays for 3x3 windows), is the same sum, but inside the paper's
-  train step XLA:CPU materialised each pad, recomputing the winners into all 9. This form took
-  the float32 step (batch 32, 2-core EPYC VM) from 1.20x to 1.38x PyTorch eager's speed in
-  `python -m alexnet_jax.benchmark` (README's command, 9 windows).
-  """
-  winner, (n, height, width, channels) = residuals
-  out_h, out_w = winner.shape[1:3]
-  rows, cols = -(-height // stride), -(-width // stride)  # pixels of one phase, rounded up
-  zero = jnp.zeros((), g.dtype)
-  phases = []
-  for p in range(stride):
-    row_phases = []
-    for q in range(stride):
-      total = jnp.zeros((n, rows, cols, channels), g.dtype)
-      for m in range((window - 1 - p) // stride + 1):
-        for l in range((window - 1 - q) // stride + 1):
-          k = (p + stride * m) * window + (q + stride * l)  # the window offset's slice index
-          shifted = [(0, 0, 0), (m, rows - out_h - m, 0), (l, cols - out_w - l, 0), (0, 0, 0)]
-          total = total + jax.lax.pad(jnp.where(winner == k, g, zero), zero, shifted)
-      row_phases.append(total)
-    phases.append(jnp.stack(row_phases, axis=3))  # (n, rows, cols, q, channels)
-  # (n, rows, p, cols, q, channels) -> (n, rows * stride, cols * stride, channels); one axis merge
-  # per reshape, as explicit sharding requires.
-  dx = jnp.stack(phases, axis=2).reshape(n, rows * stride, cols, stride, channels)
-  dx = dx.reshape(n, rows * stride, cols * stride, channels)
-  return (dx[:, :height, :width],)
-
-
-max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
-
-
-class TowerLayer(nnx.Module):
-  """One conv or dense layer whose output channels are split into contiguous per-tower slices."""
-
-  def __init__(self, kernel_shape: tuple[int, ...], towers: int, *, std: float, bias: float,
-               stride: int = 1, padding='SAME', dtype=jnp.float32, rngs: nnx.Rngs):
-    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32))
-    self.bias = nnx.Param(jnp.full((kernel_shape[-1],), bias, jnp.float32))
-    self.towers = towers
-    self.stride = stride
-    self.padding = padding
-    self.dtype = dtype
-
-  def __call__(self, xs: Sequence[Array]) -> list[Array]:
-    """Tower t of the output reads xs[t]; pass the same joined array to every tower to cross."""
-    if len(xs) > 1 and all(x is xs[0] for x in xs[1:]):
-      # Every tower reads the same input (conv1, conv3, fc6, fc7 on one device): one op over the
-      # whole kernel, split afterwards, computes each tower's outputs exactly as its own op would,
-      # without copying the kernel into per-tower slices (fc6's are 75 MB) and back for gradients.
-      return jnp.split(self._apply(xs[0], self.kernel, self.bias), len(xs), axis=-1)
-    per_tower = self.kernel.shape[-1] // len(xs)
-    return [self._apply(x, self.kernel[..., t * per_tower:(t + 1) * per_tower],
-                        self.bias[t * per_tower:(t + 1) * per_tower]) for t, x in enumerate(xs)]
-
-  def _apply(self, x: Array, kernel: Array, bias: Array) -> Array:
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    if kernel.ndim == 2:
-      y = x @ kernel
-    else:
-      y = jax.lax.conv_general_dilated(
-          x, kernel, (self.stride, self.stride), self.padding,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    return y + bias.astype(self.dtype)
-
-
-def _conv1_padding(image_size: int) -> list[tuple[int, int]]:
+def conv1_padding(image_size: int) -> list[tuple[int, int]]:
   extra = (_conv1_size(image_size) - 1) * 4 + 11 - image_size
   return [(0, extra), (0, extra)]
 
@@ -295,7 +178,7 @@ class AlexNet(nnx.Module):
       channels = scaled(channels, config.width)
       # A tower-local layer sees its own tower's share of the previous layer; conv1 sees the image.
       fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
-      padding = _conv1_padding(image_size) if name == 'conv1' else 'SAME'
+      padding = conv1_padding(image_size) if name == 'conv1' else 'SAME'
       setattr(self, name, TowerLayer(
           (size, size, fan_in, channels), towers, std=std(size * size * fan_in, name),
           stride=stride, padding=padding,
@@ -310,9 +193,9 @@ class AlexNet(nnx.Module):
                           bias=positive_bias, dtype=dtype, rngs=rngs)
     self.fc7 = TowerLayer((fc_units, fc_units), towers, std=std(fc_units, 'fc7'),
                           bias=positive_bias, dtype=dtype, rngs=rngs)
-    # fc8 is not split: the paper's 1000-way softmax reads both towers' fc7.
-    self.fc8 = TowerLayer((fc_units, config.num_classes), 1, std=std(fc_units, 'fc8'), bias=0.0,
-                          dtype=dtype, rngs=rngs)
+    # fc8 is not split (layers.SPLITS): the paper's 1000-way softmax reads both towers' fc7.
+    self.fc8 = TowerLayer((fc_units, config.num_classes), towers if layers.SPLITS['fc8'].towers
+                          else 1, std=std(fc_units, 'fc8'), bias=0.0, dtype=dtype, rngs=rngs)
 
     if config.norm == 'batchnorm':
       # With the batch split over devices, statistics are averaged over `batch_axis`, so they are
@@ -355,7 +238,8 @@ class AlexNet(nnx.Module):
     """Every layer's output as a list of per-tower arrays (fc8: one array, the logits).
 
     Keys: conv1..conv5 (after the activation), norm1, norm2, pool1, pool2, pool5, fc6, fc7 (after
-    activation and dropout) and fc8. Under `jax.jit` the unused ones cost nothing.
+    activation and dropout) and fc8. Under `jax.jit` the unused ones cost nothing. Under the 2014
+    scheme (`fc_axis`) fc6 and fc7 hold this device's units for the whole gathered batch.
     """
     axis = self.config.tower_axis
     local_towers = self.config.towers
@@ -377,15 +261,17 @@ class AlexNet(nnx.Module):
     flat = flat.reshape(flat.shape[0], -1)
     fc_axis, fc_towers = axis, local_towers
     if self.config.fc_axis is not None:
-      # The exchange of the 2014 scheme: every device gets every example's conv features, and
-      # computes its own slice of the fc units for all of them.
+      # The 2014 scheme: every device gets every example's conv features, computes its own slice
+      # of the fc units for all of them, and keeps its own rows of the logits.
       fc_axis, fc_towers = self.config.fc_axis, 1
-      flat = jax.lax.all_gather(flat, fc_axis, axis=0, tiled=True)
+      flat = layers.gather_batch(flat, fc_axis)
     xs = self.fc6([flat] * fc_towers)
     out['fc6'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=6)
     xs = self.fc7([cross_tower(xs, fc_axis)] * fc_towers)
     out['fc7'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=7)
     out['fc8'] = self.fc8([cross_tower(xs, fc_axis)])
+    if self.config.fc_axis is not None:
+      out['fc8'] = [layers.local_rows(out['fc8'][0], self.config.fc_axis)]
     return out
 
   def _dropout(self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int

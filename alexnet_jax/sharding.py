@@ -17,6 +17,12 @@ devices left over; both -1: what the strategy needs). Strategies (`config.strate
   and runs its tower's convolutions locally inside `jax.shard_map`. The towers exchange maps only
   where the paper's GPUs did: into conv3, fc6, fc7 and fc8 (an all-gather over `model`). fc8 is
   small and replicated. Combines with data parallelism on the `data` axis (8 devices = 4 x 2).
+- `owt`: Krizhevsky's 2014 "one weird trick": the conv layers data-parallel over `data`, then
+  every device gathers the whole batch's conv features and computes its slice of fc6's and fc7's
+  units for all of it (fc8 is replicated), so the fc layers' gradients never cross devices.
+
+Which axis of which layer the towers or the fc units divide is `layers.SPLITS`, the one table of
+it; `Layout.param_spec` maps it onto the mesh.
 """
 
 import dataclasses
@@ -29,14 +35,12 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from alexnet_jax import layers
 from alexnet_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'
 STRATEGIES = ('data', 'towers', 'owt')
-FC_LAYERS = ('fc6', 'fc7')
-# Layers whose output channels the towers split; fc8 reads both towers and is replicated.
-TOWER_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'norm1', 'norm2')
 
 
 # Environment variables by which JAX's cluster detection recognises a multi-process job
@@ -143,13 +147,16 @@ class Layout:
   # --- Shardings ---
 
   def param_spec(self, path, leaf) -> P:
-    """Towers: split the output-channel (last) axis of tower layers over `model`."""
-    layer = getattr(path[0], 'key', None)
-    if self.strategy == 'towers' and layer in TOWER_LAYERS:
-      return P(*([None] * (np.ndim(leaf) - 1)), MODEL_AXIS)
-    if self.strategy == 'owt' and layer in FC_LAYERS:
-      return P(*([None] * (np.ndim(leaf) - 1)), DATA_AXIS)
-    return P()
+    """The mesh axis that divides a parameter's output-channel (last) axis, from `layers.SPLITS`:
+    `towers` puts each tower's slice on its own device of `model`; `owt` spreads fc6's and fc7's
+    units over `data`; everything else is replicated."""
+    split = layers.SPLITS.get(getattr(path[0], 'key', None))
+    axis = None
+    if split is not None and self.strategy == 'towers' and split.towers:
+      axis = MODEL_AXIS
+    if split is not None and self.strategy == 'owt' and split.fc_units:
+      axis = DATA_AXIS
+    return P() if axis is None else P(*([None] * (np.ndim(leaf) - 1)), axis)
 
   def param_specs(self, params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(self.param_spec, params)
@@ -193,16 +200,15 @@ class Layout:
     turns its local mean loss into its share of the global mean.
 
     `data`: called once on global arrays under jit (loss_scale 1). `towers` and `owt`: called per
-    device inside shard_map, with loss_scale 1 / devices; its metric sums are combined over the
-    mesh, and gradients of parameters replicated over an axis are summed over it by shard_map's
-    autodiff.
+    device inside shard_map, with loss_scale 1 / devices; each device's metric sums are those of
+    its rows of the batch (under `owt` the model gathers the batch for fc6 and fc7 and hands back
+    this device's rows of the logits), so they are added up over `data`, and the two towers'
+    equal copies averaged over `model`. Gradients of parameters replicated over an axis are summed
+    over it by shard_map's autodiff.
     """
     if self.strategy == 'data':
-      return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
-    # towers: every device computes the loss of its data shard; the two towers' copies are equal.
-    # owt: after the exchange every device computes the loss of the whole batch.
+      return undistributed(per_shard)
     shards = self.mesh.shape[DATA_AXIS] * self.mesh.shape[MODEL_AXIS]
-    summed = (DATA_AXIS,) if self.strategy == 'towers' else ()
     param_specs, stats_specs = self.param_specs(params), self.param_specs(batch_stats)
 
     def total(value):
@@ -210,13 +216,10 @@ class Layout:
       varying = jax.typeof(value).manual_axis_type.varying
       for axis in (DATA_AXIS, MODEL_AXIS):
         if axis in varying:
-          value = (jax.lax.psum if axis in summed else jax.lax.pmean)(value, axis)
+          value = (jax.lax.psum if axis == DATA_AXIS else jax.lax.pmean)(value, axis)
       return value
 
     def body(p, s, b, r):
-      if self.strategy == 'owt':  # labels and masks travel with the exchanged conv features
-        b = dict(b, **{k: jax.lax.all_gather(b[k], DATA_AXIS, axis=0, tiled=True)
-                       for k in ('label', 'mask') if k in b})
       out = per_shard(p, s, b, r, 1.0 / shards)
       return ({k: total(v) for k, v in out[0].items()},) + tuple(out[1:])
 
@@ -224,6 +227,11 @@ class Layout:
     return jax.shard_map(body, mesh=self.mesh,
                          in_specs=(param_specs, stats_specs, P(DATA_AXIS), P()),
                          out_specs=out_specs)
+
+
+def undistributed(per_shard: Callable) -> Callable:
+  """`per_shard` as one computation on global arrays (one device, or `data` under jit)."""
+  return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
 
 
 def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout,

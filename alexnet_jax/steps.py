@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from alexnet_jax import models
+from alexnet_jax import sharding
 
 
 class TrainingDiverged(RuntimeError):
@@ -132,10 +133,6 @@ def _average(sums: dict, name: str) -> metrics.Average:
   return metrics.Average(total=sums[name], count=sums['count'])
 
 
-def _identity_layout(per_shard, *_, **__):
-  return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
-
-
 def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, distribute
                ) -> tuple[TrainState, TrainMetrics, jax.Array]:
   """One SGD step on a global batch. Returns the new state, its metrics and a finite flag."""
@@ -185,7 +182,6 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
     crops = images.shape[1]
     logits, _ = _apply(graphdef, params, batch_stats, images.reshape((-1,) + images.shape[2:]),
                        train=False)
-    # -1, not this shard's rows: under `owt` the fc layers return the whole gathered batch.
     logits = logits.reshape(-1, crops, logits.shape[-1])
     sums = metric_sums(crop_averaged_log_probs(logits), labels, mask)
     center = metric_sums(logits[:, 0], labels, mask)
@@ -199,15 +195,20 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
       name: _average(sums, name) for name in collection.__annotations__})
 
 
+def _one_device(per_shard, *_, grads):
+  del grads
+  return sharding.undistributed(per_shard)
+
+
 def make_train_step(graphdef, tx, schedule, layout=None) -> Callable:
   """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device."""
-  distribute = layout.distribute if layout is not None else _identity_layout
+  distribute = layout.distribute if layout is not None else _one_device
   return jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
                                    distribute=distribute), donate_argnums=0)
 
 
 def make_eval_step(graphdef, layout=None) -> Callable:
-  distribute = layout.distribute if layout is not None else _identity_layout
+  distribute = layout.distribute if layout is not None else _one_device
   return jax.jit(functools.partial(eval_step, graphdef=graphdef, distribute=distribute))
 
 

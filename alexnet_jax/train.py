@@ -13,16 +13,14 @@ import os
 from typing import Any, Callable, Iterator
 
 from absl import logging
-from clu import metric_writers
 from clu import parameter_overview
-from clu import periodic_actions
 import jax
 import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
-from alexnet_jax import config_checks
-from alexnet_jax import input_pipeline
+from alexnet_jax import settings
+from alexnet_jax.data import pipeline
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import steps
@@ -30,7 +28,7 @@ from alexnet_jax.errors import ConfigError
 
 
 
-def num_train_steps(config, info: input_pipeline.DatasetInfo) -> int:
+def num_train_steps(config, info: pipeline.DatasetInfo) -> int:
   if config.num_train_steps > 0:
     return config.num_train_steps
   return math.ceil(config.num_epochs * info.num_train_examples / config.batch_size)
@@ -45,7 +43,7 @@ def evaluate(config, state: steps.TrainState, eval_fn: Callable, layout: shardin
   its centre patch alone, from the same forward pass.
   """
   total = None
-  for batch in input_pipeline.eval_batches(config, jax.process_index(), jax.process_count()):
+  for batch in pipeline.eval_batches(config, jax.process_index(), jax.process_count()):
     batch_metrics = eval_fn(state, layout.global_batch(batch))
     total = batch_metrics if total is None else total.merge(batch_metrics)
   logging.info('Evaluated %d examples of %s: %s.', int(total.loss.count), config.eval_split,
@@ -82,11 +80,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   runs on the host after each step is dispatched (the loop benchmark times the loop with it).
   Returns the final train state and the final evaluation metrics.
   """
-  config_checks.validate(config)
+  settings.validate(config)
   _check_workdir(workdir)
   layout = sharding.Layout.from_config(config, devices)
   layout.check_batch_sizes(config)
-  info = input_pipeline.get_info(config)
+  info = pipeline.get_info(config)
   if info.num_classes != config.model.num_classes:
     raise ConfigError(
         f'Dataset {config.dataset!r} has {info.num_classes} classes but model.num_classes='
@@ -103,10 +101,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   del model
   state = layout.place_state(state)
 
+  # Imported here, not at the top: clu's writers and periodic actions import TensorFlow (seconds,
+  # and its start-up banner), which nothing else in this module needs, so importing `train` stays
+  # cheap and a command's `runtime.configure()` comes before TensorFlow starts.
+  from clu import metric_writers  # pylint: disable=g-import-not-at-top
+  from clu import periodic_actions  # pylint: disable=g-import-not-at-top
+
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  train_ds = input_pipeline.create_train_dataset(config, jax.process_index(), jax.process_count())
+  train_ds = pipeline.create_train_dataset(config, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
 
   if checkpointer.latest_step() is not None:

@@ -1,0 +1,41 @@
+"""The recipes, installed with the package as `alexnet_jax.configs` (this is the repository's
+top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
+
+- `alexnet.py`: the paper's ImageNet recipe; every field with its meaning.
+- `quickstart.py`: the paper's network on the built-in dataset, for a laptop CPU.
+- `common.py`: the arguments both take (`:tiny`, `:runlocal`, `variant=...`).
+
+A config is named on the command line by its file (`--config=configs/quickstart.py:tiny`) or, with
+no clone at hand, by its name (`--config=quickstart:tiny`), which `resolve_config_flags` turns into
+the installed file. In Python: `from alexnet_jax.configs import quickstart;
+quickstart.get_config('tiny')`.
+"""
+
+import os
+
+NAMES = ('alexnet', 'quickstart')
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def path(name: str) -> str:
+  """The installed file of config `name` ('quickstart', 'quickstart.py', 'quickstart:tiny')."""
+  base, sep, arg = name.partition(':')
+  stem = os.path.splitext(os.path.basename(base))[0]
+  if stem not in NAMES:
+    raise ValueError(f'No installed config {name!r}; the installed ones are {NAMES}.')
+  return os.path.join(_HERE, f'{stem}.py') + sep + arg
+
+
+def resolve_config_flags(argv: list[str], flag: str = 'config') -> list[str]:
+  """argv with `--config=NAME[:ARG]` pointing at the installed file when NAME is not a file."""
+  out = []
+  for token in argv:
+    prefix = f'--{flag}='
+    if token.startswith(prefix):
+      value = token[len(prefix):]
+      file = value.partition(':')[0]
+      stem = os.path.splitext(os.path.basename(file))[0]
+      if not os.path.exists(file) and stem in NAMES and os.path.dirname(file) in ('', 'configs'):
+        token = prefix + path(value)
+    out.append(token)
+  return out

@@ -4,25 +4,62 @@ r"""The paper's ImageNet recipe: Krizhevsky, Sutskever & Hinton, NIPS 2012.
         --config.data_dir=$HOME/tensorflow_datasets
 
 Needs TFDS `imagenet2012`, prepared once from the manually downloaded ILSVRC-2012 files with
-`python -m alexnet_jax.prepare --dataset=imagenet2012 --data_dir=...` (see the README). Without them
-the run stops at once with a message saying where to put the files. The paper reports 40.7% top-1 /
-18.2% top-5 error for one CNN on the validation set (section 6) with its ten-patch test: evaluate
-with `--config.eval_crops=10` to compare (the per-epoch evaluation that drives the plateau schedule
-uses the centre crop, 10x cheaper). This codebase has not been run on ImageNet yet.
+`python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir=...` (see the README).
+Without them the run stops at once with a message saying where to put the files. The paper reports
+40.7% top-1 / 18.2% top-5 error for one CNN on the validation set (section 6) with its ten-patch
+test, which is this recipe's final evaluation (`final_eval_crops=10`); the per-epoch evaluations
+that drive the plateau schedule use the centre crop, 10x cheaper. This codebase has not been run on
+ImageNet yet.
+
+Where this recipe differs from the paper, and how to get the paper's choice:
+- the mean: it subtracts the per-channel mean of ImageNet (the published constants
+  `augment.IMAGENET_MEAN_RGB`), not section 2's mean image, because the mean image must be
+  computed from the training set first: `python -m alexnet_jax.tools.colour_statistics
+  --config=configs/alexnet.py --output=stats.npz`, then `--config.augment.stats_file=stats.npz
+  --config.augment.mean=image`. The same file replaces the published PCA constants (the paper
+  does not publish its own) with those of your training set.
+- what the paper leaves open (224 vs 227 pixels, LRN's alpha, the plateau's patience, biases
+  without weight decay): the README's "Choices the paper leaves open".
+
+Arguments (`configs/common.py`): `:runlocal` runs this recipe on the built-in dataset at 112
+pixels for 200 steps (it checks the recipe end to end on a laptop; the paper's initialisation is
+slow to start on 10 classes, see configs/quickstart.py), `:tiny` the smallest run, and
+`variant=NAME` one of the paper's ablations (`common.VARIANTS`), e.g. `:variant=no_lrn`.
 """
 
 import ml_collections
 
-from alexnet_jax import augment
+from alexnet_jax.configs import common
+from alexnet_jax.data import augment
 
-def get_config() -> ml_collections.ConfigDict:
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = common.parse_arg(arg, tiny=False, runlocal=False, variant='paper')
+  c = paper()
+  if args.runlocal:
+    c.dataset = 'synthetic_shapes'
+    c.model.num_classes = 10
+    c.resize_size, c.image_size = 128, 112
+    c.batch_size, c.eval_batch_size = 32, 100
+    c.num_train_steps, c.log_every_steps = 200, 50
+    c.eval_every_steps = c.checkpoint_every_steps = 100
+    c.final_eval_crops = 1
+    c.profile_steps = 0
+  if args.tiny:
+    common.make_tiny(c)
+  common.apply_variant(c, args.variant)
+  return c
+
+
+def paper() -> ml_collections.ConfigDict:
+  """Every field, with the paper's value where the paper gives one."""
   c = ml_collections.ConfigDict()
 
   # --- Data (section 2) ---
   c.dataset = 'imagenet2012'  # any prepared TFDS dataset; 'synthetic_shapes' is built in
   c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default
   # Where the ILSVRC tar files live (default <data_dir>/downloads/manual); named in the message
-  # that explains how to prepare ImageNet (python -m alexnet_jax.prepare --dataset=imagenet2012).
+  # that explains how to prepare ImageNet (python -m alexnet_jax.tools.prepare --dataset=imagenet2012).
   c.manual_dir = ml_collections.config_dict.placeholder(str)
   c.train_split = 'train'
   c.eval_split = 'validation'
@@ -32,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   # corner and centre patches and their reflections: the model sees 10 x eval_batch_size images
   # per evaluation step; the centre patch's own metrics are reported too, as eval_center_*.
   c.eval_crops = 1
+  # The same choice for the evaluation at the end of the run (and of a finished run resumed):
+  # section 4.1's ten patches, the paper's reported test.
+  c.final_eval_crops = 10
   c.data_workers = 0  # grain worker processes (0: decode in threads of the training process)
   c.data_threads = 2  # grain reader threads per process (per worker, with data_workers > 0)
   c.prefetch_batches = 2  # batches decoded ahead, and batches put on the devices ahead
@@ -47,7 +87,7 @@ def get_config() -> ml_collections.ConfigDict:
   # rgb: subtract mean_rgb from every pixel | image: subtract the training set's mean image, as
   # section 2 does (needs stats_file).
   c.augment.mean = 'rgb'
-  # .npz written by `python -m alexnet_jax.statistics` (at this resize_size); when set, its
+  # .npz written by `python -m alexnet_jax.tools.colour_statistics` (at this resize_size); when set, its
   # per-channel mean, PCA eigen-values and vectors and mean image replace the constants above.
   c.augment.stats_file = ml_collections.config_dict.placeholder(str)
   # Divide by this after subtracting the mean; None: the paper's raw 0..255 scale.

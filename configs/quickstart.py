@@ -17,12 +17,15 @@ Same layers, towers, LRN, dropout, augmentation and SGD-momentum with weight dec
 The README gives what it printed on a 2-core CPU.
 """
 
-from alexnet_jax import augment
-from configs import alexnet
+from alexnet_jax.configs import alexnet
+from alexnet_jax.configs import common
+from alexnet_jax.data import augment
 
 
-def get_config():
-  c = alexnet.get_config()
+def get_config(arg: str | None = None):
+  """Arguments (configs/common.py): `tiny` (the tests' and notebooks' smoke run), `variant=NAME`."""
+  args = common.parse_arg(arg, tiny=False, variant='paper')
+  c = alexnet.paper()
   c.dataset = 'synthetic_shapes'
   c.resize_size = 128
   c.image_size = 112
@@ -39,4 +42,8 @@ def get_config():
   c.optim.learning_rate = 0.005
   c.optim.warmup_steps = 50
   c.profile_steps = 0
+  c.final_eval_crops = 1  # the printed numbers in the README are centre-crop ones
+  if args.tiny:
+    common.make_tiny(c)
+  common.apply_variant(c, args.variant)
   return c

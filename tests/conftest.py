@@ -1,19 +1,23 @@
-"""Shared fixtures: the built-in dataset's `tiny` config, prepared once per test session.
+"""Shared fixtures: the built-in dataset's `tiny` split, prepared once per test session, and the
+tiny recipe on it (`configs/quickstart.py:tiny`, the one definition of it).
 
-The test process simulates 8 CPU devices (set before JAX starts), so sharding tests can build
-meshes; single-device tests pass `ONE_DEVICE` explicitly.
+The test process is tuned as our commands tune theirs (`runtime.configure()`, before JAX starts)
+and simulates 8 CPU devices, so sharding tests can build meshes; single-device tests ask for the
+`one_device` fixture.
 """
 
-import jax
+from alexnet_jax import runtime
+
+runtime.configure()
+
+import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
 
 import pytest  # noqa: E402
 
-from alexnet_jax import datasets  # noqa: E402
-from tests.tiny import tiny_config  # noqa: E402,F401  (re-exported for the tests)
-
-ONE_DEVICE = jax.devices()[:1]
+from alexnet_jax.configs import quickstart  # noqa: E402
+from alexnet_jax.data import datasets  # noqa: E402
 
 
 @pytest.fixture(scope='session')
@@ -21,3 +25,37 @@ def tiny_data_dir(tmp_path_factory):
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   datasets.ensure_prepared('synthetic_shapes/tiny', data_dir)
   return data_dir
+
+
+@pytest.fixture
+def one_device():
+  return jax.devices()[:1]
+
+
+@pytest.fixture(scope='session')
+def tiny_config(tiny_data_dir):
+  """A function returning a fresh `quickstart.py:tiny` config, on the session's tiny data unless
+  given another TFDS data_dir."""
+
+  def make(data_dir: str | None = None):
+    config = quickstart.get_config('tiny')
+    config.data_dir = data_dir or tiny_data_dir
+    return config
+
+  return make
+
+
+@pytest.fixture(scope='session')
+def plateau_config(tiny_config):
+  """The paper's schedule, evaluated every step with patience 1, so the plateau state moves."""
+
+  def make(data_dir: str | None = None, strategy: str = 'data', steps: int = 6):
+    config = tiny_config(data_dir)
+    config.strategy = strategy
+    config.optim.schedule = 'plateau'
+    config.optim.learning_rate = 0.01
+    config.eval_every_steps = 1
+    config.num_train_steps = steps
+    return config
+
+  return make

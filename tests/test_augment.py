@@ -1,4 +1,4 @@
-"""Tests for alexnet_jax.augment against independent references.
+"""Tests for alexnet_jax.data.augment against independent references.
 
 Each check compares against hand-written slices, replayed generator draws,
 naive loops or numpy's own statistics -- never against the function's output.
@@ -7,7 +7,7 @@ naive loops or numpy's own statistics -- never against the function's output.
 import numpy as np
 import pytest
 
-from alexnet_jax import augment as aug
+from alexnet_jax.data import augment as aug
 
 
 def _img(h, w, seed=0):
@@ -341,7 +341,7 @@ def test_no_jax_or_tf_import():
     import sys
 
     code = (
-        "import sys, alexnet_jax.augment;"
+        "import sys, alexnet_jax.data.augment;"
         "bad=[m for m in ('jax','tensorflow','flax','torch') if m in sys.modules];"
         "assert not bad, bad"
     )

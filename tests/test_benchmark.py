@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from alexnet_jax import benchmark
+from alexnet_jax.tools import benchmark
 from alexnet_jax import models
 from alexnet_jax import steps
 from alexnet_jax.errors import ConfigError
@@ -50,7 +50,7 @@ def _our_steps(cfg, image_size, params, data, n):
 
 def test_torch_reference_computes_our_training_step():
   torch = pytest.importorskip('torch')
-  from alexnet_jax import torch_reference
+  from alexnet_jax.tools import torch_reference
   cfg = benchmark._model_config(TINY, 'float32', dropout_rate=0.0)
   params = benchmark.initial_params(TINY, 67)
   data = benchmark.synthetic_batch(4, 67, 10, seed=1)
@@ -79,7 +79,7 @@ def test_torch_reference_computes_our_training_step():
 def test_torch_reference_forward_one_tower_released_alpha():
   """Other layouts the loader must get right: one tower, alpha / n, plain pooling."""
   torch = pytest.importorskip('torch')
-  from alexnet_jax import torch_reference
+  from alexnet_jax.tools import torch_reference
   cfg = models.ModelConfig(num_classes=10, width=0.25, towers=1, pool='plain',
                            lrn=models.LRNConfig(alpha=0.05, alpha_over_n=True))
   rng = np.random.default_rng(3)
@@ -120,7 +120,7 @@ def test_counted_flops_match_xla_and_hand_arithmetic():
 
 def test_benchmark_models_the_paper_config():
   """Without ml_collections the benchmark restates configs/alexnet.py: it must say the same."""
-  from configs import alexnet
+  from alexnet_jax.configs import alexnet
   config = alexnet.get_config()
   assert benchmark._model_config(benchmark.Settings(), 'float32') == steps.model_config(config)
   for field in dataclasses.fields(benchmark.OptimSettings):
@@ -147,7 +147,7 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
                   '--steps=1', '--windows=1', '--warmup=0', '--peak_matmul_size=256',
                   '--torch={torch_flag}', '--torch_threads=1', '--output={output}']
       print('benchmark pid', os.getpid())
-      runpy.run_module('alexnet_jax.benchmark', run_name='__main__')
+      runpy.run_module('alexnet_jax.tools.benchmark', run_name='__main__')
   """)
   env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
   proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,

@@ -4,9 +4,9 @@ from flax import nnx
 import jax
 import pytest
 
-from alexnet_jax import communication
+from alexnet_jax.tools import communication
 from alexnet_jax import models
-from configs import alexnet
+from alexnet_jax.configs import alexnet
 
 HLO = """
 ENTRY %main {

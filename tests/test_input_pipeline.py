@@ -8,17 +8,15 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import input_pipeline
-from alexnet_jax.datasets import synthetic_shapes
-from tests.tiny import tiny_config
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.datasets import synthetic_shapes
 
 
-def _config(data_dir, workers=0):
-  config = tiny_config(data_dir)
+def _config(config, workers=0):
   config.batch_size = 8
   config.image_size, config.resize_size = 40, 48  # 256 -> DCT 1/4 = 64 -> resized to 48
   config.data_workers = workers
-  input_pipeline.get_info(config)
+  pipeline.get_info(config)
   return config
 
 
@@ -34,39 +32,39 @@ def _assert_same_batches(a, b):
     np.testing.assert_array_equal(x['label'], y['label'])
 
 
-def test_a_restored_iterator_continues_exactly(tiny_data_dir):
-  config = _config(tiny_data_dir)
+def test_a_restored_iterator_continues_exactly(tiny_data_dir, tiny_config):
+  config = _config(tiny_config())
   # 320 examples / 8 = 40 batches an epoch: start near the end of an epoch so the M batches
   # after the restore cross into the next epoch's permutation.
-  first = iter(input_pipeline.create_train_dataset(config))
+  first = iter(pipeline.create_train_dataset(config))
   _take(first, 38)
   state = first.get_state()
   expected = _take(first, 4)
 
-  restored = iter(input_pipeline.create_train_dataset(config))
+  restored = iter(pipeline.create_train_dataset(config))
   restored.set_state(state)
   _assert_same_batches(_take(restored, 4), expected)
   # The two epochs really differ (a new permutation), so the test could tell them apart.
   assert not np.array_equal(expected[1]['image'], expected[2]['image'])
 
 
-def test_worker_processes_yield_the_same_stream_and_restore_exactly(tiny_data_dir):
-  threads = iter(input_pipeline.create_train_dataset(_config(tiny_data_dir)))
+def test_worker_processes_yield_the_same_stream_and_restore_exactly(tiny_data_dir, tiny_config):
+  threads = iter(pipeline.create_train_dataset(_config(tiny_config())))
   expected = _take(threads, 42)[38:]
-  config = _config(tiny_data_dir, workers=1)
-  first = iter(input_pipeline.create_train_dataset(config))
+  config = _config(tiny_config(), workers=1)
+  first = iter(pipeline.create_train_dataset(config))
   _take(first, 38)
   state = first.get_state()
   _assert_same_batches(_take(first, 4), expected)
-  restored = iter(input_pipeline.create_train_dataset(config))
+  restored = iter(pipeline.create_train_dataset(config))
   restored.set_state(state)
   _assert_same_batches(_take(restored, 4), expected)
 
 
-def test_global_batches_do_not_depend_on_the_process_count(tiny_data_dir):
-  config = _config(tiny_data_dir)
-  one = _take(iter(input_pipeline.create_train_dataset(config, 0, 1)), 3)
-  halves = [_take(iter(input_pipeline.create_train_dataset(config, p, 2)), 3) for p in (0, 1)]
+def test_global_batches_do_not_depend_on_the_process_count(tiny_data_dir, tiny_config):
+  config = _config(tiny_config())
+  one = _take(iter(pipeline.create_train_dataset(config, 0, 1)), 3)
+  halves = [_take(iter(pipeline.create_train_dataset(config, p, 2)), 3) for p in (0, 1)]
   for k in range(3):
     assert halves[0][k]['label'].shape == (4,)
     np.testing.assert_array_equal(
@@ -75,14 +73,14 @@ def test_global_batches_do_not_depend_on_the_process_count(tiny_data_dir):
         np.concatenate([halves[0][k]['label'], halves[1][k]['label']]), one[k]['label'])
 
 
-def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir):
-  """TrainTransform's draws + _TrainBatch against the formula, written out naively."""
-  config = _config(tiny_data_dir)
+def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir, tiny_config):
+  """TrainTransform's draws + TrainBatch against the formula, written out naively."""
+  config = _config(tiny_config())
   config.augment.pca_std = 0.5  # large enough that a wrong sign or order shows
-  source = input_pipeline._source(config, config.train_split)
-  transform = input_pipeline.TrainTransform(config)
+  source = pipeline.decoding_source(config, config.train_split)
+  transform = pipeline.TrainTransform(config)
   elements = [transform.random_map(source[i], np.random.default_rng(i)) for i in range(6)]
-  batch = input_pipeline._TrainBatch(transform)(elements)
+  batch = pipeline.TrainBatch(transform)(elements)
   assert batch['image'].shape == (6, 40, 40, 3) and batch['image'].dtype == np.float32
 
   aug = config.augment
@@ -109,16 +107,16 @@ def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir):
 def test_decoding_at_a_dct_scale_covers_the_size_and_matches_a_full_decode():
   image = synthetic_shapes.make_arrays(0, 'train', 1)[0][0][:, :200]  # 256 x 200, not square
   data = synthetic_shapes.encode_jpeg(image)
-  full = input_pipeline.decode_image(data)
+  full = pipeline.decode_image(data)
   np.testing.assert_array_equal(full, np.asarray(Image.open(io.BytesIO(data)).convert('RGB')))
-  scaled = input_pipeline.decode_image(data, 76)
+  scaled = pipeline.decode_image(data, 76)
   assert scaled.shape == (128, 100, 3)  # 4/8 scale: 3/8 would make the width 75 < 76
   reference = np.asarray(Image.fromarray(full).resize((100, 128), Image.Resampling.BILINEAR))
   assert np.abs(scaled.astype(int) - reference).mean() < 3  # the same picture, another filter
   # PNG goes through PIL.
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format='PNG')
-  np.testing.assert_array_equal(input_pipeline.decode_image(buf.getvalue(), 76), image)
+  np.testing.assert_array_equal(pipeline.decode_image(buf.getvalue(), 76), image)
 
 
 class _Corrupted:
@@ -135,14 +133,14 @@ class _Corrupted:
     return {**record, 'image': self.bad[i]} if i in self.bad else record
 
 
-def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog):
-  config = _config(tiny_data_dir)
+def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog, tiny_config):
+  config = _config(tiny_config())
   records = tfds.data_source(config.dataset, split='train', data_dir=tiny_data_dir,
                              decoders={'image': tfds.decode.SkipDecoding()})
   good = records[8]['image']
   bad = {5: b'not an image', 6: good[:len(good) // 2]}  # garbage, then a truncated JPEG
-  corrupted = input_pipeline.DecodingSource(_Corrupted(records, bad), min_size=48)
-  intact = input_pipeline.DecodingSource(records, min_size=48)
+  corrupted = pipeline.DecodingSource(_Corrupted(records, bad), min_size=48)
+  intact = pipeline.DecodingSource(records, min_size=48)
 
   with caplog.at_level(logging.WARNING):
     element = corrupted[5]
@@ -157,29 +155,29 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog)
     def __getitem__(self, i):
       return records[7] if i in (5, 6) else records[i]
 
-  expected = input_pipeline.DecodingSource(Substituted(records, {}), min_size=48)
-  got = _take(iter(input_pipeline.train_dataset(corrupted, config)), 40)  # one epoch
-  want = _take(iter(input_pipeline.train_dataset(expected, config)), 40)
+  expected = pipeline.DecodingSource(Substituted(records, {}), min_size=48)
+  got = _take(iter(pipeline.train_dataset(corrupted, config)), 40)  # one epoch
+  want = _take(iter(pipeline.train_dataset(expected, config)), 40)
   _assert_same_batches(got, want)
 
 
 def test_a_dataset_that_cannot_be_decoded_stops_with_a_message():
   from alexnet_jax.errors import ConfigError
-  source = input_pipeline.DecodingSource([{'image': b'x', 'label': 0}] * 5, max_consecutive_bad=3)
+  source = pipeline.DecodingSource([{'image': b'x', 'label': 0}] * 5, max_consecutive_bad=3)
   with pytest.raises(ConfigError, match='could not be decoded'):
     source[0]
   assert source.num_undecodable == 4
 
 
-def test_prefetch_buffer_counts_batches_not_examples(tiny_data_dir):
-  config = _config(tiny_data_dir)
+def test_prefetch_buffer_counts_batches_not_examples(tiny_data_dir, tiny_config):
+  config = _config(tiny_config())
   config.batch_size, config.prefetch_batches, config.data_threads = 128, 2, 3
-  options = input_pipeline._read_options(config)
+  options = pipeline._read_options(config)
   assert (options.num_threads, options.prefetch_buffer_size) == (3, 3)
 
 
-def test_batch_arrays_are_reused_only_when_nothing_holds_them(tiny_data_dir):
-  buffers = input_pipeline._BatchBuffers(keep=2)
+def test_batch_arrays_are_reused_only_when_nothing_holds_them(tiny_data_dir, tiny_config):
+  buffers = pipeline._BatchBuffers(keep=2)
   first = buffers.get((2, 3))
   assert buffers.get((2, 3)) is not first  # `first` is held
   view = first[1:]
@@ -189,7 +187,7 @@ def test_batch_arrays_are_reused_only_when_nothing_holds_them(tiny_data_dir):
   assert buffers.get((2, 3)) is buffers._arrays[0]  # now free: handed out again
 
   # In the pipeline: batches a consumer keeps are never overwritten by later ones.
-  it = iter(input_pipeline.create_train_dataset(_config(tiny_data_dir)))
+  it = iter(pipeline.create_train_dataset(_config(tiny_config())))
   kept = _take(it, 3)
   copies = [b['image'].copy() for b in kept]
   _take(it, 12)

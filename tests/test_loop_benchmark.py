@@ -2,14 +2,12 @@
 
 import math
 
-from alexnet_jax import loop_benchmark
+from alexnet_jax.tools import loop_benchmark
 from alexnet_jax import train
-from tests.conftest import ONE_DEVICE
-from tests.tiny import tiny_config
 
 
-def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch):
-  config = tiny_config(tiny_data_dir)
+def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_config):
+  config = tiny_config()
   runs, seen = [], []
   real = train.train_and_evaluate
 
@@ -22,9 +20,9 @@ def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch):
     return real(config, workdir, devices, step_callback=callback)
 
   monkeypatch.setattr(train, 'train_and_evaluate', recording)
-  loop = loop_benchmark.loop_step_time(config, warmup=2, timed=3, devices=ONE_DEVICE)
+  loop = loop_benchmark.loop_step_time(config, warmup=2, timed=3, devices=one_device)
   assert runs == [5]  # warm-up + timed steps, nothing more
   assert seen == [(s, s) for s in range(1, 6)]
   assert 0 < loop < 60 and math.isfinite(loop)
-  times = loop_benchmark.bare_step_times(config, window=2, windows=3, devices=ONE_DEVICE)
+  times = loop_benchmark.bare_step_times(config, window=2, windows=3, devices=one_device)
   assert len(times) == 3 and all(0 < t < 60 for t in times)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax.lrn import local_response_norm
+from alexnet_jax.kernels import local_response_norm
 
 
 def naive_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):

@@ -83,10 +83,21 @@ def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
   assert_one_paragraph(out, "model.norm='layernorm'")
 
 
-def test_config_that_cannot_import_configs_outside_the_repository(tmp_path):
+def test_installed_config_by_name_runs_outside_the_repository(tiny_data_dir, tmp_path):
+  """`--config=quickstart:tiny` names the installed config: no clone on the path, another cwd."""
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={tmp_path}',
-       f'--config={os.path.join(REPO, "configs", "quickstart.py")}'],
+      [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={tmp_path / "run"}',
+       '--config=quickstart:tiny', f'--config.data_dir={tiny_data_dir}',
+       '--config.num_train_steps=2', '--config.eval_every_steps=2',
+       '--config.checkpoint_every_steps=2'],
       cwd=tmp_path, capture_output=True, text=True, timeout=300,
       env=dict(os.environ, PYTHONPATH=''))
-  assert_one_paragraph(out, "could not import 'configs'", 'root of the alexnet_jax repository')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['2']
+  first = [line for line in out.stderr.splitlines() if line.strip()][0]
+  assert 'Process tuning' in first, out.stderr[:2000]  # our line comes first, not TensorFlow's
+
+
+def test_unknown_config_argument_is_one_paragraph(tmp_path):
+  out = run_main(f'--workdir={tmp_path}', '--config=configs/quickstart.py:tiniest')
+  assert_one_paragraph(out, "'tiniest'", 'tiny')

@@ -113,7 +113,7 @@ def test_lrn_normalises_within_a_tower():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
   features = model.features(images)
-  from alexnet_jax.lrn import local_response_norm
+  from alexnet_jax.kernels import local_response_norm
   for tower in range(2):
     np.testing.assert_allclose(features['norm1'][tower],
                                local_response_norm(features['conv1'][tower]), rtol=1e-6)

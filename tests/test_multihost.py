@@ -9,7 +9,6 @@ import jax
 import numpy as np
 
 from alexnet_jax import train
-from tests.conftest import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,12 +16,13 @@ WORKER = r'''
 import sys
 import jax
 jax.config.update('jax_num_cpu_devices', 2)
-from tests.tiny import tiny_config
 from alexnet_jax import sharding
 sharding.initialize_processes(sys.argv[1], 2, int(sys.argv[2]))
 import numpy as np
 from alexnet_jax import train
-config = tiny_config(sys.argv[3])
+from alexnet_jax.configs import quickstart
+config = quickstart.get_config('tiny')
+config.data_dir = sys.argv[3]
 config.strategy = sys.argv[5]
 state, _ = train.train_and_evaluate(config, sys.argv[4])
 assert jax.process_count() == 2 and jax.device_count() == 4, (jax.process_count(), jax.devices())
@@ -53,9 +53,9 @@ def run_two_processes(data_dir, workdir, strategy):
   return np.load(os.path.join(workdir, 'params.npz'))
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tiny_data_dir, tmp_path):
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_data_dir, tmp_path, tiny_config):
   two = run_two_processes(tiny_data_dir, str(tmp_path / 'two'), 'data')
-  config = tiny_config(tiny_data_dir)  # dropout, augmentation and plateau state all in play
+  config = tiny_config()  # dropout, augmentation and plateau state all in play
   one, _ = train.train_and_evaluate(config, str(tmp_path / 'one'), jax.devices()[:4])
   assert int(one.step) == config.num_train_steps
   flat = {jax.tree_util.keystr(p): np.asarray(v)

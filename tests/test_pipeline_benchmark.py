@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from alexnet_jax import input_pipeline
-from alexnet_jax import pipeline_benchmark as pb
+from alexnet_jax.data import pipeline
+from alexnet_jax.tools import pipeline_benchmark as pb
 
 
 @pytest.fixture(scope='module')
@@ -26,13 +26,13 @@ def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(records, 
   elements, expected = [], []
   for record, (top, left, flip, alpha) in zip(records, draws, strict=True):
     shift = (eigvec @ (alpha * eigval)).astype(np.float32)  # section 4.1's formula
-    image = input_pipeline.decode_image(record['image'], resize_size)
+    image = pipeline.decode_image(record['image'], resize_size)
     assert image.shape == (resize_size, resize_size, 3)
     elements.append({'image': image, 'window': (top, left, flip), 'offset': shift,
                      'label': np.int32(record['label'])})
     expected.append(np.asarray(pb.tf_example(record['image'], top, left, flip,
                                              alpha.astype(np.float32), config, stored_size=64)))
-  ours = input_pipeline._TrainBatch(input_pipeline.TrainTransform(config))(elements)['image']
+  ours = pipeline.TrainBatch(pipeline.TrainTransform(config))(elements)['image']
   # The same libjpeg-turbo decode (integer-accurate DCT, also when scaled), the same arithmetic.
   np.testing.assert_allclose(ours, np.stack(expected), atol=1e-3)
 

@@ -1,4 +1,4 @@
-"""`python -m alexnet_jax.prepare`: folders and CSVs of images become TFDS datasets.
+"""`python -m alexnet_jax.tools.prepare`: folders and CSVs of images become TFDS datasets.
 
 The references are the files the tests write themselves: each image is one flat colour, so its
 label, its file and its pixels can be checked after any JPEG round trip, resize or crop. Datasets
@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax import prepare
-from alexnet_jax.datasets import image_folder
+from alexnet_jax.tools import prepare
+from alexnet_jax.data.datasets import image_folder
 from alexnet_jax.errors import ConfigError
-from tests.conftest import ONE_DEVICE
-from tests.tiny import tiny_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Sorted as Python sorts strings: capitals first. The test's own order, not the code's.
@@ -117,7 +115,7 @@ def prepared(tmp_path_factory):
   folder = str(tmp / 'My Insects' / 'train')  # the name comes from the parent: my_insects
   good = _make_folder(folder)
   cli = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.prepare', f'--folder={folder}', f'--data_dir={data_dir}',
+      [sys.executable, '-m', 'alexnet_jax.tools.prepare', f'--folder={folder}', f'--data_dir={data_dir}',
        '--validation_fraction=0.3', '--seed=3', '--resize=0'],
       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
   assert cli.returncode == 0, cli.stderr[-3000:]
@@ -290,7 +288,7 @@ def test_bad_input_is_one_paragraph_naming_the_fix(tmp_path):
 
 
 def test_command_line_error_exits_2_without_traceback(tmp_path):
-  out = subprocess.run([sys.executable, '-m', 'alexnet_jax.prepare', f'--folder={tmp_path}'],
+  out = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.prepare', f'--folder={tmp_path}'],
                        capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
   assert out.returncode == 2
   assert 'Traceback' not in out.stderr
@@ -303,10 +301,10 @@ def test_tfds_name_builds_the_built_in_dataset(tmp_path):
   assert os.path.isdir(tmp_path / 'synthetic_shapes' / 'tiny' / '1.0.0')
 
 
-def test_training_runs_on_a_prepared_folder(prepared, tmp_path):
+def test_training_runs_on_a_prepared_folder(prepared, tmp_path, one_device, tiny_config):
   from alexnet_jax import train
   config = tiny_config(prepared['data_dir'])
   config.dataset, config.model.num_classes = 'my_insects', 3
   config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
-  state, metrics = train.train_and_evaluate(config, str(tmp_path / 'run'), ONE_DEVICE)
+  state, metrics = train.train_and_evaluate(config, str(tmp_path / 'run'), one_device)
   assert int(state.step) == 2 and np.isfinite(metrics['loss'])

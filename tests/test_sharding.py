@@ -10,9 +10,7 @@ from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
-from configs import alexnet
-from tests.conftest import ONE_DEVICE
-from tests.tiny import plateau_config
+from alexnet_jax.configs import alexnet
 
 
 def mesh_config(strategy='data', data=-1, model=-1, towers=2):
@@ -84,8 +82,8 @@ def run_steps(config, devices, n=3):
 
 @pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
 @pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
-def test_strategy_computes_what_one_device_computes(strategy, norm):
-  reference = run_steps(small_config('data', norm), ONE_DEVICE)
+def test_strategy_computes_what_one_device_computes(strategy, norm, one_device):
+  reference = run_steps(small_config('data', norm), one_device)
   spread = run_steps(small_config(strategy, norm), jax.devices())
   np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)  # training losses, step by step
   for a, b in zip(jax.tree.leaves(spread[1]), jax.tree.leaves(reference[1]), strict=True):
@@ -126,15 +124,15 @@ def test_towers_hold_half_of_each_tower_layer_per_device():
     assert device_bytes(state.opt_state, device) == device_bytes(state.params, device) + 4
 
 
-def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path):
+def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path, one_device, plateau_config):
   workdir = str(tmp_path / 'run')
-  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, 'towers', 3), workdir,
+  half, _ = train.train_and_evaluate(plateau_config(None, 'towers', 3), workdir,
                                      jax.devices())
   assert half.params['conv1']['kernel'].sharding.spec[-1] == 'model'
 
-  one = plateau_config(tiny_data_dir)  # the same run, continued data-parallel on one device
-  resumed, _ = train.train_and_evaluate(one, workdir, ONE_DEVICE)
-  straight, _ = train.train_and_evaluate(one, str(tmp_path / 'straight'), ONE_DEVICE)
+  one = plateau_config()  # the same run, continued data-parallel on one device
+  resumed, _ = train.train_and_evaluate(one, workdir, one_device)
+  straight, _ = train.train_and_evaluate(one, str(tmp_path / 'straight'), one_device)
   assert int(resumed.step) == 6
   assert float(straight.plateau.scale) < 1  # the learning rate was reduced along the way
   np.testing.assert_allclose(float(resumed.plateau.scale), float(straight.plateau.scale))
@@ -142,9 +140,9 @@ def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, t
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches():
+def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches(one_device):
   import time
-  layout = sharding.Layout.from_config(mesh_config(), ONE_DEVICE)
+  layout = sharding.Layout.from_config(mesh_config(), one_device)
 
   def slow_batches(n, fail_at=None):
     for i in range(n):
@@ -168,10 +166,10 @@ def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches
     list(sharding.prefetch_to_devices(slow_batches(8, fail_at=3), layout, 2))
 
 
-def test_owt_on_a_one_device_axis_is_data_parallelism():
+def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
   # One device holds both towers' fc units: the same dropout masks, losses and parameters.
-  reference = run_steps(small_config('data'), ONE_DEVICE, n=2)
-  owt = run_steps(small_config('owt'), ONE_DEVICE, n=2)
+  reference = run_steps(small_config('data'), one_device, n=2)
+  owt = run_steps(small_config('owt'), one_device, n=2)
   np.testing.assert_allclose(owt[0], reference[0], rtol=1e-5)
   for a, b in zip(jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params),
                   strict=True):

@@ -13,10 +13,10 @@ import pytest
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import steps
-from configs import alexnet
+from alexnet_jax.configs import alexnet
 
 
-def tiny_config():
+def narrow_paper_config():
   """The paper's recipe (constant lr 0.01, paper init) on a narrow model and small images."""
   c = alexnet.get_config()
   c.model.num_classes = 10
@@ -53,7 +53,7 @@ def _batch(n, size, seed=0):
 
 
 def test_train_step_equals_grad_and_sgd_written_out():
-  config = tiny_config()
+  config = narrow_paper_config()
   model, graphdef, state, tx, schedule = _setup(config)
   batch = _batch(8, config.image_size)
 
@@ -78,7 +78,7 @@ def test_train_step_equals_grad_and_sgd_written_out():
 
 
 def test_plateau_scale_multiplies_the_update():
-  config = tiny_config()
+  config = narrow_paper_config()
   _, graphdef, state, tx, schedule = _setup(config)
   batch = _batch(8, config.image_size)
   train_fn = steps.make_train_step(graphdef, tx, schedule)
@@ -98,7 +98,7 @@ def test_plateau_scale_multiplies_the_update():
 
 
 def test_eval_step_counts_only_unmasked_examples():
-  config = tiny_config()
+  config = narrow_paper_config()
   model, graphdef, state, _, _ = _setup(config)
   batch = _batch(12, config.image_size, seed=1)
   mask = np.array([1.0] * 7 + [0.0] * 5, np.float32)
@@ -113,7 +113,7 @@ def test_eval_step_counts_only_unmasked_examples():
 
 
 def test_nonfinite_loss_is_flagged():
-  config = tiny_config()
+  config = narrow_paper_config()
   _, graphdef, state, tx, schedule = _setup(config)
   batch = _batch(4, config.image_size)
   batch['image'] = batch['image'].at[0, 0, 0, 0].set(jnp.nan)
@@ -123,7 +123,7 @@ def test_nonfinite_loss_is_flagged():
 
 def test_model_lrn_and_steps_import_without_tensorflow():
   code = ('import sys; sys.modules["tensorflow"] = None\n'  # any `import tensorflow` now fails
-          'import alexnet_jax.models, alexnet_jax.lrn, alexnet_jax.steps, alexnet_jax.optim, '
+          'import alexnet_jax.models, alexnet_jax.kernels, alexnet_jax.layers, alexnet_jax.steps, '
           'alexnet_jax.sharding\n'
           'assert "tensorflow" not in [m for m, v in sys.modules.items() if v is not None]\n'
           'print("ok")')
@@ -144,7 +144,7 @@ def _numpy_ten_crop_metrics(logits, labels, mask):
 
 
 def _ten_crop_setup():
-  config = tiny_config()
+  config = narrow_paper_config()
   config.model.init = 'he'  # predictions that differ from image to image and view to view
   model, graphdef, state, _, _ = _setup(config)
   rng = np.random.default_rng(2)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet_jax.datasets import synthetic_shapes as ss
+from alexnet_jax.data.datasets import synthetic_shapes as ss
 from alexnet_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -255,8 +255,8 @@ _READER = textwrap.dedent(
     import json, sys
     import numpy as np
     import tensorflow_datasets as tfds
-    import alexnet_jax.datasets  # registers synthetic_shapes
-    from alexnet_jax.datasets import synthetic_shapes as ss
+    import alexnet_jax.data.datasets  # registers synthetic_shapes
+    from alexnet_jax.data.datasets import synthetic_shapes as ss
 
     data_dir = sys.argv[1]
     src = tfds.data_source('synthetic_shapes/tiny', split='validation',
@@ -286,7 +286,7 @@ _READER = textwrap.dedent(
 
 def test_tfds_round_trip_without_tensorflow(tmp_path):
     pytest.importorskip("tensorflow")  # only preparing needs TensorFlow
-    from alexnet_jax import datasets
+    from alexnet_jax.data import datasets
 
     data_dir = str(tmp_path / "tfds")
     datasets.ensure_prepared("synthetic_shapes/tiny", data_dir)
@@ -328,7 +328,7 @@ def test_tfds_round_trip_without_tensorflow(tmp_path):
 def test_ensure_prepared_without_tensorflow_explains(tmp_path, monkeypatch):
     import importlib.util
 
-    from alexnet_jax import datasets
+    from alexnet_jax.data import datasets
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -7,28 +7,26 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax import augment
+from alexnet_jax.data import augment
 from alexnet_jax import checkpointing
 from alexnet_jax import steps
 from alexnet_jax import train
-from tests.conftest import ONE_DEVICE
-from tests.tiny import plateau_config, tiny_config
 
 
 def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
-  straight, _ = train.train_and_evaluate(plateau_config(tiny_data_dir), str(tmp_path / 'straight'),
-                                         ONE_DEVICE)
+def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path, one_device, plateau_config):
+  straight, _ = train.train_and_evaluate(plateau_config(), str(tmp_path / 'straight'),
+                                         one_device)
   assert float(straight.plateau.scale) < 1.0  # the schedule did reduce the rate
 
   workdir = str(tmp_path / 'interrupted')
-  half, _ = train.train_and_evaluate(plateau_config(tiny_data_dir, steps=3), workdir, ONE_DEVICE)
+  half, _ = train.train_and_evaluate(plateau_config(None, steps=3), workdir, one_device)
   assert int(half.step) == 3
   # The same command again: resumes at step 3.
-  resumed, _ = train.train_and_evaluate(plateau_config(tiny_data_dir), workdir, ONE_DEVICE)
+  resumed, _ = train.train_and_evaluate(plateau_config(), workdir, one_device)
 
   assert int(resumed.step) == int(straight.step) == 6
   assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == ['3', '6']
@@ -39,16 +37,16 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path):
   assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params), strict=True))
 
 
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path, one_device, tiny_config):
   workdir = str(tmp_path / 'run')
-  config = tiny_config(tiny_data_dir)
+  config = tiny_config()
   config.num_train_steps = 3
-  train.train_and_evaluate(config, workdir, ONE_DEVICE)
+  train.train_and_evaluate(config, workdir, one_device)
 
-  exploding = tiny_config(tiny_data_dir)
+  exploding = tiny_config()
   exploding.optim.learning_rate = 1e30
   with pytest.raises(steps.TrainingDiverged, match='NaN or infinite'):
-    train.train_and_evaluate(exploding, workdir, ONE_DEVICE)
+    train.train_and_evaluate(exploding, workdir, one_device)
 
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=3)
   assert checkpointer.latest_step() == 3
@@ -63,13 +61,13 @@ def _optimisers(config):
   return optim.create_optimizer(config.optim, 6), optim.create_plateau(config.optim)
 
 
-def test_evaluation_counts_every_example_once(tiny_data_dir):
-  config = tiny_config(tiny_data_dir)  # 160 validation examples in batches of 64: 64, 64, 32+pad
+def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_config):
+  config = tiny_config()  # 160 validation examples in batches of 64: 64, 64, 32+pad
   model = steps.create_model(config)
   tx, plateau = _optimisers(config)
   graphdef, state = steps.create_train_state(config, model, tx, plateau)
   from alexnet_jax import sharding
-  layout = sharding.Layout.from_config(config, ONE_DEVICE)
+  layout = sharding.Layout.from_config(config, one_device)
   metrics = train.evaluate(config, layout.place_state(state), steps.make_eval_step(graphdef), layout)
 
   # Second code path: read the split directly and run the model on all of it at once.
@@ -87,14 +85,14 @@ def test_evaluation_counts_every_example_once(tiny_data_dir):
                              rtol=1e-4)
 
 
-def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir):
-  config = tiny_config(tiny_data_dir)  # resize 76, crops 67: the corners differ from the centre
+def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_device, tiny_config):
+  config = tiny_config()  # resize 76, crops 67: the corners differ from the centre
   config.eval_crops = 10
   model = steps.create_model(config)
   tx, plateau = _optimisers(config)
   graphdef, state = steps.create_train_state(config, model, tx, plateau)
   from alexnet_jax import sharding
-  layout = sharding.Layout.from_config(config, ONE_DEVICE)
+  layout = sharding.Layout.from_config(config, one_device)
   state = layout.place_state(state)
   metrics = train.evaluate(config, state, steps.make_eval_step(graphdef), layout)
   config.eval_crops = 1

@@ -9,7 +9,7 @@ import numpy as np
 
 from alexnet_jax import models
 from alexnet_jax import optim
-from alexnet_jax import statistics
+from alexnet_jax.data import colour
 from alexnet_jax.errors import ConfigError
 
 
@@ -58,7 +58,7 @@ def validate(config) -> None:
   if config.augment.pca_std < 0:
     raise ConfigError(f'augment.pca_std={config.augment.pca_std} cannot be negative (0: off).')
   # augment.mean and augment.stats_file: the file exists, holds statistics, matches resize_size.
-  statistics.load_colour_statistics(config)
+  colour.load_colour_statistics(config)
   if config.get('eval_crops', 1) not in (1, 10):
     raise ConfigError(f'eval_crops={config.eval_crops} must be 1 (the centre crop) or 10 (the four '
                       'corner and centre patches and their reflections, section 4.1).')

@@ -38,6 +38,10 @@ __all__ = [
     "IMAGENET_STD_RGB",
     "resize_shorter_and_center_crop",
     "resize_square",
+    "to_resize_size",
+    "resized_for_crop",
+    "window_rows",
+    "crop_offset_to_float",
     "random_crop",
     "center_crop",
     "random_flip",
@@ -159,7 +163,7 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return _pil_resize(image, size, size)
 
 
-def _ensure_size(image: np.ndarray, resize_size: int) -> np.ndarray:
+def to_resize_size(image: np.ndarray, resize_size: int) -> np.ndarray:
     # Stored datasets are usually already resize_size^2 (Section 2), in which
     # case nothing is done and no copy is made.
     if image.shape[:2] == (resize_size, resize_size):
@@ -258,7 +262,7 @@ def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
     for i, (top, left) in enumerate(offsets):
         out[i] = image[top : top + size, left : left + size]
     # Reflections via a row gather rather than out[:5, :, ::-1] (see
-    # _window_rows); mode="clip" lets np.take write straight into `out`
+    # window_rows); mode="clip" lets np.take write straight into `out`
     # (the indices are in range by construction).
     np.take(
         out[:5].reshape(5, size, size * c),
@@ -297,7 +301,7 @@ def _row_flip_index(width: int, channels: int = 3) -> np.ndarray:
     return idx
 
 
-def _window_rows(x: np.ndarray, top: int, left: int, size: int, flipped: bool) -> np.ndarray:
+def window_rows(x: np.ndarray, top: int, left: int, size: int, flipped: bool) -> np.ndarray:
     """``x[top:top+size, left:left+size]`` (reflected if ``flipped``) as size x (size*C) rows.
 
     Converting or adding a ``[:, ::-1]`` view is slow for the same reason as
@@ -350,7 +354,7 @@ def pca_color_noise(
         10^3..10^4 for natural images in 0..255 units).  Pass the published
         values, or computed ones converted to the same convention with
         ``eigval_on_imagenet_scale`` (``255 * eig(cov(pixels / 255))``, what
-        ``python -m alexnet_jax.statistics`` stores).
+        ``python -m alexnet_jax.tools.colour_statistics`` stores).
       eigvec: (3, 3) matrix whose COLUMNS are the eigenvectors.
       std: standard deviation of alpha.  ``std == 0`` returns the image
         unchanged (as float32) and draws nothing from ``rng``.
@@ -392,7 +396,7 @@ def subtract_mean(image: np.ndarray, mean) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _crop_offset_to_float(
+def crop_offset_to_float(
     image: np.ndarray,
     top: int,
     left: int,
@@ -419,7 +423,7 @@ def _crop_offset_to_float(
     """
     mean = np.asarray(mean, dtype=np.float32)
     c = image.shape[-1]
-    rows = _window_rows(image, top, left, size, flipped)
+    rows = window_rows(image, top, left, size, flipped)
     out_rows = None if out is None else out.reshape(size, size * c)  # a view: out is contiguous
     if mean.ndim <= 1:
         vec = np.broadcast_to(offset - mean, (c,))
@@ -428,7 +432,7 @@ def _crop_offset_to_float(
         # A resize-sized mean (also when resize_size == size) was subtracted before the crop and
         # the reflection, so it is cut and reflected with the image.
         if mean.shape == (resize_size, resize_size, c):
-            mean_rows = _window_rows(mean, top, left, size, flipped)
+            mean_rows = window_rows(mean, top, left, size, flipped)
         elif mean.shape == (size, size, c):
             mean_rows = mean.reshape(size, size * c)
         else:
@@ -442,11 +446,11 @@ def _crop_offset_to_float(
     return out.reshape(size, size, c)
 
 
-def _resized_for_crop(image_uint8: np.ndarray, image_size: int, resize_size: int):
+def resized_for_crop(image_uint8: np.ndarray, image_size: int, resize_size: int):
     """The image at resize_size, and its height and width, checked to fit a crop of image_size."""
     if resize_size < image_size:
         raise ValueError(f"resize_size {resize_size} < image_size {image_size}")
-    image = _ensure_size(image_uint8, resize_size)
+    image = to_resize_size(image_uint8, resize_size)
     h, w = _check_crop(image, image_size)
     return image, h, w
 
@@ -495,12 +499,12 @@ def train_transform(
     Returns:
       float32 ``image_size x image_size x 3`` array (freshly allocated).
     """
-    image, h, w = _resized_for_crop(image_uint8, image_size, resize_size)
+    image, h, w = resized_for_crop(image_uint8, image_size, resize_size)
     top, left, flipped, offset = train_draws(
         h, w, image_size=image_size, eigval=eigval, eigvec=eigvec, pca_std=pca_std, flip=flip,
         rng=rng,
     )
-    return _crop_offset_to_float(image, top, left, image_size, flipped, offset, mean, resize_size)
+    return crop_offset_to_float(image, top, left, image_size, flipped, offset, mean, resize_size)
 
 
 def train_draws(
@@ -520,7 +524,7 @@ def train_draws(
     and the (3,) float32 PCA colour shift (zeros if ``pca_std == 0``), drawn
     in ``train_transform``'s order.  A pipeline that draws per example and
     converts pixels per batch (``input_pipeline``) calls this, then
-    ``_crop_offset_to_float`` with ``out=`` a row of the batch.
+    ``crop_offset_to_float`` with ``out=`` a row of the batch.
     """
     top, left = _random_offsets(h, w, image_size, rng)
     flipped = bool(flip) and rng.random() < 0.5
@@ -544,10 +548,10 @@ def eval_transform(
     Returns:
       float32 ``image_size x image_size x 3`` array (freshly allocated).
     """
-    image, h, w = _resized_for_crop(image_uint8, image_size, resize_size)
+    image, h, w = resized_for_crop(image_uint8, image_size, resize_size)
     top, left = _center_offsets(h, w, image_size)
     offset = np.zeros(3, np.float32)
-    return _crop_offset_to_float(image, top, left, image_size, False, offset, mean, resize_size)
+    return crop_offset_to_float(image, top, left, image_size, False, offset, mean, resize_size)
 
 
 def ten_crop_transform(
@@ -572,7 +576,7 @@ def ten_crop_transform(
     Returns:
       float32 ``[10, image_size, image_size, 3]`` array (freshly allocated).
     """
-    image, _, _ = _resized_for_crop(image_uint8, image_size, resize_size)
+    image, _, _ = resized_for_crop(image_uint8, image_size, resize_size)
     crops = ten_crop(image, image_size)
     mean = np.asarray(mean, dtype=np.float32)
     c = crops.shape[-1]
@@ -623,7 +627,7 @@ def compute_pca_statistics(images: Iterable[np.ndarray]):
     scale of ``IMAGENET_PCA_EIGVAL``, which is ``255 * eig(cov(pixels / 255))``
     ``= eig(cov(pixels)) / 255``; convert with ``eigval_on_imagenet_scale``
     before passing it to ``pca_color_noise`` / ``augment.pca_eigval`` (the
-    ``python -m alexnet_jax.statistics`` command stores the converted values).
+    ``python -m alexnet_jax.tools.colour_statistics`` command stores the converted values).
     """
     n = 0
     mean = np.zeros(3, dtype=np.float64)

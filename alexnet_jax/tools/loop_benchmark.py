@@ -1,6 +1,6 @@
 r"""Does the training loop keep what the step wins? The real loop against the bare step.
 
-    python -m alexnet_jax.loop_benchmark --config=configs/quickstart.py --steps=60
+    python -m alexnet_jax.tools.loop_benchmark --config=configs/quickstart.py --steps=60
 
 Runs, in one process and on the same devices:
 - the *bare* step: `steps.make_train_step` on one batch that already sits on the devices, timed
@@ -27,6 +27,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from alexnet_jax import optim
+from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -114,6 +115,7 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
 
 def main(argv):
   del argv
+  runtime.configure()
   result = compare(FLAGS.config, FLAGS.warmup, FLAGS.steps, FLAGS.window, FLAGS.windows)
   print(f"bare step: {result['bare_ms_per_step']:.1f} ms/step (median of "
         f"{2 * FLAGS.windows} windows of {FLAGS.window})")

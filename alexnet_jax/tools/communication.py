@@ -1,6 +1,6 @@
 r"""What a strategy communicates, read from the compiled training step, and the scaling table.
 
-    python -m alexnet_jax.communication            # the README's table, on simulated CPU devices
+    python -m alexnet_jax.tools.communication            # the README's table, on simulated CPU devices
 
 compiles the paper's training step (batch 128, 224x224, 1000 classes) for 2, 4 and 8 devices under
 each strategy and reports, from the compiled per-device program itself: the size of every
@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from alexnet_jax import optim
+from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
 
@@ -118,7 +119,7 @@ def audit(config, devices) -> dict[str, Any]:
 
 
 def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers', 'owt')) -> list[dict]:
-  from configs import alexnet  # the repository's configs/, not part of the package
+  from alexnet_jax.configs import alexnet
   rows = []
   for n in device_counts:
     baseline = None
@@ -141,6 +142,7 @@ def _mb(n: float) -> str:
 
 
 def main() -> None:
+  runtime.configure()
   jax.config.update('jax_num_cpu_devices', 8)
   rows = scaling_table()
   print('| devices | strategy | all-reduce MiB | all-gather MiB | reduce-scatter MiB | '

@@ -9,12 +9,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import augment
-from alexnet_jax import config_checks
-from alexnet_jax import input_pipeline
-from alexnet_jax import statistics
+from alexnet_jax.data import augment
+from alexnet_jax import settings
+from alexnet_jax.data import pipeline
+from alexnet_jax.data import colour
+from alexnet_jax.tools import colour_statistics
 from alexnet_jax.errors import ConfigError
-from tests.tiny import tiny_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESIZE, CROP = 76, 67  # tiny_config's sizes; the tiny dataset stores 256x256 images
@@ -27,31 +27,30 @@ def pil_resize(image):
                                                   reducing_gap=None))
 
 
-def decoded(data_dir, split):
+def decoded(config, split):
   """The split's images as the input pipeline decodes them (for training: at a reduced JPEG scale
   that still covers resize_size), which is what the statistics must describe."""
-  config = tiny_config(data_dir)
-  input_pipeline.get_info(config)
-  return input_pipeline._source(config, split)
+  pipeline.get_info(config)
+  return pipeline.decoding_source(config, split)
 
 
-def resized_train_images(data_dir, indices=None):
-  source = decoded(data_dir, 'train')
+def resized_train_images(config, indices=None):
+  source = decoded(config, 'train')
   indices = range(len(source)) if indices is None else indices
   return np.stack([pil_resize(source[int(i)]['image']) for i in indices])
 
 
 @pytest.fixture(scope='module')
-def stats_file(tiny_data_dir, tmp_path_factory):
-  stats = statistics.compute_statistics(tiny_config(tiny_data_dir), threads=2)
+def stats_file(tiny_config, tmp_path_factory):
+  stats = colour_statistics.compute_statistics(tiny_config(), threads=2)
   path = str(tmp_path_factory.mktemp('stats') / 'tiny_stats.npz')
-  statistics.save(stats, path)
+  colour_statistics.save(stats, path)
   return path, stats
 
 
-def test_statistics_equal_numpy_on_the_same_resized_images(tiny_data_dir, stats_file):
+def test_statistics_equal_numpy_on_the_same_resized_images(tiny_data_dir, stats_file, tiny_config):
   _, stats = stats_file
-  images = resized_train_images(tiny_data_dir)
+  images = resized_train_images(tiny_config())
   assert int(stats['num_images']) == len(images) == 320
   mean_image = np.zeros((RESIZE, RESIZE, 3))
   for image in images:  # the naive mean image
@@ -72,11 +71,11 @@ def test_statistics_equal_numpy_on_the_same_resized_images(tiny_data_dir, stats_
   assert str(stats['dataset']) == 'synthetic_shapes/tiny' and int(stats['resize_size']) == RESIZE
 
 
-def test_max_images_reads_an_even_subsample(tiny_data_dir):
-  stats = statistics.compute_statistics(tiny_config(tiny_data_dir), max_images=7, threads=1)
+def test_max_images_reads_an_even_subsample(tiny_data_dir, tiny_config):
+  stats = colour_statistics.compute_statistics(tiny_config(), max_images=7, threads=1)
   chosen = [0, 45, 91, 137, 182, 228, 274]  # floor(k * 320 / 7)
   np.testing.assert_allclose(stats['mean_image'],
-                             resized_train_images(tiny_data_dir, chosen).mean(0), rtol=1e-6)
+                             resized_train_images(tiny_config(), chosen).mean(0), rtol=1e-6)
   assert int(stats['num_images']) == 7
 
 
@@ -87,7 +86,7 @@ def test_eigenvalues_are_on_the_scale_of_the_published_imagenet_ones():
   published = np.array([0.2175, 0.0188, 0.0045])
   u, _, vt = np.linalg.svd(np.asarray(augment.IMAGENET_PCA_EIGVEC))
   vectors = u @ vt  # the published eigenvectors, made exactly orthonormal
-  moments = statistics.ColourMoments(1)
+  moments = colour.ColourMoments(1)
   for i in range(3):
     for sign in (1, -1):
       pixel = 0.5 + sign * np.sqrt(5 * published[i] / 2) * vectors[:, i]
@@ -101,8 +100,7 @@ def test_eigenvalues_are_on_the_scale_of_the_published_imagenet_ones():
                              np.linalg.eigvalsh(stats['pixel_covariance'])[::-1] / 255, rtol=1e-9)
 
 
-def mean_image_config(data_dir, path, **fields):
-  config = tiny_config(data_dir)
+def mean_image_config(config, path, **fields):
   config.augment.mean = 'image'
   config.augment.stats_file = path
   for name, value in fields.items():
@@ -110,19 +108,19 @@ def mean_image_config(data_dir, path, **fields):
   return config
 
 
-def test_mean_image_is_cut_with_each_crop_window(tiny_data_dir, stats_file):
+def test_mean_image_is_cut_with_each_crop_window(tiny_data_dir, stats_file, tiny_config):
   path, stats = stats_file
-  mean, std = stats['mean_image'], np.asarray(tiny_config(tiny_data_dir).augment.std_rgb)
-  image = pil_resize(decoded(tiny_data_dir, 'validation')[0]['image']).astype(np.float32)
+  mean, std = stats['mean_image'], np.asarray(tiny_config().augment.std_rgb)
+  image = pil_resize(decoded(tiny_config(), 'validation')[0]['image']).astype(np.float32)
 
   def window(top, left):
     return (image[top:top + CROP, left:left + CROP] - mean[top:top + CROP, left:left + CROP]) / std
 
   # The centre crop: (76 - 67) // 2 = 4.
-  batch = next(input_pipeline.eval_batches(mean_image_config(tiny_data_dir, path)))
+  batch = next(pipeline.eval_batches(mean_image_config(tiny_config(), path)))
   np.testing.assert_allclose(batch['image'][0], window(4, 4), rtol=1e-5, atol=1e-5)
   # Ten patches: 0 centre, 1-4 corners, 5-9 their reflections (mean reflected with the image).
-  batch = next(input_pipeline.eval_batches(mean_image_config(tiny_data_dir, path, eval_crops=10)))
+  batch = next(pipeline.eval_batches(mean_image_config(tiny_config(), path, eval_crops=10)))
   assert batch['image'].shape == (64, 10, CROP, CROP, 3)
   far = RESIZE - CROP
   for k, (top, left) in enumerate([(4, 4), (0, 0), (0, far), (far, 0), (far, far)]):
@@ -132,46 +130,46 @@ def test_mean_image_is_cut_with_each_crop_window(tiny_data_dir, stats_file):
 
   # Training gets the same mean image and the file's PCA; augment.train_transform cuts the mean
   # image with each random window (tests/test_augment.py).
-  transform = input_pipeline.TrainTransform(mean_image_config(tiny_data_dir, path))
+  transform = pipeline.TrainTransform(mean_image_config(tiny_config(), path))
   np.testing.assert_array_equal(transform.kwargs['mean'], mean)
   np.testing.assert_array_equal(transform.kwargs['eigval'], stats['pca_eigval'].astype(np.float32))
   np.testing.assert_array_equal(transform.kwargs['eigvec'], stats['pca_eigvec'].astype(np.float32))
 
 
-def test_stats_file_replaces_the_per_channel_constants(tiny_data_dir, stats_file):
+def test_stats_file_replaces_the_per_channel_constants(tiny_data_dir, stats_file, tiny_config):
   path, stats = stats_file
-  config = tiny_config(tiny_data_dir)
+  config = tiny_config()
   config.augment.stats_file = path
-  mean, eigval, eigvec = statistics.load_colour_statistics(config)
+  mean, eigval, eigvec = colour.load_colour_statistics(config)
   np.testing.assert_array_equal(mean, stats['mean_rgb'].astype(np.float32))
   np.testing.assert_array_equal(eigval, stats['pca_eigval'].astype(np.float32))
   np.testing.assert_array_equal(eigvec, stats['pca_eigvec'].astype(np.float32))
 
 
 @pytest.mark.parametrize('fields,phrase', [
-    (dict(mean='image'), 'python -m alexnet_jax.statistics'),
+    (dict(mean='image'), 'python -m alexnet_jax.tools.colour_statistics'),
     (dict(stats_file='/no/such/stats.npz'), 'does not exist. Compute it once with'),
     (dict(mean='median'), "must be 'rgb'"),
 ])
-def test_bad_colour_statistics_fields_are_explained(tiny_data_dir, fields, phrase):
-  config = tiny_config(tiny_data_dir)
+def test_bad_colour_statistics_fields_are_explained(tiny_data_dir, fields, phrase, tiny_config):
+  config = tiny_config()
   config.augment.update(fields)
   with pytest.raises(ConfigError, match=phrase):
-    config_checks.validate(config)
+    settings.validate(config)
 
 
-def test_stats_file_of_another_resize_size_is_refused(tiny_data_dir, stats_file):
-  config = mean_image_config(tiny_data_dir, stats_file[0], resize_size=80)
+def test_stats_file_of_another_resize_size_is_refused(tiny_data_dir, stats_file, tiny_config):
+  config = mean_image_config(tiny_config(), stats_file[0], resize_size=80)
   with pytest.raises(ConfigError, match='computed at resize_size=76.*--config.resize_size=76'):
-    config_checks.validate(config)
-  config = mean_image_config(tiny_data_dir, stats_file[0], eval_crops=5)
+    settings.validate(config)
+  config = mean_image_config(tiny_config(), stats_file[0], eval_crops=5)
   with pytest.raises(ConfigError, match='eval_crops=5 must be 1'):
-    config_checks.validate(config)
+    settings.validate(config)
 
 
 def test_command_line(tiny_data_dir, tmp_path):
   output = tmp_path / 'stats'  # no .npz suffix: written to exactly this name
-  args = [sys.executable, '-m', 'alexnet_jax.statistics', '--config=configs/quickstart.py',
+  args = [sys.executable, '-m', 'alexnet_jax.tools.colour_statistics', '--config=configs/quickstart.py',
           '--config.dataset=synthetic_shapes/tiny', f'--config.data_dir={tiny_data_dir}',
           '--config.resize_size=76', '--max_images=10']
   env = dict(os.environ, PYTHONPATH=REPO)

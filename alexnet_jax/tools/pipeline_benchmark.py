@@ -1,14 +1,14 @@
 r"""The host input pipeline against an equivalent tf.data pipeline, in images per second per core.
 
-    python -m alexnet_jax.pipeline_benchmark --output=pipeline.json
+    python -m alexnet_jax.tools.pipeline_benchmark --output=pipeline.json
 
 What runs. Both pipelines read the same JPEG bytes from memory (`--images` 256x256 pictures of the
 built-in `synthetic_shapes` drawer, JPEG quality 90 with 4:2:0 chroma like most photos; or
 `--tfds=NAME` for the first images of a prepared TFDS split) and make float32 batches of 128 with
 section 4.1's augmentation: decode, random crop, random horizontal flip, PCA colour noise with the
 same eigen-values, mean subtraction.
-- ours: `input_pipeline.train_dataset` exactly as training builds it (grain, `DecodingSource`,
-  `TrainTransform`, `_TrainBatch`), with `data_threads` threads and no worker processes;
+- ours: `pipeline.train_dataset` exactly as training builds it (grain, `DecodingSource`,
+  `TrainTransform`, `TrainBatch`), with `data_threads` threads and no worker processes;
 - tf.data: `tf.io.decode_jpeg` (integer-accurate DCT, as libjpeg-turbo's default that we use),
   crop, `tf.reverse`, cast, one add of (PCA shift - mean), `map(num_parallel_calls=k)`,
   `batch(128)`. When the stored images are larger than resize_size, each side uses the same trick:
@@ -32,7 +32,7 @@ quickstart's 112-pixel step of 32 about 0.4 s (80 images/s; the README's run mad
 per second); the table prints the pipeline's rate as a multiple of those.
 `stages` times the pieces of ours on one core, without grain (medians of 5 passes over a batch):
 decoding (and, for comparison, PIL's decode with `Image.draft`), the per-example draws
-(`TrainTransform.random_map`), the batch assembly (`_TrainBatch`, the only pass over the output
+(`TrainTransform.random_map`), the batch assembly (`TrainBatch`, the only pass over the output
 pixels) into a fresh array and into a reused one, the uint8 crop and stack alone and the float
 conversion alone (together what the host would do if the float conversion, PCA shift and mean
 subtraction moved into the jitted step).
@@ -51,10 +51,11 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import augment
-from alexnet_jax import benchmark
-from alexnet_jax import input_pipeline
-from alexnet_jax.datasets import synthetic_shapes
+from alexnet_jax import runtime
+from alexnet_jax.data import augment
+from alexnet_jax.tools import benchmark
+from alexnet_jax.data import pipeline
+from alexnet_jax.data.datasets import synthetic_shapes
 
 NEEDED = {'paper step, batch 32 (~2 s)': 16.0, 'quickstart step, batch 32 (~0.4 s)': 80.0}
 # (name, resize_size, image_size, cores)
@@ -85,7 +86,7 @@ def tfds_jpegs(name: str, n: int, data_dir: str | None, split: str = 'train'
 
 def pipeline_config(resize_size: int, image_size: int, threads: int, batch_size: int = 128):
   """The paper's recipe (configs/alexnet.py) with this benchmark's sizes and threads."""
-  from configs import alexnet  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.configs import alexnet
   config = alexnet.get_config()
   config.resize_size, config.image_size, config.batch_size = resize_size, image_size, batch_size
   config.data_threads, config.data_workers, config.prefetch_batches = threads, 0, 2
@@ -98,8 +99,8 @@ def ours(records: Sequence[dict[str, Any]], config, workers: int = 0
   if workers:
     config = config.copy_and_resolve_references()
     config.data_workers, config.data_threads = workers, 1
-  source = input_pipeline.DecodingSource(records, min_size=config.resize_size)
-  return iter(input_pipeline.train_dataset(source, config))
+  source = pipeline.DecodingSource(records, min_size=config.resize_size)
+  return iter(pipeline.train_dataset(source, config))
 
 
 # --- The tf.data reference ---
@@ -183,6 +184,7 @@ def _images_per_second(iterator: Iterator, batches: int, batch_size: int) -> flo
 
 def _serve(conn, kind: str, records, config, stored_size, cores: set[int], workers: int):
   """One pipeline in a process of its own, pinned to `cores`: times batches when asked."""
+  runtime.configure()  # as a training process is
   pin_to_cores(cores)
   if kind == 'tf.data':
     it = tf_pipeline(records, config, stored_size)
@@ -246,20 +248,20 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
       image.draft('RGB', (size, size))
       np.asarray(image.convert('RGB'))
   t0 = time.perf_counter()
-  decoded = [{'image': input_pipeline.decode_image(r['image'], size), 'label': r['label']}
+  decoded = [{'image': pipeline.decode_image(r['image'], size), 'label': r['label']}
              for r in records]
   t1 = time.perf_counter()
-  transform = input_pipeline.TrainTransform(config)
+  transform = pipeline.TrainTransform(config)
   drawn = [transform.random_map(e, np.random.Generator(np.random.Philox(key=[i, 0])))
            for i, e in enumerate(decoded)]
   t2 = time.perf_counter()
-  assemble = input_pipeline._TrainBatch(transform)  # pylint: disable=protected-access
+  assemble = pipeline.TrainBatch(transform)
   assemble(drawn)  # into a fresh array
   t2b = time.perf_counter()
   assemble(drawn)  # into the first call's array, as in a running pipeline
   t3 = time.perf_counter()
   s = config.image_size
-  crops = np.stack([augment._window_rows(e['image'], *e['window'][:2], s, e['window'][2])  # pylint: disable=protected-access
+  crops = np.stack([augment.window_rows(e['image'], *e['window'][:2], s, e['window'][2])
                     for e in drawn])
   t4 = time.perf_counter()
   np.add(crops, np.float32(1.0), dtype=np.float32)
@@ -337,6 +339,7 @@ def _define_flags():
 
 def main(argv):
   del argv
+  runtime.configure()
   if FLAGS.tfds:
     records, stored_size = tfds_jpegs(FLAGS.tfds, FLAGS.images, FLAGS.data_dir), None
   else:

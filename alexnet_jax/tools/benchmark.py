@@ -1,6 +1,6 @@
 r"""How fast does the paper's training step run, here, against PyTorch on the same machine?
 
-    python -m alexnet_jax.benchmark --batch_sizes=32,128 --dtypes=float32,bfloat16 \
+    python -m alexnet_jax.tools.benchmark --batch_sizes=32,128 --dtypes=float32,bfloat16 \
         --output=bench.json
 
 Times the FULL training step the trainer uses (`steps.make_train_step`: forward, backward, section
@@ -8,7 +8,7 @@ Times the FULL training step the trainer uses (`steps.make_train_step`: forward,
 dropout 0.5, 224x224) on a synthetic batch that already sits on the devices, and the same network
 in PyTorch (`torch_reference`) on the same batch, from the same weights, with the same optimiser.
 PyTorch runs in a process of its own (`torch_process_runner`), as it runs outside this package:
-without the malloc settings `host_memory` makes here, which speed up its allocations as well.
+without the malloc settings `runtime.configure` makes here, which speed up its allocations as well.
 
 What each row reports:
 - ms/step: the MEDIAN over `--windows` timed windows of `--steps` steps each, after `--warmup`
@@ -61,7 +61,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_jax import host_memory
+from alexnet_jax import runtime
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import sharding
@@ -343,7 +343,7 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
   `device` ('cuda' or 'cpu'): None asks JAX which platform it runs on.
   """
   import torch
-  from alexnet_jax import torch_reference
+  from alexnet_jax.tools import torch_reference
   device = device or _torch_device(torch)
   if device == 'cuda':  # float32 as JAX runs it on a GPU: TF32 matmuls and convolutions
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -395,7 +395,7 @@ def _torch_worker(conn, settings: dict, image_size: int, dtype: str, mode: str, 
     conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
     return
   conn.send(dict(runner.row, pid=os.getpid(),
-                 malloc='alexnet_jax settings' if host_memory.applied() else 'glibc defaults'))
+                 malloc='alexnet_jax settings' if runtime.malloc_applied() else 'glibc defaults'))
   try:
     while (n := conn.recv()) is not None:
       runner.step(n)
@@ -409,7 +409,7 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
   """`torch_runner` in a process of its own; returns the runner and a function that ends it.
 
   PyTorch runs as it does outside this package: this process's malloc settings
-  (`host_memory`, which speed up torch's allocations as well as XLA's) and thread pools stay out
+  (`runtime.configure`, which speed up torch's allocations as well as XLA's) and thread pools stay out
   of its way, and its spinning OpenMP threads out of ours. The windows are still interleaved:
   each `step` waits for the process to finish its steps.
   """
@@ -417,21 +417,14 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
   device = _torch_device(torch)  # asked here: the child never starts a JAX backend
   context = multiprocessing.get_context('spawn')
   parent, child = context.Pipe()
-  previous = os.environ.get(host_memory.OPT_OUT)
-  os.environ[host_memory.OPT_OUT] = 'glibc'  # read by the child's import of the package
-  try:
-    # By the importable module's name, not __main__'s, so the child can unpickle it however this
-    # module was started; Settings goes as a dict for the same reason.
-    worker = importlib.import_module('alexnet_jax.benchmark')._torch_worker
-    # Not a daemon: torch.compile may start compile workers of its own.
-    process = context.Process(target=worker, args=(
-        child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device))
-    process.start()
-  finally:
-    if previous is None:
-      os.environ.pop(host_memory.OPT_OUT)
-    else:
-      os.environ[host_memory.OPT_OUT] = previous
+  # By the importable module's name, not __main__'s, so the child can unpickle it however this
+  # module was started; Settings goes as a dict for the same reason. The child imports the
+  # package and never calls runtime.configure(): glibc's malloc stays as it is outside our commands.
+  worker = importlib.import_module('alexnet_jax.tools.benchmark')._torch_worker
+  # Not a daemon: torch.compile may start compile workers of its own.
+  process = context.Process(target=worker, args=(
+      child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device))
+  process.start()
 
   def receive():
     while not parent.poll(1.0):
@@ -465,7 +458,7 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
 def check_same_step(settings: Settings, image_size: int, params: dict, data: dict) -> dict:
   """One float32 step of each, dropout off, full precision: loss and parameter updates agree?"""
   import torch
-  from alexnet_jax import torch_reference
+  from alexnet_jax.tools import torch_reference
   device = _torch_device(torch)
   cfg = _model_config(settings, 'float32', dropout_rate=0.0)
   with jax.default_matmul_precision('highest'):
@@ -741,6 +734,7 @@ def settings_from_flags() -> Settings:
 
 def main(argv):
   del argv
+  runtime.configure()
   # Share the GPU with torch: JAX would otherwise take 75% of its memory at start.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   try:

@@ -41,7 +41,7 @@ Configs (labels are balanced: example ``i`` has label ``i % 10``):
 * ``default``: 10,000 train / 1,000 validation examples, 157 MB on disk.
   Preparing it (drawing, JPEG encoding, shuffling, writing ArrayRecord) took
   23 s on a 2-core x86 CPU machine with no GPU, measured as
-  ``time python -c "import alexnet_jax.datasets as d;
+  ``time python -c "import alexnet_jax.data.datasets as d;
   d.ensure_prepared('synthetic_shapes', '/tmp/tfds')"``.
 * ``tiny``: 320 train / 160 validation examples, 7 MB, under 2 s to prepare;
   for tests and notebooks.

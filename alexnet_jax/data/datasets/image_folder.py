@@ -1,6 +1,6 @@
 """Your own images as a TFDS dataset: a `ROOT/<class>/<image>` folder or a CSV of (file, label).
 
-`python -m alexnet_jax.prepare --folder=...` / `--csv=...` lists the images here, then writes
+`python -m alexnet_jax.tools.prepare --folder=...` / `--csv=...` lists the images here, then writes
 them with a `tfds.core.GeneratorBasedBuilder` created for the dataset's name at runtime
 (`make_builder`). The result is an ordinary prepared TFDS dataset (ArrayRecord shards plus
 `dataset_info.json` and `features.json`), so training opens it by name with
@@ -24,7 +24,7 @@ on every epoch. Measured on 200 generated photo-like 500x375 JPEGs (quality 90; 
 typical size, though smoother than real photos, which compress less), on the project's 2-core
 CPU machine, medians of 7 interleaved rounds over all 200, two runs: 44.6 KB -> 16.5 KB per
 image (0.37x); a PIL decode 3.4-3.8 ms -> 1.0-1.2 ms (0.29-0.31x); what training does per read
-(`input_pipeline.decode_image` at the size it needs, then the resize and crop) 6.6-7.3 ms ->
+(`pipeline.decode_image` at the size it needs, then the resize and crop) 6.6-7.3 ms ->
 0.56-0.68 ms (0.08-0.10x). The cost: nothing outside the central
 square survives, so recipes that crop from the whole photo need `resize=0`. With `resize=0`,
 JPEG files that need no conversion are stored byte for byte, anything else at quality 95.
@@ -48,7 +48,7 @@ from etils import epath
 from PIL import Image, ImageOps
 from tensorflow_datasets.core import utils as _tfds_utils
 
-from alexnet_jax import augment
+from alexnet_jax.data import augment
 from alexnet_jax.errors import ConfigError
 
 _VERSION = '1.0.0'
@@ -272,7 +272,7 @@ def make_builder(name: str, class_names: Sequence[str], splits: dict[str, Sequen
 
   class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version(_VERSION)
-    RELEASE_NOTES = {_VERSION: 'Prepared by python -m alexnet_jax.prepare.'}
+    RELEASE_NOTES = {_VERSION: 'Prepared by python -m alexnet_jax.tools.prepare.'}
 
     @_tfds_utils.classproperty
     @classmethod
@@ -282,7 +282,7 @@ def make_builder(name: str, class_names: Sequence[str], splits: dict[str, Sequen
 
     def _info(self) -> tfds.core.DatasetInfo:
       return self.dataset_info_from_configs(
-          description=f'Images prepared from {sorted(splits)} sources by alexnet_jax.prepare.',
+          description=f'Images prepared from {sorted(splits)} sources by alexnet_jax.tools.prepare.',
           features=tfds.features.FeaturesDict({
               'image': tfds.features.Image(shape=shape, encoding_format='jpeg'),
               'label': tfds.features.ClassLabel(names=list(class_names)),

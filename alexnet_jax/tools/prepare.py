@@ -1,9 +1,9 @@
 r"""Prepares a dataset once, in the ArrayRecord format that training reads without TensorFlow.
 
-    python -m alexnet_jax.prepare --dataset=imagenet2012 --data_dir=DIR [--manual_dir=DIR]
-    python -m alexnet_jax.prepare --dataset=imagenette/320px-v2        # any TFDS name
-    python -m alexnet_jax.prepare --folder=ROOT [--val_folder=ROOT]    # ROOT/<class>/<image>
-    python -m alexnet_jax.prepare --csv=train_labels.csv --images=train_set \
+    python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir=DIR [--manual_dir=DIR]
+    python -m alexnet_jax.tools.prepare --dataset=imagenette/320px-v2        # any TFDS name
+    python -m alexnet_jax.tools.prepare --folder=ROOT [--val_folder=ROOT]    # ROOT/<class>/<image>
+    python -m alexnet_jax.tools.prepare --csv=train_labels.csv --images=train_set \
         --classes=class_list.txt --val_csv=val_labels.csv --val_images=val_set   # iFood 2019
 
 It ends by printing the flags to train on the result. Your own images are written by
@@ -20,8 +20,9 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from alexnet_jax import datasets  # noqa: F401  (registers synthetic_shapes)
-from alexnet_jax.datasets import image_folder
+from alexnet_jax import runtime
+from alexnet_jax.data import datasets  # noqa: F401  (registers synthetic_shapes)
+from alexnet_jax.data.datasets import image_folder
 from alexnet_jax.errors import ConfigError
 
 _IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
@@ -130,12 +131,13 @@ def prepare_images(folder=None, csv=None, images=None, classes=None, val_folder=
 
 
 def main(argv):
+  runtime.configure()
   f = flags.FLAGS
   sources = [s for s in ('dataset', 'folder', 'csv') if f[s].value]
   try:
     if len(argv) > 1 or len(sources) != 1 or (f.csv and not f.images):
       raise ConfigError('Name exactly one source: --dataset=TFDS_NAME, --folder=ROOT (ROOT/<class>'
-                        '/<image>) or --csv=FILE --images=DIR; see python -m alexnet_jax.prepare '
+                        '/<image>) or --csv=FILE --images=DIR; see python -m alexnet_jax.tools.prepare '
                         '--help.')
     if f.dataset:
       report = prepare_tfds(f.dataset, f.data_dir, f.manual_dir)

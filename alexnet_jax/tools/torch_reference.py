@@ -12,7 +12,7 @@ grouped convolutions (`groups=towers` for conv2, conv4 and conv5, whose towers s
 half; conv1 sees the image in both towers, so it is an ordinary conv; conv3, fc6, fc7 and fc8 read
 both towers). A grouped-conv weight keeps group g's output channels as the g-th contiguous slice,
 which is how our kernels keep their towers, so weights only need HWIO -> OIHW. conv1 pads the
-bottom and right edges to cuda-convnet's ceiling-sized output (`models._conv1_padding`), LRN
+bottom and right edges to cuda-convnet's ceiling-sized output (`models.conv1_padding`), LRN
 (section 3.3) runs on each tower's channels on its own, pooling overlaps (3.4), dropout 0.5 in
 fc6 and fc7 (4.2). fc6's weight is permuted at load time so that torch's NCHW flatten of pool5
 meets the rows our NHWC flatten met.
@@ -48,7 +48,7 @@ class TorchAlexNet(nn.Module):
       raise ValueError(f'torch_reference mirrors norm lrn and none, not {config.norm!r}.')
     self.config = config
     self.towers = config.towers
-    self.conv1_extra = models._conv1_padding(image_size)[0][1]
+    self.conv1_extra = models.conv1_padding(image_size)[0][1]
     towers, width = config.towers, config.width
     channels_in = 3
     for name, size, stride, channels, crosses in models.CONV_LAYERS:

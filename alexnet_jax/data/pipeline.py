@@ -2,13 +2,13 @@
 
 No TensorFlow is imported here: `tfds.data_source` reads ArrayRecord files and we decode the
 images ourselves (`decode_image`: libjpeg-turbo through simplejpeg, PIL for other formats). Only
-*preparing* a dataset needs TensorFlow (see `alexnet_jax.datasets`).
+*preparing* a dataset needs TensorFlow (see `alexnet_jax.data.datasets`).
 
 Speed: training images are decoded at the smallest JPEG DCT scale (1/8 .. 8/8) that still covers
 `resize_size`, so full-size photos are never decompressed at full size; each example's random
 choices (crop, flip, colour shift; section 4.1) are drawn per example, and the pixels are cut,
 reflected, shifted and converted to float32 for the whole batch in one pass into the batch array
-(`_TrainBatch`). `python -m alexnet_jax.pipeline_benchmark` measures it against tf.data.
+(`TrainBatch`). `python -m alexnet_jax.tools.pipeline_benchmark` measures it against tf.data.
 
 Robustness: an image that cannot be decoded is logged with its index, counted, and replaced by the
 next decodable example of the split (`DecodingSource`), so one bad file never stops a run and the
@@ -45,9 +45,9 @@ from PIL import Image
 import simplejpeg
 import tensorflow_datasets as tfds
 
-from alexnet_jax import augment
-from alexnet_jax import datasets
-from alexnet_jax import statistics
+from alexnet_jax.data import augment
+from alexnet_jax.data import datasets
+from alexnet_jax.data import colour
 from alexnet_jax.errors import ConfigError
 
 IMAGE_KEY = 'image'
@@ -65,7 +65,7 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
         f'--config.data_dir={config.data_dir}. Set --config.dataset to a TFDS name (e.g. '
         "imagenet2012, imagenette, cifar10), to the built-in 'synthetic_shapes', which needs no "
         'download (configs/quickstart.py uses it), or to your own images prepared with `python -m '
-        'alexnet_jax.prepare --folder=...` (or --csv=...), with --config.data_dir set to the '
+        'alexnet_jax.tools.prepare --folder=...` (or --csv=...), with --config.data_dir set to the '
         'data_dir it printed.') from None
   if builder.is_prepared():
     return builder
@@ -77,12 +77,12 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
     raise ConfigError(
         f'ImageNet is not prepared in {builder.data_dir_root}. TFDS cannot download it: get '
         'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org, put them in '
-        f'{manual}, and run `python -m alexnet_jax.prepare --dataset=imagenet2012 --data_dir='
+        f'{manual}, and run `python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir='
         f'{builder.data_dir_root} --manual_dir={manual}` once (it needs tensorflow-cpu). To '
         'try the code without ImageNet, use the built-in dataset: --config=configs/quickstart.py.')
   raise ConfigError(
       f'Dataset {name!r} is not prepared in {builder.data_dir_root}. Prepare it once with '
-      f'`python -m alexnet_jax.prepare --dataset={name} --data_dir={builder.data_dir_root}` (needs '
+      f'`python -m alexnet_jax.tools.prepare --dataset={name} --data_dir={builder.data_dir_root}` (needs '
       'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.')
 
 
@@ -109,7 +109,7 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   """uint8 HxWx3 RGB pixels of an encoded image; raises if they cannot be decoded.
 
   JPEGs go to libjpeg-turbo through simplejpeg, straight into a numpy array (faster than PIL's
-  decode: `python -m alexnet_jax.pipeline_benchmark` prints both per image). With `min_size` > 0
+  decode: `python -m alexnet_jax.tools.pipeline_benchmark` prints both per image). With `min_size` > 0
   a JPEG is decoded at the smallest DCT scale M/8 whose height and width are both >= min_size,
   so its shorter side still covers min_size and the exact resize comes after (augment's resize);
   a full-size ImageNet photo then costs a fraction of a full decode. Other formats (PNG) and
@@ -175,7 +175,7 @@ class DecodingSource:
     self.__dict__.update(state, _lock=threading.Lock())
 
 
-def _source(config, split: str) -> DecodingSource:
+def decoding_source(config, split: str) -> DecodingSource:
   """Random access to a split, images decoded by `DecodingSource`; call `get_info` first.
 
   The training split is decoded at the smallest DCT scale covering resize_size (see
@@ -199,20 +199,20 @@ class TrainTransform(grain.transforms.RandomMap):
     aug = config.augment
     # The config's constants, or the training set's own (augment.stats_file); the mean is (3,),
     # or section 2's mean image, which train_transform cuts with each crop's window.
-    mean, eigval, eigvec = statistics.load_colour_statistics(config)
+    mean, eigval, eigvec = colour.load_colour_statistics(config)
     self.kwargs = dict(
         image_size=config.image_size, resize_size=config.resize_size, eigval=eigval,
         eigvec=eigvec, pca_std=float(aug.pca_std), mean=mean, flip=aug.flip)
     self.inv_std = _inverse_std(config)
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """Draws this example's crop, reflection and colour shift; `_TrainBatch` applies them.
+    """Draws this example's crop, reflection and colour shift; `TrainBatch` applies them.
 
     The draws are `augment.train_transform`'s, in its order, from the example's own generator
-    (`_TrainExamples`); the pixels are touched once, for the whole batch, in `_TrainBatch`.
+    (`_TrainExamples`); the pixels are touched once, for the whole batch, in `TrainBatch`.
     """
     kw = self.kwargs
-    image, h, w = augment._resized_for_crop(element[IMAGE_KEY], kw['image_size'],
+    image, h, w = augment.resized_for_crop(element[IMAGE_KEY], kw['image_size'],
                                             kw['resize_size'])
     top, left, flipped, offset = augment.train_draws(
         h, w, image_size=kw['image_size'], eigval=kw['eigval'], eigvec=kw['eigvec'],
@@ -221,11 +221,11 @@ class TrainTransform(grain.transforms.RandomMap):
             'label': np.int32(element[LABEL_KEY])}
 
 
-class _TrainBatch:
+class TrainBatch:
   """grain batch_fn: `TrainTransform`'s drawn examples -> one float32 training batch.
 
   Each image is cut, reflected and converted straight into its row of the batch, with the PCA
-  shift and the mean folded into one per-channel offset (`augment._crop_offset_to_float`): one
+  shift and the mean folded into one per-channel offset (`augment.crop_offset_to_float`): one
   pass over the output pixels instead of a float image per example and a stack that copies it.
   """
 
@@ -244,7 +244,7 @@ class _TrainBatch:
     images = self.buffers.get((len(elements), s, s, 3))
     for out, e in zip(images, elements):
       top, left, flipped = e['window']
-      augment._crop_offset_to_float(e['image'], top, left, s, flipped, e['offset'], self.mean,
+      augment.crop_offset_to_float(e['image'], top, left, s, flipped, e['offset'], self.mean,
                                     self.resize_size, out=out)
       if self.inv_std_row is not None:
         out.reshape(s, s * 3)[...] *= self.inv_std_row  # same float32 product as image *= inv_std
@@ -292,7 +292,7 @@ class EvalTransform(grain.transforms.Map):
   with `eval_crops=10` the ten patches of the paper's test (10 x image_size^2 x 3)."""
 
   def __init__(self, config):
-    mean, _, _ = statistics.load_colour_statistics(config)
+    mean, _, _ = colour.load_colour_statistics(config)
     self.ten_crops = config.get('eval_crops', 1) == 10
     if self.ten_crops and mean.ndim == 3 and mean.shape[0] == config.resize_size:
       mean = augment.ten_crop(mean, config.image_size)  # cut the mean image once, not per image
@@ -378,7 +378,7 @@ class _TrainExamples:
 def create_train_dataset(config, process_index: int = 0, process_count: int = 1
                          ) -> grain.IterDataset:
   """The endless stream of this process' training batches, as a checkpointable grain dataset."""
-  return train_dataset(_source(config, config.train_split), config, process_index, process_count)
+  return train_dataset(decoding_source(config, config.train_split), config, process_index, process_count)
 
 
 def train_dataset(source: Sequence[dict[str, Any]], config, process_index: int = 0,
@@ -390,7 +390,7 @@ def train_dataset(source: Sequence[dict[str, Any]], config, process_index: int =
   stream = _TrainExamples(source, transform, config.seed)
   rows = _ProcessRows(stream, config.batch_size, per_process, process_index)
   ds = grain.MapDataset.range(len(stream) // process_count).map(rows)
-  ds = ds.batch(per_process, drop_remainder=True, batch_fn=_TrainBatch(transform))
+  ds = ds.batch(per_process, drop_remainder=True, batch_fn=TrainBatch(transform))
   it = ds.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks and tests
@@ -406,7 +406,7 @@ def eval_batches(config, process_index: int = 0, process_count: int = 1
   Every process yields the same number of batches (the largest shard decides), so collectives
   stay in step; padding rows have mask 0 and are not counted.
   """
-  source = _source(config, config.eval_split)
+  source = decoding_source(config, config.eval_split)
   per_process = config.eval_batch_size // process_count
   num_batches = math.ceil(math.ceil(len(source) / process_count) / per_process)
   ds = grain.MapDataset.source(source)[process_index::process_count].map(EvalTransform(config))

@@ -5,7 +5,7 @@ Importing this package registers the ``synthetic_shapes`` TFDS builder, so
 ``tfds.data_source('synthetic_shapes', ...)`` work like for any TFDS dataset.
 
 ``image_folder`` turns your own images (a folder per class, or a CSV of labels)
-into a prepared TFDS dataset (``python -m alexnet_jax.prepare --folder=...``);
+into a prepared TFDS dataset (``python -m alexnet_jax.tools.prepare --folder=...``);
 it is not imported here: a prepared dataset is read back without it.
 """
 
@@ -15,7 +15,7 @@ import importlib.util
 
 import tensorflow_datasets as tfds
 
-from alexnet_jax.datasets import synthetic_shapes  # noqa: F401  (registers the builder)
+from alexnet_jax.data.datasets import synthetic_shapes  # noqa: F401  (registers the builder)
 from alexnet_jax.errors import ConfigError
 
 # Datasets that prepare themselves offline on first use (no download, no manual files).

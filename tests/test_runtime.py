@@ -1,0 +1,216 @@
+"""runtime.configure: XLA flags and malloc settings only where they should be, in effect when
+called first, a warning when called too late, and nothing at all on import."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from alexnet_jax import runtime
+
+FLAG = 'xla_cpu_experimental_ynn_fusion_type'
+
+
+def run_python(code: str, **environ) -> subprocess.CompletedProcess:
+  """`code` in a fresh interpreter, without the malloc and XLA settings of this test process."""
+  env = {k: v for k, v in os.environ.items()
+         if k not in runtime.MALLOC_USER_VARIABLES + (runtime.MALLOC_OPT_OUT, 'XLA_FLAGS')
+         and k not in runtime.QUIET}
+  env.update(environ, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
+                        timeout=300)
+
+
+# --- XLA flags ---
+
+
+def test_appends_to_the_users_other_flags():
+  env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
+  added = runtime.add_xla_flags(env, jaxlib_version='0.10.2')
+  assert env['XLA_FLAGS'] == ('--xla_force_host_platform_device_count=8 '
+                              f'--{FLAG}=LIBRARY_FUSION_TYPE_DOT '
+                              '--xla_cpu_copy_insertion_use_region_analysis=true')
+  assert len(added) == 2
+  assert runtime.add_xla_flags(env, jaxlib_version='0.10.2') == []  # a second call adds nothing
+  assert env['XLA_FLAGS'].count(FLAG) == 1
+
+
+def test_never_overrides_a_flag_the_user_set():
+  env = {'XLA_FLAGS': f'--{FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'}
+  runtime.add_xla_flags(env, jaxlib_version='0.10.2')
+  assert env['XLA_FLAGS'].split()[0] == f'--{FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION'
+  assert env['XLA_FLAGS'].count(FLAG) == 1
+
+
+def test_unmeasured_jaxlib_keeps_xla_defaults():
+  # An unknown flag in XLA_FLAGS aborts the process, so versions we have not checked get none.
+  env = {}
+  assert runtime.add_xla_flags(env, jaxlib_version='0.11.0') == []
+  assert 'XLA_FLAGS' not in env
+
+
+def _measured_cpu_jaxlib() -> bool:
+  return jax.lib.__version__.startswith(runtime.MEASURED_JAXLIB) and jax.default_backend() == 'cpu'
+
+
+@pytest.mark.skipif(not _measured_cpu_jaxlib(), reason='the flags apply to measured XLA:CPU only')
+def test_convolutions_leave_ynnpack_in_this_process():
+  """conftest configured this process before JAX started, as every command does."""
+  conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME')
+  program = jax.jit(conv).lower(jnp.ones((1, 3, 8, 8)), jnp.ones((4, 3, 3, 3))).compile().as_text()
+  assert 'convolution' in program and '__ynn_fusion' not in program
+
+
+@pytest.mark.skipif(not _measured_cpu_jaxlib(), reason='the flags apply to measured XLA:CPU only')
+def test_donated_weights_read_twice_are_updated_in_place():
+  """The step donates its state; a weight read by the forward and the backward pass (w2 here,
+  like every AlexNet layer but conv1) must be overwritten in place, not copied first."""
+  def step(params, x):
+    grads = jax.grad(lambda p: jnp.sum(jnp.tanh(x @ p['w1']) @ p['w2']))(params)
+    return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+  params = {'w1': jnp.ones((64, 32)), 'w2': jnp.ones((32, 8))}
+  program = jax.jit(step, donate_argnums=0).lower(params, jnp.ones((4, 64))).compile().as_text()
+  assert 'ENTRY' in program
+  assert not [line for line in program.splitlines() if ' copy(' in line]
+
+
+# --- malloc ---
+
+
+def recording_mallopt():
+  calls = []
+  return calls, lambda param, value: calls.append((param, value)) or 1
+
+
+def test_sets_arena_mmap_and_trim_settings():
+  calls, mallopt = recording_mallopt()
+  was_applied = runtime.malloc_applied()
+  assert runtime.set_malloc({'JAX_PLATFORMS': 'cpu'}, mallopt).startswith('set')
+  assert calls == [(-8, 1), (-4, 0), (-1, -1)]  # mallopt(3): M_ARENA_MAX, M_MMAP_MAX, M_TRIM
+  assert runtime.malloc_applied() == was_applied  # a stand-in mallopt changes nothing real
+
+
+@pytest.mark.parametrize('environ', [{'ALEXNET_JAX_MALLOC': 'glibc'},
+                                     {'MALLOC_ARENA_MAX': '4'}, {'MALLOC_TRIM_THRESHOLD_': '0'},
+                                     {'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'},
+                                     {'LD_PRELOAD': '/usr/lib/libjemalloc.so.2'},
+                                     {'JAX_PLATFORMS': 'cuda,cpu'}])
+def test_leaves_malloc_alone_when_told_otherwise(environ):
+  calls, mallopt = recording_mallopt()
+  assert runtime.set_malloc(environ, mallopt).startswith('left alone')
+  assert calls == []
+  assert runtime.malloc_reason_to_skip(environ, accelerator=lambda: False)
+
+
+def test_accelerator_plugins_keep_glibc_defaults_unless_jax_is_told_to_use_the_cpu():
+  assert runtime.malloc_reason_to_skip({}, accelerator=lambda: True)
+  assert runtime.malloc_reason_to_skip({'JAX_PLATFORMS': 'cpu'}, accelerator=lambda: True) is None
+  assert runtime.malloc_reason_to_skip({}, accelerator=lambda: False) is None
+
+
+# The page faults of calls of a program whose 64 MB result is allocated at each call and freed
+# after it, as XLA:CPU does with a step's temporaries, counted over the second 30 of 60 calls: by
+# then the tuned heap has grown to the few blocks in flight (`delete` frees a result as soon as the
+# runtime lets go of it, asynchronously), while glibc's defaults fault in a fresh block every call.
+FAULTS = """
+import resource, sys
+from alexnet_jax import runtime
+if sys.argv[1] == 'configure':
+  runtime.configure()
+import jax, jax.numpy as jnp
+fn = jax.jit(lambda v: v + 1)
+x = jnp.zeros((4096, 4096), jnp.float32)
+def calls(n):
+  for _ in range(n):
+    result = fn(x)
+    result.block_until_ready()
+    result.delete()
+calls(30)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+calls(30)
+print(runtime.malloc_applied(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_in_30_calls(mode: str) -> tuple[bool, float]:
+  out = run_python(FAULTS.replace('sys.argv[1]', repr(mode)))
+  assert out.returncode == 0, out.stderr[-2000:]
+  applied, faults = out.stdout.split()
+  return applied == 'True', float(faults)
+
+
+@pytest.mark.skipif(runtime._mallopt() is None, reason='glibc only')
+def test_freed_buffers_are_handed_out_again_not_faulted_in_afresh():
+  """Configured, the 64 MB blocks are reused; not configured (a library import), every call
+  maps a fresh block and faults in each of its 4 KB pages again."""
+  block = 64 * 2**20 // 4096
+  applied, tuned = _faults_in_30_calls('configure')
+  not_applied, default = _faults_in_30_calls('import only')
+  assert applied and not not_applied
+  assert default > 25 * block, default / block  # the reference: about a fresh block per call
+  assert tuned < default / 4, (tuned / block, default / block)
+
+
+# --- configure ---
+
+
+def test_importing_the_package_changes_nothing_in_the_process():
+  """No XLA flag, no malloc setting, no environment variable beyond what the libraries we import
+  set themselves (measured in a second process that imports only them)."""
+  changed = ('changed = sorted(k for k in set(before) | set(os.environ) '
+             'if before.get(k) != os.environ.get(k))\n')
+  ours = run_python('import os\nbefore = dict(os.environ)\n'
+                    'import alexnet_jax, alexnet_jax.models, alexnet_jax.train, alexnet_jax.main, '
+                    'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet\n'
+                    'from alexnet_jax import runtime\n' + changed +
+                    'print(changed, runtime.malloc_applied(), os.environ.get("XLA_FLAGS"))\n')
+  libraries = run_python('import os\nbefore = dict(os.environ)\n'
+                         'import absl.flags, clu.metrics, clu.parameter_overview, flax, grain, '
+                         'jax, ml_collections, optax, orbax.checkpoint, simplejpeg, '
+                         'tensorflow_datasets\n' + changed + 'print(changed, False, None)\n')
+  assert ours.returncode == 0 and libraries.returncode == 0, ours.stderr[-2000:]
+  assert ours.stdout.split('\n')[-2] == libraries.stdout.split('\n')[-2], (ours.stdout,
+                                                                           libraries.stdout)
+
+
+def test_configure_says_what_it_set_and_sets_it():
+  code = ('import os\n'
+          'from alexnet_jax import runtime\n'
+          'c = runtime.configure()\n'
+          'print(c.summary())\n'
+          'print(os.environ.get("XLA_FLAGS", ""), runtime.malloc_applied(), '
+          'os.environ["TF_ENABLE_ONEDNN_OPTS"])\n')
+  out = run_python(code)
+  assert out.returncode == 0, out.stderr[-2000:]
+  summary, state = out.stdout.strip().split('\n')[-2:]
+  assert summary.startswith('Process tuning: XLA flags')
+  if _measured_cpu_jaxlib():
+    assert FLAG in summary and FLAG in state
+  if runtime._mallopt() is not None:
+    assert 'malloc set' in summary and ' True ' in state
+  assert state.endswith(' 0')
+  assert 'RuntimeWarning' not in out.stderr
+
+
+def test_configure_after_jax_started_warns_that_it_is_too_late():
+  code = ('import warnings, jax\n'
+          'jax.numpy.ones(1).block_until_ready()\n'
+          'from alexnet_jax import runtime\n'
+          'with warnings.catch_warnings(record=True) as caught:\n'
+          '  warnings.simplefilter("always")\n'
+          '  runtime.configure()\n'
+          'print([str(w.message) for w in caught])\n')
+  out = run_python(code)
+  assert out.returncode == 0, out.stderr[-2000:]
+  if _measured_cpu_jaxlib() or runtime._mallopt() is not None:
+    assert 'came too late' in out.stdout and 'Call it first' in out.stdout, out.stdout
+
+
+def test_commands_print_our_lines_first_not_tensorflows():
+  """No oneDNN banner or absl pre-initialisation notice before a command's own output."""
+  out = run_python('import sys; from alexnet_jax import main; sys.argv = ["main", "--help"]; '
+                   'main.run()')
+  assert 'oneDNN' not in out.stderr and 'InitializeLog' not in out.stderr, out.stderr[:2000]
