@@ -21,12 +21,32 @@ Schedules (`schedule`):
 - `cosine`: linear warm-up for `warmup_steps`, then cosine decay to 0, for modern runs.
 """
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
 import optax
 
 SCHEDULES = ('plateau', 'step', 'cosine')
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Section 5's optimiser and schedule; the defaults are the paper's values."""
+
+  learning_rate: float = 0.01
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  decay_biases: bool = False  # cuda-convnet applied weight cost to weights only
+  schedule: str = 'plateau'  # plateau (the paper) | step | cosine
+  plateau_factor: float = 0.1  # "divide the learning rate by 10"
+  plateau_patience: int = 5  # evaluations without improvement before a reduction (>= 1)
+  plateau_cooldown: int = 0  # evaluations to wait after a reduction
+  plateau_rtol: float = 1e-3  # relative improvement of the error that counts as progress
+  plateau_max_reductions: int = 3  # "reduced three times prior to termination"
+  step_boundaries: tuple[float, ...] = (0.33, 0.67, 0.9)  # schedule='step': fractions of the run
+  step_factor: float = 0.1
+  warmup_steps: int = 0  # schedule='cosine'
 
 
 def decay_mask(params: Any, decay_biases: bool) -> Any:
@@ -37,7 +57,7 @@ def decay_mask(params: Any, decay_biases: bool) -> Any:
   return jax.tree_util.tree_map_with_path(leaf_decays, params)
 
 
-def learning_rate_schedule(config, num_train_steps: int) -> Callable[[jax.Array], jax.Array]:
+def learning_rate_schedule(config: OptimConfig, num_train_steps: int) -> Callable[[jax.Array], jax.Array]:
   """The base learning rate as a function of the step; `plateau` scales it further."""
   if config.schedule == 'plateau':
     return optax.constant_schedule(config.learning_rate)
@@ -60,7 +80,7 @@ def scale_by_plateau() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
-def create_optimizer(config, num_train_steps: int) -> optax.GradientTransformationExtraArgs:
+def create_optimizer(config: OptimConfig, num_train_steps: int) -> optax.GradientTransformationExtraArgs:
   """Section 5's SGD: call `update(grads, state, params, plateau_scale=s)`."""
   schedule = learning_rate_schedule(config, num_train_steps)
   return optax.chain(
@@ -72,7 +92,7 @@ def create_optimizer(config, num_train_steps: int) -> optax.GradientTransformati
   )
 
 
-def create_plateau(config) -> optax.GradientTransformationExtraArgs:
+def create_plateau(config: OptimConfig) -> optax.GradientTransformationExtraArgs:
   """Reduce-on-plateau on the validation error: at most `max_reductions` divisions by 1/factor."""
   # A hair below factor**n so float rounding of the repeated product cannot block the n-th step.
   min_scale = config.plateau_factor ** config.plateau_max_reductions * (1 - 1e-4)

@@ -1,16 +1,97 @@
-"""Checks a run's config before any work starts, so a bad field costs seconds, not a crash later.
+"""A run's config, checked once and turned into typed settings: the edge between the
+ml_collections ConfigDict that configs/ and the command line speak and the core, which takes
+dataclasses (`models.ModelConfig`, `optim.OptimConfig`, `pipeline.DataConfig`,
+`sharding.MeshConfig`, `LoopConfig`).
 
-Every problem becomes a ConfigError whose message names the field and a value that works.
-Placement (mesh, strategy, batch divisibility) is checked by `sharding`, datasets by
-`input_pipeline`.
+`from_config(config)` checks every field before any work starts, so a bad field costs seconds, not
+a crash later: every problem becomes a ConfigError whose message names the field and a value that
+works. Placement (mesh, strategy, batch divisibility against the devices) is checked by
+`sharding`, datasets by `data.pipeline`. It also reads the colour statistics file, once.
 """
 
+import dataclasses
+from typing import Any
+
+import ml_collections
 import numpy as np
 
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import sharding
 from alexnet_jax.data import colour
+from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """The training loop's schedule of steps, logs, evaluations and checkpoints."""
+
+  num_train_steps: int = -1  # > 0 overrides num_epochs
+  num_epochs: float = 90.0
+  log_every_steps: int = 100
+  eval_every_steps: int = -1  # -1: once per epoch
+  checkpoint_every_steps: int = 5000
+  keep_checkpoints: int = 3
+  profile_steps: int = 0
+  final_eval_crops: int = 1  # the last evaluation's crops: 1 or section 4.1's 10
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RunConfig:
+  """One training run, typed: what `train.train_and_evaluate` runs."""
+
+  model: models.ModelConfig
+  optim: optim.OptimConfig
+  data: pipeline.DataConfig
+  mesh: sharding.MeshConfig
+  loop: LoopConfig
+  hparams: dict[str, Any]  # the config's fields, flattened, for TensorBoard
+
+
+def from_config(config: ml_collections.ConfigDict) -> RunConfig:
+  """The typed settings of `config`; ConfigError for the first field that cannot work."""
+  validate(config)
+  aug = config.augment
+  mean, eigval, eigvec = colour.load_colour_statistics(config)
+  std = aug.std_rgb
+  augment = pipeline.AugmentConfig(
+      flip=bool(aug.flip), pca_std=float(aug.pca_std), mean=mean, eigval=eigval, eigvec=eigvec,
+      inv_std=None if std is None else 1.0 / np.asarray(std, np.float32))
+  data = pipeline.DataConfig(
+      **{f.name: config[f.name] for f in dataclasses.fields(pipeline.DataConfig)
+         if f.name not in ('augment', 'manual_dir', 'eval_crops')},
+      manual_dir=config.get('manual_dir'), eval_crops=config.get('eval_crops', 1),
+      augment=augment)
+  loop = LoopConfig(**{f.name: config.get(f.name, f.default)
+                       for f in dataclasses.fields(LoopConfig)})
+  return RunConfig(
+      model=model_config(config),
+      optim=optim.OptimConfig(**{**config.optim.to_dict(),
+                                 'step_boundaries': tuple(config.optim.step_boundaries)}),
+      data=data,
+      mesh=sharding.MeshConfig(config.strategy, config.mesh.data, config.mesh.model),
+      loop=loop,
+      hparams=flatten(config.to_dict()))
+
+
+def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
+  fields = config.model.to_dict()
+  lrn = models.LRNConfig(**fields.pop('lrn'))
+  return models.ModelConfig(**fields, lrn=lrn)
+
+
+def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  """Nested dicts as one level of dotted names; values TensorBoard cannot show become strings."""
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, dict):
+      flat.update(flatten(value, name + '.'))
+    else:
+      flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return flat
 
 
 def _positive(config, *fields: str, allow_minus_one: tuple[str, ...] = ()) -> None:
@@ -31,7 +112,7 @@ def _vector(config, field: str, shape: tuple[int, ...]) -> None:
                       f'{" (a 3x3 matrix)" if len(shape) == 2 else ""}; see configs/alexnet.py.')
 
 
-def validate(config) -> None:
+def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first field that cannot work; normalises `augment.std_rgb`."""
   _positive(config, 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
             'batch_size', 'eval_batch_size', 'image_size', 'resize_size', 'model.lrn.size')
@@ -57,11 +138,11 @@ def validate(config) -> None:
       raise ConfigError(f'augment.std_rgb={config.augment.std_rgb} must be positive.')
   if config.augment.pca_std < 0:
     raise ConfigError(f'augment.pca_std={config.augment.pca_std} cannot be negative (0: off).')
-  # augment.mean and augment.stats_file: the file exists, holds statistics, matches resize_size.
-  colour.load_colour_statistics(config)
-  if config.get('eval_crops', 1) not in (1, 10):
-    raise ConfigError(f'eval_crops={config.eval_crops} must be 1 (the centre crop) or 10 (the four '
-                      'corner and centre patches and their reflections, section 4.1).')
+  # augment.mean and augment.stats_file are checked where from_config reads the file.
+  for field in ('eval_crops', 'final_eval_crops'):
+    if config.get(field, 1) not in (1, 10):
+      raise ConfigError(f'{field}={config[field]} must be 1 (the centre crop) or 10 (the four '
+                        'corner and centre patches and their reflections, section 4.1).')
 
   o = config.optim
   if o.schedule not in optim.SCHEDULES:
@@ -78,9 +159,8 @@ def validate(config) -> None:
                       'negative.')
 
   try:
-    models.validate(models.ModelConfig(**{**config.model.to_dict(), 'lrn': models.LRNConfig(
-        **config.model.lrn.to_dict())}))
-  except ValueError as e:
+    models.validate(model_config(config))
+  except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
   if config.image_size < models.min_image_size(config.model.pool):
     raise ConfigError(f'image_size={config.image_size} is too small for AlexNet\'s five layers '

@@ -69,10 +69,20 @@ def initialize_processes(coordinator_address: str | None = None, num_processes: 
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
 
-def mesh_shape(config, device_count: int) -> tuple[int, int]:
-  """(data, model) sizes from the config, with -1 inferred; ConfigError if they do not fit."""
-  data, model = config.mesh.data, config.mesh.model
-  strategy = config.strategy
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """The strategy and the mesh's axis sizes (-1: inferred, see `mesh_shape`)."""
+
+  strategy: str = 'data'
+  data: int = -1
+  model: int = -1
+
+
+def mesh_shape(mesh: MeshConfig, towers: int, device_count: int) -> tuple[int, int]:
+  """(data, model) sizes, with -1 inferred; ConfigError if they do not fit the devices or the
+  model's `towers`."""
+  data, model = mesh.data, mesh.model
+  strategy = mesh.strategy
   if strategy not in STRATEGIES:
     raise ConfigError(f'strategy={strategy!r} is not supported; choose one of {STRATEGIES}.')
   if strategy == 'towers' and device_count % 2:
@@ -101,9 +111,9 @@ def mesh_shape(config, device_count: int) -> tuple[int, int]:
     if model != 2:
       raise ConfigError(f'strategy=towers puts one of the paper\'s two towers on each device of '
                         f'the model axis, so mesh.model must be 2, not {model}.')
-    if config.model.towers != 2:
+    if towers != 2:
       raise ConfigError('strategy=towers needs the two-tower model; this config has '
-                        f'model.towers={config.model.towers}. Use --config.strategy=data.')
+                        f'model.towers={towers}. Use --config.strategy=data.')
   return data, model
 
 
@@ -115,12 +125,13 @@ class Layout:
   mesh: jax.sharding.Mesh
 
   @classmethod
-  def from_config(cls, config, devices=None) -> 'Layout':
+  def create(cls, mesh: MeshConfig, towers: int = 2, devices=None) -> 'Layout':
+    """`mesh` on `devices` (default: all) for a model of `towers` towers."""
     devices = jax.devices() if devices is None else devices
-    data, model = mesh_shape(config, len(devices))
-    mesh = jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS),
-                         axis_types=(jax.sharding.AxisType.Explicit,) * 2, devices=devices)
-    return cls(config.strategy, mesh)
+    data, model = mesh_shape(mesh, towers, len(devices))
+    jax_mesh = jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS),
+                             axis_types=(jax.sharding.AxisType.Explicit,) * 2, devices=devices)
+    return cls(mesh.strategy, jax_mesh)
 
   @property
   def data_size(self) -> int:
@@ -134,9 +145,9 @@ class Layout:
       return {'tower_axis': None, 'batch_axis': DATA_AXIS, 'fc_axis': DATA_AXIS}
     return {'tower_axis': None, 'batch_axis': None, 'fc_axis': None}
 
-  def check_batch_sizes(self, config) -> None:
-    for field in ('batch_size', 'eval_batch_size'):
-      size = config[field]
+  def check_batch_sizes(self, **sizes: int) -> None:
+    """ConfigError unless every size (e.g. batch_size=128) splits over the data axis."""
+    for field, size in sizes.items():
       if size <= 0 or size % self.data_size or size % jax.process_count():
         raise ConfigError(
             f'{field}={size} does not split evenly over the {self.data_size} devices of the data '

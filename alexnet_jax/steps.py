@@ -62,21 +62,17 @@ class TrainMetrics(metrics.Collection):
   grad_norm: metrics.Average.from_output('grad_norm')
 
 
-def model_config(config) -> models.ModelConfig:
-  fields = config.model.to_dict()
-  lrn = models.LRNConfig(**fields.pop('lrn'))
-  return models.ModelConfig(**fields, lrn=lrn)
+def create_model(model: models.ModelConfig, image_size: int, seed: int, **axes) -> models.AlexNet:
+  """The network of `model`; `axes` (tower_axis, batch_axis, fc_axis) come from sharding.Layout."""
+  return models.AlexNet(dataclasses.replace(model, **axes), image_size,
+                        rngs=nnx.Rngs(params=seed))
 
 
-def create_model(config, seed: int | None = None, **axes) -> models.AlexNet:
-  """The model of `config`; `axes` (tower_axis, batch_axis) come from sharding.Layout."""
-  seed = config.seed if seed is None else seed
-  model_cfg = dataclasses.replace(model_config(config), **axes)
-  return models.AlexNet(model_cfg, config.image_size, rngs=nnx.Rngs(params=seed))
-
-
-def create_train_state(config, model: models.AlexNet, tx: optax.GradientTransformation,
-                       plateau: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation,
+                       plateau: optax.GradientTransformation, seed: int
+                       ) -> tuple[nnx.GraphDef, TrainState]:
+  """The train state of `model`; dropout draws from a key of `seed + 1` (the weights used
+  `seed`)."""
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params = nnx.to_pure_dict(params)
   state = TrainState(
@@ -85,7 +81,7 @@ def create_train_state(config, model: models.AlexNet, tx: optax.GradientTransfor
       batch_stats=nnx.to_pure_dict(rest),
       opt_state=tx.init(params),
       plateau=plateau.init(None),
-      rng=jax.random.key_data(jax.random.key(config.seed + 1)))
+      rng=jax.random.key_data(jax.random.key(seed + 1)))
   return graphdef, state
 
 

@@ -7,6 +7,7 @@ back between logs.
 """
 
 import contextlib
+import dataclasses
 import functools
 import math
 import os
@@ -28,27 +29,28 @@ from alexnet_jax.errors import ConfigError
 
 
 
-def num_train_steps(config, info: pipeline.DatasetInfo) -> int:
-  if config.num_train_steps > 0:
-    return config.num_train_steps
-  return math.ceil(config.num_epochs * info.num_train_examples / config.batch_size)
+def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.DatasetInfo
+                    ) -> int:
+  if loop.num_train_steps > 0:
+    return loop.num_train_steps
+  return math.ceil(loop.num_epochs * info.num_train_examples / batch_size)
 
 
 
-def evaluate(config, state: steps.TrainState, eval_fn: Callable, layout: sharding.Layout
-             ) -> dict[str, float]:
+def evaluate(data: pipeline.DataConfig, state: steps.TrainState, eval_fn: Callable,
+             layout: sharding.Layout) -> dict[str, float]:
   """Loss and top-1/top-5 error over every example of the evaluation split.
 
   With `eval_crops=10` they are those of section 4.1's ten-patch test, and `center_*` those of
   its centre patch alone, from the same forward pass.
   """
   total = None
-  for batch in pipeline.eval_batches(config, jax.process_index(), jax.process_count()):
+  for batch in pipeline.eval_batches(data, jax.process_index(), jax.process_count()):
     batch_metrics = eval_fn(state, layout.global_batch(batch))
     total = batch_metrics if total is None else total.merge(batch_metrics)
-  logging.info('Evaluated %d examples of %s: %s.', int(total.loss.count), config.eval_split,
+  logging.info('Evaluated %d examples of %s: %s.', int(total.loss.count), data.eval_split,
                'the softmax averaged over 10 patches (section 4.1); center_*: the centre patch'
-               if config.get('eval_crops', 1) == 10 else 'the centre crop')
+               if data.eval_crops == 10 else 'the centre crop')
   return {k: float(v) for k, v in total.compute().items()}
 
 
@@ -71,33 +73,38 @@ def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
     yield train_iter.get_state(), batch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=None,
+def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, workdir: str,
+                       devices=None,
                        step_callback: Callable[[int, steps.TrainState], None] | None = None
                        ) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains, evaluates, logs and checkpoints in `workdir`; resumes from its latest checkpoint.
 
-  `devices` (default: all) are the devices the mesh spans. `step_callback(step, state)`, if given,
-  runs on the host after each step is dispatched (the loop benchmark times the loop with it).
-  Returns the final train state and the final evaluation metrics.
+  `config` is a run's ConfigDict (checked and typed here, by `settings.from_config`) or an
+  already typed `settings.RunConfig`. `devices` (default: all) are the devices the mesh spans.
+  `step_callback(step, state)`, if given, runs on the host after each step is dispatched (the loop
+  benchmark times the loop with it). Returns the final train state and the final evaluation
+  metrics (at `final_eval_crops`).
   """
-  settings.validate(config)
+  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
+  data, loop = run.data, run.loop
   _check_workdir(workdir)
-  layout = sharding.Layout.from_config(config, devices)
-  layout.check_batch_sizes(config)
-  info = pipeline.get_info(config)
-  if info.num_classes != config.model.num_classes:
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  layout.check_batch_sizes(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size)
+  info = pipeline.get_info(data)
+  if info.num_classes != run.model.num_classes:
     raise ConfigError(
-        f'Dataset {config.dataset!r} has {info.num_classes} classes but model.num_classes='
-        f'{config.model.num_classes}. Set --config.model.num_classes={info.num_classes}.')
-  total_steps = num_train_steps(config, info)
-  steps_per_epoch = max(1, info.num_train_examples // config.batch_size)
-  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+        f'Dataset {data.dataset!r} has {info.num_classes} classes but model.num_classes='
+        f'{run.model.num_classes}. Set --config.model.num_classes={info.num_classes}.')
+  total_steps = num_train_steps(loop, data.batch_size, info)
+  steps_per_epoch = max(1, info.num_train_examples // data.batch_size)
+  eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
+  final_data = dataclasses.replace(data, eval_crops=loop.final_eval_crops)
 
-  model = steps.create_model(config, **layout.model_axes())
-  schedule = optim.learning_rate_schedule(config.optim, total_steps)
-  tx = optim.create_optimizer(config.optim, total_steps)
-  plateau = optim.create_plateau(config.optim)
-  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
+  schedule = optim.learning_rate_schedule(run.optim, total_steps)
+  tx = optim.create_optimizer(run.optim, total_steps)
+  plateau = optim.create_plateau(run.optim)
+  graphdef, state = steps.create_train_state(model, tx, plateau, loop.seed)
   del model
   state = layout.place_state(state)
 
@@ -109,8 +116,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
-  checkpointer = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  train_ds = pipeline.create_train_dataset(config, jax.process_index(), jax.process_count())
+  checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
+  train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
 
   if checkpointer.latest_step() is not None:
@@ -121,7 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
                  checkpointer.directory)
   else:
     parameter_overview.log_parameter_overview(state.params)
-    writer.write_hparams(_flatten(config.to_dict()))
+    writer.write_hparams(run.hparams)
   start_step = int(state.step)
 
   train_fn = steps.make_train_step(graphdef, tx, schedule, layout)
@@ -131,10 +138,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   if jax.process_index() == 0:
     report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
     hooks.append(report)
-    if config.profile_steps > 0:
+    if loop.profile_steps > 0:
       # Profile `profile_steps` steps once, right after the first (compiling) ones.
       hooks.append(periodic_actions.Profile(
-          num_profile_steps=config.profile_steps, profile_duration_ms=None, logdir=workdir,
+          num_profile_steps=loop.profile_steps, profile_duration_ms=None, logdir=workdir,
           first_profile=start_step + 2, every_secs=None))
 
   eval_metrics: dict[str, float] = {}
@@ -144,7 +151,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
   pending_finite: list[jax.Array] = []
   last_good_step = start_step
   stream = sharding.prefetch_to_devices(_data_stream(train_iter), layout,
-                                        config.prefetch_batches)
+                                        data.prefetch_batches)
 
   def check_finite(step: int) -> None:
     nonlocal last_good_step
@@ -171,7 +178,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         if step_callback is not None:
           step_callback(step, state)
 
-        if step % config.log_every_steps == 0 or step == total_steps:
+        if step % loop.log_every_steps == 0 or step == total_steps:
           check_finite(step)
           merged = functools.reduce(lambda a, b: a.merge(b), pending_metrics)
           writer.write_scalars(step, {f'train_{k}': v for k, v in merged.compute().items()})
@@ -180,30 +187,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, devices=
         if step % eval_every == 0 or step == total_steps:
           check_finite(step)
           with report.timed('eval') if report else contextlib.nullcontext():
-            eval_metrics = evaluate(config, state, eval_fn, layout)
-          if config.optim.schedule == 'plateau':
+            eval_metrics = evaluate(final_data if step == total_steps else data, state, eval_fn,
+                                    layout)
+          if run.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
 
-        if step % config.checkpoint_every_steps == 0 or step == total_steps:
+        if step % loop.checkpoint_every_steps == 0 or step == total_steps:
           check_finite(step)
           checkpointer.save(step, state, data_state)
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
-      eval_metrics = evaluate(config, state, eval_fn, layout)
+      eval_metrics = evaluate(final_data, state, eval_fn, layout)
       logging.info('The run in %s had already finished at step %d.', workdir, step)
       writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
   finally:
     checkpointer.wait()
     checkpointer.close()
   return state, eval_metrics
-
-
-def _flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(_flatten(value, name + '.'))
-    else:
-      flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-  return flat

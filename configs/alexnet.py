@@ -27,8 +27,12 @@ slow to start on 10 classes, see configs/quickstart.py), `:tiny` the smallest ru
 `variant=NAME` one of the paper's ablations (`common.VARIANTS`), e.g. `:variant=no_lrn`.
 """
 
+import dataclasses
+
 import ml_collections
 
+from alexnet_jax import models
+from alexnet_jax import optim
 from alexnet_jax.configs import common
 from alexnet_jax.data import augment
 
@@ -94,22 +98,11 @@ def paper() -> ml_collections.ConfigDict:
   c.augment.std_rgb = ml_collections.config_dict.placeholder(tuple)
 
   # --- Model (section 3) ---
-  c.model = ml_collections.ConfigDict()
-  c.model.num_classes = 1000
-  c.model.towers = 2  # 2: the two-GPU split of section 3.2; 1: one tower of the same width
-  c.model.norm = 'lrn'  # lrn | batchnorm | none (section 3.3 ablation)
-  c.model.activation = 'relu'  # relu | tanh (section 3.1, Figure 1)
-  c.model.pool = 'overlapping'  # overlapping (3x3 stride 2) | plain (2x2 stride 2), section 3.4
-  c.model.dropout_rate = 0.5  # fc6 and fc7 (section 4.2); 0 turns dropout off
-  c.model.dtype = 'float32'  # float32 | bfloat16 compute; parameters and LRN stay float32
-  c.model.init = 'paper'  # paper: N(0, .01), biases 1/0 (sec. 5) | caffe | he (see models.py)
-  c.model.width = 1.0  # channel multiplier for every layer; the paper is 1.0
-  c.model.lrn = ml_collections.ConfigDict()
-  c.model.lrn.size = 5  # n
-  c.model.lrn.k = 2.0
-  c.model.lrn.alpha = 1e-4
-  c.model.lrn.beta = 0.75
-  c.model.lrn.alpha_over_n = False  # True: alpha / n, as the released code, Caffe and PyTorch
+  # Every field, its meaning and the paper's value: models.ModelConfig (and LRNConfig), e.g.
+  # model.towers (2 | 1), model.norm (lrn | batchnorm | none), model.activation (relu | tanh),
+  # model.pool (overlapping | plain), model.dropout_rate, model.init (paper | caffe | he),
+  # model.width, model.dtype, model.lrn.{size, k, alpha, beta, alpha_over_n}.
+  c.model = from_dataclass(models.ModelConfig(), skip=('tower_axis', 'batch_axis', 'fc_axis'))
 
   # --- Devices (alexnet_jax/sharding.py) ---
   # data: data parallel | towers: one tower per device, as the paper's two GPUs | owt: conv layers
@@ -124,20 +117,10 @@ def paper() -> ml_collections.ConfigDict:
   c.eval_batch_size = 128  # the last evaluation batch is padded and masked: every example counts
   c.num_epochs = 90.0  # "roughly 90 cycles through the training set"
   c.num_train_steps = -1  # > 0 overrides num_epochs
-  c.optim = ml_collections.ConfigDict()
-  c.optim.learning_rate = 0.01
-  c.optim.momentum = 0.9
-  c.optim.weight_decay = 5e-4
-  c.optim.decay_biases = False  # cuda-convnet applied weight cost to weights only
-  c.optim.schedule = 'plateau'  # plateau (the paper) | step | cosine
-  c.optim.plateau_factor = 0.1  # "divide the learning rate by 10"
-  c.optim.plateau_patience = 5  # evaluations without improvement before a reduction (>= 1)
-  c.optim.plateau_cooldown = 0  # evaluations to wait after a reduction
-  c.optim.plateau_rtol = 1e-3  # relative improvement of the error that counts as progress
-  c.optim.plateau_max_reductions = 3  # "reduced three times prior to termination"
-  c.optim.step_boundaries = (0.33, 0.67, 0.9)  # for schedule='step', fractions of the run
-  c.optim.step_factor = 0.1
-  c.optim.warmup_steps = 0  # for schedule='cosine'
+  # Every field, its meaning and the paper's value (section 5): optim.OptimConfig, e.g.
+  # optim.learning_rate, momentum, weight_decay, decay_biases, schedule (plateau | step | cosine),
+  # plateau_{factor, patience, cooldown, rtol, max_reductions}, step_boundaries, warmup_steps.
+  c.optim = from_dataclass(optim.OptimConfig())
 
   # --- Loop ---
   c.seed = 0
@@ -147,3 +130,10 @@ def paper() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.profile_steps = 5  # clu Profile: trace this many steps once, early in the run (0: off)
   return c
+
+
+def from_dataclass(value, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """A ConfigDict of a settings dataclass's fields (nested ones too): one source of the values."""
+  fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in skip}
+  return ml_collections.ConfigDict({
+      k: from_dataclass(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()})

@@ -19,7 +19,7 @@ def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(records, 
                                                                        image_size):
   config = pb.pipeline_config(resize_size, image_size, threads=1, batch_size=3)
   aug = config.augment
-  eigval, eigvec = np.asarray(aug.pca_eigval), np.asarray(aug.pca_eigvec)
+  eigval, eigvec = np.asarray(aug.eigval), np.asarray(aug.eigvec)
   draws = [(0, 0, False, np.zeros(3)),  # the deterministic case: corner crop, no flip, no noise
            (resize_size - image_size, 3, True, np.array([0.1, -0.2, 0.05])),
            (5, resize_size - image_size, True, np.array([-0.3, 0.0, 0.2]))]

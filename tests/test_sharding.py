@@ -1,11 +1,11 @@
 """Strategies on 8 simulated CPU devices against one device: same numbers, right placement."""
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 
 from alexnet_jax import optim
+from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -14,8 +14,7 @@ from alexnet_jax.configs import alexnet
 
 
 def mesh_config(strategy='data', data=-1, model=-1, towers=2):
-  return ml_collections.ConfigDict(dict(strategy=strategy, mesh=dict(data=data, model=model),
-                                        model=dict(towers=towers)))
+  return sharding.MeshConfig(strategy, data, model), towers
 
 
 @pytest.mark.parametrize('strategy,data,model,devices,want', [
@@ -24,7 +23,7 @@ def mesh_config(strategy='data', data=-1, model=-1, towers=2):
     ('owt', -1, -1, 8, (8, 1)),
 ])
 def test_mesh_shapes(strategy, data, model, devices, want):
-  assert sharding.mesh_shape(mesh_config(strategy, data, model), devices) == want
+  assert sharding.mesh_shape(*mesh_config(strategy, data, model), devices) == want
 
 
 @pytest.mark.parametrize('config,devices,phrase', [
@@ -39,7 +38,7 @@ def test_mesh_shapes(strategy, data, model, devices, want):
 ])
 def test_bad_meshes_are_explained(config, devices, phrase):
   with pytest.raises(ConfigError, match=phrase):
-    sharding.mesh_shape(config, devices)
+    sharding.mesh_shape(*config, devices)
 
 
 def small_config(strategy, norm='lrn'):
@@ -59,13 +58,14 @@ BATCH = {'image': np.random.default_rng(0).normal(0, 50, (16, 67, 67, 3)).astype
 
 def run_steps(config, devices, n=3):
   """n train steps (dropout on) on a fixed batch, then an evaluation of the same batch."""
-  layout = sharding.Layout.from_config(config, devices)
-  model = steps.create_model(config, **layout.model_axes())
-  tx, plateau = optim.create_optimizer(config.optim, 10), optim.create_plateau(config.optim)
-  graphdef, state = steps.create_train_state(config, model, tx, plateau)
+  run = settings.from_config(config)
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  model = steps.create_model(run.model, run.data.image_size, run.loop.seed, **layout.model_axes())
+  tx, plateau = optim.create_optimizer(run.optim, 10), optim.create_plateau(run.optim)
+  graphdef, state = steps.create_train_state(model, tx, plateau, run.loop.seed)
   state = layout.place_state(state)
   params0 = jax.device_get(state.params)
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, 10),
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, 10),
                                    layout)
   losses, first_update = [], None
   for i in range(n):
@@ -142,7 +142,7 @@ def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, t
 
 def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches(one_device):
   import time
-  layout = sharding.Layout.from_config(mesh_config(), one_device)
+  layout = sharding.Layout.create(sharding.MeshConfig(), devices=one_device)
 
   def slow_batches(n, fail_at=None):
     for i in range(n):

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from alexnet_jax import optim
+from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax.configs import alexnet
@@ -37,13 +38,15 @@ def test_error_rates_match_a_naive_ranking():
     assert top5[i] == (rank >= 5)
 
 
-def _setup(config):
-  model = steps.create_model(config)
+def _setup(config, layout=None):
+  run = settings.from_config(config)
+  axes = layout.model_axes() if layout is not None else {}
+  model = steps.create_model(run.model, run.data.image_size, run.loop.seed, **axes)
   total = 10
-  tx = optim.create_optimizer(config.optim, total)
-  plateau = optim.create_plateau(config.optim)
-  graphdef, state = steps.create_train_state(config, model, tx, plateau)
-  return model, graphdef, state, tx, optim.learning_rate_schedule(config.optim, total)
+  tx = optim.create_optimizer(run.optim, total)
+  plateau = optim.create_plateau(run.optim)
+  graphdef, state = steps.create_train_state(model, tx, plateau, run.loop.seed)
+  return model, graphdef, state, tx, optim.learning_rate_schedule(run.optim, total)
 
 
 def _batch(n, size, seed=0):
@@ -176,10 +179,8 @@ def test_ten_crop_eval_on_8_devices_equals_one_device(strategy):
   config, _, graphdef, state, batch = _ten_crop_setup()
   reference = steps.make_eval_step(graphdef)(state, batch).compute()
   config.strategy = strategy
-  layout = sharding.Layout.from_config(config, jax.devices())
-  model = steps.create_model(config, **layout.model_axes())
-  graphdef, spread_state = steps.create_train_state(config, model, optim.create_optimizer(
-      config.optim, 10), optim.create_plateau(config.optim))
+  layout = sharding.Layout.create(sharding.MeshConfig(strategy), devices=jax.devices())
+  _, graphdef, spread_state, _, _ = _setup(config, layout)
   spread = steps.make_eval_step(graphdef, layout)(layout.place_state(spread_state),
                                                   layout.global_batch(batch)).compute()
   assert len(jax.devices()) == 8

@@ -1,5 +1,6 @@
 """The training loop end to end on the built-in dataset: resumption, divergence, evaluation."""
 
+import dataclasses
 import os
 
 import jax
@@ -9,6 +10,9 @@ import tensorflow_datasets as tfds
 
 from alexnet_jax.data import augment
 from alexnet_jax import checkpointing
+from alexnet_jax import optim
+from alexnet_jax import settings
+from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
 
@@ -50,25 +54,25 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_d
 
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=3)
   assert checkpointer.latest_step() == 3
-  _, graphdef_state = steps.create_train_state(config, steps.create_model(config),
-                                               *_optimisers(config))
-  restored, _ = checkpointer.restore(checkpointing.abstract_like(graphdef_state))
+  _, _, _, state, _ = _setup(config, one_device)
+  restored, _ = checkpointer.restore(checkpointing.abstract_like(state))
   assert all(np.all(np.isfinite(x)) for x in _leaves(restored.params))
 
 
-def _optimisers(config):
-  from alexnet_jax import optim
-  return optim.create_optimizer(config.optim, 6), optim.create_plateau(config.optim)
+def _setup(config, devices):
+  """(typed run, model, graphdef, placed train state, layout) of `config`, as train builds them."""
+  run = settings.from_config(config)
+  model = steps.create_model(run.model, run.data.image_size, run.loop.seed)
+  tx, plateau = optim.create_optimizer(run.optim, 6), optim.create_plateau(run.optim)
+  graphdef, state = steps.create_train_state(model, tx, plateau, run.loop.seed)
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  return run, model, graphdef, layout.place_state(state), layout
 
 
 def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_config):
   config = tiny_config()  # 160 validation examples in batches of 64: 64, 64, 32+pad
-  model = steps.create_model(config)
-  tx, plateau = _optimisers(config)
-  graphdef, state = steps.create_train_state(config, model, tx, plateau)
-  from alexnet_jax import sharding
-  layout = sharding.Layout.from_config(config, one_device)
-  metrics = train.evaluate(config, layout.place_state(state), steps.make_eval_step(graphdef), layout)
+  run, model, graphdef, state, layout = _setup(config, one_device)
+  metrics = train.evaluate(run.data, state, steps.make_eval_step(graphdef), layout)
 
   # Second code path: read the split directly and run the model on all of it at once.
   source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)
@@ -88,15 +92,10 @@ def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_co
 def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_device, tiny_config):
   config = tiny_config()  # resize 76, crops 67: the corners differ from the centre
   config.eval_crops = 10
-  model = steps.create_model(config)
-  tx, plateau = _optimisers(config)
-  graphdef, state = steps.create_train_state(config, model, tx, plateau)
-  from alexnet_jax import sharding
-  layout = sharding.Layout.from_config(config, one_device)
-  state = layout.place_state(state)
-  metrics = train.evaluate(config, state, steps.make_eval_step(graphdef), layout)
-  config.eval_crops = 1
-  centre_only = train.evaluate(config, state, steps.make_eval_step(graphdef), layout)
+  run, model, graphdef, state, layout = _setup(config, one_device)
+  metrics = train.evaluate(run.data, state, steps.make_eval_step(graphdef), layout)
+  centre_only = train.evaluate(dataclasses.replace(run.data, eval_crops=1), state,
+                               steps.make_eval_step(graphdef), layout)
 
   # Second code path: every validation image resized by PIL, its ten patches cut by slicing.
   from PIL import Image
@@ -131,3 +130,19 @@ def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_devic
     np.testing.assert_allclose(metrics[f'center_{name}'], centre[name], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(centre_only[name], centre[name], rtol=1e-4, atol=1e-6)
   assert abs(want['loss'] - centre['loss']) > 1e-3  # the ten patches do change the prediction
+
+
+def test_the_final_evaluation_uses_final_eval_crops(tmp_path, one_device, tiny_config):
+  """The paper's recipe ends with section 4.1's ten-patch test; earlier evaluations (which drive
+  the plateau schedule) stay centre crops. A resumed finished run reports the same final test."""
+  config = tiny_config()
+  config.final_eval_crops = 10
+  workdir = str(tmp_path / 'run')
+  _, final = train.train_and_evaluate(config, workdir, one_device)
+  assert {'center_top1_error', 'center_loss'} <= set(final)  # only the ten-patch test has them
+  _, again = train.train_and_evaluate(config, workdir, one_device)
+  assert again == final
+  config.final_eval_crops = 1
+  _, centre = train.train_and_evaluate(config, workdir, one_device)
+  assert 'center_top1_error' not in centre
+  np.testing.assert_allclose(centre['top1_error'], final['center_top1_error'], atol=1e-6)

@@ -47,14 +47,51 @@ import tensorflow_datasets as tfds
 
 from alexnet_jax.data import augment
 from alexnet_jax.data import datasets
-from alexnet_jax.data import colour
 from alexnet_jax.errors import ConfigError
 
 IMAGE_KEY = 'image'
 LABEL_KEY = 'label'
 
 
-def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
+@dataclasses.dataclass(frozen=True, eq=False)
+class AugmentConfig:
+  """Section 4.1's augmentation and section 2's mean, with the colour statistics resolved: the
+  config's constants, or the training set's own from `augment.stats_file` (`colour`)."""
+
+  flip: bool = True
+  pca_std: float = 0.1
+  mean: np.ndarray = dataclasses.field(  # (3,), or the (resize, resize, 3) mean image
+      default_factory=lambda: np.asarray(augment.IMAGENET_MEAN_RGB, np.float32))
+  eigval: np.ndarray = dataclasses.field(
+      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVAL, np.float32))
+  eigvec: np.ndarray = dataclasses.field(  # columns are the eigenvectors
+      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVEC, np.float32))
+  inv_std: np.ndarray | None = None  # 1 / augment.std_rgb; None: the paper's raw 0..255 scale
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DataConfig:
+  """Everything the input pipeline reads, typed; `settings.from_config` makes it from a run's
+  config (the fields keep the config's names)."""
+
+  dataset: str
+  data_dir: str | None = None
+  manual_dir: str | None = None
+  train_split: str = 'train'
+  eval_split: str = 'validation'
+  resize_size: int = 256
+  image_size: int = 224
+  eval_crops: int = 1
+  batch_size: int = 128
+  eval_batch_size: int = 128
+  data_workers: int = 0
+  data_threads: int = 2
+  prefetch_batches: int = 2
+  seed: int = 0
+  augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+
+
+def _dataset_or_error(config: DataConfig) -> tfds.core.DatasetBuilder:
   """The prepared TFDS builder for `config.dataset`, or a ConfigError saying how to get it."""
   name = config.dataset
   try:
@@ -73,7 +110,7 @@ def _dataset_or_error(config) -> tfds.core.DatasetBuilder:
     datasets.ensure_prepared(name, config.data_dir)
     return tfds.builder(name, data_dir=config.data_dir)
   if name.split('/')[0] == 'imagenet2012':
-    manual = config.get('manual_dir') or f'{builder.data_dir_root}/downloads/manual'
+    manual = config.manual_dir or f'{builder.data_dir_root}/downloads/manual'
     raise ConfigError(
         f'ImageNet is not prepared in {builder.data_dir_root}. TFDS cannot download it: get '
         'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org, put them in '
@@ -93,7 +130,7 @@ class DatasetInfo:
   num_eval_examples: int
 
 
-def get_info(config) -> DatasetInfo:
+def get_info(config: DataConfig) -> DatasetInfo:
   builder = _dataset_or_error(config)
   splits = builder.info.splits
   for split in (config.train_split, config.eval_split):
@@ -175,7 +212,7 @@ class DecodingSource:
     self.__dict__.update(state, _lock=threading.Lock())
 
 
-def decoding_source(config, split: str) -> DecodingSource:
+def decoding_source(config: DataConfig, split: str) -> DecodingSource:
   """Random access to a split, images decoded by `DecodingSource`; call `get_info` first.
 
   The training split is decoded at the smallest DCT scale covering resize_size (see
@@ -186,24 +223,17 @@ def decoding_source(config, split: str) -> DecodingSource:
   return DecodingSource(records, config.resize_size if split == config.train_split else 0)
 
 
-def _inverse_std(config) -> np.ndarray | None:
-  """1 / augment.std_rgb, or None for the paper's mean subtraction alone."""
-  std = config.augment.get('std_rgb')
-  return None if std is None else (1.0 / np.asarray(std, np.float32))
-
-
 class TrainTransform(grain.transforms.RandomMap):
   """Section 4.1: random crop, horizontal flip, PCA colour noise, mean subtraction."""
 
-  def __init__(self, config):
+  def __init__(self, config: DataConfig):
     aug = config.augment
-    # The config's constants, or the training set's own (augment.stats_file); the mean is (3,),
-    # or section 2's mean image, which train_transform cuts with each crop's window.
-    mean, eigval, eigvec = colour.load_colour_statistics(config)
+    # The mean is (3,), or section 2's mean image, which train_transform cuts with each crop's
+    # window.
     self.kwargs = dict(
-        image_size=config.image_size, resize_size=config.resize_size, eigval=eigval,
-        eigvec=eigvec, pca_std=float(aug.pca_std), mean=mean, flip=aug.flip)
-    self.inv_std = _inverse_std(config)
+        image_size=config.image_size, resize_size=config.resize_size, eigval=aug.eigval,
+        eigvec=aug.eigvec, pca_std=float(aug.pca_std), mean=aug.mean, flip=aug.flip)
+    self.inv_std = aug.inv_std
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """Draws this example's crop, reflection and colour shift; `TrainBatch` applies them.
@@ -291,13 +321,13 @@ class EvalTransform(grain.transforms.Map):
   """Evaluation view of section 4.1, mean subtracted: the centre crop (image_size^2 x 3), or
   with `eval_crops=10` the ten patches of the paper's test (10 x image_size^2 x 3)."""
 
-  def __init__(self, config):
-    mean, _, _ = colour.load_colour_statistics(config)
-    self.ten_crops = config.get('eval_crops', 1) == 10
+  def __init__(self, config: DataConfig):
+    mean = config.augment.mean
+    self.ten_crops = config.eval_crops == 10
     if self.ten_crops and mean.ndim == 3 and mean.shape[0] == config.resize_size:
       mean = augment.ten_crop(mean, config.image_size)  # cut the mean image once, not per image
     self.kwargs = dict(image_size=config.image_size, resize_size=config.resize_size, mean=mean)
-    self.inv_std = _inverse_std(config)
+    self.inv_std = config.augment.inv_std
 
   def map(self, element: dict[str, Any]) -> dict[str, Any]:
     transform = augment.ten_crop_transform if self.ten_crops else augment.eval_transform
@@ -307,7 +337,7 @@ class EvalTransform(grain.transforms.Map):
     return {'image': image, 'label': np.int32(element[LABEL_KEY]), 'mask': np.float32(1.0)}
 
 
-def _read_options(config) -> grain.ReadOptions:
+def _read_options(config: DataConfig) -> grain.ReadOptions:
   """`data_threads` threads, each making whole batches; `prefetch_batches` batches ready ahead.
 
   The datasets batch before `to_iter_dataset`, so grain's buffer counts batches (at least one per
@@ -375,13 +405,13 @@ class _TrainExamples:
     self.__init__(**state)
 
 
-def create_train_dataset(config, process_index: int = 0, process_count: int = 1
+def create_train_dataset(config: DataConfig, process_index: int = 0, process_count: int = 1
                          ) -> grain.IterDataset:
   """The endless stream of this process' training batches, as a checkpointable grain dataset."""
   return train_dataset(decoding_source(config, config.train_split), config, process_index, process_count)
 
 
-def train_dataset(source: Sequence[dict[str, Any]], config, process_index: int = 0,
+def train_dataset(source: Sequence[dict[str, Any]], config: DataConfig, process_index: int = 0,
                   process_count: int = 1) -> grain.IterDataset:
   """`create_train_dataset` over any random-access `source` of examples with decoded images
   (a `DecodingSource`); the benchmark and the tests pass their own."""
@@ -399,7 +429,7 @@ def train_dataset(source: Sequence[dict[str, Any]], config, process_index: int =
   return it
 
 
-def eval_batches(config, process_index: int = 0, process_count: int = 1
+def eval_batches(config: DataConfig, process_index: int = 0, process_count: int = 1
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the evaluation split in fixed-size batches, the last padded and masked.
 
@@ -414,7 +444,7 @@ def eval_batches(config, process_index: int = 0, process_count: int = 1
   it = iter(ds.to_iter_dataset(_read_options(config)))
   for _ in range(num_batches):
     batch = next(it, None)
-    yield pad_batch(batch, per_process, config.image_size, config.get('eval_crops', 1))
+    yield pad_batch(batch, per_process, config.image_size, config.eval_crops)
 
 
 def pad_batch(batch: dict[str, np.ndarray] | None, size: int, image_size: int, crops: int = 1

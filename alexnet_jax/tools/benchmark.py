@@ -78,25 +78,8 @@ CHECK_BATCH = 4
 FLOP_CONVENTION = ('model FLOPs = 3 (forward + backward) x 2 (FLOPs per multiply-add) x counted '
                    'multiply-adds of the conv and fc layers (count_macs) x batch')
 # Dense bfloat16 tensor-core peaks from the vendor's data sheets (SXM parts), for reference only.
+PAPER_OPTIM = optim.OptimConfig()  # section 5: lr 0.01, momentum 0.9, weight decay 5e-4
 VENDOR_BF16_PEAK = {'H100': 989.4e12, 'H200': 989.4e12, 'A100': 312e12}
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimSettings:
-  """configs/alexnet.py's `optim` (section 5), without ml_collections (the GPU lacks it)."""
-  learning_rate: float = 0.01
-  momentum: float = 0.9
-  weight_decay: float = 5e-4
-  decay_biases: bool = False
-  schedule: str = 'plateau'
-  plateau_factor: float = 0.1
-  plateau_patience: int = 5
-  plateau_cooldown: int = 0
-  plateau_rtol: float = 1e-3
-  plateau_max_reductions: int = 3
-  step_boundaries: tuple = (0.33, 0.67, 0.9)
-  step_factor: float = 0.1
-  warmup_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,12 +220,6 @@ def _model_config(settings: Settings, dtype: str, dropout_rate: float = 0.5,
                             dropout_rate=dropout_rate, **axes)
 
 
-def _config_view(strategy: str, towers: int):
-  """The few config fields `sharding.Layout.from_config` reads, without ml_collections."""
-  ns = lambda **kw: type('Config', (), kw)
-  return ns(strategy=strategy, mesh=ns(data=-1, model=-1), model=ns(towers=towers))
-
-
 def synthetic_batch(batch: int, image_size: int, num_classes: int, seed: int = 0
                     ) -> dict[str, np.ndarray]:
   """Pixels uniform in [-128, 128) (mean-subtracted 0..255 as in section 2), random labels."""
@@ -279,10 +256,9 @@ def model_with_params(model_cfg: models.ModelConfig, image_size: int, params: di
 def _jax_state(model_cfg, image_size, params, layout, seed):
   """A TrainState holding `params` (the shared weights) and the jitted step, as the trainer's."""
   model = model_with_params(model_cfg, image_size, params)
-  opt_cfg = OptimSettings()
+  opt_cfg = optim.OptimConfig()  # section 5, as configs/alexnet.py
   tx = optim.create_optimizer(opt_cfg, 1)
-  graphdef, state = steps.create_train_state(type('Config', (), {'seed': seed}), model, tx,
-                                             optim.create_plateau(opt_cfg))
+  graphdef, state = steps.create_train_state(model, tx, optim.create_plateau(opt_cfg), seed)
   if layout is not None:
     state = layout.place_state(state)
   fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(opt_cfg, 1), layout)
@@ -292,7 +268,7 @@ def _jax_state(model_cfg, image_size, params, layout, seed):
 def jax_runner(settings: Settings, image_size: int, batch: int, dtype: str, strategy: str,
                params: dict, data: dict, devices) -> Runner:
   """Our train step under `strategy`; ConfigError (a skip reason) if the devices do not fit."""
-  layout = sharding.Layout.from_config(_config_view(strategy, 2), devices)
+  layout = sharding.Layout.create(sharding.MeshConfig(strategy), towers=2, devices=devices)
   if strategy == 'owt' and layout.data_size < 2:
     # With all fc units on one device, models._dropout's per-tower slicing fails; and owt on one
     # device is data parallelism anyway.
@@ -355,8 +331,8 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
   torch_reference.load_params(net, params)
   memory_format = torch.channels_last if channels_last else torch.preserve_format
   net = net.to(device, memory_format=memory_format)
-  opt = torch_reference.make_optimizer(net, OptimSettings.learning_rate, OptimSettings.momentum,
-                                       OptimSettings.weight_decay)
+  opt = torch_reference.make_optimizer(net, PAPER_OPTIM.learning_rate,
+                                       PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay)
   images = torch_reference.to_nchw(data['image'], device, channels_last)
   labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
   model = torch.compile(net) if mode == 'compile' else net
@@ -473,8 +449,8 @@ def check_same_step(settings: Settings, image_size: int, params: dict, data: dic
     net = torch_reference.build(cfg, image_size)
     torch_reference.load_params(net, params)
     net = net.to(device)
-    opt = torch_reference.make_optimizer(net, OptimSettings.learning_rate, OptimSettings.momentum,
-                                         OptimSettings.weight_decay)
+    opt = torch_reference.make_optimizer(net, PAPER_OPTIM.learning_rate,
+                                         PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay)
     labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
     loss_torch = float(torch_reference.train_step(
         net, opt, torch_reference.to_nchw(data['image'], device), labels))

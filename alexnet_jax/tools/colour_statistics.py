@@ -21,7 +21,9 @@ from absl import logging
 import grain
 import numpy as np
 
+from alexnet_jax import configs
 from alexnet_jax import runtime
+from alexnet_jax import settings
 from alexnet_jax.data import augment
 from alexnet_jax.data import colour
 from alexnet_jax.data import pipeline
@@ -37,7 +39,7 @@ def subsample(num_examples: int, max_images: int | None) -> np.ndarray:
   return np.arange(max_images, dtype=np.int64) * num_examples // max_images
 
 
-def compute_statistics(config, max_images: int | None = None, threads: int | None = None,
+def compute_statistics(config: pipeline.DataConfig, max_images: int | None = None, threads: int | None = None,
                        log_every_s: float = 30.0) -> dict[str, Any]:
   """The colour statistics of `config`'s training split at `config.resize_size` (see above).
 
@@ -120,7 +122,8 @@ def main(argv, flags) -> None:
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
       raise ConfigError(f'Cannot write --output={output!r}: {directory} is not a directory you '
                         'can write to. Pass a path in a writable directory.')
-    stats = compute_statistics(config, flags.max_images, flags.threads)
+    stats = compute_statistics(settings.from_config(config).data, flags.max_images,
+                               flags.threads)
   except ConfigError as e:
     sys.stderr.write(f'\nError: {e}\n')
     sys.exit(2)
@@ -147,7 +150,7 @@ def run() -> None:
     # As main's parser: a config that fails to load, a missing flag or a bad override is one
     # paragraph, not a traceback.
     try:
-      argv = flags.FLAGS(argv)
+      argv = flags.FLAGS(configs.resolve_config_flags(argv))
       flags.FLAGS.config.get('dataset')  # a config file that failed to load raises only when used
       return argv
     except (OSError, ImportError, AttributeError, KeyError, flags.Error, TypeError,

@@ -23,6 +23,7 @@ import numpy as np
 
 from alexnet_jax import optim
 from alexnet_jax import runtime
+from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 
@@ -73,42 +74,37 @@ def per_device_bytes(tree: Any) -> int:
   return total
 
 
-def compiled_train_step(config, devices):
-  """(compiled train step, abstract sharded train state) for `config` on `devices`, unrun."""
-  layout = sharding.Layout.from_config(config, devices)
-  layout.check_batch_sizes(config)
-  tx = optim.create_optimizer(config.optim, 1000)
-  plateau = optim.create_plateau(config.optim)
+def compiled_train_step(run: settings.RunConfig, devices):
+  """(compiled train step, abstract sharded train state) for `run` on `devices`, unrun."""
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  layout.check_batch_sizes(batch_size=run.data.batch_size)
+  tx = optim.create_optimizer(run.optim, 1000)
+  plateau = optim.create_plateau(run.optim)
 
-  def make_state():
-    model = steps.create_model(config, **layout.model_axes())
-    return steps.create_train_state(config, model, tx, plateau)[1]
+  def make_model():
+    return steps.create_model(run.model, run.data.image_size, run.loop.seed,
+                              **layout.model_axes())
 
-  abstract = jax.eval_shape(make_state)
-  graphdef = _graphdef(config, layout)
+  abstract = jax.eval_shape(lambda: steps.create_train_state(make_model(), tx, plateau, 0)[1])
+  # The graph structure does not depend on parameter values: build it from an abstract model.
+  graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
   shardings = layout.state_shardings(abstract)
   abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-  size = config.image_size
+  size, batch_size = run.data.image_size, run.data.batch_size
   batch = {
-      'image': jax.ShapeDtypeStruct((config.batch_size, size, size, 3), np.float32,
+      'image': jax.ShapeDtypeStruct((batch_size, size, size, 3), np.float32,
                                     sharding=layout.batch_sharding()),
-      'label': jax.ShapeDtypeStruct((config.batch_size,), np.int32,
-                                    sharding=layout.batch_sharding()),
+      'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=layout.batch_sharding()),
   }
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, 1000),
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, 1000),
                                    layout)
   return train_fn.lower(abstract, batch).compile(), abstract
 
 
-def _graphdef(config, layout):
-  # The graph structure does not depend on parameter values: build it from an abstract model.
-  model = nnx.eval_shape(lambda: steps.create_model(config, **layout.model_axes()))
-  return nnx.split(model, nnx.Param, ...)[0]
-
-
 def audit(config, devices) -> dict[str, Any]:
-  compiled, abstract = compiled_train_step(config, devices)
+  """The collectives and per-device state bytes of `config`'s (a ConfigDict's) compiled step."""
+  compiled, abstract = compiled_train_step(settings.from_config(config), devices)
   found = collectives(compiled.as_text())
   return {
       'collectives': found,

@@ -26,8 +26,10 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
+from alexnet_jax import configs
 from alexnet_jax import optim
 from alexnet_jax import runtime
+from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
@@ -38,7 +40,8 @@ FLAGS = flags.FLAGS
 def _define_flags():
   # Defined only when run as a command, so importing this module next to main.py (tests,
   # notebooks) does not define --config twice.
-  config_flags.DEFINE_config_file('config', 'configs/quickstart.py', 'Training config to measure.')
+  config_flags.DEFINE_config_file('config', configs.path('quickstart'),
+                                  'Training config to measure (default: the installed quickstart).')
   flags.DEFINE_integer('steps', 60, 'Timed steps of the loop.')
   flags.DEFINE_integer('warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).')
   flags.DEFINE_integer('window', 10, 'Steps per timed window of the bare step.')
@@ -48,20 +51,22 @@ def _define_flags():
 
 def bare_step_times(config, window: int, windows: int, devices=None) -> list[float]:
   """Seconds per step of each timed window: the trainer's step on a device-resident batch."""
-  layout = sharding.Layout.from_config(config, devices)
-  model = steps.create_model(config, **layout.model_axes())
-  total = max(config.num_train_steps, 1)
-  tx = optim.create_optimizer(config.optim, total)
-  graphdef, state = steps.create_train_state(config, model, tx, optim.create_plateau(config.optim))
+  run = settings.from_config(config)
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  model = steps.create_model(run.model, run.data.image_size, run.loop.seed, **layout.model_axes())
+  total = max(run.loop.num_train_steps, 1)
+  tx = optim.create_optimizer(run.optim, total)
+  graphdef, state = steps.create_train_state(model, tx, optim.create_plateau(run.optim),
+                                             run.loop.seed)
   state = layout.place_state(state)
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(config.optim, total),
+  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, total),
                                    layout)
   rng = np.random.default_rng(0)
-  per_process = config.batch_size // jax.process_count()
+  per_process = run.data.batch_size // jax.process_count()
+  size = run.data.image_size
   batch = layout.global_batch({
-      'image': rng.normal(size=(per_process, config.image_size, config.image_size, 3)
-                          ).astype(np.float32),
-      'label': rng.integers(0, config.model.num_classes, per_process).astype(np.int32)})
+      'image': rng.normal(size=(per_process, size, size, 3)).astype(np.float32),
+      'label': rng.integers(0, run.model.num_classes, per_process).astype(np.int32)})
   for _ in range(2):  # compile and settle
     state, _, _ = train_fn(state, batch)
   jax.block_until_ready(state)
@@ -129,4 +134,4 @@ def main(argv):
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  app.run(main, flags_parser=lambda argv: FLAGS(configs.resolve_config_flags(argv)))
