@@ -21,8 +21,8 @@ and returns the input dtype.
 Why by hand: no library op has these gradients in a form XLA:CPU runs well. Autodiff of LRN's power
 recomputes it through a chain of elementwise passes over conv1's large maps, and the gradient of
 `reduce_window` max pooling (select-and-scatter) runs on XLA:CPU as an argmax-tracking reduction
-plus a scatter. Both hand-written forms are tested against autodiff of the plain formulas, and what
-they saved in the step is in the README's speed section.
+plus a scatter. Both hand-written forms are tested against autodiff of the plain formulas; what
+they saved in the step is in BENCHMARKS.md, with the commands.
 """
 
 import functools
@@ -59,8 +59,8 @@ def local_response_norm(
   towers, as in the original two-GPU code.
 
   The gradient is the analytic one (`_lrn_bwd`), not autodiff's: autodiff of the power recomputes
-  it and builds a chain of elementwise passes over conv1's large maps. On a 2-core EPYC VM this
-  took the paper's float32 train step (batch 32) from 1219 to 1162 ms.
+  it and builds a chain of elementwise passes over conv1's large maps, which made the paper's
+  train step slower on XLA:CPU (BENCHMARKS.md).
   """
   if size < 1:
     raise ValueError(f'local_response_norm: size must be >= 1, got {size}.')
@@ -78,9 +78,9 @@ def _window_sum(v: jnp.ndarray, size: int, below: int, above: int) -> jnp.ndarra
 def _negative_power(d: jnp.ndarray, beta: float) -> jnp.ndarray:
   """d ** -beta for d > 0, in the cheapest form XLA:CPU has.
 
-  XLA:CPU's pow took 60 ms on conv1's maps and exp(-beta log d) 28 ms (2-core EPYC). For the
-  paper's beta = 3/4, d^-3/4 = d^-1/2 * (d^-1/2)^1/2 needs only a reciprocal square root and a
-  square root, no transcendental functions.
+  On conv1's maps XLA:CPU's pow is slower than exp(-beta log d) (BENCHMARKS.md). For the paper's
+  beta = 3/4 (section 3.3), d^-3/4 = d^-1/2 * (d^-1/2)^1/2 needs only a reciprocal square root
+  and a square root, no transcendental functions.
   """
   if beta == 0.75:
     r = jax.lax.rsqrt(d)
@@ -138,7 +138,7 @@ def max_pool(x: Array, window: int, stride: int) -> Array:
   The same values and gradients as `nnx.max_pool(x, (window, window), (stride, stride), 'VALID')`
   (section 3.4's overlapping pooling is window 3, stride 2), computed from the window's strided
   slices. XLA:CPU runs the reduce_window's gradient (select-and-scatter) as a reduction that
-  tracks every window's argmax coordinates, then a scatter: ~5x slower than this. Here the forward
+  tracks every window's argmax coordinates, then a scatter: slower than this. Here the forward
   pass also records which of the window's slices won (one byte per output), and the gradient
   routes each output's gradient back to that slice's position (`_max_pool_bwd`). Like
   select-and-scatter, ties go to the FIRST maximum of a window in row-major order (ties are
@@ -165,9 +165,9 @@ def _max_pool_bwd(window, stride, residuals, g):
   phases are interleaved by a stack and a reshape, and the rows and columns that no window covers
   are cut off (they get zero). Each input pixel is written once. The obvious form, a strided pad
   per window offset (9 full-size arrays for 3x3 windows), is the same sum, but inside the paper's
-  train step XLA:CPU materialised each pad, recomputing the winners into all 9. This form took
-  the float32 step (batch 32, 2-core EPYC VM) from 1.20x to 1.38x PyTorch eager's speed in
-  `python -m alexnet_jax.tools.benchmark` (README's command, 9 windows).
+  train step XLA:CPU materialised each pad, recomputing the winners into all 9. Gathering by
+  phase made the float32 step faster against PyTorch eager
+  (`python -m alexnet_jax.tools.benchmark`; BENCHMARKS.md).
   """
   winner, (n, height, width, channels) = residuals
   out_h, out_w = winner.shape[1:3]

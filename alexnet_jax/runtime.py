@@ -38,7 +38,7 @@ What it sets, each only where the user has not set it already:
    and TF_CPP_MIN_LOG_LEVEL=1 keep them out, so the first lines a user sees are ours; we run no
    TensorFlow math, so its oneDNN kernels change nothing for us. Warnings and errors still show.
 
-The measured effect of 1 and 2 on the step is in the README's speed section, with its command.
+What 1 and 2 were measured to do to the step, and with which command, is in BENCHMARKS.md.
 """
 
 import ctypes

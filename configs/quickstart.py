@@ -4,16 +4,17 @@ r"""The paper's network on the built-in `synthetic_shapes` dataset, sized for a 
 
 Same layers, towers, LRN, dropout, augmentation and SGD-momentum with weight decay as
 `configs/alexnet.py`. What changes:
-- the data: 10 procedurally drawn shape classes, prepared offline on first use (~25 s);
+- the data: 10 procedurally drawn shape classes, prepared once, offline, on first use;
 - the size: 112-pixel crops of 128x128 images (the paper's 224/256 ratio), 800 steps of 32;
-- the start, because a 10-minute run cannot afford the paper's. With N(0, 0.01) weights the
-  signal fades layer by layer, and fc7's 4096 units all sit near their bias of 1, so one step of
-  lr 0.01 moves the logits by about 0.01 x 4096 = 40 times the output error: with 10 classes that
-  error is large, and in our short runs on this data the network collapsed to predicting the
-  class prior (chance-level loss) within its first 25 steps, with or without warm-up. So: fan-in
-  scaled `he` init, pixels divided by their standard deviation, lr 0.005 with 50 warm-up steps
-  and a cosine decay. `--config.model.init=paper --config.augment.std_rgb=None --config.optim.schedule=plateau
-  --config.optim.learning_rate=0.01` restores the paper's recipe on this data.
+- the start, because a short run on a laptop cannot afford the paper's (section 5). With
+  N(0, 0.01) weights the signal fades layer by layer, and fc7's 4096 units all sit near their
+  bias of 1, so one step of lr 0.01 moves the logits by about 0.01 x 4096 = 40 times the output
+  error: with 10 classes that error is large, and in our short runs on this data the network
+  collapsed to predicting the class prior (chance-level loss) within its first 25 steps, with or
+  without warm-up. So: fan-in scaled `he` init, pixels divided by their standard deviation, lr
+  0.005 with 50 warm-up steps and a cosine decay. `--config.model.init=paper
+  --config.augment.std_rgb=None --config.optim.schedule=plateau --config.optim.learning_rate=0.01`
+  restores the paper's recipe on this data.
 The README gives what it printed on a 2-core CPU.
 """
 

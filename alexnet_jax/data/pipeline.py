@@ -19,9 +19,9 @@ the position in the stream. Epoch e is the permutation `default_rng([seed, e])` 
 global example g draws its augmentation from a Philox generator keyed by (g, seed)
 (`_TrainExamples`), so a restored iterator (its state is one integer per process, saved with
 every checkpoint) continues exactly. (grain's `shuffle` and `random_map` do the same per index,
-but on this project's 2-core CPU cost ~40 and ~90 us per example, and `shuffle` over 1 ms on
-splits of a few hundred examples; a numpy permutation of ImageNet's 1.28M, once per epoch, took
-0.3 s.)
+but at a far higher cost per example, `shuffle`'s highest on splits of a few hundred examples; a
+numpy permutation of the split once per epoch is cheap even for ImageNet's 1.28M. BENCHMARKS.md
+has the figures.)
 
 Multi-process: the training stream is defined globally (global example i is a function of the
 seed and i alone), and process p reads only rows [p * b, (p + 1) * b) of each global batch, where
@@ -284,12 +284,12 @@ class TrainBatch:
 class _BatchBuffers:
   """Float32 batch arrays, handed out again once nothing references them any more.
 
-  The first write to a freshly allocated 77 MB ImageNet batch pays its page faults (on this
-  project's 2-core CPU, writing 224x224 crops into a new array took 1.2-1.3x as long as into a
-  reused one; the benchmark's stages print both). An array is reused only when its reference
-  count says that only this pool holds it: no batch dict, view, queue or jax array (which keeps
-  its source alive while it copies) refers to it. At most `keep` arrays are kept; beyond that,
-  batches are fresh arrays.
+  The first write to a freshly allocated 77 MB ImageNet batch pays its page faults, so writing
+  224x224 crops into a new array is slower than into a reused one (the pipeline benchmark's
+  stages print both; BENCHMARKS.md). An array is reused only when its reference count says that
+  only this pool holds it: no batch dict, view, queue or jax array (which keeps its source alive
+  while it copies) refers to it. At most `keep` arrays are kept; beyond that, batches are fresh
+  arrays.
   """
 
   def __init__(self, keep: int = 8):

@@ -73,7 +73,8 @@ LOSS_TOLERANCE = 1e-4  # relative, first step's loss, float32
 UPDATE_TOLERANCE = 1e-3  # relative, each parameter's first update, float32
 # The check's batch. With random labels the first step's gradients cancel more as the batch grows:
 # at batch 32 (224px) both frameworks' float32 updates of conv1 differ from a float64 torch step by
-# 0.4-0.5%, which would drown a real difference; at batch 4 they agree to 1e-4 (2-core CPU).
+# more than UPDATE_TOLERANCE, which would drown a real difference; at batch 4 they agree well
+# within it (BENCHMARKS.md).
 CHECK_BATCH = 4
 FLOP_CONVENTION = ('model FLOPs = 3 (forward + backward) x 2 (FLOPs per multiply-add) x counted '
                    'multiply-adds of the conv and fc layers (count_macs) x batch')
@@ -234,8 +235,8 @@ def abstract_model(model_cfg: models.ModelConfig, image_size: int) -> models.Ale
 
 def initial_params(settings: Settings, image_size: int) -> dict:
   """Section 5's initialisation, N(0, 0.01) weights and biases 1 or 0, drawn with numpy: the
-  weights both frameworks start from. (XLA:CPU takes about a second to compile the random draw of
-  each layer's shape; numpy takes none.)"""
+  weights both frameworks start from. (XLA:CPU would compile a random draw for each layer's
+  shape, a start-up cost numpy does not have.)"""
   rng = np.random.default_rng(settings.seed)
   shapes = nnx.to_pure_dict(nnx.state(abstract_model(_model_config(settings, 'float32'),
                                                      image_size), nnx.Param))

@@ -26,10 +26,10 @@ and warmed up once, then they are timed in alternation (`--repeats` times `--bat
 each, the order swapped every repeat), and the medians and their ratio are reported. Other
 processes on the machine add noise to all alike; the ratio is the number to read.
 
-The needed rate: a training step must never wait for data. On the 2-core CPU this was written on,
-the paper's step at batch 32 takes about 2 s (16 images/s; the project lead's measurement) and the
-quickstart's 112-pixel step of 32 about 0.4 s (80 images/s; the README's run made 1.9-2.4 steps
-per second); the table prints the pipeline's rate as a multiple of those.
+The needed rate: a training step must never wait for data. `NEEDED` holds the images/s that the
+paper's step at batch 32 and the quickstart's 112-pixel step of 32 consume, as measured on the
+2-core CPU this was written on (BENCHMARKS.md says by what); the table prints the pipeline's rate
+as a multiple of each.
 `stages` times the pieces of ours on one core, without grain (medians of 5 passes over a batch):
 decoding (and, for comparison, PIL's decode with `Image.draft`), the per-example draws
 (`TrainTransform.random_map`), the batch assembly (`TrainBatch`, the only pass over the output

@@ -20,14 +20,12 @@ Storage, `resize` (section 2 of the paper: "rescaled the image such that the sho
 length 256, and then cropped out the central 256x256 patch"): with `resize=256` each image is
 stored as that 256x256 patch (`augment.resize_shorter_and_center_crop`), re-encoded as JPEG
 quality 90. AlexNet never sees anything else of the image, and training then skips the resize
-on every epoch. Measured on 200 generated photo-like 500x375 JPEGs (quality 90; ImageNet's
-typical size, though smoother than real photos, which compress less), on the project's 2-core
-CPU machine, medians of 7 interleaved rounds over all 200, two runs: 44.6 KB -> 16.5 KB per
-image (0.37x); a PIL decode 3.4-3.8 ms -> 1.0-1.2 ms (0.29-0.31x); what training does per read
-(`pipeline.decode_image` at the size it needs, then the resize and crop) 6.6-7.3 ms ->
-0.56-0.68 ms (0.08-0.10x). The cost: nothing outside the central
-square survives, so recipes that crop from the whole photo need `resize=0`. With `resize=0`,
-JPEG files that need no conversion are stored byte for byte, anything else at quality 95.
+on every epoch: each stored file is smaller than the original, decodes faster, and what training
+does per read (`pipeline.decode_image` at the size it needs, then the resize and crop) shrinks
+most of all (BENCHMARKS.md has the sizes and times, on photo-like JPEGs of ImageNet's typical
+size). The cost: nothing outside the central square survives, so recipes that crop from the
+whole photo need `resize=0`. With `resize=0`, JPEG files that need no conversion are stored byte
+for byte, anything else at quality 95.
 """
 
 from __future__ import annotations

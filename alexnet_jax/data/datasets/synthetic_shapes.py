@@ -39,12 +39,11 @@ after 1,000 steps of batch 32 with random flips).
 Configs (labels are balanced: example ``i`` has label ``i % 10``):
 
 * ``default``: 10,000 train / 1,000 validation examples, 157 MB on disk.
-  Preparing it (drawing, JPEG encoding, shuffling, writing ArrayRecord) took
-  23 s on a 2-core x86 CPU machine with no GPU, measured as
-  ``time python -c "import alexnet_jax.data.datasets as d;
-  d.ensure_prepared('synthetic_shapes', '/tmp/tfds')"``.
-* ``tiny``: 320 train / 160 validation examples, 7 MB, under 2 s to prepare;
-  for tests and notebooks.
+  Preparing it (drawing, JPEG encoding, shuffling, writing ArrayRecord) is
+  cheap enough to happen offline on first use, on a CPU; BENCHMARKS.md has
+  the time and the command that measures it.
+* ``tiny``: 320 train / 160 validation examples, 7 MB, a small fraction of
+  that to prepare; for tests and notebooks.
 
 Images are stored as JPEG (quality 90, no chroma subsampling, ~14 KB each);
 the decoded pixels differ from the drawn ones by ~3 levels on average, most of
@@ -58,7 +57,8 @@ same platform and numpy version; the JPEG step may differ across libjpeg
 versions). ``make_arrays`` returns exactly the pixels the builder encodes.
 
 Drawing is vectorised numpy (signed distances on a coordinate grid,
-anti-aliased edges): about 1.5 ms per 256x256 image.
+anti-aliased edges), with no Python loop over pixels (its time per image:
+BENCHMARKS.md).
 
 This module imports ``tensorflow_datasets`` but not TensorFlow; reading a
 prepared dataset works without TensorFlow, preparing one needs it
