@@ -271,8 +271,7 @@ def jax_runner(settings: Settings, image_size: int, batch: int, dtype: str, stra
   """Our train step under `strategy`; ConfigError (a skip reason) if the devices do not fit."""
   layout = sharding.Layout.create(sharding.MeshConfig(strategy), towers=2, devices=devices)
   if strategy == 'owt' and layout.data_size < 2:
-    # With all fc units on one device, models._dropout's per-tower slicing fails; and owt on one
-    # device is data parallelism anyway.
+    # owt on a one-device data axis computes what data parallelism does: nothing new to time.
     raise ConfigError('owt splits the fc layers over the devices of the data axis; with '
                       f'{layout.data_size} device it is plain data parallelism.')
   if batch % layout.data_size:
