@@ -37,6 +37,40 @@ def test_error_rates_match_a_naive_ranking():
     assert top5[i] == (rank >= 5)
 
 
+def naive_rank(scores, label):
+  """The label's place in a descending sort that puts every class tied with it ahead of it."""
+  order = sorted(range(len(scores)), key=lambda c: (-scores[c], c == label))
+  return order.index(label)
+
+
+def test_all_equal_logits_are_wrong_not_right():
+  """A dead or collapsed network (every logit equal) is wrong on every example: a tie is no hit."""
+  for logits in (np.zeros((4, 10)), np.full((4, 10), 3.5), np.tile(np.arange(4.0)[:, None], 10)):
+    top1, top5 = steps.error_rates(jnp.asarray(logits, jnp.float32), jnp.arange(4))
+    np.testing.assert_array_equal(top1, np.ones(4))
+    np.testing.assert_array_equal(top5, np.ones(4))
+  # A NaN network is no better: NaN beats nothing and nothing beats it.
+  top1, top5 = steps.error_rates(jnp.full((2, 10), jnp.nan), jnp.array([0, 9]))
+  np.testing.assert_array_equal(top1, np.ones(2))
+  np.testing.assert_array_equal(top5, np.ones(2))
+
+
+def test_partial_ties_count_against_the_label():
+  """Logits from a handful of values (many ties) against the naive sort with ties ahead."""
+  rng = np.random.default_rng(1)
+  logits = rng.integers(0, 4, size=(256, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, 256)
+  top1, top5 = steps.error_rates(jnp.asarray(logits), jnp.asarray(labels))
+  ranks = np.array([naive_rank(logits[i], labels[i]) for i in range(256)])
+  np.testing.assert_array_equal(top1, ranks >= 1)
+  np.testing.assert_array_equal(top5, ranks >= 5)
+  # The data does tell the rules apart: counting only strictly higher classes (ties in the
+  # label's favour) would call some of these examples right.
+  strictly_higher = (logits > logits[np.arange(256), labels][:, None]).sum(-1)
+  assert np.any((strictly_higher >= 1) != (ranks >= 1))
+  assert np.any((strictly_higher >= 5) != (ranks >= 5))
+
+
 def _setup(config):
   model = steps.create_model(config)
   total = 10
@@ -137,8 +171,7 @@ def _numpy_ten_crop_metrics(logits, labels, mask):
   probs = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).mean(1)  # (B, C)
   keep = mask > 0
   p_label = probs[np.arange(len(labels)), labels]
-  order = np.argsort(-probs, axis=-1)
-  rank = np.array([list(order[i]).index(labels[i]) for i in range(len(labels))])
+  rank = np.array([naive_rank(probs[i], labels[i]) for i in range(len(labels))])
   return {'loss': -np.log(p_label)[keep].mean(), 'top1_error': (rank >= 1)[keep].mean(),
           'top5_error': (rank >= 5)[keep].mean()}
 

@@ -118,7 +118,8 @@ def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_devic
 
   def by_hand(probs):
     p_label = probs[np.arange(len(labels)), labels]
-    rank = (probs > p_label[:, None]).sum(-1)  # classes the model prefers to the label
+    # Classes the label does not strictly beat (a tie counts against it, as in error_rates).
+    rank = (probs >= p_label[:, None]).sum(-1) - 1
     return {'loss': -np.log(p_label).mean(), 'top1_error': np.mean(rank >= 1),
             'top5_error': np.mean(rank >= 5)}
 
