@@ -83,6 +83,13 @@ def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
   assert_one_paragraph(out, "model.norm='layernorm'")
 
 
+def test_negative_width_is_a_config_error_naming_the_smallest_width(tiny_data_dir, tmp_path):
+  """`--config.model.width=-1` used to train a model clamped to 2 channels a layer."""
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.model.width=-1')
+  assert_one_paragraph(out, 'model.width=-1', '2/96')
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
 def test_installed_config_by_name_runs_outside_the_repository(tiny_data_dir, tmp_path):
   """`--config=quickstart:tiny` names the installed config: no clone on the path, another cwd."""
   out = subprocess.run(

@@ -209,6 +209,42 @@ def test_bad_choices_name_the_field(field, value):
     models.validate(dataclasses.replace(PAPER, **{field: value}))
 
 
+# Figure 2's channel counts, conv1 to fc7: the narrowest, conv1's 96, sets the smallest width.
+PAPER_CHANNELS = (96, 256, 384, 384, 256, 4096, 4096)
+
+
+@pytest.mark.parametrize('towers', [1, 2])
+@pytest.mark.parametrize('width', [-1.0, 0.0, 0.004, 0.01, float('nan')])
+def test_too_small_widths_name_the_field_and_the_smallest_width(width, towers):
+  """Widths that would give a tower of some layer less than one channel are errors naming the
+  smallest width, towers/96, rather than models quietly clamped to a couple of channels."""
+  if 0 < width:  # by hand: conv1's 96 channels scale to less than one per tower
+    assert 96 * width < towers
+  smallest = towers / min(PAPER_CHANNELS)
+  with pytest.raises(ValueError, match='model.width') as error:
+    models.validate(dataclasses.replace(PAPER, width=width, towers=towers))
+  message = str(error.value)
+  assert f'{towers}/96' in message, message
+  # The decimal it names is rounded up, so that it passes the check itself.
+  named = float(message.split('about ')[1].split(')')[0])
+  assert smallest <= named < smallest + 1e-4, message
+
+
+def test_the_smallest_width_and_the_tests_width_build_models():
+  """At towers/96 every layer keeps its channel per tower; 0.25 (the tests' width) still builds,
+  with Figure 2's counts scaled by hand."""
+  build = lambda config: nnx.eval_shape(lambda: models.AlexNet(config, 67, rngs=nnx.Rngs(0)))
+  one = build(dataclasses.replace(PAPER, num_classes=10, towers=1, width=1 / 96))
+  assert one.conv1.kernel.shape == (11, 11, 3, 1)
+  assert one.fc7.kernel.shape == (43, 43)  # round(4096 / 96)
+  with pytest.raises(ValueError, match='model.width'):
+    models.validate(dataclasses.replace(PAPER, towers=1, width=0.999 / 96))
+  small = build(_small())
+  for name, channels in zip(('conv1', 'conv2', 'conv3', 'conv4', 'conv5'), PAPER_CHANNELS):
+    assert getattr(small, name).kernel.shape[-1] == channels // 4, name
+  assert small.fc7.kernel.shape == (1024, 1024)
+
+
 @pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (3, 2, (1, 14, 12, 3)),
                                                    (2, 2, (2, 8, 9, 3)), (2, 2, (1, 11, 10, 2)),
                                                    (3, 1, (1, 7, 7, 2)), (3, 3, (1, 10, 11, 2))])
