@@ -83,6 +83,7 @@ def _changed(a, b):
   return float(jnp.max(jnp.abs(a - b))) > 0
 
 
+@pytest.mark.slow
 def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
@@ -109,6 +110,7 @@ def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   assert _changed(after['fc7'][1], base['fc7'][1])
 
 
+@pytest.mark.slow
 def test_lrn_normalises_within_a_tower():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
@@ -155,9 +157,14 @@ VARIANTS = [
     {'dtype': 'bfloat16'},
     {'init': 'caffe'},
 ]
+# The quick pass keeps the paper's model and batch norm (the one variant with batch statistics).
+QUICK_VARIANTS = ({}, {'norm': 'batchnorm'})
 
 
-@pytest.mark.parametrize('changes', VARIANTS, ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
+@pytest.mark.parametrize(
+    'changes', [c if c in QUICK_VARIANTS else pytest.param(c, marks=pytest.mark.slow)
+                for c in VARIANTS],
+    ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
 def test_variant_runs_forward_and_backward(changes):
   model = models.AlexNet(_small(**changes), 67, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)

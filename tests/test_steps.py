@@ -83,6 +83,7 @@ def _batch(n, size, seed=0):
           'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
 
 
+@pytest.mark.slow
 def test_train_step_equals_grad_and_sgd_written_out():
   config = narrow_paper_config()
   model, graphdef, state, tx, schedule = _setup(config)
@@ -108,6 +109,7 @@ def test_train_step_equals_grad_and_sgd_written_out():
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_plateau_scale_multiplies_the_update():
   config = narrow_paper_config()
   _, graphdef, state, tx, schedule = _setup(config)

@@ -17,6 +17,7 @@ def _leaves(tree):
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
+@pytest.mark.slow
 def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path, one_device, plateau_config):
   straight, _ = train.train_and_evaluate(plateau_config(), str(tmp_path / 'straight'),
                                          one_device)
@@ -37,6 +38,7 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path, one_d
   assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params), strict=True))
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path, one_device, tiny_config):
   workdir = str(tmp_path / 'run')
   config = tiny_config()
@@ -85,6 +87,7 @@ def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_co
                              rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_device, tiny_config):
   config = tiny_config()  # resize 76, crops 67: the corners differ from the centre
   config.eval_crops = 10
