@@ -123,14 +123,30 @@ def validate(config: ModelConfig) -> None:
     raise ValueError(f'model.dropout_rate={config.dropout_rate} must be in [0, 1).')
   if config.num_classes < 1:
     raise ValueError(f'model.num_classes={config.num_classes} must be positive.')
+  smallest, layer, channels = min_width(config.towers)
+  if not smallest <= config.width < math.inf:  # also NaN
+    raise ValueError(
+        f'model.width={config.width} must be finite and at least {config.towers}/{channels} '
+        f'(about {math.ceil(smallest * 1e4) / 1e4}): below that, {layer}\'s {channels} channels '
+        'give a tower less than one channel. The paper is 1.0.')
   for channels in [c for _, _, _, c, _ in CONV_LAYERS] + [FC_UNITS]:
     if scaled(channels, config.width) % config.towers:
       raise ValueError(f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
                        f' channels, which {config.towers} towers cannot split evenly.')
 
 
+def min_width(towers: int) -> tuple[float, str, int]:
+  """The smallest `width` giving every layer at least one channel per tower, and the layer
+  (name, channels) that sets it: the narrowest, conv1's 96 (e.g. 2 towers: 2/96)."""
+  table = [(c, name) for name, _, _, c, _ in CONV_LAYERS] + [(FC_UNITS, 'fc6')]
+  channels, layer = min(table)
+  return towers / channels, layer, channels
+
+
 def scaled(channels: int, width: float) -> int:
-  return max(2, int(round(channels * width)))
+  """A layer's channel count at `width`, rounded; `validate` rejects widths that leave a tower
+  without channels, so there is no clamp here: every accepted width means what it says."""
+  return int(round(channels * width))
 
 
 def _conv1_size(image_size: int) -> int:

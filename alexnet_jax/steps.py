@@ -88,12 +88,15 @@ def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation,
 def error_rates(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Per-example top-1 and top-5 errors (section 6): 1 where the label is not among the best k.
 
-  The label's rank is the number of classes scoring strictly higher (ties count in the label's
-  favour). Counting instead of sorting keeps each example's work on its own device: `top_k` on a
-  batch-sharded array makes XLA gather the logits.
+  The label's rank is the number of other classes it does not strictly beat: a tie counts
+  against the label, so a network whose logits are all equal (dead or collapsed) is wrong on
+  every example, not right, and a NaN logit never counts as a hit. Counting instead of sorting
+  keeps each example's work on its own device: `top_k` on a batch-sharded array makes XLA gather
+  the logits.
   """
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  rank = jnp.sum(logits > label_logit, axis=-1)
+  # C - 1 minus the classes the label strictly beats (the label does not beat itself).
+  rank = logits.shape[-1] - 1 - jnp.sum(label_logit > logits, axis=-1)
   return (rank >= 1).astype(jnp.float32), (rank >= 5).astype(jnp.float32)
 
 

@@ -48,6 +48,7 @@ def _our_steps(cfg, image_size, params, data, n):
   return losses, jax.tree.map(np.asarray, state.params)
 
 
+@pytest.mark.slow
 def test_torch_reference_computes_our_training_step():
   torch = pytest.importorskip('torch')
   from alexnet_jax.tools import torch_reference
@@ -76,6 +77,7 @@ def test_torch_reference_computes_our_training_step():
                                atol=1e-3 * np.abs(their_move).max() + rounding, err_msg=key)
 
 
+@pytest.mark.slow
 def test_torch_reference_forward_one_tower_released_alpha():
   """Other layouts the loader must get right: one tower, alpha / n, plain pooling."""
   torch = pytest.importorskip('torch')
@@ -139,6 +141,7 @@ def test_bad_flags_are_config_errors():
       benchmark.validate(dataclasses.replace(TINY, **bad))
 
 
+@pytest.mark.slow
 def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path):
   output = tmp_path / 'bench.json'
   torch_flag = 'eager' if _has_torch() else 'none'

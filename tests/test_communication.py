@@ -55,6 +55,7 @@ def audits():
   return {s: communication.audit(config(s), jax.devices()) for s in ('data', 'towers', 'owt')}
 
 
+@pytest.mark.slow
 def test_data_parallelism_only_all_reduces_the_gradients(audits):
   found = audits['data']['bytes_by_kind']
   assert found['all-gather'] == found['all-to-all'] == found['collective-permute'] == 0
@@ -64,6 +65,7 @@ def test_data_parallelism_only_all_reduces_the_gradients(audits):
   assert audits['data']['param_bytes_per_device'] == parameter_bytes()
 
 
+@pytest.mark.slow
 def test_towers_exchange_maps_only_where_the_papers_gpus_did(audits):
   sizes = models.feature_sizes(SIZE)
   local = BATCH // DATA
@@ -86,6 +88,7 @@ def test_towers_exchange_maps_only_where_the_papers_gpus_did(audits):
   assert 0 <= found['all-reduce'] - audits['towers']['param_bytes_per_device'] < 128
 
 
+@pytest.mark.slow
 def test_towers_hold_half_the_tower_layers(audits):
   model = small_model()
   fc8 = 4 * (model.fc8.kernel.size + model.fc8.bias.size)
@@ -93,6 +96,7 @@ def test_towers_hold_half_the_tower_layers(audits):
   assert audits['towers']['param_bytes_per_device'] == (total - fc8) // 2 + fc8
 
 
+@pytest.mark.slow
 def test_owt_does_not_all_reduce_the_fully_connected_gradients(audits):
   model = small_model()
   fc67 = 4 * sum(x.size for layer in (model.fc6, model.fc7) for x in (layer.kernel, layer.bias))

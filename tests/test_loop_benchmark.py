@@ -2,8 +2,12 @@
 
 import math
 
+import pytest
+
 from alexnet_jax.tools import loop_benchmark
 from alexnet_jax import train
+
+pytestmark = pytest.mark.slow  # it trains, twice
 
 
 def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_config):

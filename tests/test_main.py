@@ -25,6 +25,7 @@ def tiny_args(data_dir, workdir):
           '--config.checkpoint_every_steps=4']
 
 
+@pytest.mark.slow
 def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
   out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.profile_steps=1')
   assert out.returncode == 0, out.stderr[-3000:]
@@ -83,6 +84,14 @@ def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
   assert_one_paragraph(out, "model.norm='layernorm'")
 
 
+def test_negative_width_is_a_config_error_naming_the_smallest_width(tiny_data_dir, tmp_path):
+  """`--config.model.width=-1` used to train a model clamped to 2 channels a layer."""
+  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.model.width=-1')
+  assert_one_paragraph(out, 'model.width=-1', '2/96')
+  assert not os.path.exists(tmp_path / 'run' / 'checkpoints')
+
+
+@pytest.mark.slow
 def test_installed_config_by_name_runs_outside_the_repository(tiny_data_dir, tmp_path):
   """`--config=quickstart:tiny` names the installed config: no clone on the path, another cwd."""
   out = subprocess.run(

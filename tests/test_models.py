@@ -83,6 +83,7 @@ def _changed(a, b):
   return float(jnp.max(jnp.abs(a - b))) > 0
 
 
+@pytest.mark.slow
 def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
@@ -109,6 +110,7 @@ def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   assert _changed(after['fc7'][1], base['fc7'][1])
 
 
+@pytest.mark.slow
 def test_lrn_normalises_within_a_tower():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
@@ -155,9 +157,14 @@ VARIANTS = [
     {'dtype': 'bfloat16'},
     {'init': 'caffe'},
 ]
+# The quick pass keeps the paper's model and batch norm (the one variant with batch statistics).
+QUICK_VARIANTS = ({}, {'norm': 'batchnorm'})
 
 
-@pytest.mark.parametrize('changes', VARIANTS, ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
+@pytest.mark.parametrize(
+    'changes', [c if c in QUICK_VARIANTS else pytest.param(c, marks=pytest.mark.slow)
+                for c in VARIANTS],
+    ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
 def test_variant_runs_forward_and_backward(changes):
   model = models.AlexNet(_small(**changes), 67, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -207,6 +214,42 @@ def test_dropout_masks_differ_between_towers_and_steps():
 def test_bad_choices_name_the_field(field, value):
   with pytest.raises(ValueError, match=f'model.{field}'):
     models.validate(dataclasses.replace(PAPER, **{field: value}))
+
+
+# Figure 2's channel counts, conv1 to fc7: the narrowest, conv1's 96, sets the smallest width.
+PAPER_CHANNELS = (96, 256, 384, 384, 256, 4096, 4096)
+
+
+@pytest.mark.parametrize('towers', [1, 2])
+@pytest.mark.parametrize('width', [-1.0, 0.0, 0.004, 0.01, float('nan')])
+def test_too_small_widths_name_the_field_and_the_smallest_width(width, towers):
+  """Widths that would give a tower of some layer less than one channel are errors naming the
+  smallest width, towers/96, rather than models quietly clamped to a couple of channels."""
+  if 0 < width:  # by hand: conv1's 96 channels scale to less than one per tower
+    assert 96 * width < towers
+  smallest = towers / min(PAPER_CHANNELS)
+  with pytest.raises(ValueError, match='model.width') as error:
+    models.validate(dataclasses.replace(PAPER, width=width, towers=towers))
+  message = str(error.value)
+  assert f'{towers}/96' in message, message
+  # The decimal it names is rounded up, so that it passes the check itself.
+  named = float(message.split('about ')[1].split(')')[0])
+  assert smallest <= named < smallest + 1e-4, message
+
+
+def test_the_smallest_width_and_the_tests_width_build_models():
+  """At towers/96 every layer keeps its channel per tower; 0.25 (the tests' width) still builds,
+  with Figure 2's counts scaled by hand."""
+  build = lambda config: nnx.eval_shape(lambda: models.AlexNet(config, 67, rngs=nnx.Rngs(0)))
+  one = build(dataclasses.replace(PAPER, num_classes=10, towers=1, width=1 / 96))
+  assert one.conv1.kernel.shape == (11, 11, 3, 1)
+  assert one.fc7.kernel.shape == (43, 43)  # round(4096 / 96)
+  with pytest.raises(ValueError, match='model.width'):
+    models.validate(dataclasses.replace(PAPER, towers=1, width=0.999 / 96))
+  small = build(_small())
+  for name, channels in zip(('conv1', 'conv2', 'conv3', 'conv4', 'conv5'), PAPER_CHANNELS):
+    assert getattr(small, name).kernel.shape[-1] == channels // 4, name
+  assert small.fc7.kernel.shape == (1024, 1024)
 
 
 @pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (3, 2, (1, 14, 12, 3)),

@@ -7,8 +7,11 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from alexnet_jax import train
+
+pytestmark = pytest.mark.slow  # two training processes, then a third run in this one
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -4,6 +4,9 @@ import os
 
 import nbformat
 from nbclient import NotebookClient
+import pytest
+
+pytestmark = pytest.mark.slow  # a kernel, and a short training run in it
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,6 +8,8 @@ import pytest
 from alexnet_jax.data import pipeline
 from alexnet_jax.tools import pipeline_benchmark as pb
 
+pytestmark = pytest.mark.slow  # TensorFlow's tf.data, and timed pipelines
+
 
 @pytest.fixture(scope='module')
 def records():

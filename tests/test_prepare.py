@@ -301,6 +301,7 @@ def test_tfds_name_builds_the_built_in_dataset(tmp_path):
   assert os.path.isdir(tmp_path / 'synthetic_shapes' / 'tiny' / '1.0.0')
 
 
+@pytest.mark.slow
 def test_training_runs_on_a_prepared_folder(prepared, tmp_path, one_device, tiny_config):
   from alexnet_jax import train
   config = tiny_config(prepared['data_dir'])

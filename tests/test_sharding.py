@@ -80,6 +80,7 @@ def run_steps(config, devices, n=3):
   return losses, first_update, jax.device_get(state), evaluation, state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
 @pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
 def test_strategy_computes_what_one_device_computes(strategy, norm, one_device):
@@ -103,6 +104,7 @@ def device_bytes(tree, device):
              for shard in leaf.addressable_shards if shard.device == device)
 
 
+@pytest.mark.slow
 def test_owt_splits_the_fully_connected_units_over_all_devices():
   *_, state = run_steps(small_config('owt'), jax.devices(), n=1)
   params = jax.device_get(state.params)
@@ -112,6 +114,7 @@ def test_owt_splits_the_fully_connected_units_over_all_devices():
     assert device_bytes(state.params, device) == total - fc67 + fc67 // 8
 
 
+@pytest.mark.slow
 def test_towers_hold_half_of_each_tower_layer_per_device():
   *_, state = run_steps(small_config('towers'), jax.devices(), n=1)
   params = jax.device_get(state.params)
@@ -124,6 +127,7 @@ def test_towers_hold_half_of_each_tower_layer_per_device():
     assert device_bytes(state.opt_state, device) == device_bytes(state.params, device) + 4
 
 
+@pytest.mark.slow
 def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path, one_device, plateau_config):
   workdir = str(tmp_path / 'run')
   half, _ = train.train_and_evaluate(plateau_config(None, 'towers', 3), workdir,
@@ -166,6 +170,7 @@ def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches
     list(sharding.prefetch_to_devices(slow_batches(8, fail_at=3), layout, 2))
 
 
+@pytest.mark.slow
 def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
   # One device holds both towers' fc units: the same dropout masks, losses and parameters.
   reference = run_steps(small_config('data'), one_device, n=2)

@@ -1,8 +1,5 @@
 """The jitted steps: error rates, masking, and one SGD step against a second code path."""
 
-import subprocess
-import sys
-
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -38,6 +35,40 @@ def test_error_rates_match_a_naive_ranking():
     assert top5[i] == (rank >= 5)
 
 
+def naive_rank(scores, label):
+  """The label's place in a descending sort that puts every class tied with it ahead of it."""
+  order = sorted(range(len(scores)), key=lambda c: (-scores[c], c == label))
+  return order.index(label)
+
+
+def test_all_equal_logits_are_wrong_not_right():
+  """A dead or collapsed network (every logit equal) is wrong on every example: a tie is no hit."""
+  for logits in (np.zeros((4, 10)), np.full((4, 10), 3.5), np.tile(np.arange(4.0)[:, None], 10)):
+    top1, top5 = steps.error_rates(jnp.asarray(logits, jnp.float32), jnp.arange(4))
+    np.testing.assert_array_equal(top1, np.ones(4))
+    np.testing.assert_array_equal(top5, np.ones(4))
+  # A NaN network is no better: NaN beats nothing and nothing beats it.
+  top1, top5 = steps.error_rates(jnp.full((2, 10), jnp.nan), jnp.array([0, 9]))
+  np.testing.assert_array_equal(top1, np.ones(2))
+  np.testing.assert_array_equal(top5, np.ones(2))
+
+
+def test_partial_ties_count_against_the_label():
+  """Logits from a handful of values (many ties) against the naive sort with ties ahead."""
+  rng = np.random.default_rng(1)
+  logits = rng.integers(0, 4, size=(256, 10)).astype(np.float32)
+  labels = rng.integers(0, 10, 256)
+  top1, top5 = steps.error_rates(jnp.asarray(logits), jnp.asarray(labels))
+  ranks = np.array([naive_rank(logits[i], labels[i]) for i in range(256)])
+  np.testing.assert_array_equal(top1, ranks >= 1)
+  np.testing.assert_array_equal(top5, ranks >= 5)
+  # The data does tell the rules apart: counting only strictly higher classes (ties in the
+  # label's favour) would call some of these examples right.
+  strictly_higher = (logits > logits[np.arange(256), labels][:, None]).sum(-1)
+  assert np.any((strictly_higher >= 1) != (ranks >= 1))
+  assert np.any((strictly_higher >= 5) != (ranks >= 5))
+
+
 def _setup(config, layout=None):
   run = settings.from_config(config)
   axes = layout.model_axes() if layout is not None else {}
@@ -55,6 +86,7 @@ def _batch(n, size, seed=0):
           'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
 
 
+@pytest.mark.slow
 def test_train_step_equals_grad_and_sgd_written_out():
   config = narrow_paper_config()
   model, graphdef, state, tx, schedule = _setup(config)
@@ -80,6 +112,7 @@ def test_train_step_equals_grad_and_sgd_written_out():
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_plateau_scale_multiplies_the_update():
   config = narrow_paper_config()
   _, graphdef, state, tx, schedule = _setup(config)
@@ -124,24 +157,13 @@ def test_nonfinite_loss_is_flagged():
   assert not bool(finite)
 
 
-def test_model_lrn_and_steps_import_without_tensorflow():
-  code = ('import sys; sys.modules["tensorflow"] = None\n'  # any `import tensorflow` now fails
-          'import alexnet_jax.models, alexnet_jax.kernels, alexnet_jax.layers, alexnet_jax.steps, '
-          'alexnet_jax.sharding\n'
-          'assert "tensorflow" not in [m for m, v in sys.modules.items() if v is not None]\n'
-          'print("ok")')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
-  assert out.returncode == 0 and 'ok' in out.stdout, out.stderr[-2000:]
-
-
 def _numpy_ten_crop_metrics(logits, labels, mask):
   """Section 4.1 by hand: softmax per view, averaged over the views, then loss and ranks."""
   z = logits - logits.max(-1, keepdims=True)
   probs = (np.exp(z) / np.exp(z).sum(-1, keepdims=True)).mean(1)  # (B, C)
   keep = mask > 0
   p_label = probs[np.arange(len(labels)), labels]
-  order = np.argsort(-probs, axis=-1)
-  rank = np.array([list(order[i]).index(labels[i]) for i in range(len(labels))])
+  rank = np.array([naive_rank(probs[i], labels[i]) for i in range(len(labels))])
   return {'loss': -np.log(p_label)[keep].mean(), 'top1_error': (rank >= 1)[keep].mean(),
           'top5_error': (rank >= 5)[keep].mean()}
 

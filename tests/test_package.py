@@ -1,0 +1,303 @@
+"""The package as a whole: its import graph, what its GPU-side modules import, and its wheel."""
+
+import ast
+import importlib.util
+import json
+import os
+import pkgutil
+import shutil
+import subprocess
+import sys
+import sysconfig
+import textwrap
+import tomllib
+
+import pytest
+
+import alexnet_jax
+import alexnet_jax.configs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- The import graph ---
+
+def package_modules() -> dict[str, str]:
+  """Every module of alexnet_jax and alexnet_jax.configs, by name, with its source file.
+
+  pkgutil's walk lists modules and regular packages; data/ and tools/ are namespace packages (no
+  __init__.py), which it skips, so the walk goes into every directory of modules by hand too.
+  """
+  modules = {}
+
+  def walk(package: str, directory: str):
+    if os.path.exists(os.path.join(directory, '__init__.py')):
+      modules[package] = os.path.join(directory, '__init__.py')
+    for info in pkgutil.iter_modules([directory]):
+      if not info.ispkg:
+        modules[f'{package}.{info.name}'] = os.path.join(directory, f'{info.name}.py')
+    for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+      if (entry.is_dir() and entry.name.isidentifier()
+          and any(name.endswith('.py') for name in os.listdir(entry.path))):
+        walk(f'{package}.{entry.name}', entry.path)
+
+  walk('alexnet_jax', os.path.dirname(alexnet_jax.__file__))
+  walk('alexnet_jax.configs', os.path.dirname(alexnet_jax.configs.__file__))
+  return modules
+
+
+def _defined_names(path: str) -> set[str]:
+  """Names bound at the top level of a file (defs, classes, assignments, imports)."""
+  names = set()
+  for node in ast.parse(open(path).read(), path).body:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+      names.add(node.name)
+    elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+      targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+      names.update(n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name))
+    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+      names.update((a.asname or a.name).split('.')[0] for a in node.names)
+  return names
+
+
+def import_graph(modules: dict[str, str]) -> tuple[dict[str, set[str]], list[str]]:
+  """Each module's imports of the package's modules, module level and inside functions alike.
+
+  `import a.b.c` and `from a.b import c` (c a module) name the module a.b.c; `from a.b import x`
+  (x defined in a.b) names a.b. Returns the graph and the imports that name no module at all.
+  """
+  graph, broken = {name: set() for name in modules}, []
+  for name, path in modules.items():
+    package = name if path.endswith('__init__.py') else name.rpartition('.')[0]
+    for node in ast.walk(ast.parse(open(path).read(), path)):
+      if isinstance(node, ast.Import):
+        targets = [(alias.name, None) for alias in node.names]
+      elif isinstance(node, ast.ImportFrom):
+        base = node.module or ''
+        if node.level:  # relative: from the importing module's package, up level - 1 packages
+          parts = package.split('.')
+          base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+        targets = [(base, alias.name) for alias in node.names]
+      else:
+        continue
+      for base, member in targets:
+        if base != 'alexnet_jax' and not base.startswith('alexnet_jax.'):
+          continue
+        where = f'{path}:{node.lineno}'
+        if member is not None and f'{base}.{member}' in modules:
+          graph[name].add(f'{base}.{member}')
+        elif base in modules and (member is None or member == '*' or not
+                                  modules[base].endswith('__init__.py')
+                                  or member in _defined_names(modules[base])):
+          graph[name].add(base)
+        elif member is None and any(m.startswith(base + '.') for m in modules):
+          pass  # `import alexnet_jax.data`: a namespace package, which runs no code
+        else:
+          broken.append(f'{where}: {base}' + (f' has no module or name {member!r}' if member
+                                                else ' is no module'))
+  return graph, broken
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """A cycle of `graph` as [a, b, ..., a], or None: depth-first search for an edge back onto the
+  current path."""
+  on_path, done = [], set()
+
+  def visit(node):
+    on_path.append(node)
+    for child in sorted(graph.get(node, ())):
+      if child in on_path:
+        return on_path[on_path.index(child):] + [child]
+      if child not in done:
+        cycle = visit(child)
+        if cycle:
+          return cycle
+    on_path.pop()
+    done.add(node)
+    return None
+
+  for node in sorted(graph):
+    if node not in done:
+      cycle = visit(node)
+      if cycle:
+        return cycle
+  return None
+
+
+def test_the_cycle_finder_finds_cycles():
+  """Hand-made graphs: a three-module loop behind an entry point, a self-import, a diamond."""
+  cycle = find_cycle({'d': {'a'}, 'a': {'b'}, 'b': {'c'}, 'c': {'a'}})
+  assert cycle == ['a', 'b', 'c', 'a']
+  assert find_cycle({'x': {'x'}}) == ['x', 'x']
+  assert find_cycle({'a': {'b', 'c'}, 'b': {'d'}, 'c': {'d'}, 'd': set()}) is None
+
+
+def test_the_walk_finds_every_package_the_wheel_installs():
+  """The walk reaches the namespace packages (data/, tools/) and the configs, and its packages
+  are exactly pyproject.toml's list: a new directory of modules the wheel would leave out fails."""
+  modules = package_modules()
+  for name in ('alexnet_jax.models', 'alexnet_jax.data.pipeline', 'alexnet_jax.tools.benchmark',
+               'alexnet_jax.data.datasets.synthetic_shapes', 'alexnet_jax.configs.quickstart'):
+    assert name in modules, sorted(modules)
+  with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
+    packages = tomllib.load(f)['tool']['setuptools']['packages']
+  found = {name if path.endswith('__init__.py') else name.rpartition('.')[0]
+           for name, path in modules.items()}
+  assert found == set(packages), (sorted(found), packages)
+
+
+def test_no_import_cycles():
+  """The graph of every module's imports of the package (parsed with ast, so function-level
+  imports count too) has no cycle, and every such import names a module that exists."""
+  modules = package_modules()
+  graph, broken = import_graph(modules)
+  assert not broken, broken
+  # The parser sees the imports: a few edges checked against the sources by eye.
+  assert 'alexnet_jax.data.pipeline' in graph['alexnet_jax.train']  # from alexnet_jax.data import
+  assert 'alexnet_jax.kernels' in graph['alexnet_jax.models']  # from alexnet_jax.kernels import f
+  assert 'alexnet_jax.tools.torch_reference' in graph['alexnet_jax.tools.benchmark']  # in a def
+  assert 'alexnet_jax.configs.common' in graph['alexnet_jax.configs.quickstart']
+  cycle = find_cycle(graph)
+  assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
+
+
+def test_every_module_imports():
+  """Each module imports in a fresh process (syntax, imported names, module-level code), so
+  `-m "not slow"` touches the modules whose own tests are all slow (the benchmarks). Only
+  tools.torch_reference may be left out, where torch is not installed."""
+  names = sorted(package_modules())
+  if importlib.util.find_spec('torch') is None:
+    names.remove('alexnet_jax.tools.torch_reference')
+  code = ('import importlib, sys, traceback\n'
+          f'for name in {names!r}:\n'
+          '  try:\n'
+          '    importlib.import_module(name)\n'
+          '  except Exception:\n'
+          '    print(name, traceback.format_exc(limit=-2))\n')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                       cwd=REPO)
+  assert out.returncode == 0 and not out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+
+
+# --- What the GPU machines' modules import ---
+
+GPU_SIDE = ('models', 'kernels', 'layers', 'steps', 'optim', 'sharding', 'runtime',
+            'tools.benchmark')
+# The GPU machines lack these (tools/benchmark.py's docstring): neither may come in.
+ABSENT_THERE = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')
+
+
+def test_model_lrn_and_steps_import_without_tensorflow_tfds_grain_or_ml_collections():
+  """In a fresh process where `import tensorflow` fails, each of these modules imports, and none
+  of them brings in TensorFlow, TFDS, grain or ml_collections; a failure names the culprit."""
+  code = textwrap.dedent(f'''
+      import importlib, json, sys
+      sys.modules['tensorflow'] = None  # any `import tensorflow` now fails
+      found = {{}}
+      for name in {GPU_SIDE!r}:
+        importlib.import_module('alexnet_jax.' + name)
+        loaded = [m for m, v in sys.modules.items() if v is not None]
+        for absent in {ABSENT_THERE!r}:
+          if any(m == absent or m.startswith(absent + '.') for m in loaded):
+            found.setdefault(absent, name)  # the first module after which it was there
+      print(json.dumps(found))
+      ''')
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       cwd=REPO)
+  assert out.returncode == 0, out.stderr[-3000:]
+  found = json.loads(out.stdout.strip().splitlines()[-1])
+  assert found == {}, f'imported (with the module that first brought it in): {found}'
+
+
+# --- The wheel ---
+
+def _run(args, **kwargs):
+  out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300,
+                       **kwargs)
+  assert out.returncode == 0, (args, out.stdout[-3000:], out.stderr[-3000:])
+  return out
+
+
+NOTEBOOK_RUNNER = r'''
+import sys
+import nbformat
+from nbclient import NotebookClient
+notebook, cwd, output = sys.argv[1:]
+nb = nbformat.read(notebook, as_version=4)
+# One more cell: the kernel says which interpreter and which alexnet_jax it runs.
+nb.cells.append(nbformat.v4.new_code_cell(
+    'import sys, alexnet_jax; print("kernel:", sys.executable, alexnet_jax.__file__)'))
+NotebookClient(nb, timeout=600, kernel_name='python3',
+               resources={'metadata': {'path': cwd}}).execute()
+with open(output, 'w') as f:
+  f.write('\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
+                    for o in cell.get('outputs', [])))
+'''
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_trains_and_runs_the_notebook(tiny_data_dir, tmp_path):
+  """A wheel of the repository, installed into a fresh venv that sees this environment's
+  third-party packages but not its editable alexnet_jax: from outside the repository, the
+  installed package and configs import from the venv, the command line trains with the installed
+  quickstart config, and the notebook runs in a kernel of the venv's interpreter."""
+  # Build from a copy, so the build's egg-info and build/ stay out of the repository.
+  source = tmp_path / 'source'
+  shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
+      '.git', '.venv', '__pycache__', '*.egg-info', 'build', 'dist', '.pytest_cache', 'runs',
+      'workdir*', '.whl', '.ipynb_checkpoints'))
+  pip = ['-m', 'pip', '--disable-pip-version-check']
+  _run([sys.executable, *pip, 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
+        '-w', tmp_path / 'wheels', source])
+  (wheel,) = (tmp_path / 'wheels').iterdir()
+
+  venv = tmp_path / 'venv'
+  _run([sys.executable, '-m', 'venv', '--without-pip', venv])
+  python = venv / 'bin' / 'python'
+  site = _run([python, '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'])
+  site = os.path.realpath(site.stdout.strip())
+  # A directory named in a .pth file joins sys.path, but its own .pth files are not processed:
+  # this environment's packages, without the editable install's finder.
+  ours = {sysconfig.get_paths()['purelib'], sysconfig.get_paths()['platlib']}
+  with open(os.path.join(site, 'parent_environment.pth'), 'w') as f:
+    f.write(''.join(f'{path}\n' for path in sorted(ours)))
+
+  env = dict(os.environ, PYTHONPATH='', PIP_NO_INDEX='1', ALEXNET_JAX_TINY='1',
+             ALEXNET_JAX_DATA_DIR=tiny_data_dir, ALEXNET_JAX_WORKDIR=str(tmp_path / 'nb_run'),
+             IPYTHONDIR=str(tmp_path / 'ipython'), JUPYTER_PATH='',
+             JUPYTER_CONFIG_DIR=str(tmp_path / 'jupyter' / 'config'),
+             JUPYTER_DATA_DIR=str(tmp_path / 'jupyter' / 'data'),
+             JUPYTER_RUNTIME_DIR=str(tmp_path / 'jupyter' / 'runtime'))
+  outside = tmp_path / 'elsewhere'
+  outside.mkdir()
+  run = lambda *args: _run([python, *args], cwd=outside, env=env)  # noqa: E731
+  run(*pip, 'install', '--no-deps', '--no-index', '--ignore-installed', wheel)
+
+  where = json.loads(run('-c', textwrap.dedent('''
+      import json, sys
+      import alexnet_jax, alexnet_jax.configs
+      finders = [getattr(f, '__name__', type(f).__name__) for f in sys.meta_path]
+      print(json.dumps({'package': alexnet_jax.__file__, 'configs': alexnet_jax.configs.__file__,
+                        'editable': [n for n in finders + list(sys.modules) if 'ditable' in n]}))
+      ''')).stdout)
+  assert where['editable'] == [], where  # the editable install's finder stayed out
+  for name in ('package', 'configs'):
+    assert os.path.realpath(where[name]).startswith(site + os.sep), where
+  configs_dir = os.path.dirname(where['configs'])
+
+  workdir = tmp_path / 'run'
+  run('-m', 'alexnet_jax.main', f'--config={configs_dir}/quickstart.py:tiny',
+      f'--workdir={workdir}', f'--config.data_dir={tiny_data_dir}', '--config.num_train_steps=2',
+      '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2')
+  assert os.listdir(workdir / 'checkpoints') == ['2']
+
+  # nbclient in the venv's interpreter: the python3 kernel it starts is that interpreter.
+  output = tmp_path / 'notebook_output.txt'
+  run('-c', NOTEBOOK_RUNNER, source / 'experiments' / '01_train_and_evaluate.ipynb', outside,
+      output)
+  text = output.read_text()
+  assert 'step 6: validation top-1 error' in text, text[-3000:]
+  assert f'kernel: {python} ' in text, text[-3000:]
+  kernel_package = text.split(f'kernel: {python} ')[1].split()[0]
+  assert os.path.realpath(kernel_package).startswith(site + os.sep), kernel_package
+  assert sorted(os.listdir(tmp_path / 'nb_run' / 'checkpoints')) == ['3', '6']
