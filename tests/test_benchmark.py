@@ -136,7 +136,7 @@ def test_benchmark_times_the_paper_recipe():
 
 def test_bad_flags_are_config_errors():
   for bad in (dict(dtypes=('float16',)), dict(strategies=('pipeline',)), dict(batch_sizes=(0,)),
-              dict(image_sizes=(32,)), dict(torch=('jit',))):
+              dict(image_sizes=(32,)), dict(torch=('jit',)), dict(width=-1.0), dict(width=0.01)):
     with pytest.raises(ConfigError):
       benchmark.validate(dataclasses.replace(TINY, **bad))
 

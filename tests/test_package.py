@@ -25,8 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def package_modules() -> dict[str, str]:
   """Every module of alexnet_jax and alexnet_jax.configs, by name, with its source file.
 
-  pkgutil's walk lists modules and regular packages; data/ and tools/ are namespace packages (no
-  __init__.py), which it skips, so the walk goes into every directory of modules by hand too.
+  The walk goes into every directory of modules by hand, so a folder that lost its __init__.py
+  (a namespace package, which pkgutil's walk skips) is still checked.
   """
   modules = {}
 

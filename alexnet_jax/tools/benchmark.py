@@ -487,6 +487,10 @@ def check_same_step(settings: Settings, image_size: int, params: dict, data: dic
 
 def validate(settings: Settings) -> None:
   problems = []
+  try:
+    models.validate(_model_config(settings, 'float32'))
+  except ValueError as e:
+    problems.append(f'--width and --num_classes: {str(e).rstrip(".")}')
   if not settings.batch_sizes or min(settings.batch_sizes) < 1:
     problems.append('--batch_sizes must list positive batch sizes, e.g. 32,128')
   bad = [d for d in settings.dtypes if d not in models.DTYPES]

@@ -1,6 +1,7 @@
 """The same AlexNet in PyTorch: a second framework to check our numbers against and to race.
 
-    from alexnet_jax import models, torch_reference as tr
+    from alexnet_jax import models
+    from alexnet_jax.tools import torch_reference as tr
     net = tr.build(models.ModelConfig(), image_size=224)      # torch.nn.Module, NCHW input
     tr.load_params(net, state.params)                         # our TrainState.params, as-is
     opt = tr.make_optimizer(net, learning_rate=0.01, momentum=0.9, weight_decay=5e-4)
