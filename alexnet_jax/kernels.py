@@ -125,10 +125,16 @@ def _window_slices(x: Array, window: int, stride: int) -> list[Array]:
   """The window*window strided views of NHWC `x`, one per offset in the pooling window."""
   n, height, width, channels = x.shape
   out_h, out_w = (height - window) // stride + 1, (width - window) // stride + 1
-  return [jax.lax.slice(x, (0, i, j, 0), (n, i + stride * (out_h - 1) + 1,
-                                          j + stride * (out_w - 1) + 1, channels),
-                        (1, stride, stride, 1))
-          for i in range(window) for j in range(window)]
+  return [
+      jax.lax.slice(
+          x,
+          (0, i, j, 0),
+          (n, i + stride * (out_h - 1) + 1, j + stride * (out_w - 1) + 1, channels),
+          (1, stride, stride, 1),
+      )
+      for i in range(window)
+      for j in range(window)
+  ]
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))

@@ -78,8 +78,18 @@ def local_rows(x: Array, axis_name: str) -> Array:
 class TowerLayer(nnx.Module):
   """One conv or dense layer whose output channels are split into contiguous per-tower slices."""
 
-  def __init__(self, kernel_shape: tuple[int, ...], towers: int, *, std: float, bias: float,
-               stride: int = 1, padding='SAME', dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+      self,
+      kernel_shape: tuple[int, ...],
+      towers: int,
+      *,
+      std: float,
+      bias: float,
+      stride: int = 1,
+      padding='SAME',
+      dtype=jnp.float32,
+      rngs: nnx.Rngs,
+  ):
     self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), kernel_shape, jnp.float32))
     self.bias = nnx.Param(jnp.full((kernel_shape[-1],), bias, jnp.float32))
     self.towers = towers
@@ -95,8 +105,14 @@ class TowerLayer(nnx.Module):
       # without copying the kernel into per-tower slices (fc6's are 75 MB) and back for gradients.
       return jnp.split(self._apply(xs[0], self.kernel, self.bias), len(xs), axis=-1)
     per_tower = self.kernel.shape[-1] // len(xs)
-    return [self._apply(x, self.kernel[..., t * per_tower:(t + 1) * per_tower],
-                        self.bias[t * per_tower:(t + 1) * per_tower]) for t, x in enumerate(xs)]
+    return [
+        self._apply(
+            x,
+            self.kernel[..., t * per_tower : (t + 1) * per_tower],
+            self.bias[t * per_tower : (t + 1) * per_tower],
+        )
+        for t, x in enumerate(xs)
+    ]
 
   def _apply(self, x: Array, kernel: Array, bias: Array) -> Array:
     # Separate convolutions per tower, never `feature_group_count`: grouped convolutions are
@@ -107,6 +123,10 @@ class TowerLayer(nnx.Module):
       y = x @ kernel
     else:
       y = jax.lax.conv_general_dilated(
-          x, kernel, (self.stride, self.stride), self.padding,
-          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+          x,
+          kernel,
+          (self.stride, self.stride),
+          self.padding,
+          dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
+      )
     return y + bias.astype(self.dtype)

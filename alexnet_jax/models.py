@@ -127,12 +127,15 @@ def validate(config: ModelConfig) -> None:
   if not smallest <= config.width < math.inf:  # also NaN
     raise ValueError(
         f'model.width={config.width} must be finite and at least {config.towers}/{channels} '
-        f'(about {math.ceil(smallest * 1e4) / 1e4}): below that, {layer}\'s {channels} channels '
-        'give a tower less than one channel. The paper is 1.0.')
+        f"(about {math.ceil(smallest * 1e4) / 1e4}): below that, {layer}'s {channels} channels "
+        'give a tower less than one channel. The paper is 1.0.'
+    )
   for channels in [c for _, _, _, c, _ in CONV_LAYERS] + [FC_UNITS]:
     if scaled(channels, config.width) % config.towers:
-      raise ValueError(f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
-                       f' channels, which {config.towers} towers cannot split evenly.')
+      raise ValueError(
+          f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
+          f' channels, which {config.towers} towers cannot split evenly.'
+      )
 
 
 def min_width(towers: int) -> tuple[float, str, int]:
@@ -160,8 +163,16 @@ def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
   pool1 = (conv1 - window) // stride + 1
   pool2 = (pool1 - window) // stride + 1
   pool5 = (pool2 - window) // stride + 1
-  return {'conv1': conv1, 'pool1': pool1, 'conv2': pool1, 'pool2': pool2, 'conv3': pool2,
-          'conv4': pool2, 'conv5': pool2, 'pool5': pool5}
+  return {
+      'conv1': conv1,
+      'pool1': pool1,
+      'conv2': pool1,
+      'pool2': pool2,
+      'conv3': pool2,
+      'conv4': pool2,
+      'conv5': pool2,
+      'pool5': pool5,
+  }
 
 
 def conv1_padding(image_size: int) -> list[tuple[int, int]]:
@@ -177,11 +188,14 @@ class AlexNet(nnx.Module):
     self.config = config
     self.image_size = image_size
     if feature_sizes(image_size, config.pool)['pool5'] < 1:
-      raise ValueError(f'image_size={image_size} is too small for AlexNet\'s five layers of '
-                       f'pooling; use at least {min_image_size(config.pool)}.')
+      raise ValueError(
+          f"image_size={image_size} is too small for AlexNet's five layers of "
+          f'pooling; use at least {min_image_size(config.pool)}.'
+      )
     dtype = DTYPES[config.dtype]
     towers = config.towers
     positive_bias = {'paper': 1.0, 'caffe': 0.1, 'he': 0.0}[config.init]
+
     def std(fan_in: int, layer: str) -> float:
       if config.init == 'he':
         return math.sqrt(2.0 / fan_in)
@@ -196,31 +210,61 @@ class AlexNet(nnx.Module):
       # A tower-local layer sees its own tower's share of the previous layer; conv1 sees the image.
       fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
       padding = conv1_padding(image_size) if name == 'conv1' else 'SAME'
-      setattr(self, name, TowerLayer(
-          (size, size, fan_in, channels), towers, std=std(size * size * fan_in, name),
-          stride=stride, padding=padding,
-          bias=positive_bias if name in POSITIVE_BIAS_LAYERS else 0.0, dtype=dtype, rngs=rngs))
+      setattr(
+          self,
+          name,
+          TowerLayer(
+              (size, size, fan_in, channels),
+              towers,
+              std=std(size * size * fan_in, name),
+              stride=stride,
+              padding=padding,
+              bias=positive_bias if name in POSITIVE_BIAS_LAYERS else 0.0,
+              dtype=dtype,
+              rngs=rngs,
+          ),
+      )
       layer_channels[name] = channels
       channels_in = channels
 
     pool5 = feature_sizes(image_size, config.pool)['pool5']
     fc_units = scaled(FC_UNITS, config.width)
     fc6_in = pool5 * pool5 * channels_in
-    self.fc6 = TowerLayer((fc6_in, fc_units), towers, std=std(fc6_in, 'fc6'),
-                          bias=positive_bias, dtype=dtype, rngs=rngs)
-    self.fc7 = TowerLayer((fc_units, fc_units), towers, std=std(fc_units, 'fc7'),
-                          bias=positive_bias, dtype=dtype, rngs=rngs)
+    self.fc6 = TowerLayer(
+        (fc6_in, fc_units),
+        towers,
+        std=std(fc6_in, 'fc6'),
+        bias=positive_bias,
+        dtype=dtype,
+        rngs=rngs,
+    )
+    self.fc7 = TowerLayer(
+        (fc_units, fc_units),
+        towers,
+        std=std(fc_units, 'fc7'),
+        bias=positive_bias,
+        dtype=dtype,
+        rngs=rngs,
+    )
     # fc8 is not split (layers.SPLITS): the paper's 1000-way softmax reads both towers' fc7.
-    self.fc8 = TowerLayer((fc_units, config.num_classes), towers if layers.SPLITS['fc8'].towers
-                          else 1, std=std(fc_units, 'fc8'), bias=0.0, dtype=dtype, rngs=rngs)
+    self.fc8 = TowerLayer(
+        (fc_units, config.num_classes),
+        towers if layers.SPLITS['fc8'].towers else 1,
+        std=std(fc_units, 'fc8'),
+        bias=0.0,
+        dtype=dtype,
+        rngs=rngs,
+    )
 
     if config.norm == 'batchnorm':
       # With the batch split over devices, statistics are averaged over `batch_axis`, so they are
       # those of the global batch.
-      self.norm1 = nnx.BatchNorm(layer_channels['conv1'], momentum=0.9,
-                                 axis_name=config.batch_axis, rngs=rngs)
-      self.norm2 = nnx.BatchNorm(layer_channels['conv2'], momentum=0.9,
-                                 axis_name=config.batch_axis, rngs=rngs)
+      self.norm1 = nnx.BatchNorm(
+          layer_channels['conv1'], momentum=0.9, axis_name=config.batch_axis, rngs=rngs
+      )
+      self.norm2 = nnx.BatchNorm(
+          layer_channels['conv2'], momentum=0.9, axis_name=config.batch_axis, rngs=rngs
+      )
 
   def _activation(self, xs: Sequence[Array]) -> list[Array]:
     act = ACTIVATIONS[self.config.activation]
@@ -233,8 +277,17 @@ class AlexNet(nnx.Module):
   def _normalize(self, xs: Sequence[Array], layer: int, train: bool) -> list[Array]:
     if self.config.norm == 'lrn':
       lrn = self.config.lrn
-      return [local_response_norm(x, size=lrn.size, k=lrn.k, alpha=lrn.alpha, beta=lrn.beta,
-                                  alpha_over_n=lrn.alpha_over_n) for x in xs]
+      return [
+          local_response_norm(
+              x,
+              size=lrn.size,
+              k=lrn.k,
+              alpha=lrn.alpha,
+              beta=lrn.beta,
+              alpha_over_n=lrn.alpha_over_n,
+          )
+          for x in xs
+      ]
     if self.config.norm == 'batchnorm':
       # Batch statistics are per channel, so normalising the joined towers equals normalising each
       # tower on its own; joining is free with one tower per device.
@@ -244,14 +297,16 @@ class AlexNet(nnx.Module):
       return jnp.split(y, len(xs), axis=-1)
     return list(xs)
 
-  def __call__(self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
-               ) -> Array:
+  def __call__(
+      self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
+  ) -> Array:
     """float32 logits for a batch of NHWC images."""
     (logits,) = self.features(images, train=train, dropout_rng=dropout_rng)['fc8']
     return logits.astype(jnp.float32)
 
-  def features(self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
-               ) -> dict[str, list[Array]]:
+  def features(
+      self, images: Array, *, train: bool = False, dropout_rng: Array | None = None
+  ) -> dict[str, list[Array]]:
     """Every layer's output as a list of per-tower arrays (fc8: one array, the logits).
 
     Keys: conv1..conv5 (after the activation), norm1, norm2, pool1, pool2, pool5, fc6, fc7 (after
@@ -291,8 +346,9 @@ class AlexNet(nnx.Module):
       out['fc8'] = [layers.local_rows(out['fc8'][0], self.config.fc_axis)]
     return out
 
-  def _dropout(self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
-               ) -> list[Array]:
+  def _dropout(
+      self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
+  ) -> list[Array]:
     """Section 4.2: each unit is zeroed with probability `dropout_rate`, the rest are rescaled.
 
     One key per (layer, global tower index), so the towers drop different units; the mask is
@@ -310,10 +366,17 @@ class AlexNet(nnx.Module):
       (x,) = xs
       per_tower = scaled(FC_UNITS, self.config.width) // self.config.towers
       first_unit = jax.lax.axis_index(self.config.fc_axis) * x.shape[-1]
-      keep = jnp.concatenate([
-          jax.random.bernoulli(jax.random.fold_in(jax.random.fold_in(rng, layer), tower),
-                               1.0 - rate, (x.shape[0], per_tower))
-          for tower in range(self.config.towers)], axis=1)
+      keep = jnp.concatenate(
+          [
+              jax.random.bernoulli(
+                  jax.random.fold_in(jax.random.fold_in(rng, layer), tower),
+                  1.0 - rate,
+                  (x.shape[0], per_tower),
+              )
+              for tower in range(self.config.towers)
+          ],
+          axis=1,
+      )
       keep = jax.lax.dynamic_slice_in_dim(keep, first_unit, x.shape[-1], axis=1)
       return [jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)]
     first_tower, shards, shard = 0, 1, 0

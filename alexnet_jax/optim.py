@@ -51,13 +51,17 @@ class OptimConfig:
 
 def decay_mask(params: Any, decay_biases: bool) -> Any:
   """True for every leaf that weight decay applies to: kernels, and biases if asked."""
+
   def leaf_decays(path, _):
     name = getattr(path[-1], 'key', str(path[-1]))
     return name == 'kernel' or decay_biases
+
   return jax.tree_util.tree_map_with_path(leaf_decays, params)
 
 
-def learning_rate_schedule(config: OptimConfig, num_train_steps: int) -> Callable[[jax.Array], jax.Array]:
+def learning_rate_schedule(
+    config: OptimConfig, num_train_steps: int
+) -> Callable[[jax.Array], jax.Array]:
   """The base learning rate as a function of the step; `plateau` scales it further."""
   if config.schedule == 'plateau':
     return optax.constant_schedule(config.learning_rate)
@@ -66,26 +70,37 @@ def learning_rate_schedule(config: OptimConfig, num_train_steps: int) -> Callabl
     return optax.piecewise_constant_schedule(config.learning_rate, boundaries)
   if config.schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(
-        0.0, config.learning_rate, config.warmup_steps, max(num_train_steps, config.warmup_steps + 1))
-  raise ValueError(f'optim.schedule={config.schedule!r} is not supported; choose one of {SCHEDULES}.')
+        0.0,
+        config.learning_rate,
+        config.warmup_steps,
+        max(num_train_steps, config.warmup_steps + 1),
+    )
+  raise ValueError(
+      f'optim.schedule={config.schedule!r} is not supported; choose one of {SCHEDULES}.'
+  )
 
 
 def scale_by_plateau() -> optax.GradientTransformationExtraArgs:
   """Multiplies updates by the `plateau_scale` passed to `update` (1 if none is)."""
+
   def update(updates, state, params=None, *, plateau_scale=None, **extra_args):
     del params, extra_args
     if plateau_scale is None:
       return updates, state
     return jax.tree.map(lambda u: u * plateau_scale.astype(u.dtype), updates), state
+
   return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
 
 
-def create_optimizer(config: OptimConfig, num_train_steps: int) -> optax.GradientTransformationExtraArgs:
+def create_optimizer(
+    config: OptimConfig, num_train_steps: int
+) -> optax.GradientTransformationExtraArgs:
   """Section 5's SGD: call `update(grads, state, params, plateau_scale=s)`."""
   schedule = learning_rate_schedule(config, num_train_steps)
   return optax.chain(
-      optax.add_decayed_weights(config.weight_decay,
-                                mask=lambda p: decay_mask(p, config.decay_biases)),
+      optax.add_decayed_weights(
+          config.weight_decay, mask=lambda p: decay_mask(p, config.decay_biases)
+      ),
       optax.scale_by_learning_rate(schedule),
       scale_by_plateau(),
       optax.trace(decay=config.momentum),
@@ -95,7 +110,7 @@ def create_optimizer(config: OptimConfig, num_train_steps: int) -> optax.Gradien
 def create_plateau(config: OptimConfig) -> optax.GradientTransformationExtraArgs:
   """Reduce-on-plateau on the validation error: at most `max_reductions` divisions by 1/factor."""
   # A hair below factor**n so float rounding of the repeated product cannot block the n-th step.
-  min_scale = config.plateau_factor ** config.plateau_max_reductions * (1 - 1e-4)
+  min_scale = config.plateau_factor**config.plateau_max_reductions * (1 - 1e-4)
   return optax.contrib.reduce_on_plateau(
       factor=config.plateau_factor,
       patience=config.plateau_patience,
@@ -103,5 +118,3 @@ def create_plateau(config: OptimConfig) -> optax.GradientTransformationExtraArgs
       rtol=config.plateau_rtol,
       min_scale=min_scale,
   )
-
-

@@ -57,23 +57,36 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
   mean, eigval, eigvec = colour.load_colour_statistics(config)
   std = aug.std_rgb
   augment = pipeline.AugmentConfig(
-      flip=bool(aug.flip), pca_std=float(aug.pca_std), mean=mean, eigval=eigval, eigvec=eigvec,
-      inv_std=None if std is None else 1.0 / np.asarray(std, np.float32))
+      flip=bool(aug.flip),
+      pca_std=float(aug.pca_std),
+      mean=mean,
+      eigval=eigval,
+      eigvec=eigvec,
+      inv_std=None if std is None else 1.0 / np.asarray(std, np.float32),
+  )
   data = pipeline.DataConfig(
-      **{f.name: config[f.name] for f in dataclasses.fields(pipeline.DataConfig)
-         if f.name not in ('augment', 'manual_dir', 'eval_crops')},
-      manual_dir=config.get('manual_dir'), eval_crops=config.get('eval_crops', 1),
-      augment=augment)
-  loop = LoopConfig(**{f.name: config.get(f.name, f.default)
-                       for f in dataclasses.fields(LoopConfig)})
+      **{
+          f.name: config[f.name]
+          for f in dataclasses.fields(pipeline.DataConfig)
+          if f.name not in ('augment', 'manual_dir', 'eval_crops')
+      },
+      manual_dir=config.get('manual_dir'),
+      eval_crops=config.get('eval_crops', 1),
+      augment=augment,
+  )
+  loop = LoopConfig(
+      **{f.name: config.get(f.name, f.default) for f in dataclasses.fields(LoopConfig)}
+  )
   return RunConfig(
       model=model_config(config),
-      optim=optim.OptimConfig(**{**config.optim.to_dict(),
-                                 'step_boundaries': tuple(config.optim.step_boundaries)}),
+      optim=optim.OptimConfig(
+          **{**config.optim.to_dict(), 'step_boundaries': tuple(config.optim.step_boundaries)}
+      ),
       data=data,
       mesh=sharding.MeshConfig(config.strategy, config.mesh.data, config.mesh.model),
       loop=loop,
-      hparams=flatten(config.to_dict()))
+      hparams=flatten(config.to_dict()),
+  )
 
 
 def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
@@ -108,22 +121,38 @@ def _positive(config, *fields: str, allow_minus_one: tuple[str, ...] = ()) -> No
 def _vector(config, field: str, shape: tuple[int, ...]) -> None:
   value = config.augment[field]
   if np.shape(value) != shape or not np.all(np.isfinite(np.asarray(value, np.float64))):
-    raise ConfigError(f'augment.{field}={value!r} must be {shape[0]} numbers per RGB channel'
-                      f'{" (a 3x3 matrix)" if len(shape) == 2 else ""}; see configs/alexnet.py.')
+    raise ConfigError(
+        f'augment.{field}={value!r} must be {shape[0]} numbers per RGB channel'
+        f'{" (a 3x3 matrix)" if len(shape) == 2 else ""}; see configs/alexnet.py.'
+    )
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError for the first field that cannot work; normalises `augment.std_rgb`."""
-  _positive(config, 'log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints',
-            'batch_size', 'eval_batch_size', 'image_size', 'resize_size', 'model.lrn.size')
-  _positive(config, 'eval_every_steps', 'num_train_steps', allow_minus_one=(
-      'eval_every_steps', 'num_train_steps'))
+  _positive(
+      config,
+      'log_every_steps',
+      'checkpoint_every_steps',
+      'keep_checkpoints',
+      'batch_size',
+      'eval_batch_size',
+      'image_size',
+      'resize_size',
+      'model.lrn.size',
+  )
+  _positive(
+      config,
+      'eval_every_steps',
+      'num_train_steps',
+      allow_minus_one=('eval_every_steps', 'num_train_steps'),
+  )
   if config.num_train_steps == -1 and config.num_epochs <= 0:
     raise ConfigError(f'num_epochs={config.num_epochs} must be positive when num_train_steps=-1.')
   if config.image_size > config.resize_size:
     raise ConfigError(
         f'image_size={config.image_size} is larger than resize_size={config.resize_size}: crops '
-        'are cut from the resized image (the paper: 224 out of 256). Raise resize_size.')
+        'are cut from the resized image (the paper: 224 out of 256). Raise resize_size.'
+    )
   if config.data_workers < 0 or config.prefetch_batches < 0:
     raise ConfigError('data_workers and prefetch_batches cannot be negative.')
 
@@ -141,27 +170,37 @@ def validate(config: ml_collections.ConfigDict) -> None:
   # augment.mean and augment.stats_file are checked where from_config reads the file.
   for field in ('eval_crops', 'final_eval_crops'):
     if config.get(field, 1) not in (1, 10):
-      raise ConfigError(f'{field}={config[field]} must be 1 (the centre crop) or 10 (the four '
-                        'corner and centre patches and their reflections, section 4.1).')
+      raise ConfigError(
+          f'{field}={config[field]} must be 1 (the centre crop) or 10 (the four '
+          'corner and centre patches and their reflections, section 4.1).'
+      )
 
   o = config.optim
   if o.schedule not in optim.SCHEDULES:
-    raise ConfigError(f'optim.schedule={o.schedule!r} is not supported; choose one of '
-                      f'{optim.SCHEDULES}.')
+    raise ConfigError(
+        f'optim.schedule={o.schedule!r} is not supported; choose one of ' f'{optim.SCHEDULES}.'
+    )
   if o.plateau_patience < 1:
-    raise ConfigError(f'optim.plateau_patience={o.plateau_patience} must be at least 1 '
-                      '(evaluations without improvement before the learning rate drops).')
+    raise ConfigError(
+        f'optim.plateau_patience={o.plateau_patience} must be at least 1 '
+        '(evaluations without improvement before the learning rate drops).'
+    )
   if not 0 < o.plateau_factor < 1:
-    raise ConfigError(f'optim.plateau_factor={o.plateau_factor} must be in (0, 1); the paper '
-                      'divides by 10: 0.1.')
+    raise ConfigError(
+        f'optim.plateau_factor={o.plateau_factor} must be in (0, 1); the paper '
+        'divides by 10: 0.1.'
+    )
   if o.learning_rate <= 0 or o.momentum < 0 or o.weight_decay < 0:
-    raise ConfigError('optim.learning_rate must be positive, momentum and weight_decay not '
-                      'negative.')
+    raise ConfigError(
+        'optim.learning_rate must be positive, momentum and weight_decay not ' 'negative.'
+    )
 
   try:
     models.validate(model_config(config))
   except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
   if config.image_size < models.min_image_size(config.model.pool):
-    raise ConfigError(f'image_size={config.image_size} is too small for AlexNet\'s five layers '
-                      f'of pooling; use at least {models.min_image_size(config.model.pool)}.')
+    raise ConfigError(
+        f"image_size={config.image_size} is too small for AlexNet's five layers "
+        f'of pooling; use at least {models.min_image_size(config.model.pool)}.'
+    )

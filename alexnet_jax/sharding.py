@@ -48,8 +48,11 @@ STRATEGIES = ('data', 'towers', 'owt')
 _CLUSTER_MARKERS = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
 
 
-def initialize_processes(coordinator_address: str | None = None, num_processes: int | None = None,
-                         process_id: int | None = None) -> None:
+def initialize_processes(
+    coordinator_address: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+) -> None:
   """Joins this process to a multi-process run with `jax.distributed.initialize`.
 
   Given a coordinator, uses it with `num_processes` and `process_id`; given nothing, lets JAX
@@ -63,8 +66,10 @@ def initialize_processes(coordinator_address: str | None = None, num_processes: 
     if not any(len(v.split(',')) > 1 or (v.isdigit() and int(v) > 1) for v in sizes):
       return
   if explicit and (num_processes is None or process_id is None):
-    raise ConfigError('--coordinator_address needs --num_processes and --process_id too (this '
-                      'process\' index, 0 to num_processes - 1), the same address everywhere.')
+    raise ConfigError(
+        '--coordinator_address needs --num_processes and --process_id too (this '
+        "process' index, 0 to num_processes - 1), the same address everywhere."
+    )
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
 
@@ -87,33 +92,43 @@ def mesh_shape(mesh: MeshConfig, towers: int, device_count: int) -> tuple[int, i
     raise ConfigError(f'strategy={strategy!r} is not supported; choose one of {STRATEGIES}.')
   if strategy == 'towers' and device_count % 2:
     raise ConfigError(
-        f'strategy=towers puts each of the paper\'s two towers on its own device, but there '
+        f"strategy=towers puts each of the paper's two towers on its own device, but there "
         f'{"is" if device_count == 1 else "are"} {device_count} device(s). Use an even number of '
         'devices (on a CPU, simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=8)'
-        ', or --config.strategy=data.')
+        ', or --config.strategy=data.'
+    )
   if data == -1 and model == -1:
     model = 2 if strategy == 'towers' else 1
   if -1 in (data, model):
     known = model if data == -1 else data
     if known <= 0 or device_count % known:
-      raise ConfigError(f'mesh: {known} does not divide the {device_count} devices. Choose mesh '
-                        f'sizes whose product is {device_count}.')
+      raise ConfigError(
+          f'mesh: {known} does not divide the {device_count} devices. Choose mesh '
+          f'sizes whose product is {device_count}.'
+      )
     data, model = (device_count // known, known) if data == -1 else (known, device_count // known)
   if data <= 0 or model <= 0 or data * model != device_count:
     raise ConfigError(
         f'mesh.data={data} x mesh.model={model} does not fit the {device_count} devices here. '
         f'Choose sizes whose product is {device_count}, or -1 for one axis to take the rest '
-        '(e.g. --config.mesh.data=-1).')
+        '(e.g. --config.mesh.data=-1).'
+    )
   if strategy in ('data', 'owt') and model != 1:
-    raise ConfigError(f'strategy={strategy} spreads its layers over the data axis, but mesh.model='
-                      f'{model}. Set --config.mesh.model=1, or --config.strategy=towers.')
+    raise ConfigError(
+        f'strategy={strategy} spreads its layers over the data axis, but mesh.model='
+        f'{model}. Set --config.mesh.model=1, or --config.strategy=towers.'
+    )
   if strategy == 'towers':
     if model != 2:
-      raise ConfigError(f'strategy=towers puts one of the paper\'s two towers on each device of '
-                        f'the model axis, so mesh.model must be 2, not {model}.')
+      raise ConfigError(
+          f"strategy=towers puts one of the paper's two towers on each device of "
+          f'the model axis, so mesh.model must be 2, not {model}.'
+      )
     if towers != 2:
-      raise ConfigError('strategy=towers needs the two-tower model; this config has '
-                        f'model.towers={towers}. Use --config.strategy=data.')
+      raise ConfigError(
+          'strategy=towers needs the two-tower model; this config has '
+          f'model.towers={towers}. Use --config.strategy=data.'
+      )
   return data, model
 
 
@@ -129,8 +144,12 @@ class Layout:
     """`mesh` on `devices` (default: all) for a model of `towers` towers."""
     devices = jax.devices() if devices is None else devices
     data, model = mesh_shape(mesh, towers, len(devices))
-    jax_mesh = jax.make_mesh((data, model), (DATA_AXIS, MODEL_AXIS),
-                             axis_types=(jax.sharding.AxisType.Explicit,) * 2, devices=devices)
+    jax_mesh = jax.make_mesh(
+        (data, model),
+        (DATA_AXIS, MODEL_AXIS),
+        axis_types=(jax.sharding.AxisType.Explicit,) * 2,
+        devices=devices,
+    )
     return cls(mesh.strategy, jax_mesh)
 
   @property
@@ -153,7 +172,8 @@ class Layout:
             f'{field}={size} does not split evenly over the {self.data_size} devices of the data '
             f'axis ({jax.process_count()} process(es)). Use a multiple of {self.data_size}, e.g. '
             f'--config.{field}={max(self.data_size, size // self.data_size * self.data_size)}, '
-            'or run on fewer devices (JAX_PLATFORMS=cpu, or CUDA_VISIBLE_DEVICES).')
+            'or run on fewer devices (JAX_PLATFORMS=cpu, or CUDA_VISIBLE_DEVICES).'
+        )
 
   # --- Shardings ---
 
@@ -185,11 +205,15 @@ class Layout:
       return jax.tree.map(lambda _: named(P()), subtree)
 
     return state.replace(
-        step=named(P()), rng=named(P()), plateau=jax.tree.map(lambda _: named(P()), state.plateau),
+        step=named(P()),
+        rng=named(P()),
+        plateau=jax.tree.map(lambda _: named(P()), state.plateau),
         params=param_shardings,
         batch_stats=jax.tree.map(named, self.param_specs(state.batch_stats)),
-        opt_state=jax.tree.map(opt_leaf, state.opt_state,
-                               is_leaf=lambda x: jax.tree.structure(x) == params_tree))
+        opt_state=jax.tree.map(
+            opt_leaf, state.opt_state, is_leaf=lambda x: jax.tree.structure(x) == params_tree
+        ),
+    )
 
   def place_state(self, state: Any) -> Any:
     return jax.device_put(state, self.state_shardings(state))
@@ -204,8 +228,9 @@ class Layout:
 
   # --- Distributed steps ---
 
-  def distribute(self, per_shard: Callable, params: Any, batch_stats: Any, *, grads: bool
-                 ) -> Callable:
+  def distribute(
+      self, per_shard: Callable, params: Any, batch_stats: Any, *, grads: bool
+  ) -> Callable:
     """The step function `per_shard(params, batch_stats, batch, rng, loss_scale)` under this
     strategy. It returns (metric sums, new batch_stats[, grads]); `loss_scale` is the factor that
     turns its local mean loss into its share of the global mean.
@@ -235,9 +260,12 @@ class Layout:
       return ({k: total(v) for k, v in out[0].items()},) + tuple(out[1:])
 
     out_specs = (P(), stats_specs) + ((param_specs,) if grads else ())
-    return jax.shard_map(body, mesh=self.mesh,
-                         in_specs=(param_specs, stats_specs, P(DATA_AXIS), P()),
-                         out_specs=out_specs)
+    return jax.shard_map(
+        body,
+        mesh=self.mesh,
+        in_specs=(param_specs, stats_specs, P(DATA_AXIS), P()),
+        out_specs=out_specs,
+    )
 
 
 def undistributed(per_shard: Callable) -> Callable:
@@ -245,8 +273,9 @@ def undistributed(per_shard: Callable) -> Callable:
   return lambda p, s, b, r: per_shard(p, s, b, r, 1.0)
 
 
-def prefetch_to_devices(batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout,
-                        size: int) -> Iterator[tuple[Any, dict]]:
+def prefetch_to_devices(
+    batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout, size: int
+) -> Iterator[tuple[Any, dict]]:
   """Keeps `size` batches on their way to the devices while the current step runs.
 
   Items are (tag, batch) pairs; the tag (the data iterator's state after this batch) travels

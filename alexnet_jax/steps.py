@@ -45,6 +45,7 @@ class EvalMetrics(metrics.Collection):
 @flax.struct.dataclass
 class TenCropEvalMetrics(metrics.Collection):
   """Section 4.1's test (softmax averaged over ten patches), and its centre patch alone."""
+
   loss: metrics.Average.from_output('loss')
   top1_error: metrics.Average.from_output('top1_error')
   top5_error: metrics.Average.from_output('top5_error')
@@ -64,13 +65,15 @@ class TrainMetrics(metrics.Collection):
 
 def create_model(model: models.ModelConfig, image_size: int, seed: int, **axes) -> models.AlexNet:
   """The network of `model`; `axes` (tower_axis, batch_axis, fc_axis) come from sharding.Layout."""
-  return models.AlexNet(dataclasses.replace(model, **axes), image_size,
-                        rngs=nnx.Rngs(params=seed))
+  return models.AlexNet(dataclasses.replace(model, **axes), image_size, rngs=nnx.Rngs(params=seed))
 
 
-def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation,
-                       plateau: optax.GradientTransformation, seed: int
-                       ) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(
+    model: models.AlexNet,
+    tx: optax.GradientTransformation,
+    plateau: optax.GradientTransformation,
+    seed: int,
+) -> tuple[nnx.GraphDef, TrainState]:
   """The train state of `model`; dropout draws from a key of `seed + 1` (the weights used
   `seed`)."""
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -81,7 +84,8 @@ def create_train_state(model: models.AlexNet, tx: optax.GradientTransformation,
       batch_stats=nnx.to_pure_dict(rest),
       opt_state=tx.init(params),
       plateau=plateau.init(None),
-      rng=jax.random.key_data(jax.random.key(seed + 1)))
+      rng=jax.random.key_data(jax.random.key(seed + 1)),
+  )
   return graphdef, state
 
 
@@ -114,8 +118,12 @@ def metric_sums(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> dict[s
   """
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   top1, top5 = error_rates(logits, labels)
-  return {'loss': jnp.sum(losses * mask), 'top1_error': jnp.sum(top1 * mask),
-          'top5_error': jnp.sum(top5 * mask), 'count': jnp.sum(mask)}
+  return {
+      'loss': jnp.sum(losses * mask),
+      'top1_error': jnp.sum(top1 * mask),
+      'top5_error': jnp.sum(top5 * mask),
+      'count': jnp.sum(mask),
+  }
 
 
 def crop_averaged_log_probs(logits: jax.Array) -> jax.Array:
@@ -132,17 +140,20 @@ def _average(sums: dict, name: str) -> metrics.Average:
   return metrics.Average(total=sums[name], count=sums['count'])
 
 
-def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, distribute
-               ) -> tuple[TrainState, TrainMetrics, jax.Array]:
+def train_step(
+    state: TrainState, batch: dict, *, graphdef, tx, schedule, distribute
+) -> tuple[TrainState, TrainMetrics, jax.Array]:
   """One SGD step on a global batch. Returns the new state, its metrics and a finite flag."""
   dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def per_shard(params, batch_stats, shard, rng, loss_scale):
     def loss_fn(p):
-      logits, new_stats = _apply(graphdef, p, batch_stats, shard['image'], train=True,
-                                 dropout_rng=rng)
+      logits, new_stats = _apply(
+          graphdef, p, batch_stats, shard['image'], train=True, dropout_rng=rng
+      )
       sums = metric_sums(logits, shard['label'], jnp.ones_like(shard['label'], jnp.float32))
       return sums['loss'] / sums['count'] * loss_scale, (sums, new_stats)
+
     (_, (sums, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     return sums, new_stats, grads
 
@@ -153,18 +164,22 @@ def train_step(state: TrainState, batch: dict, *, graphdef, tx, schedule, distri
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
   step_metrics = TrainMetrics.empty().replace(
-      loss=_average(sums, 'loss'), top1_error=_average(sums, 'top1_error'),
+      loss=_average(sums, 'loss'),
+      top1_error=_average(sums, 'top1_error'),
       top5_error=_average(sums, 'top5_error'),
       learning_rate=metrics.LastValue.from_model_output(schedule(state.step) * scale),
-      grad_norm=metrics.Average.from_model_output(grad_norm))
+      grad_norm=metrics.Average.from_model_output(grad_norm),
+  )
   finite = jnp.isfinite(sums['loss']) & jnp.isfinite(grad_norm)
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+  new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   return new_state, step_metrics, finite
 
 
-def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
-              ) -> EvalMetrics | TenCropEvalMetrics:
+def eval_step(
+    state: TrainState, batch: dict, *, graphdef, distribute
+) -> EvalMetrics | TenCropEvalMetrics:
   """Metrics of the examples whose `mask` is 1 (padding rows have mask 0).
 
   Images of shape (B, H, W, 3) are one view per example. (B, crops, H, W, 3), e.g. the ten
@@ -172,6 +187,7 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
   example's prediction is the average of its views' softmax (section 4.1); view 0, the centre
   patch, is also scored alone (`center_*`).
   """
+
   def per_shard(params, batch_stats, shard, rng, loss_scale):
     del rng, loss_scale
     images, labels, mask = shard['image'], shard['label'], shard['mask']
@@ -179,8 +195,9 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
       logits, _ = _apply(graphdef, params, batch_stats, images, train=False)
       return metric_sums(logits, labels, mask), batch_stats
     crops = images.shape[1]
-    logits, _ = _apply(graphdef, params, batch_stats, images.reshape((-1,) + images.shape[2:]),
-                       train=False)
+    logits, _ = _apply(
+        graphdef, params, batch_stats, images.reshape((-1,) + images.shape[2:]), train=False
+    )
     logits = logits.reshape(-1, crops, logits.shape[-1])
     sums = metric_sums(crop_averaged_log_probs(logits), labels, mask)
     center = metric_sums(logits[:, 0], labels, mask)
@@ -190,8 +207,9 @@ def eval_step(state: TrainState, batch: dict, *, graphdef, distribute
   step_fn = distribute(per_shard, state.params, state.batch_stats, grads=False)
   sums, _ = step_fn(state.params, state.batch_stats, batch, jax.random.key(0))
   collection = EvalMetrics if batch['image'].ndim == 4 else TenCropEvalMetrics
-  return collection.empty().replace(**{
-      name: _average(sums, name) for name in collection.__annotations__})
+  return collection.empty().replace(
+      **{name: _average(sums, name) for name in collection.__annotations__}
+  )
 
 
 def _one_device(per_shard, *_, grads):
@@ -202,8 +220,12 @@ def _one_device(per_shard, *_, grads):
 def make_train_step(graphdef, tx, schedule, layout=None) -> Callable:
   """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device."""
   distribute = layout.distribute if layout is not None else _one_device
-  return jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule,
-                                   distribute=distribute), donate_argnums=0)
+  return jax.jit(
+      functools.partial(
+          train_step, graphdef=graphdef, tx=tx, schedule=schedule, distribute=distribute
+      ),
+      donate_argnums=0,
+  )
 
 
 def make_eval_step(graphdef, layout=None) -> Callable:
@@ -211,9 +233,11 @@ def make_eval_step(graphdef, layout=None) -> Callable:
   return jax.jit(functools.partial(eval_step, graphdef=graphdef, distribute=distribute))
 
 
-def plateau_update(plateau: optax.GradientTransformation, state: TrainState,
-                   eval_error: float) -> TrainState:
+def plateau_update(
+    plateau: optax.GradientTransformation, state: TrainState, eval_error: float
+) -> TrainState:
   """Feeds one validation top-1 error to the reduce-on-plateau schedule (section 5)."""
-  _, new = plateau.update(updates=None, state=state.plateau,
-                          value=jnp.asarray(eval_error, jnp.float32))
+  _, new = plateau.update(
+      updates=None, state=state.plateau, value=jnp.asarray(eval_error, jnp.float32)
+  )
   return state.replace(plateau=new)

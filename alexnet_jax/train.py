@@ -28,17 +28,15 @@ from alexnet_jax import steps
 from alexnet_jax.errors import ConfigError
 
 
-
-def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.DatasetInfo
-                    ) -> int:
+def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.DatasetInfo) -> int:
   if loop.num_train_steps > 0:
     return loop.num_train_steps
   return math.ceil(loop.num_epochs * info.num_train_examples / batch_size)
 
 
-
-def evaluate(data: pipeline.DataConfig, state: steps.TrainState, eval_fn: Callable,
-             layout: sharding.Layout) -> dict[str, float]:
+def evaluate(
+    data: pipeline.DataConfig, state: steps.TrainState, eval_fn: Callable, layout: sharding.Layout
+) -> dict[str, float]:
   """Loss and top-1/top-5 error over every example of the evaluation split.
 
   With `eval_crops=10` they are those of section 4.1's ten-patch test, and `center_*` those of
@@ -48,9 +46,14 @@ def evaluate(data: pipeline.DataConfig, state: steps.TrainState, eval_fn: Callab
   for batch in pipeline.eval_batches(data, jax.process_index(), jax.process_count()):
     batch_metrics = eval_fn(state, layout.global_batch(batch))
     total = batch_metrics if total is None else total.merge(batch_metrics)
-  logging.info('Evaluated %d examples of %s: %s.', int(total.loss.count), data.eval_split,
-               'the softmax averaged over 10 patches (section 4.1); center_*: the centre patch'
-               if data.eval_crops == 10 else 'the centre crop')
+  logging.info(
+      'Evaluated %d examples of %s: %s.',
+      int(total.loss.count),
+      data.eval_split,
+      'the softmax averaged over 10 patches (section 4.1); center_*: the centre patch'
+      if data.eval_crops == 10
+      else 'the centre crop',
+  )
   return {k: float(v) for k, v in total.compute().items()}
 
 
@@ -62,8 +65,10 @@ def _check_workdir(workdir: str) -> None:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
-    raise ConfigError(f'Cannot write to the workdir {workdir!r} ({e.strerror}). Pass a '
-                      '--workdir you can write to; logs and checkpoints go there.') from None
+    raise ConfigError(
+        f'Cannot write to the workdir {workdir!r} ({e.strerror}). Pass a '
+        '--workdir you can write to; logs and checkpoints go there.'
+    ) from None
 
 
 def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
@@ -73,10 +78,12 @@ def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
     yield train_iter.get_state(), batch
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, workdir: str,
-                       devices=None,
-                       step_callback: Callable[[int, steps.TrainState], None] | None = None
-                       ) -> tuple[steps.TrainState, dict[str, float]]:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict | settings.RunConfig,
+    workdir: str,
+    devices=None,
+    step_callback: Callable[[int, steps.TrainState], None] | None = None,
+) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains, evaluates, logs and checkpoints in `workdir`; resumes from its latest checkpoint.
 
   `config` is a run's ConfigDict (checked and typed here, by `settings.from_config`) or an
@@ -94,7 +101,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
   if info.num_classes != run.model.num_classes:
     raise ConfigError(
         f'Dataset {data.dataset!r} has {info.num_classes} classes but model.num_classes='
-        f'{run.model.num_classes}. Set --config.model.num_classes={info.num_classes}.')
+        f'{run.model.num_classes}. Set --config.model.num_classes={info.num_classes}.'
+    )
   total_steps = num_train_steps(loop, data.batch_size, info)
   steps_per_epoch = max(1, info.num_train_examples // data.batch_size)
   eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
@@ -115,7 +123,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True
+  )
   checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
@@ -124,8 +133,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
     state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
     if data_state:
       train_iter.set_state(data_state)
-    logging.info('Resumed from the checkpoint at step %d in %s.', int(state.step),
-                 checkpointer.directory)
+    logging.info(
+        'Resumed from the checkpoint at step %d in %s.', int(state.step), checkpointer.directory
+    )
   else:
     parameter_overview.log_parameter_overview(state.params)
     writer.write_hparams(run.hparams)
@@ -140,9 +150,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
     hooks.append(report)
     if loop.profile_steps > 0:
       # Profile `profile_steps` steps once, right after the first (compiling) ones.
-      hooks.append(periodic_actions.Profile(
-          num_profile_steps=loop.profile_steps, profile_duration_ms=None, logdir=workdir,
-          first_profile=start_step + 2, every_secs=None))
+      hooks.append(
+          periodic_actions.Profile(
+              num_profile_steps=loop.profile_steps,
+              profile_duration_ms=None,
+              logdir=workdir,
+              first_profile=start_step + 2,
+              every_secs=None,
+          )
+      )
 
   eval_metrics: dict[str, float] = {}
   # Per-step outputs stay on the devices until the next log or check: no host work per step
@@ -150,8 +166,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
   pending_metrics: list[steps.TrainMetrics] = []
   pending_finite: list[jax.Array] = []
   last_good_step = start_step
-  stream = sharding.prefetch_to_devices(_data_stream(train_iter), layout,
-                                        data.prefetch_batches)
+  stream = sharding.prefetch_to_devices(_data_stream(train_iter), layout, data.prefetch_batches)
 
   def check_finite(step: int) -> None:
     nonlocal last_good_step
@@ -159,7 +174,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
       raise steps.TrainingDiverged(
           f'The loss or gradients became NaN or infinite between steps {last_good_step} and '
           f'{step}. Training stopped; the last good checkpoint stays in {checkpointer.directory}. '
-          'Lower --config.optim.learning_rate, or check the input data.')
+          'Lower --config.optim.learning_rate, or check the input data.'
+      )
     pending_finite.clear()
     last_good_step = step
 
@@ -187,8 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | settings.RunConfig, w
         if step % eval_every == 0 or step == total_steps:
           check_finite(step)
           with report.timed('eval') if report else contextlib.nullcontext():
-            eval_metrics = evaluate(final_data if step == total_steps else data, state, eval_fn,
-                                    layout)
+            eval_metrics = evaluate(
+                final_data if step == total_steps else data, state, eval_fn, layout
+            )
           if run.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})

@@ -32,7 +32,7 @@ def resolve_config_flags(argv: list[str], flag: str = 'config') -> list[str]:
   for token in argv:
     prefix = f'--{flag}='
     if token.startswith(prefix):
-      value = token[len(prefix):]
+      value = token[len(prefix) :]
       file = value.partition(':')[0]
       stem = os.path.splitext(os.path.basename(file))[0]
       if not os.path.exists(file) and stem in NAMES and os.path.dirname(file) in ('', 'configs'):

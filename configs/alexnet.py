@@ -110,7 +110,9 @@ def paper() -> ml_collections.ConfigDict:
   c.strategy = 'data'
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # devices along the batch axis; -1: all that the model axis leaves
-  c.mesh.model = -1  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
+  c.mesh.model = (
+      -1
+  )  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
 
   # --- Optimisation (section 5) ---
   c.batch_size = 128  # global batch, split over the devices
@@ -135,5 +137,6 @@ def paper() -> ml_collections.ConfigDict:
 def from_dataclass(value, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
   """A ConfigDict of a settings dataclass's fields (nested ones too): one source of the values."""
   fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in skip}
-  return ml_collections.ConfigDict({
-      k: from_dataclass(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()})
+  return ml_collections.ConfigDict(
+      {k: from_dataclass(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
+  )

@@ -37,8 +37,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       continue
     key, sep, value = token.partition('=')
     if key not in defaults:
-      raise ValueError(f'Unknown config argument {key!r} in {arg!r}; this config takes '
-                       f'{sorted(defaults)}.')
+      raise ValueError(
+          f'Unknown config argument {key!r} in {arg!r}; this config takes ' f'{sorted(defaults)}.'
+      )
     if not sep:
       out[key] = True
     elif isinstance(defaults[key], bool):

@@ -52,6 +52,7 @@ def _our_steps(cfg, image_size, params, data, n):
 def test_torch_reference_computes_our_training_step():
   torch = pytest.importorskip('torch')
   from alexnet_jax.tools import torch_reference
+
   cfg = benchmark._model_config(TINY, 'float32', dropout_rate=0.0)
   params = benchmark.initial_params(TINY, 67)
   data = benchmark.synthetic_batch(4, 67, 10, seed=1)
@@ -73,8 +74,9 @@ def test_torch_reference_computes_our_training_step():
     assert np.linalg.norm(their_move) > 0 or key.endswith('bias'), key
     # Plus the float32 rounding of the weight: a bias of 1 moving by 1e-7 is known to a few bits.
     rounding = 2 * np.finfo(np.float32).eps * np.abs(theirs[key]).max()
-    np.testing.assert_allclose(ours_move, their_move, rtol=0,
-                               atol=1e-3 * np.abs(their_move).max() + rounding, err_msg=key)
+    np.testing.assert_allclose(
+        ours_move, their_move, rtol=0, atol=1e-3 * np.abs(their_move).max() + rounding, err_msg=key
+    )
 
 
 @pytest.mark.slow
@@ -82,15 +84,26 @@ def test_torch_reference_forward_one_tower_released_alpha():
   """Other layouts the loader must get right: one tower, alpha / n, plain pooling."""
   torch = pytest.importorskip('torch')
   from alexnet_jax.tools import torch_reference
-  cfg = models.ModelConfig(num_classes=10, width=0.25, towers=1, pool='plain',
-                           lrn=models.LRNConfig(alpha=0.05, alpha_over_n=True))
+
+  cfg = models.ModelConfig(
+      num_classes=10,
+      width=0.25,
+      towers=1,
+      pool='plain',
+      lrn=models.LRNConfig(alpha=0.05, alpha_over_n=True),
+  )
   rng = np.random.default_rng(3)
   shapes = nnx.to_pure_dict(nnx.state(benchmark.abstract_model(cfg, 75), nnx.Param))
   # Fan-in scaled weights keep the activations O(1), so LRN's alpha matters.
-  params = {name: {'kernel': rng.normal(0, (2 / np.prod(v['kernel'].shape[:-1])) ** 0.5,
-                                        v['kernel'].shape).astype(np.float32),
-                   'bias': rng.normal(0, 0.1, v['bias'].shape).astype(np.float32)}
-            for name, v in shapes.items()}
+  params = {
+      name: {
+          'kernel': rng.normal(
+              0, (2 / np.prod(v['kernel'].shape[:-1])) ** 0.5, v['kernel'].shape
+          ).astype(np.float32),
+          'bias': rng.normal(0, 0.1, v['bias'].shape).astype(np.float32),
+      }
+      for name, v in shapes.items()
+  }
   model = benchmark.model_with_params(cfg, 75, params)
   graphdef, state = nnx.split(model)
   images = benchmark.synthetic_batch(2, 75, 10)['image'] / 32
@@ -126,6 +139,7 @@ def test_benchmark_times_the_paper_recipe():
   from alexnet_jax import optim
   from alexnet_jax import settings
   from alexnet_jax.configs import alexnet
+
   run = settings.from_config(alexnet.get_config())
   assert benchmark._model_config(benchmark.Settings(), 'float32') == run.model
   assert benchmark.PAPER_OPTIM == run.optim == optim.OptimConfig()
@@ -135,8 +149,15 @@ def test_benchmark_times_the_paper_recipe():
 
 
 def test_bad_flags_are_config_errors():
-  for bad in (dict(dtypes=('float16',)), dict(strategies=('pipeline',)), dict(batch_sizes=(0,)),
-              dict(image_sizes=(32,)), dict(torch=('jit',)), dict(width=-1.0), dict(width=0.01)):
+  for bad in (
+      dict(dtypes=('float16',)),
+      dict(strategies=('pipeline',)),
+      dict(batch_sizes=(0,)),
+      dict(image_sizes=(32,)),
+      dict(torch=('jit',)),
+      dict(width=-1.0),
+      dict(width=0.01),
+  ):
     with pytest.raises(ConfigError):
       benchmark.validate(dataclasses.replace(TINY, **bad))
 
@@ -158,13 +179,27 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
       runpy.run_module('alexnet_jax.tools.benchmark', run_name='__main__')
   """)
   env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
-  proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env,
-                        cwd=os.path.dirname(os.path.dirname(__file__)), timeout=300)
+  proc = subprocess.run(
+      [sys.executable, '-c', script],
+      capture_output=True,
+      text=True,
+      env=env,
+      cwd=os.path.dirname(os.path.dirname(__file__)),
+      timeout=300,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(output.read_text())
 
-  assert {'machine', 'settings', 'peak', 'flop_convention', 'macs_per_image', 'checks', 'rows',
-          'skipped'} <= set(result)
+  assert {
+      'machine',
+      'settings',
+      'peak',
+      'flop_convention',
+      'macs_per_image',
+      'checks',
+      'rows',
+      'skipped',
+  } <= set(result)
   assert result['machine']['cpu'] and result['machine']['jax'] == jax.__version__
   assert result['machine']['device_count'] == 1
   assert result['peak']['float32']['flops_per_s'] > 0
@@ -179,7 +214,8 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
   assert 'memory_analysis' in jax_row['peak_source']
   flops = benchmark.train_flops_per_image(benchmark._model_config(TINY, 'float32'), 67) * 4
   assert jax_row['mfu'] == pytest.approx(
-      flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s'])
+      flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s']
+  )
   if torch_flag == 'eager':
     (check,) = result['checks']
     assert check['passed'] and check['loss_rel_diff'] <= 1e-4
@@ -189,7 +225,8 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
     assert torch_row['pid'] != int(proc.stdout.split('benchmark pid ')[1].split()[0])
     assert torch_row['malloc'] == 'glibc defaults'
     assert jax_row['ratio_vs_torch_eager'] == pytest.approx(
-        torch_row['ms_per_step'] / jax_row['ms_per_step'])
+        torch_row['ms_per_step'] / jax_row['ms_per_step']
+    )
   # The printed table: a header and one line per row.
   table = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
   assert table[0].startswith('| framework | mode | batch |') and len(table) == 2 + len(rows)
@@ -198,6 +235,7 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
 def _has_torch() -> bool:
   try:
     import torch  # noqa: F401
+
     return True
   except ImportError:
     return False

@@ -23,8 +23,9 @@ RESIZE, CROP = 76, 67  # tiny_config's sizes; the tiny dataset stores 256x256 im
 def pil_resize(image):
   """Section 2's resize by PIL directly (the tiny dataset's images are square): bilinear with
   antialiasing, in one pass."""
-  return np.asarray(Image.fromarray(image).resize((RESIZE, RESIZE), Image.Resampling.BILINEAR,
-                                                  reducing_gap=None))
+  return np.asarray(
+      Image.fromarray(image).resize((RESIZE, RESIZE), Image.Resampling.BILINEAR, reducing_gap=None)
+  )
 
 
 def decoded(config, split):
@@ -73,11 +74,13 @@ def test_statistics_equal_numpy_on_the_same_resized_images(tiny_data_dir, stats_
 
 
 def test_max_images_reads_an_even_subsample(tiny_data_dir, tiny_config):
-  stats = colour_statistics.compute_statistics(settings.from_config(tiny_config()).data,
-                                               max_images=7, threads=1)
+  stats = colour_statistics.compute_statistics(
+      settings.from_config(tiny_config()).data, max_images=7, threads=1
+  )
   chosen = [0, 45, 91, 137, 182, 228, 274]  # floor(k * 320 / 7)
-  np.testing.assert_allclose(stats['mean_image'],
-                             resized_train_images(tiny_config(), chosen).mean(0), rtol=1e-6)
+  np.testing.assert_allclose(
+      stats['mean_image'], resized_train_images(tiny_config(), chosen).mean(0), rtol=1e-6
+  )
   assert int(stats['num_images']) == 7
 
 
@@ -98,8 +101,9 @@ def test_eigenvalues_are_on_the_scale_of_the_published_imagenet_ones():
   for i in range(3):
     np.testing.assert_allclose(np.abs(stats['pca_eigvec'][:, i] @ vectors[:, i]), 1, atol=1e-9)
   # ...which are the covariance's eigenvalues in 0..255 units divided by 255.
-  np.testing.assert_allclose(stats['pca_eigval'],
-                             np.linalg.eigvalsh(stats['pixel_covariance'])[::-1] / 255, rtol=1e-9)
+  np.testing.assert_allclose(
+      stats['pca_eigval'], np.linalg.eigvalsh(stats['pixel_covariance'])[::-1] / 255, rtol=1e-9
+  )
 
 
 def mean_image_config(config, path, **fields):
@@ -116,7 +120,9 @@ def test_mean_image_is_cut_with_each_crop_window(tiny_data_dir, stats_file, tiny
   image = pil_resize(decoded(tiny_config(), 'validation')[0]['image']).astype(np.float32)
 
   def window(top, left):
-    return (image[top:top + CROP, left:left + CROP] - mean[top:top + CROP, left:left + CROP]) / std
+    return (
+        image[top : top + CROP, left : left + CROP] - mean[top : top + CROP, left : left + CROP]
+    ) / std
 
   # The centre crop: (76 - 67) // 2 = 4.
   batch = next(pipeline.eval_batches(mean_image_config(tiny_config(), path)))
@@ -127,8 +133,9 @@ def test_mean_image_is_cut_with_each_crop_window(tiny_data_dir, stats_file, tiny
   far = RESIZE - CROP
   for k, (top, left) in enumerate([(4, 4), (0, 0), (0, far), (far, 0), (far, far)]):
     np.testing.assert_allclose(batch['image'][0, k], window(top, left), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(batch['image'][0, k + 5], window(top, left)[:, ::-1], rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        batch['image'][0, k + 5], window(top, left)[:, ::-1], rtol=1e-5, atol=1e-5
+    )
 
   # Training gets the same mean image and the file's PCA; augment.train_transform cuts the mean
   # image with each random window (tests/test_augment.py).
@@ -148,11 +155,14 @@ def test_stats_file_replaces_the_per_channel_constants(tiny_data_dir, stats_file
   np.testing.assert_array_equal(eigvec, stats['pca_eigvec'].astype(np.float32))
 
 
-@pytest.mark.parametrize('fields,phrase', [
-    (dict(mean='image'), 'python -m alexnet_jax.tools.colour_statistics'),
-    (dict(stats_file='/no/such/stats.npz'), 'does not exist. Compute it once with'),
-    (dict(mean='median'), "must be 'rgb'"),
-])
+@pytest.mark.parametrize(
+    'fields,phrase',
+    [
+        (dict(mean='image'), 'python -m alexnet_jax.tools.colour_statistics'),
+        (dict(stats_file='/no/such/stats.npz'), 'does not exist. Compute it once with'),
+        (dict(mean='median'), "must be 'rgb'"),
+    ],
+)
 def test_bad_colour_statistics_fields_are_explained(tiny_data_dir, fields, phrase, tiny_config):
   config = tiny_config()
   config.augment.update(fields)
@@ -169,18 +179,30 @@ def test_stats_file_of_another_resize_size_is_refused(tiny_data_dir, stats_file,
 
 def test_command_line(tiny_data_dir, tmp_path):
   output = tmp_path / 'stats'  # no .npz suffix: written to exactly this name
-  args = [sys.executable, '-m', 'alexnet_jax.tools.colour_statistics',
-          '--config=configs/quickstart.py:tiny', f'--config.data_dir={tiny_data_dir}',
-          '--max_images=10']
+  args = [
+      sys.executable,
+      '-m',
+      'alexnet_jax.tools.colour_statistics',
+      '--config=configs/quickstart.py:tiny',
+      f'--config.data_dir={tiny_data_dir}',
+      '--max_images=10',
+  ]
   env = dict(os.environ, PYTHONPATH=REPO)
-  out = subprocess.run(args + [f'--output={output}'], cwd=REPO, env=env, capture_output=True,
-                       text=True, timeout=300)
+  out = subprocess.run(
+      args + [f'--output={output}'], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'--config.augment.mean=image --config.augment.stats_file={output}' in out.stdout
   with np.load(output) as data:
     assert int(data['num_images']) == 10 and data['mean_image'].shape == (76, 76, 3)
     assert str(data['split']) == 'train'
-  bad = subprocess.run(args + ['--output=/no/such/dir/stats.npz'], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=300)
+  bad = subprocess.run(
+      args + ['--output=/no/such/dir/stats.npz'],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert bad.returncode == 2 and 'Traceback' not in bad.stderr, bad.stderr[-3000:]
   assert 'Pass a path in a writable directory' in bad.stderr

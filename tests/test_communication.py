@@ -25,8 +25,12 @@ def test_parser_counts_each_collective_once_with_its_result_bytes():
   found = communication.collectives(HLO)
   assert [c.kind for c in found] == ['all-reduce', 'all-gather', 'all-reduce', 'reduce-scatter']
   assert communication.bytes_by_kind(found) == {
-      'all-reduce': 8 * 16 * 4 + 3 * 2 + 4, 'all-gather': 8 * 16 * 4,
-      'reduce-scatter': 2 * 16 * 4, 'all-to-all': 0, 'collective-permute': 0}
+      'all-reduce': 8 * 16 * 4 + 3 * 2 + 4,
+      'all-gather': 8 * 16 * 4,
+      'reduce-scatter': 2 * 16 * 4,
+      'all-to-all': 0,
+      'collective-permute': 0,
+  }
 
 
 WIDTH, SIZE, BATCH, DATA = 0.25, 67, 16, 4
@@ -72,15 +76,18 @@ def test_towers_exchange_maps_only_where_the_papers_gpus_did(audits):
   pool2, pool5 = sizes['pool2'], sizes['pool5']
   conv2, conv5 = models.scaled(256, WIDTH), models.scaled(256, WIDTH)
   fc = models.scaled(4096, WIDTH)
-  gathered = sorted(c.shapes[0][1] for c in audits['towers']['collectives']
-                    if c.kind == 'all-gather')
+  gathered = sorted(
+      c.shapes[0][1] for c in audits['towers']['collectives'] if c.kind == 'all-gather'
+  )
   # Into conv3 (both towers' conv2 maps), into fc6 (conv5 maps), into fc7 and into fc8: nothing on
   # conv1, conv2, conv4 or conv5, and no other exchange of activations.
-  assert gathered == sorted([(local, pool2, pool2, conv2), (local, pool5, pool5, conv5),
-                             (local, fc), (local, fc)])
+  assert gathered == sorted(
+      [(local, pool2, pool2, conv2), (local, pool5, pool5, conv5), (local, fc), (local, fc)]
+  )
   # Their transposes in the backward pass: each tower gets back the gradient of its half.
-  scattered = sorted(c.shapes[0][1] for c in audits['towers']['collectives']
-                     if c.kind == 'reduce-scatter')
+  scattered = sorted(
+      c.shapes[0][1] for c in audits['towers']['collectives'] if c.kind == 'reduce-scatter'
+  )
   assert scattered == sorted(s[:-1] + (s[-1] // 2,) for s in gathered)
   found = audits['towers']['bytes_by_kind']
   assert found['all-to-all'] == found['collective-permute'] == 0

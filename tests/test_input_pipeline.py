@@ -20,8 +20,9 @@ def _config(config, workers=0, pca_std=None) -> pipeline.DataConfig:
   these tests do not run); the dataset checked and prepared."""
   data = settings.from_config(config).data
   augment = data.augment if pca_std is None else dataclasses.replace(data.augment, pca_std=pca_std)
-  data = dataclasses.replace(data, batch_size=8, data_workers=workers, augment=augment,
-                             image_size=40, resize_size=48)  # 256 -> DCT 1/4 = 64 -> 48
+  data = dataclasses.replace(
+      data, batch_size=8, data_workers=workers, augment=augment, image_size=40, resize_size=48
+  )  # 256 -> DCT 1/4 = 64 -> 48
   pipeline.get_info(data)
   return data
 
@@ -74,9 +75,11 @@ def test_global_batches_do_not_depend_on_the_process_count(tiny_data_dir, tiny_c
   for k in range(3):
     assert halves[0][k]['label'].shape == (4,)
     np.testing.assert_array_equal(
-        np.concatenate([halves[0][k]['image'], halves[1][k]['image']]), one[k]['image'])
+        np.concatenate([halves[0][k]['image'], halves[1][k]['image']]), one[k]['image']
+    )
     np.testing.assert_array_equal(
-        np.concatenate([halves[0][k]['label'], halves[1][k]['label']]), one[k]['label'])
+        np.concatenate([halves[0][k]['label'], halves[1][k]['label']]), one[k]['label']
+    )
 
 
 def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir, tiny_config):
@@ -99,14 +102,15 @@ def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir, tiny_c
     image = np.asarray(Image.fromarray(image).resize((48, 48), Image.Resampling.BILINEAR))
     rng = np.random.default_rng(i)
     top, left = rng.integers(0, 9), rng.integers(0, 9)
-    crop = image[top:top + 40, left:left + 40].astype(np.float64)
+    crop = image[top : top + 40, left : left + 40].astype(np.float64)
     flipped = rng.random() < 0.5
     flips.add(flipped)
     if flipped:
       crop = crop[:, ::-1]
     shift = eigvec @ (rng.normal(0, 0.5, 3) * eigval)
-    expected = ((crop + shift - np.asarray(augment.IMAGENET_MEAN_RGB))
-                / np.asarray(augment.IMAGENET_STD_RGB))
+    expected = (crop + shift - np.asarray(augment.IMAGENET_MEAN_RGB)) / np.asarray(
+        augment.IMAGENET_STD_RGB
+    )
     np.testing.assert_allclose(batch['image'][i], expected, atol=1e-4)
     assert batch['label'][i] == source[i]['label']
   assert flips == {False, True}
@@ -143,10 +147,14 @@ class _Corrupted:
 
 def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog, tiny_config):
   config = _config(tiny_config())
-  records = tfds.data_source(config.dataset, split='train', data_dir=tiny_data_dir,
-                             decoders={'image': tfds.decode.SkipDecoding()})
+  records = tfds.data_source(
+      config.dataset,
+      split='train',
+      data_dir=tiny_data_dir,
+      decoders={'image': tfds.decode.SkipDecoding()},
+  )
   good = records[8]['image']
-  bad = {5: b'not an image', 6: good[:len(good) // 2]}  # garbage, then a truncated JPEG
+  bad = {5: b'not an image', 6: good[: len(good) // 2]}  # garbage, then a truncated JPEG
   corrupted = pipeline.DecodingSource(_Corrupted(records, bad), min_size=48)
   intact = pipeline.DecodingSource(records, min_size=48)
 
@@ -160,6 +168,7 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog,
 
   # The whole stream: the same as a source in which records 5 and 6 are copies of record 7.
   class Substituted(_Corrupted):
+
     def __getitem__(self, i):
       return records[7] if i in (5, 6) else records[i]
 
@@ -171,6 +180,7 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog,
 
 def test_a_dataset_that_cannot_be_decoded_stops_with_a_message():
   from alexnet_jax.errors import ConfigError
+
   source = pipeline.DecodingSource([{'image': b'x', 'label': 0}] * 5, max_consecutive_bad=3)
   with pytest.raises(ConfigError, match='could not be decoded'):
     source[0]
@@ -178,8 +188,9 @@ def test_a_dataset_that_cannot_be_decoded_stops_with_a_message():
 
 
 def test_prefetch_buffer_counts_batches_not_examples(tiny_data_dir, tiny_config):
-  config = dataclasses.replace(_config(tiny_config()), batch_size=128, prefetch_batches=2,
-                               data_threads=3)
+  config = dataclasses.replace(
+      _config(tiny_config()), batch_size=128, prefetch_batches=2, data_threads=3
+  )
   options = pipeline._read_options(config)
   assert (options.num_threads, options.prefetch_buffer_size) == (3, 3)
 

@@ -21,6 +21,7 @@ def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_c
     def callback(step, state):
       seen.append((step, int(state.step)))  # the loop hands over each step's own state
       step_callback(step, state)
+
     return real(config, workdir, devices, step_callback=callback)
 
   monkeypatch.setattr(train, 'train_and_evaluate', recording)

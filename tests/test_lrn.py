@@ -54,7 +54,9 @@ def test_gradient_matches_naive_finite_differences():
     plus, minus = x.copy(), x.copy()
     plus[idx] += eps
     minus[idx] -= eps
-    numeric[idx] = (np.sum(naive_lrn(plus) * weights) - np.sum(naive_lrn(minus) * weights)) / (2 * eps)
+    numeric[idx] = (np.sum(naive_lrn(plus) * weights) - np.sum(naive_lrn(minus) * weights)) / (
+        2 * eps
+    )
   np.testing.assert_allclose(np.asarray(grad), numeric, rtol=1e-3, atol=1e-5)
 
 
@@ -71,7 +73,8 @@ def test_channels_are_independent_outside_the_window():
   moved = x.copy()
   moved[..., 9] *= 5  # only channels 7..9 have channel 9 in their window (n=5)
   delta = np.asarray(local_response_norm(jnp.asarray(moved))) - np.asarray(
-      local_response_norm(jnp.asarray(x)))
+      local_response_norm(jnp.asarray(x))
+  )
   assert np.all(delta[..., :7] == 0)
   assert np.all(delta[..., 7:9] != 0)
 
@@ -79,9 +82,16 @@ def test_channels_are_independent_outside_the_window():
 def autodiff_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75):
   """The formula written straight in jnp, differentiated by JAX: the reference for our custom VJP."""
   n_channels = a.shape[-1]
-  total = jnp.stack([
-      sum(a[..., j] ** 2 for j in range(max(0, i - size // 2), min(n_channels, i + (size - 1) // 2 + 1)))
-      for i in range(n_channels)], axis=-1)
+  total = jnp.stack(
+      [
+          sum(
+              a[..., j] ** 2
+              for j in range(max(0, i - size // 2), min(n_channels, i + (size - 1) // 2 + 1))
+          )
+          for i in range(n_channels)
+      ],
+      axis=-1,
+  )
   return a / (k + alpha * total) ** beta
 
 

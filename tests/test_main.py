@@ -12,17 +12,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_main(*args, env=None):
   full_env = dict(os.environ, **(env or {}))
   full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
-  return subprocess.run([sys.executable, '-m', 'alexnet_jax.main', *args], cwd=REPO, env=full_env,
-                        capture_output=True, text=True, timeout=300)
+  return subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.main', *args],
+      cwd=REPO,
+      env=full_env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
 
 
 def tiny_args(data_dir, workdir):
-  return [f'--workdir={workdir}', '--config=configs/quickstart.py',
-          '--config.dataset=synthetic_shapes/tiny', f'--config.data_dir={data_dir}',
-          '--config.image_size=67', '--config.resize_size=76', '--config.model.width=0.25',
-          '--config.batch_size=16', '--config.eval_batch_size=32', '--config.num_train_steps=4',
-          '--config.log_every_steps=2', '--config.eval_every_steps=4',
-          '--config.checkpoint_every_steps=4']
+  return [
+      f'--workdir={workdir}',
+      '--config=configs/quickstart.py',
+      '--config.dataset=synthetic_shapes/tiny',
+      f'--config.data_dir={data_dir}',
+      '--config.image_size=67',
+      '--config.resize_size=76',
+      '--config.model.width=0.25',
+      '--config.batch_size=16',
+      '--config.eval_batch_size=32',
+      '--config.num_train_steps=4',
+      '--config.log_every_steps=2',
+      '--config.eval_every_steps=4',
+      '--config.checkpoint_every_steps=4',
+  ]
 
 
 @pytest.mark.slow
@@ -52,16 +67,21 @@ def test_unknown_dataset(tiny_data_dir, tmp_path):
   assert_one_paragraph(out, "Unknown dataset 'no_such_dataset'", 'synthetic_shapes')
 
 
-@pytest.mark.parametrize('flag,phrase', [('--config.no_such_field=1', 'no_such_field'),
-                                         ('--config.batch_size=lots', 'batch_size')])
+@pytest.mark.parametrize(
+    'flag,phrase',
+    [('--config.no_such_field=1', 'no_such_field'), ('--config.batch_size=lots', 'batch_size')],
+)
 def test_bad_config_field(tiny_data_dir, tmp_path, flag, phrase):
   out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), flag)
   assert_one_paragraph(out, phrase, 'configs/alexnet.py')
 
 
 def test_batch_size_must_divide_over_devices(tiny_data_dir, tmp_path):
-  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.batch_size=12',
-                 env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'})
+  out = run_main(
+      *tiny_args(tiny_data_dir, tmp_path / 'run'),
+      '--config.batch_size=12',
+      env={'XLA_FLAGS': '--xla_force_host_platform_device_count=8'},
+  )
   assert_one_paragraph(out, 'batch_size=12', '8 devices', '--config.batch_size=8')
 
 
@@ -73,10 +93,14 @@ def test_unwritable_workdir(tiny_data_dir, tmp_path):
 
 
 def test_missing_imagenet_says_where_to_put_the_files(tmp_path):
-  out = run_main('--config=configs/alexnet.py', f'--workdir={tmp_path / "run"}',
-                 f'--config.data_dir={tmp_path / "empty"}')
-  assert_one_paragraph(out, 'ILSVRC2012_img_train.tar', str(tmp_path / 'empty'),
-                       'configs/quickstart.py')
+  out = run_main(
+      '--config=configs/alexnet.py',
+      f'--workdir={tmp_path / "run"}',
+      f'--config.data_dir={tmp_path / "empty"}',
+  )
+  assert_one_paragraph(
+      out, 'ILSVRC2012_img_train.tar', str(tmp_path / 'empty'), 'configs/quickstart.py'
+  )
 
 
 def test_model_choice_errors_are_config_errors(tiny_data_dir, tmp_path):
@@ -95,12 +119,23 @@ def test_negative_width_is_a_config_error_naming_the_smallest_width(tiny_data_di
 def test_installed_config_by_name_runs_outside_the_repository(tiny_data_dir, tmp_path):
   """`--config=quickstart:tiny` names the installed config: no clone on the path, another cwd."""
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={tmp_path / "run"}',
-       '--config=quickstart:tiny', f'--config.data_dir={tiny_data_dir}',
-       '--config.num_train_steps=2', '--config.eval_every_steps=2',
-       '--config.checkpoint_every_steps=2'],
-      cwd=tmp_path, capture_output=True, text=True, timeout=300,
-      env=dict(os.environ, PYTHONPATH=''))
+      [
+          sys.executable,
+          '-m',
+          'alexnet_jax.main',
+          f'--workdir={tmp_path / "run"}',
+          '--config=quickstart:tiny',
+          f'--config.data_dir={tiny_data_dir}',
+          '--config.num_train_steps=2',
+          '--config.eval_every_steps=2',
+          '--config.checkpoint_every_steps=2',
+      ],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      env=dict(os.environ, PYTHONPATH=''),
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['2']
   first = [line for line in out.stderr.splitlines() if line.strip()][0]

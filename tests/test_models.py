@@ -46,8 +46,16 @@ def test_layer_sizes_match_the_paper(image_size):
   shapes = jax.eval_shape(lambda x: model.features(x), jnp.zeros((2, image_size, image_size, 3)))
   # Figure 2: 55x55x48 per tower after conv1, 27x27x128 after conv2, 13x13x192 after conv3 and
   # conv4, 13x13x128 after conv5, 6x6 after the last pooling, 2048 units per tower in fc6/fc7.
-  want = {'conv1': (55, 48), 'pool1': (27, 48), 'conv2': (27, 128), 'pool2': (13, 128),
-          'conv3': (13, 192), 'conv4': (13, 192), 'conv5': (13, 128), 'pool5': (6, 128)}
+  want = {
+      'conv1': (55, 48),
+      'pool1': (27, 48),
+      'conv2': (27, 128),
+      'pool2': (13, 128),
+      'conv3': (13, 192),
+      'conv4': (13, 192),
+      'conv5': (13, 128),
+      'pool5': (6, 128),
+  }
   for name, (size, channels) in want.items():
     assert [s.shape for s in shapes[name]] == [(2, size, size, channels)] * 2, name
   assert [s.shape for s in shapes['fc6']] == [(2, 2048)] * 2
@@ -57,8 +65,16 @@ def test_layer_sizes_match_the_paper(image_size):
 
 def test_feature_sizes_of_small_images():
   # The quickstart's 112: ceil((112 - 11) / 4) + 1 = 27, then (27-3)//2+1 = 13, 6, 2.
-  assert models.feature_sizes(112) == {'conv1': 27, 'pool1': 13, 'conv2': 13, 'pool2': 6,
-                                       'conv3': 6, 'conv4': 6, 'conv5': 6, 'pool5': 2}
+  assert models.feature_sizes(112) == {
+      'conv1': 27,
+      'pool1': 13,
+      'conv2': 13,
+      'pool2': 6,
+      'conv3': 6,
+      'conv4': 6,
+      'conv5': 6,
+      'pool5': 2,
+  }
   with pytest.raises(ValueError, match='too small'):
     models.AlexNet(PAPER, models.min_image_size() - 1, rngs=nnx.Rngs(0))
 
@@ -74,7 +90,7 @@ def _perturbed(model, layer, tower, amount=0.05):
   kernel = state[layer]['kernel'].get_value()
   per_tower = kernel.shape[-1] // model.config.towers
   noise = amount * jax.random.normal(jax.random.key(7), kernel.shape)
-  mask = jnp.zeros(kernel.shape[-1]).at[tower * per_tower:(tower + 1) * per_tower].set(1.0)
+  mask = jnp.zeros(kernel.shape[-1]).at[tower * per_tower : (tower + 1) * per_tower].set(1.0)
   state[layer]['kernel'].set_value(kernel + noise * mask)
   return nnx.merge(graphdef, state)
 
@@ -116,9 +132,11 @@ def test_lrn_normalises_within_a_tower():
   images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
   features = model.features(images)
   from alexnet_jax.kernels import local_response_norm
+
   for tower in range(2):
-    np.testing.assert_allclose(features['norm1'][tower],
-                               local_response_norm(features['conv1'][tower]), rtol=1e-6)
+    np.testing.assert_allclose(
+        features['norm1'][tower], local_response_norm(features['conv1'][tower]), rtol=1e-6
+    )
   # Normalising the joined maps instead would couple the channels at the tower boundary.
   joined = local_response_norm(jnp.concatenate(features['conv1'], -1))
   assert _changed(joined, jnp.concatenate(features['norm1'], -1))
@@ -162,9 +180,10 @@ QUICK_VARIANTS = ({}, {'norm': 'batchnorm'})
 
 
 @pytest.mark.parametrize(
-    'changes', [c if c in QUICK_VARIANTS else pytest.param(c, marks=pytest.mark.slow)
-                for c in VARIANTS],
-    ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper')
+    'changes',
+    [c if c in QUICK_VARIANTS else pytest.param(c, marks=pytest.mark.slow) for c in VARIANTS],
+    ids=lambda c: ','.join(f'{k}={v}' for k, v in c.items()) or 'paper',
+)
 def test_variant_runs_forward_and_backward(changes):
   model = models.AlexNet(_small(**changes), 67, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -178,6 +197,7 @@ def test_variant_runs_forward_and_backward(changes):
       logits = nnx.merge(graphdef, params, rest)(images, train=True, dropout_rng=jax.random.key(2))
       assert logits.dtype == jnp.float32
       return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(4), labels])
+
     return jax.value_and_grad(loss_fn)(params)
 
   loss, grads = loss_and_grads(params)
@@ -189,7 +209,9 @@ def test_variant_runs_forward_and_backward(changes):
     # Every parameter receives gradient, except biases followed by batch norm, whose effect the
     # normalisation removes (their gradient is zero up to rounding).
     if changes.get('norm') == 'batchnorm' and jax.tree_util.keystr(path) in (
-        "['conv1']['bias']", "['conv2']['bias']"):
+        "['conv1']['bias']",
+        "['conv2']['bias']",
+    ):
       continue
     assert np.any(g != 0), path
 
@@ -208,9 +230,18 @@ def test_dropout_masks_differ_between_towers_and_steps():
   assert np.mean(dropped_a[0] != (np.asarray(b[0]) == 0)) > 0.3
 
 
-@pytest.mark.parametrize('field,value', [('norm', 'layer'), ('towers', 3), ('activation', 'gelu'),
-                                         ('pool', 'avg'), ('dtype', 'float16'), ('init', 'xavier'),
-                                         ('dropout_rate', 1.0)])
+@pytest.mark.parametrize(
+    'field,value',
+    [
+        ('norm', 'layer'),
+        ('towers', 3),
+        ('activation', 'gelu'),
+        ('pool', 'avg'),
+        ('dtype', 'float16'),
+        ('init', 'xavier'),
+        ('dropout_rate', 1.0),
+    ],
+)
 def test_bad_choices_name_the_field(field, value):
   with pytest.raises(ValueError, match=f'model.{field}'):
     models.validate(dataclasses.replace(PAPER, **{field: value}))
@@ -252,9 +283,17 @@ def test_the_smallest_width_and_the_tests_width_build_models():
   assert small.fc7.kernel.shape == (1024, 1024)
 
 
-@pytest.mark.parametrize('window, stride, shape', [(3, 2, (2, 13, 11, 5)), (3, 2, (1, 14, 12, 3)),
-                                                   (2, 2, (2, 8, 9, 3)), (2, 2, (1, 11, 10, 2)),
-                                                   (3, 1, (1, 7, 7, 2)), (3, 3, (1, 10, 11, 2))])
+@pytest.mark.parametrize(
+    'window, stride, shape',
+    [
+        (3, 2, (2, 13, 11, 5)),
+        (3, 2, (1, 14, 12, 3)),
+        (2, 2, (2, 8, 9, 3)),
+        (2, 2, (1, 11, 10, 2)),
+        (3, 1, (1, 7, 7, 2)),
+        (3, 3, (1, 10, 11, 2)),
+    ],
+)
 def test_max_pool_equals_reduce_window_values_and_gradients(window, stride, shape):
   # After a ReLU, as in the model: many windows tie at 0, where select-and-scatter's rule (the
   # first maximum takes the gradient) must be reproduced, not split between the tied inputs.
@@ -275,16 +314,23 @@ def test_towers_reading_one_input_equal_per_tower_slices(kernel_shape):
   """The one-op path for conv1/conv3/fc6/fc7 against each tower's own slice of the kernel."""
   layer = models.TowerLayer(kernel_shape, 2, std=1.0, bias=0.5, rngs=nnx.Rngs(params=0))
   layer.bias.value = jnp.arange(kernel_shape[-1], dtype=jnp.float32)
-  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 5, 5, 4) if len(kernel_shape) == 4
-                                                   else (2, 10)), jnp.float32)
+  x = jnp.asarray(
+      np.random.default_rng(2).normal(size=(2, 5, 5, 4) if len(kernel_shape) == 4 else (2, 10)),
+      jnp.float32,
+  )
   got = layer([x, x])
   half = kernel_shape[-1] // 2
   for t in range(2):
-    kernel = layer.kernel.value[..., t * half:(t + 1) * half]
+    kernel = layer.kernel.value[..., t * half : (t + 1) * half]
     if kernel.ndim == 2:
       want = x @ kernel
     else:
-      want = jax.lax.conv_general_dilated(x, kernel, (1, 1), 'SAME',
-                                          dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    np.testing.assert_allclose(np.asarray(got[t]), np.asarray(want + layer.bias.value[t * half:(t + 1) * half]),
-                               rtol=1e-5, atol=1e-5)
+      want = jax.lax.conv_general_dilated(
+          x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+      )
+    np.testing.assert_allclose(
+        np.asarray(got[t]),
+        np.asarray(want + layer.bias.value[t * half : (t + 1) * half]),
+        rtol=1e-5,
+        atol=1e-5,
+    )

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # two training processes, then a third run in thi
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-WORKER = r'''
+WORKER = r"""
 import sys
 import jax
 jax.config.update('jax_num_cpu_devices', 2)
@@ -35,7 +35,7 @@ if jax.process_index() == 0:
   params = multihost_utils.process_allgather(state.params, tiled=True)
   flat = {jax.tree_util.keystr(p): np.asarray(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
   np.savez(sys.argv[4] + '/params.npz', **flat)
-'''
+"""
 
 
 def free_port() -> int:
@@ -47,22 +47,34 @@ def free_port() -> int:
 def run_two_processes(data_dir, workdir, strategy):
   address = f'127.0.0.1:{free_port()}'
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='')
-  procs = [subprocess.Popen([sys.executable, '-c', WORKER, address, str(i), data_dir, workdir,
-                             strategy], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          [sys.executable, '-c', WORKER, address, str(i), data_dir, workdir, strategy],
+          cwd=REPO,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outputs = [p.communicate(timeout=300)[0] for p in procs]
   for p, out in zip(procs, outputs, strict=True):
     assert p.returncode == 0, out[-3000:]
   return np.load(os.path.join(workdir, 'params.npz'))
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tiny_data_dir, tmp_path, tiny_config):
+def test_two_processes_match_one_process_with_the_same_global_batch(
+    tiny_data_dir, tmp_path, tiny_config
+):
   two = run_two_processes(tiny_data_dir, str(tmp_path / 'two'), 'data')
   config = tiny_config()  # dropout, augmentation and plateau state all in play
   one, _ = train.train_and_evaluate(config, str(tmp_path / 'one'), jax.devices()[:4])
   assert int(one.step) == config.num_train_steps
-  flat = {jax.tree_util.keystr(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_leaves_with_path(one.params)}
+  flat = {
+      jax.tree_util.keystr(p): np.asarray(v)
+      for p, v in jax.tree_util.tree_leaves_with_path(one.params)
+  }
   assert sorted(flat) == sorted(two.files)
   for name, value in flat.items():
     np.testing.assert_allclose(two[name], value, rtol=1e-4, atol=1e-6, err_msg=name)

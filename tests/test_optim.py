@@ -12,10 +12,23 @@ from alexnet_jax import optim
 
 
 def optim_config(**changes):
-  c = ml_collections.ConfigDict(dict(
-      learning_rate=0.01, momentum=0.9, weight_decay=5e-4, decay_biases=False, schedule='plateau',
-      plateau_factor=0.1, plateau_patience=2, plateau_cooldown=0, plateau_rtol=1e-6,
-      plateau_max_reductions=3, step_boundaries=(0.5, 0.75), step_factor=0.1, warmup_steps=10))
+  c = ml_collections.ConfigDict(
+      dict(
+          learning_rate=0.01,
+          momentum=0.9,
+          weight_decay=5e-4,
+          decay_biases=False,
+          schedule='plateau',
+          plateau_factor=0.1,
+          plateau_patience=2,
+          plateau_cooldown=0,
+          plateau_rtol=1e-6,
+          plateau_max_reductions=3,
+          step_boundaries=(0.5, 0.75),
+          step_factor=0.1,
+          warmup_steps=10,
+      )
+  )
   c.update(changes)
   return c
 
@@ -29,8 +42,9 @@ def test_sgd_matches_the_papers_update_rule(decay_biases):
   """
   rng = np.random.default_rng(0)
   params = {'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
-  grads = [{'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}}
-           for _ in range(6)]
+  grads = [
+      {'fc': {'kernel': rng.normal(size=(3, 4)), 'bias': rng.normal(size=(4,))}} for _ in range(6)
+  ]
   config = optim_config(decay_biases=decay_biases, schedule='step', step_boundaries=(0.5,))
   tx = optim.create_optimizer(config, num_train_steps=6)  # eps: 0.01 for steps 0-2, then 0.001
   plateau_scales = [1.0, 1.0, 1.0, 1.0, 0.1, 0.1]  # and a reduction before step 4
@@ -99,12 +113,16 @@ def test_plateau_stops_after_three_reductions():
 
 def test_step_and_cosine_schedules():
   step = optim.learning_rate_schedule(optim_config(schedule='step'), 100)
-  np.testing.assert_allclose([float(step(s)) for s in (0, 49, 50, 74, 75, 99)],
-                             [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4], rtol=1e-5)
+  np.testing.assert_allclose(
+      [float(step(s)) for s in (0, 49, 50, 74, 75, 99)],
+      [0.01, 0.01, 0.001, 0.001, 1e-4, 1e-4],
+      rtol=1e-5,
+  )
   cosine = optim.learning_rate_schedule(optim_config(schedule='cosine'), 110)
   np.testing.assert_allclose(float(cosine(5)), 0.01 * 5 / 10, rtol=1e-5)
   # After warm-up: 0.01 * (1 + cos(pi * t / T)) / 2 with t counted from the end of warm-up.
-  np.testing.assert_allclose(float(cosine(60)), 0.01 * (1 + math.cos(math.pi * 50 / 100)) / 2,
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+      float(cosine(60)), 0.01 * (1 + math.cos(math.pi * 50 / 100)) / 2, rtol=1e-4
+  )
   with pytest.raises(ValueError, match='optim.schedule'):
     optim.learning_rate_schedule(optim_config(schedule='linear'), 10)

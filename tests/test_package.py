@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --- The import graph ---
 
+
 def package_modules() -> dict[str, str]:
   """Every module of alexnet_jax and alexnet_jax.configs, by name, with its source file.
 
@@ -37,8 +38,11 @@ def package_modules() -> dict[str, str]:
       if not info.ispkg:
         modules[f'{package}.{info.name}'] = os.path.join(directory, f'{info.name}.py')
     for entry in sorted(os.scandir(directory), key=lambda e: e.name):
-      if (entry.is_dir() and entry.name.isidentifier()
-          and any(name.endswith('.py') for name in os.listdir(entry.path))):
+      if (
+          entry.is_dir()
+          and entry.name.isidentifier()
+          and any(name.endswith('.py') for name in os.listdir(entry.path))
+      ):
         walk(f'{package}.{entry.name}', entry.path)
 
   walk('alexnet_jax', os.path.dirname(alexnet_jax.__file__))
@@ -76,7 +80,7 @@ def import_graph(modules: dict[str, str]) -> tuple[dict[str, set[str]], list[str
         base = node.module or ''
         if node.level:  # relative: from the importing module's package, up level - 1 packages
           parts = package.split('.')
-          base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+          base = '.'.join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
         targets = [(base, alias.name) for alias in node.names]
       else:
         continue
@@ -86,15 +90,20 @@ def import_graph(modules: dict[str, str]) -> tuple[dict[str, set[str]], list[str
         where = f'{path}:{node.lineno}'
         if member is not None and f'{base}.{member}' in modules:
           graph[name].add(f'{base}.{member}')
-        elif base in modules and (member is None or member == '*' or not
-                                  modules[base].endswith('__init__.py')
-                                  or member in _defined_names(modules[base])):
+        elif base in modules and (
+            member is None
+            or member == '*'
+            or not modules[base].endswith('__init__.py')
+            or member in _defined_names(modules[base])
+        ):
           graph[name].add(base)
         elif member is None and any(m.startswith(base + '.') for m in modules):
           pass  # `import alexnet_jax.data`: a namespace package, which runs no code
         else:
-          broken.append(f'{where}: {base}' + (f' has no module or name {member!r}' if member
-                                                else ' is no module'))
+          broken.append(
+              f'{where}: {base}'
+              + (f' has no module or name {member!r}' if member else ' is no module')
+          )
   return graph, broken
 
 
@@ -107,7 +116,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     on_path.append(node)
     for child in sorted(graph.get(node, ())):
       if child in on_path:
-        return on_path[on_path.index(child):] + [child]
+        return on_path[on_path.index(child) :] + [child]
       if child not in done:
         cycle = visit(child)
         if cycle:
@@ -136,13 +145,20 @@ def test_the_walk_finds_every_package_the_wheel_installs():
   """The walk reaches the namespace packages (data/, tools/) and the configs, and its packages
   are exactly pyproject.toml's list: a new directory of modules the wheel would leave out fails."""
   modules = package_modules()
-  for name in ('alexnet_jax.models', 'alexnet_jax.data.pipeline', 'alexnet_jax.tools.benchmark',
-               'alexnet_jax.data.datasets.synthetic_shapes', 'alexnet_jax.configs.quickstart'):
+  for name in (
+      'alexnet_jax.models',
+      'alexnet_jax.data.pipeline',
+      'alexnet_jax.tools.benchmark',
+      'alexnet_jax.data.datasets.synthetic_shapes',
+      'alexnet_jax.configs.quickstart',
+  ):
     assert name in modules, sorted(modules)
   with open(os.path.join(REPO, 'pyproject.toml'), 'rb') as f:
     packages = tomllib.load(f)['tool']['setuptools']['packages']
-  found = {name if path.endswith('__init__.py') else name.rpartition('.')[0]
-           for name, path in modules.items()}
+  found = {
+      name if path.endswith('__init__.py') else name.rpartition('.')[0]
+      for name, path in modules.items()
+  }
   assert found == set(packages), (sorted(found), packages)
 
 
@@ -168,21 +184,32 @@ def test_every_module_imports():
   names = sorted(package_modules())
   if importlib.util.find_spec('torch') is None:
     names.remove('alexnet_jax.tools.torch_reference')
-  code = ('import importlib, sys, traceback\n'
-          f'for name in {names!r}:\n'
-          '  try:\n'
-          '    importlib.import_module(name)\n'
-          '  except Exception:\n'
-          '    print(name, traceback.format_exc(limit=-2))\n')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
-                       cwd=REPO)
+  code = (
+      'import importlib, sys, traceback\n'
+      f'for name in {names!r}:\n'
+      '  try:\n'
+      '    importlib.import_module(name)\n'
+      '  except Exception:\n'
+      '    print(name, traceback.format_exc(limit=-2))\n'
+  )
+  out = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=REPO
+  )
   assert out.returncode == 0 and not out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
 # --- What the GPU machines' modules import ---
 
-GPU_SIDE = ('models', 'kernels', 'layers', 'steps', 'optim', 'sharding', 'runtime',
-            'tools.benchmark')
+GPU_SIDE = (
+    'models',
+    'kernels',
+    'layers',
+    'steps',
+    'optim',
+    'sharding',
+    'runtime',
+    'tools.benchmark',
+)
 # The GPU machines lack these (tools/benchmark.py's docstring): neither may come in.
 ABSENT_THERE = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')
 
@@ -190,7 +217,7 @@ ABSENT_THERE = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')
 def test_model_lrn_and_steps_import_without_tensorflow_tfds_grain_or_ml_collections():
   """In a fresh process where `import tensorflow` fails, each of these modules imports, and none
   of them brings in TensorFlow, TFDS, grain or ml_collections; a failure names the culprit."""
-  code = textwrap.dedent(f'''
+  code = textwrap.dedent(f"""
       import importlib, json, sys
       sys.modules['tensorflow'] = None  # any `import tensorflow` now fails
       found = {{}}
@@ -201,9 +228,10 @@ def test_model_lrn_and_steps_import_without_tensorflow_tfds_grain_or_ml_collecti
           if any(m == absent or m.startswith(absent + '.') for m in loaded):
             found.setdefault(absent, name)  # the first module after which it was there
       print(json.dumps(found))
-      ''')
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
-                       cwd=REPO)
+      """)
+  out = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=REPO
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   found = json.loads(out.stdout.strip().splitlines()[-1])
   assert found == {}, f'imported (with the module that first brought it in): {found}'
@@ -211,14 +239,16 @@ def test_model_lrn_and_steps_import_without_tensorflow_tfds_grain_or_ml_collecti
 
 # --- The wheel ---
 
+
 def _run(args, **kwargs):
-  out = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=300,
-                       **kwargs)
+  out = subprocess.run(
+      [str(a) for a in args], capture_output=True, text=True, timeout=300, **kwargs
+  )
   assert out.returncode == 0, (args, out.stdout[-3000:], out.stderr[-3000:])
   return out
 
 
-NOTEBOOK_RUNNER = r'''
+NOTEBOOK_RUNNER = r"""
 import sys
 import nbformat
 from nbclient import NotebookClient
@@ -232,7 +262,7 @@ NotebookClient(nb, timeout=600, kernel_name='python3',
 with open(output, 'w') as f:
   f.write('\n'.join(o.get('text', '') for cell in nb.cells if cell.cell_type == 'code'
                     for o in cell.get('outputs', [])))
-'''
+"""
 
 
 @pytest.mark.slow
@@ -243,12 +273,38 @@ def test_the_wheel_installs_trains_and_runs_the_notebook(tiny_data_dir, tmp_path
   quickstart config, and the notebook runs in a kernel of the venv's interpreter."""
   # Build from a copy, so the build's egg-info and build/ stay out of the repository.
   source = tmp_path / 'source'
-  shutil.copytree(REPO, source, symlinks=True, ignore=shutil.ignore_patterns(
-      '.git', '.venv', '__pycache__', '*.egg-info', 'build', 'dist', '.pytest_cache', 'runs',
-      'workdir*', '.whl', '.ipynb_checkpoints'))
+  shutil.copytree(
+      REPO,
+      source,
+      symlinks=True,
+      ignore=shutil.ignore_patterns(
+          '.git',
+          '.venv',
+          '__pycache__',
+          '*.egg-info',
+          'build',
+          'dist',
+          '.pytest_cache',
+          'runs',
+          'workdir*',
+          '.whl',
+          '.ipynb_checkpoints',
+      ),
+  )
   pip = ['-m', 'pip', '--disable-pip-version-check']
-  _run([sys.executable, *pip, 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
-        '-w', tmp_path / 'wheels', source])
+  _run(
+      [
+          sys.executable,
+          *pip,
+          'wheel',
+          '--no-deps',
+          '--no-build-isolation',
+          '--no-index',
+          '-w',
+          tmp_path / 'wheels',
+          source,
+      ]
+  )
   (wheel,) = (tmp_path / 'wheels').iterdir()
 
   venv = tmp_path / 'venv'
@@ -262,42 +318,75 @@ def test_the_wheel_installs_trains_and_runs_the_notebook(tiny_data_dir, tmp_path
   with open(os.path.join(site, 'parent_environment.pth'), 'w') as f:
     f.write(''.join(f'{path}\n' for path in sorted(ours)))
 
-  env = dict(os.environ, PYTHONPATH='', PIP_NO_INDEX='1', ALEXNET_JAX_TINY='1',
-             ALEXNET_JAX_DATA_DIR=tiny_data_dir, ALEXNET_JAX_WORKDIR=str(tmp_path / 'nb_run'),
-             IPYTHONDIR=str(tmp_path / 'ipython'), JUPYTER_PATH='',
-             JUPYTER_CONFIG_DIR=str(tmp_path / 'jupyter' / 'config'),
-             JUPYTER_DATA_DIR=str(tmp_path / 'jupyter' / 'data'),
-             JUPYTER_RUNTIME_DIR=str(tmp_path / 'jupyter' / 'runtime'))
+  env = dict(
+      os.environ,
+      PYTHONPATH='',
+      PIP_NO_INDEX='1',
+      ALEXNET_JAX_TINY='1',
+      ALEXNET_JAX_DATA_DIR=tiny_data_dir,
+      ALEXNET_JAX_WORKDIR=str(tmp_path / 'nb_run'),
+      IPYTHONDIR=str(tmp_path / 'ipython'),
+      JUPYTER_PATH='',
+      JUPYTER_CONFIG_DIR=str(tmp_path / 'jupyter' / 'config'),
+      JUPYTER_DATA_DIR=str(tmp_path / 'jupyter' / 'data'),
+      JUPYTER_RUNTIME_DIR=str(tmp_path / 'jupyter' / 'runtime'),
+  )
   outside = tmp_path / 'elsewhere'
   outside.mkdir()
   run = lambda *args: _run([python, *args], cwd=outside, env=env)  # noqa: E731
   run(*pip, 'install', '--no-deps', '--no-index', '--ignore-installed', wheel)
 
-  where = json.loads(run('-c', textwrap.dedent('''
+  where = json.loads(
+      run(
+          '-c',
+          textwrap.dedent("""
       import json, sys
       import alexnet_jax, alexnet_jax.configs
       finders = [getattr(f, '__name__', type(f).__name__) for f in sys.meta_path]
       print(json.dumps({'package': alexnet_jax.__file__, 'configs': alexnet_jax.configs.__file__,
                         'editable': [n for n in finders + list(sys.modules) if 'ditable' in n]}))
-      ''')).stdout)
+      """),
+      ).stdout
+  )
   assert where['editable'] == [], where  # the editable install's finder stayed out
   for name in ('package', 'configs'):
     assert os.path.realpath(where[name]).startswith(site + os.sep), where
   configs_dir = os.path.dirname(where['configs'])
 
   workdir = tmp_path / 'run'
-  run('-m', 'alexnet_jax.main', f'--config={configs_dir}/quickstart.py:tiny',
-      f'--workdir={workdir}', f'--config.data_dir={tiny_data_dir}', '--config.num_train_steps=2',
-      '--config.eval_every_steps=2', '--config.checkpoint_every_steps=2')
+  run(
+      '-m',
+      'alexnet_jax.main',
+      f'--config={configs_dir}/quickstart.py:tiny',
+      f'--workdir={workdir}',
+      f'--config.data_dir={tiny_data_dir}',
+      '--config.num_train_steps=2',
+      '--config.eval_every_steps=2',
+      '--config.checkpoint_every_steps=2',
+  )
   assert os.listdir(workdir / 'checkpoints') == ['2']
 
   # nbclient in the venv's interpreter: the python3 kernel it starts is that interpreter.
   output = tmp_path / 'notebook_output.txt'
-  run('-c', NOTEBOOK_RUNNER, source / 'experiments' / '01_train_and_evaluate.ipynb', outside,
-      output)
+  run(
+      '-c', NOTEBOOK_RUNNER, source / 'experiments' / '01_train_and_evaluate.ipynb', outside, output
+  )
   text = output.read_text()
   assert 'step 6: validation top-1 error' in text, text[-3000:]
   assert f'kernel: {python} ' in text, text[-3000:]
   kernel_package = text.split(f'kernel: {python} ')[1].split()[0]
   assert os.path.realpath(kernel_package).startswith(site + os.sep), kernel_package
   assert sorted(os.listdir(tmp_path / 'nb_run' / 'checkpoints')) == ['3', '6']
+
+
+def test_the_tree_is_formatted_with_the_house_style():
+  """pyink with pyproject.toml's settings (2-space indents, single quotes, 100 columns) would
+  change nothing: one house style. `pyink alexnet_jax configs tests` fixes a failure."""
+  out = subprocess.run(
+      [sys.executable, '-m', 'pyink', '--check', 'alexnet_jax', 'configs', 'tests'],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]

@@ -17,23 +17,37 @@ def records():
 
 
 @pytest.mark.parametrize('resize_size,image_size', [(64, 48), (32, 24)])  # 32: both decode at 1/2
-def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(records, resize_size,
-                                                                       image_size):
+def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(
+    records, resize_size, image_size
+):
   config = pb.pipeline_config(resize_size, image_size, threads=1, batch_size=3)
   aug = config.augment
   eigval, eigvec = np.asarray(aug.eigval), np.asarray(aug.eigvec)
-  draws = [(0, 0, False, np.zeros(3)),  # the deterministic case: corner crop, no flip, no noise
-           (resize_size - image_size, 3, True, np.array([0.1, -0.2, 0.05])),
-           (5, resize_size - image_size, True, np.array([-0.3, 0.0, 0.2]))]
+  draws = [
+      (0, 0, False, np.zeros(3)),  # the deterministic case: corner crop, no flip, no noise
+      (resize_size - image_size, 3, True, np.array([0.1, -0.2, 0.05])),
+      (5, resize_size - image_size, True, np.array([-0.3, 0.0, 0.2])),
+  ]
   elements, expected = [], []
   for record, (top, left, flip, alpha) in zip(records, draws, strict=True):
     shift = (eigvec @ (alpha * eigval)).astype(np.float32)  # section 4.1's formula
     image = pipeline.decode_image(record['image'], resize_size)
     assert image.shape == (resize_size, resize_size, 3)
-    elements.append({'image': image, 'window': (top, left, flip), 'offset': shift,
-                     'label': np.int32(record['label'])})
-    expected.append(np.asarray(pb.tf_example(record['image'], top, left, flip,
-                                             alpha.astype(np.float32), config, stored_size=64)))
+    elements.append(
+        {
+            'image': image,
+            'window': (top, left, flip),
+            'offset': shift,
+            'label': np.int32(record['label']),
+        }
+    )
+    expected.append(
+        np.asarray(
+            pb.tf_example(
+                record['image'], top, left, flip, alpha.astype(np.float32), config, stored_size=64
+            )
+        )
+    )
   ours = pipeline.TrainBatch(pipeline.TrainTransform(config))(elements)['image']
   # The same libjpeg-turbo decode (integer-accurate DCT, also when scaled), the same arithmetic.
   np.testing.assert_allclose(ours, np.stack(expected), atol=1e-3)
@@ -41,8 +55,9 @@ def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(records, 
 
 def test_the_benchmark_runs_and_reports_both_pipelines(records):
   before = os.sched_getaffinity(0)
-  result = pb.run(records * 3, rows=(('tiny', 64, 48, 1),), batches=1, repeats=2, batch_size=4,
-                  stored_size=64)
+  result = pb.run(
+      records * 3, rows=(('tiny', 64, 48, 1),), batches=1, repeats=2, batch_size=4, stored_size=64
+  )
   assert os.sched_getaffinity(0) == before  # the pinning is undone
   (row,) = result['rows']
   assert len(row['rates']['ours']) == len(row['rates']['tf.data']) == 2

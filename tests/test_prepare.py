@@ -59,7 +59,7 @@ def _make_folder(root: str) -> dict[str, tuple[int, tuple]]:
   with open(os.path.join(root, 'Moth/00.jpg'), 'rb') as f:
     whole = f.read()
   with open(os.path.join(root, 'zebra/cut.jpg'), 'wb') as f:
-    f.write(whole[:len(whole) // 2])
+    f.write(whole[: len(whole) // 2])
   with open(os.path.join(root, 'ant/notes.txt'), 'w') as f:
     f.write('ignored: not an image extension')
   return good
@@ -88,7 +88,7 @@ def _make_csv(root: str) -> tuple[dict, dict]:
   return classes, splits
 
 
-_READER = textwrap.dedent('''
+_READER = textwrap.dedent("""
     import json, sys
     import numpy as np
     import tensorflow_datasets as tfds
@@ -104,7 +104,7 @@ _READER = textwrap.dedent('''
     out['modules'] = sorted(m for m in sys.modules
                             if m.split('.')[0] in ('tensorflow', 'alexnet_jax'))
     print(json.dumps(out))
-''')
+""")
 
 
 @pytest.fixture(scope='module')
@@ -115,23 +115,57 @@ def prepared(tmp_path_factory):
   folder = str(tmp / 'My Insects' / 'train')  # the name comes from the parent: my_insects
   good = _make_folder(folder)
   cli = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.tools.prepare', f'--folder={folder}', f'--data_dir={data_dir}',
-       '--validation_fraction=0.3', '--seed=3', '--resize=0'],
-      capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+      [
+          sys.executable,
+          '-m',
+          'alexnet_jax.tools.prepare',
+          f'--folder={folder}',
+          f'--data_dir={data_dir}',
+          '--validation_fraction=0.3',
+          '--seed=3',
+          '--resize=0',
+      ],
+      capture_output=True,
+      text=True,
+      cwd=REPO_ROOT,
+      timeout=120,
+  )
   assert cli.returncode == 0, cli.stderr[-3000:]
   ifood = str(tmp / 'ifood2019')
   classes, csv_splits = _make_csv(ifood)
   csv_report = prepare.prepare_images(
-      csv=f'{ifood}/train_labels.csv', images=f'{ifood}/train_set', classes=f'{ifood}/class_list.txt',
-      val_csv=f'{ifood}/val_labels.csv', val_images=f'{ifood}/val_set', resize=16,
-      max_missing_fraction=0.2, data_dir=data_dir)
+      csv=f'{ifood}/train_labels.csv',
+      images=f'{ifood}/train_set',
+      classes=f'{ifood}/class_list.txt',
+      val_csv=f'{ifood}/val_labels.csv',
+      val_images=f'{ifood}/val_set',
+      resize=16,
+      max_missing_fraction=0.2,
+      data_dir=data_dir,
+  )
   read = subprocess.run(
-      [sys.executable, '-c', _READER, json.dumps([['my_insects', data_dir], ['ifood2019', data_dir]])],
-      capture_output=True, text=True, cwd=str(tmp), timeout=120)  # not the repo: nothing of ours
+      [
+          sys.executable,
+          '-c',
+          _READER,
+          json.dumps([['my_insects', data_dir], ['ifood2019', data_dir]]),
+      ],
+      capture_output=True,
+      text=True,
+      cwd=str(tmp),
+      timeout=120,
+  )  # not the repo: nothing of ours
   assert read.returncode == 0, read.stderr[-3000:]
-  return dict(read=json.loads(read.stdout.strip().splitlines()[-1]), stdout=cli.stdout, good=good,
-              folder=folder, data_dir=data_dir, classes=classes, csv=csv_splits,
-              csv_report=csv_report)
+  return dict(
+      read=json.loads(read.stdout.strip().splitlines()[-1]),
+      stdout=cli.stdout,
+      good=good,
+      folder=folder,
+      data_dir=data_dir,
+      classes=classes,
+      csv=csv_splits,
+      csv_report=csv_report,
+  )
 
 
 def test_folder_reads_back_without_the_builder_or_tensorflow(prepared):
@@ -168,8 +202,9 @@ def test_validation_fraction_is_stratified_and_seeded(prepared):
 
 
 def test_split_validation_counts_disjoint_deterministic():
-  examples = [image_folder.Example(f'/x/{c}/{i}', c, f'{c}/{i}') for c in range(4)
-              for i in range(5 + 3 * c)]
+  examples = [
+      image_folder.Example(f'/x/{c}/{i}', c, f'{c}/{i}') for c in range(4) for i in range(5 + 3 * c)
+  ]
   train, val = image_folder.split_validation(examples[::-1], 0.25, seed=0)  # order-free
   train2, val2 = image_folder.split_validation(examples, 0.25, seed=0)
   assert [e.file_name for e in val] == [e.file_name for e in val2]
@@ -194,8 +229,10 @@ def test_bad_files_are_skipped_counted_and_listed(prepared):
   assert report['num_skipped'] == 3 and report['ignored'] == ['ant/notes.txt']
   assert sum(report['examples'].values()) == len(prepared['good'])
   assert 'Skipped 3 bad files' in prepared['stdout']
-  assert (f'--config.dataset=my_insects --config.data_dir={prepared["data_dir"]} '
-          '--config.model.num_classes=3') in prepared['stdout']
+  assert (
+      f'--config.dataset=my_insects --config.data_dir={prepared["data_dir"]} '
+      '--config.model.num_classes=3'
+  ) in prepared['stdout']
 
 
 def test_csv_ifood_layout(prepared):
@@ -217,7 +254,10 @@ def test_class_list_formats(tmp_path):
   (tmp_path / 'indexed.txt').write_text('1 apple pie\n0 baby back ribs\n2 baklava\n')
   assert image_folder.read_class_list(str(tmp_path / 'plain.txt')) == ['b', 'a', 'c']
   assert image_folder.read_class_list(str(tmp_path / 'indexed.txt')) == [
-      'baby back ribs', 'apple pie', 'baklava']
+      'baby back ribs',
+      'apple pie',
+      'baklava',
+  ]
 
 
 def test_classes_fix_folder_order_and_subset(tmp_path):
@@ -225,8 +265,9 @@ def test_classes_fix_folder_order_and_subset(tmp_path):
   for c in ('a', 'b', 'c'):
     _write(f'{root}/{c}/1.jpg', (1, 2, 3))
   (tmp_path / 'classes.txt').write_text('c\na\n')
-  examples, names, _ = image_folder.list_folder(root, image_folder.read_class_list(
-      str(tmp_path / 'classes.txt')))
+  examples, names, _ = image_folder.list_folder(
+      root, image_folder.read_class_list(str(tmp_path / 'classes.txt'))
+  )
   assert names == ['c', 'a']
   assert {(e.file_name, e.label) for e in examples} == {('c/1.jpg', 0), ('a/1.jpg', 1)}
 
@@ -253,27 +294,50 @@ def _bad_input(tmp: str):
       (lambda: prepare.prepare_images(folder=f'{tmp}/nowhere'), ['is not a folder', '--folder']),
       (lambda: prepare.prepare_images(folder=f'{tmp}/empty'), ['no images', 'ROOT/<class name>']),
       (lambda: prepare.prepare_images(folder=f'{tmp}/loose'), ['directly in it', 'subfolder']),
-      (lambda: prepare.prepare_images(folder=f'{tmp}/imgs', classes=cls), ["['cat', 'dog']",
-                                                                           'class list']),
-      (lambda: prepare.prepare_images(csv=f'{tmp}/missing.csv', images=f'{tmp}/imgs'),
-       ['2 of the 3', 'not_there.jpg', '--images', '--max_missing_fraction=0.667']),
-      (lambda: prepare.prepare_images(csv=f'{tmp}/labels.csv', images=f'{tmp}/imgs', classes=cls),
-       ['lines [2]', '0 to 1', "['cat', 'dog']", '--classes']),
-      (lambda: prepare.prepare_images(csv=f'{tmp}/names.csv', images=f'{tmp}/imgs', classes=cls),
-       ['lines [2]', "['cat', 'dog']"]),
-      (lambda: prepare.prepare_images(csv=f'{tmp}/nope.csv', images=f'{tmp}/imgs'),
-       ['does not exist', 'train_labels.csv']),
-      (lambda: prepare.prepare_images(folder=f'{tmp}/imgs', classes=f'{tmp}/twice.txt'),
-       ["['cat']", 'once']),
-      (lambda: prepare.prepare_images(folder=f'{tmp}/ok', name='cifar10'),
-       ['already a TFDS dataset', '--name=cifar10_images']),
+      (
+          lambda: prepare.prepare_images(folder=f'{tmp}/imgs', classes=cls),
+          ["['cat', 'dog']", 'class list'],
+      ),
+      (
+          lambda: prepare.prepare_images(csv=f'{tmp}/missing.csv', images=f'{tmp}/imgs'),
+          ['2 of the 3', 'not_there.jpg', '--images', '--max_missing_fraction=0.667'],
+      ),
+      (
+          lambda: prepare.prepare_images(
+              csv=f'{tmp}/labels.csv', images=f'{tmp}/imgs', classes=cls
+          ),
+          ['lines [2]', '0 to 1', "['cat', 'dog']", '--classes'],
+      ),
+      (
+          lambda: prepare.prepare_images(csv=f'{tmp}/names.csv', images=f'{tmp}/imgs', classes=cls),
+          ['lines [2]', "['cat', 'dog']"],
+      ),
+      (
+          lambda: prepare.prepare_images(csv=f'{tmp}/nope.csv', images=f'{tmp}/imgs'),
+          ['does not exist', 'train_labels.csv'],
+      ),
+      (
+          lambda: prepare.prepare_images(folder=f'{tmp}/imgs', classes=f'{tmp}/twice.txt'),
+          ["['cat']", 'once'],
+      ),
+      (
+          lambda: prepare.prepare_images(folder=f'{tmp}/ok', name='cifar10'),
+          ['already a TFDS dataset', '--name=cifar10_images'],
+      ),
       (lambda: prepare.prepare_images(folder=f'{tmp}/ok', name='My-Set'), ['lower-case']),
       (lambda: prepare.prepare_images(folder=f'{tmp}/ok', validation_fraction=1.0), ['[0, 1)']),
-      (lambda: prepare.prepare_tfds('cifar100x', f'{tmp}/tfds'),
-       ["no dataset 'cifar100x'", "'cifar100'", '--folder']),
-      (lambda: prepare.prepare_tfds('imagenet2012', f'{tmp}/tfds'),
-       ['ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar', f'{tmp}/tfds/downloads/manual',
-        '--manual_dir']),
+      (
+          lambda: prepare.prepare_tfds('cifar100x', f'{tmp}/tfds'),
+          ["no dataset 'cifar100x'", "'cifar100'", '--folder'],
+      ),
+      (
+          lambda: prepare.prepare_tfds('imagenet2012', f'{tmp}/tfds'),
+          [
+              'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar',
+              f'{tmp}/tfds/downloads/manual',
+              '--manual_dir',
+          ],
+      ),
   ]
 
 
@@ -288,8 +352,13 @@ def test_bad_input_is_one_paragraph_naming_the_fix(tmp_path):
 
 
 def test_command_line_error_exits_2_without_traceback(tmp_path):
-  out = subprocess.run([sys.executable, '-m', 'alexnet_jax.tools.prepare', f'--folder={tmp_path}'],
-                       capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
+  out = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.tools.prepare', f'--folder={tmp_path}'],
+      capture_output=True,
+      text=True,
+      cwd=REPO_ROOT,
+      timeout=120,
+  )
   assert out.returncode == 2
   assert 'Traceback' not in out.stderr
   assert 'Error: ' in out.stderr and 'ROOT/<class name>/<image>.jpg' in out.stderr
@@ -304,6 +373,7 @@ def test_tfds_name_builds_the_built_in_dataset(tmp_path):
 @pytest.mark.slow
 def test_training_runs_on_a_prepared_folder(prepared, tmp_path, one_device, tiny_config):
   from alexnet_jax import train
+
   config = tiny_config(prepared['data_dir'])
   config.dataset, config.model.num_classes = 'my_insects', 3
   config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2

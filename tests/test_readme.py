@@ -22,4 +22,3 @@ def test_quickstart_command_names_existing_config():
   quickstart = readme_commands()[0]
   for config in re.findall(r'--config=(\S+)', quickstart):
     assert os.path.exists(os.path.join(REPO, config)), config
-

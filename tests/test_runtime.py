@@ -16,12 +16,16 @@ FLAG = 'xla_cpu_experimental_ynn_fusion_type'
 
 def run_python(code: str, **environ) -> subprocess.CompletedProcess:
   """`code` in a fresh interpreter, without the malloc and XLA settings of this test process."""
-  env = {k: v for k, v in os.environ.items()
-         if k not in runtime.MALLOC_USER_VARIABLES + (runtime.MALLOC_OPT_OUT, 'XLA_FLAGS')
-         and k not in runtime.QUIET}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in runtime.MALLOC_USER_VARIABLES + (runtime.MALLOC_OPT_OUT, 'XLA_FLAGS')
+      and k not in runtime.QUIET
+  }
   env.update(environ, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
-                        timeout=300)
+  return subprocess.run(
+      [sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300
+  )
 
 
 # --- XLA flags ---
@@ -30,9 +34,11 @@ def run_python(code: str, **environ) -> subprocess.CompletedProcess:
 def test_appends_to_the_users_other_flags():
   env = {'XLA_FLAGS': '--xla_force_host_platform_device_count=8'}
   added = runtime.add_xla_flags(env, jaxlib_version='0.10.2')
-  assert env['XLA_FLAGS'] == ('--xla_force_host_platform_device_count=8 '
-                              f'--{FLAG}=LIBRARY_FUSION_TYPE_DOT '
-                              '--xla_cpu_copy_insertion_use_region_analysis=true')
+  assert env['XLA_FLAGS'] == (
+      '--xla_force_host_platform_device_count=8 '
+      f'--{FLAG}=LIBRARY_FUSION_TYPE_DOT '
+      '--xla_cpu_copy_insertion_use_region_analysis=true'
+  )
   assert len(added) == 2
   assert runtime.add_xla_flags(env, jaxlib_version='0.10.2') == []  # a second call adds nothing
   assert env['XLA_FLAGS'].count(FLAG) == 1
@@ -68,9 +74,11 @@ def test_convolutions_leave_ynnpack_in_this_process():
 def test_donated_weights_read_twice_are_updated_in_place():
   """The step donates its state; a weight read by the forward and the backward pass (w2 here,
   like every AlexNet layer but conv1) must be overwritten in place, not copied first."""
+
   def step(params, x):
     grads = jax.grad(lambda p: jnp.sum(jnp.tanh(x @ p['w1']) @ p['w2']))(params)
     return jax.tree.map(lambda p, g: p - 0.1 * g, params, grads)
+
   params = {'w1': jnp.ones((64, 32)), 'w2': jnp.ones((32, 8))}
   program = jax.jit(step, donate_argnums=0).lower(params, jnp.ones((4, 64))).compile().as_text()
   assert 'ENTRY' in program
@@ -93,11 +101,17 @@ def test_sets_arena_mmap_and_trim_settings():
   assert runtime.malloc_applied() == was_applied  # a stand-in mallopt changes nothing real
 
 
-@pytest.mark.parametrize('environ', [{'ALEXNET_JAX_MALLOC': 'glibc'},
-                                     {'MALLOC_ARENA_MAX': '4'}, {'MALLOC_TRIM_THRESHOLD_': '0'},
-                                     {'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'},
-                                     {'LD_PRELOAD': '/usr/lib/libjemalloc.so.2'},
-                                     {'JAX_PLATFORMS': 'cuda,cpu'}])
+@pytest.mark.parametrize(
+    'environ',
+    [
+        {'ALEXNET_JAX_MALLOC': 'glibc'},
+        {'MALLOC_ARENA_MAX': '4'},
+        {'MALLOC_TRIM_THRESHOLD_': '0'},
+        {'GLIBC_TUNABLES': 'glibc.malloc.mmap_max=0'},
+        {'LD_PRELOAD': '/usr/lib/libjemalloc.so.2'},
+        {'JAX_PLATFORMS': 'cuda,cpu'},
+    ],
+)
 def test_leaves_malloc_alone_when_told_otherwise(environ):
   calls, mallopt = recording_mallopt()
   assert runtime.set_malloc(environ, mallopt).startswith('left alone')
@@ -160,29 +174,40 @@ def test_freed_buffers_are_handed_out_again_not_faulted_in_afresh():
 def test_importing_the_package_changes_nothing_in_the_process():
   """No XLA flag, no malloc setting, no environment variable beyond what the libraries we import
   set themselves (measured in a second process that imports only them)."""
-  changed = ('changed = sorted(k for k in set(before) | set(os.environ) '
-             'if before.get(k) != os.environ.get(k))\n')
-  ours = run_python('import os\nbefore = dict(os.environ)\n'
-                    'import alexnet_jax, alexnet_jax.models, alexnet_jax.train, alexnet_jax.main, '
-                    'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet\n'
-                    'from alexnet_jax import runtime\n' + changed +
-                    'print(changed, runtime.malloc_applied(), os.environ.get("XLA_FLAGS"))\n')
-  libraries = run_python('import os\nbefore = dict(os.environ)\n'
-                         'import absl.flags, clu.metrics, clu.parameter_overview, flax, grain, '
-                         'jax, ml_collections, optax, orbax.checkpoint, simplejpeg, '
-                         'tensorflow_datasets\n' + changed + 'print(changed, False, None)\n')
+  changed = (
+      'changed = sorted(k for k in set(before) | set(os.environ) '
+      'if before.get(k) != os.environ.get(k))\n'
+  )
+  ours = run_python(
+      'import os\nbefore = dict(os.environ)\n'
+      'import alexnet_jax, alexnet_jax.models, alexnet_jax.train, alexnet_jax.main, '
+      'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet\n'
+      'from alexnet_jax import runtime\n'
+      + changed
+      + 'print(changed, runtime.malloc_applied(), os.environ.get("XLA_FLAGS"))\n'
+  )
+  libraries = run_python(
+      'import os\nbefore = dict(os.environ)\n'
+      'import absl.flags, clu.metrics, clu.parameter_overview, flax, grain, '
+      'jax, ml_collections, optax, orbax.checkpoint, simplejpeg, '
+      'tensorflow_datasets\n' + changed + 'print(changed, False, None)\n'
+  )
   assert ours.returncode == 0 and libraries.returncode == 0, ours.stderr[-2000:]
-  assert ours.stdout.split('\n')[-2] == libraries.stdout.split('\n')[-2], (ours.stdout,
-                                                                           libraries.stdout)
+  assert ours.stdout.split('\n')[-2] == libraries.stdout.split('\n')[-2], (
+      ours.stdout,
+      libraries.stdout,
+  )
 
 
 def test_configure_says_what_it_set_and_sets_it():
-  code = ('import os\n'
-          'from alexnet_jax import runtime\n'
-          'c = runtime.configure()\n'
-          'print(c.summary())\n'
-          'print(os.environ.get("XLA_FLAGS", ""), runtime.malloc_applied(), '
-          'os.environ["TF_ENABLE_ONEDNN_OPTS"])\n')
+  code = (
+      'import os\n'
+      'from alexnet_jax import runtime\n'
+      'c = runtime.configure()\n'
+      'print(c.summary())\n'
+      'print(os.environ.get("XLA_FLAGS", ""), runtime.malloc_applied(), '
+      'os.environ["TF_ENABLE_ONEDNN_OPTS"])\n'
+  )
   out = run_python(code)
   assert out.returncode == 0, out.stderr[-2000:]
   summary, state = out.stdout.strip().split('\n')[-2:]
@@ -196,13 +221,15 @@ def test_configure_says_what_it_set_and_sets_it():
 
 
 def test_configure_after_jax_started_warns_that_it_is_too_late():
-  code = ('import warnings, jax\n'
-          'jax.numpy.ones(1).block_until_ready()\n'
-          'from alexnet_jax import runtime\n'
-          'with warnings.catch_warnings(record=True) as caught:\n'
-          '  warnings.simplefilter("always")\n'
-          '  runtime.configure()\n'
-          'print([str(w.message) for w in caught])\n')
+  code = (
+      'import warnings, jax\n'
+      'jax.numpy.ones(1).block_until_ready()\n'
+      'from alexnet_jax import runtime\n'
+      'with warnings.catch_warnings(record=True) as caught:\n'
+      '  warnings.simplefilter("always")\n'
+      '  runtime.configure()\n'
+      'print([str(w.message) for w in caught])\n'
+  )
   out = run_python(code)
   assert out.returncode == 0, out.stderr[-2000:]
   if _measured_cpu_jaxlib() or runtime._mallopt() is not None:
@@ -211,6 +238,7 @@ def test_configure_after_jax_started_warns_that_it_is_too_late():
 
 def test_commands_print_our_lines_first_not_tensorflows():
   """No oneDNN banner or absl pre-initialisation notice before a command's own output."""
-  out = run_python('import sys; from alexnet_jax import main; sys.argv = ["main", "--help"]; '
-                   'main.run()')
+  out = run_python(
+      'import sys; from alexnet_jax import main; sys.argv = ["main", "--help"]; ' 'main.run()'
+  )
   assert 'oneDNN' not in out.stderr and 'InitializeLog' not in out.stderr, out.stderr[:2000]

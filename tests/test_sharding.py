@@ -17,25 +17,35 @@ def mesh_config(strategy='data', data=-1, model=-1, towers=2):
   return sharding.MeshConfig(strategy, data, model), towers
 
 
-@pytest.mark.parametrize('strategy,data,model,devices,want', [
-    ('data', -1, -1, 8, (8, 1)), ('data', 8, 1, 8, (8, 1)), ('data', -1, 1, 1, (1, 1)),
-    ('towers', -1, -1, 8, (4, 2)), ('towers', 4, -1, 8, (4, 2)), ('towers', -1, 2, 2, (1, 2)),
-    ('owt', -1, -1, 8, (8, 1)),
-])
+@pytest.mark.parametrize(
+    'strategy,data,model,devices,want',
+    [
+        ('data', -1, -1, 8, (8, 1)),
+        ('data', 8, 1, 8, (8, 1)),
+        ('data', -1, 1, 1, (1, 1)),
+        ('towers', -1, -1, 8, (4, 2)),
+        ('towers', 4, -1, 8, (4, 2)),
+        ('towers', -1, 2, 2, (1, 2)),
+        ('owt', -1, -1, 8, (8, 1)),
+    ],
+)
 def test_mesh_shapes(strategy, data, model, devices, want):
   assert sharding.mesh_shape(*mesh_config(strategy, data, model), devices) == want
 
 
-@pytest.mark.parametrize('config,devices,phrase', [
-    (mesh_config('data', 3, 3), 8, 'does not fit the 8 devices'),
-    (mesh_config('data', -1, 3), 8, '3 does not divide the 8 devices'),
-    (mesh_config('data', 4, 2), 8, 'mesh.model=1'),
-    (mesh_config('owt', 4, 2), 8, 'mesh.model=1'),
-    (mesh_config('towers', 2, 4), 8, 'mesh.model must be 2, not 4'),
-    (mesh_config('towers', towers=1), 8, 'model.towers=1'),
-    (mesh_config('towers'), 1, 'xla_force_host_platform_device_count'),
-    (mesh_config('pipeline'), 8, "strategy='pipeline'"),
-])
+@pytest.mark.parametrize(
+    'config,devices,phrase',
+    [
+        (mesh_config('data', 3, 3), 8, 'does not fit the 8 devices'),
+        (mesh_config('data', -1, 3), 8, '3 does not divide the 8 devices'),
+        (mesh_config('data', 4, 2), 8, 'mesh.model=1'),
+        (mesh_config('owt', 4, 2), 8, 'mesh.model=1'),
+        (mesh_config('towers', 2, 4), 8, 'mesh.model must be 2, not 4'),
+        (mesh_config('towers', towers=1), 8, 'model.towers=1'),
+        (mesh_config('towers'), 1, 'xla_force_host_platform_device_count'),
+        (mesh_config('pipeline'), 8, "strategy='pipeline'"),
+    ],
+)
 def test_bad_meshes_are_explained(config, devices, phrase):
   with pytest.raises(ConfigError, match=phrase):
     sharding.mesh_shape(*config, devices)
@@ -52,8 +62,10 @@ def small_config(strategy, norm='lrn'):
   return c
 
 
-BATCH = {'image': np.random.default_rng(0).normal(0, 50, (16, 67, 67, 3)).astype(np.float32),
-         'label': np.random.default_rng(1).integers(0, 10, 16).astype(np.int32)}
+BATCH = {
+    'image': np.random.default_rng(0).normal(0, 50, (16, 67, 67, 3)).astype(np.float32),
+    'label': np.random.default_rng(1).integers(0, 10, 16).astype(np.int32),
+}
 
 
 def run_steps(config, devices, n=3):
@@ -65,16 +77,18 @@ def run_steps(config, devices, n=3):
   graphdef, state = steps.create_train_state(model, tx, plateau, run.loop.seed)
   state = layout.place_state(state)
   params0 = jax.device_get(state.params)
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, 10),
-                                   layout)
+  train_fn = steps.make_train_step(
+      graphdef, tx, optim.learning_rate_schedule(run.optim, 10), layout
+  )
   losses, first_update = [], None
   for i in range(n):
     state, metrics, finite = train_fn(state, layout.global_batch(BATCH))
     assert bool(finite)
     losses.append(float(metrics.compute()['loss']))
     if i == 0:  # from zero momentum, the first update is -lr (grad + decay): it shows the gradient
-      first_update = jax.tree.map(lambda a, b: np.asarray(a) - b, jax.device_get(state.params),
-                                  params0)
+      first_update = jax.tree.map(
+          lambda a, b: np.asarray(a) - b, jax.device_get(state.params), params0
+      )
   eval_batch = layout.global_batch(dict(BATCH, mask=np.ones(16, np.float32)))
   evaluation = steps.make_eval_step(graphdef, layout)(state, eval_batch).compute()
   return losses, first_update, jax.device_get(state), evaluation, state
@@ -89,19 +103,25 @@ def test_strategy_computes_what_one_device_computes(strategy, norm, one_device):
   np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)  # training losses, step by step
   for a, b in zip(jax.tree.leaves(spread[1]), jax.tree.leaves(reference[1]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)  # first update, i.e. the gradients
-  for a, b in zip(jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params),
-                  strict=True):
+  for a, b in zip(
+      jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params), strict=True
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # parameters after 3 steps
-  for a, b in zip(jax.tree.leaves(spread[2].batch_stats),
-                  jax.tree.leaves(reference[2].batch_stats), strict=True):
+  for a, b in zip(
+      jax.tree.leaves(spread[2].batch_stats), jax.tree.leaves(reference[2].batch_stats), strict=True
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # batch-norm statistics
   for name in ('loss', 'top1_error', 'top5_error'):
     np.testing.assert_allclose(spread[3][name], reference[3][name], rtol=1e-5)
 
 
 def device_bytes(tree, device):
-  return sum(shard.data.nbytes for leaf in jax.tree.leaves(tree)
-             for shard in leaf.addressable_shards if shard.device == device)
+  return sum(
+      shard.data.nbytes
+      for leaf in jax.tree.leaves(tree)
+      for shard in leaf.addressable_shards
+      if shard.device == device
+  )
 
 
 @pytest.mark.slow
@@ -128,10 +148,11 @@ def test_towers_hold_half_of_each_tower_layer_per_device():
 
 
 @pytest.mark.slow
-def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, tmp_path, one_device, plateau_config):
+def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(
+    tiny_data_dir, tmp_path, one_device, plateau_config
+):
   workdir = str(tmp_path / 'run')
-  half, _ = train.train_and_evaluate(plateau_config(None, 'towers', 3), workdir,
-                                     jax.devices())
+  half, _ = train.train_and_evaluate(plateau_config(None, 'towers', 3), workdir, jax.devices())
   assert half.params['conv1']['kernel'].sharding.spec[-1] == 'model'
 
   one = plateau_config()  # the same run, continued data-parallel on one device
@@ -146,6 +167,7 @@ def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(tiny_data_dir, t
 
 def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches(one_device):
   import time
+
   layout = sharding.Layout.create(sharding.MeshConfig(), devices=one_device)
 
   def slow_batches(n, fail_at=None):
@@ -176,6 +198,7 @@ def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
   reference = run_steps(small_config('data'), one_device, n=2)
   owt = run_steps(small_config('owt'), one_device, n=2)
   np.testing.assert_allclose(owt[0], reference[0], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params),
-                  strict=True):
+  for a, b in zip(
+      jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params), strict=True
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

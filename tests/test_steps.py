@@ -82,8 +82,10 @@ def _setup(config, layout=None):
 
 def _batch(n, size, seed=0):
   rng = np.random.default_rng(seed)
-  return {'image': jnp.asarray(rng.normal(0, 50, (n, size, size, 3)), jnp.float32),
-          'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32)}
+  return {
+      'image': jnp.asarray(rng.normal(0, 50, (n, size, size, 3)), jnp.float32),
+      'label': jnp.asarray(rng.integers(0, 10, n), jnp.int32),
+  }
 
 
 @pytest.mark.slow
@@ -96,11 +98,14 @@ def test_train_step_equals_grad_and_sgd_written_out():
   def loss_fn(m):
     logits = m(batch['image'], train=True, dropout_rng=jax.random.key(0))
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
+
   loss, grads = nnx.value_and_grad(loss_fn)(model)
   grads = nnx.to_pure_dict(grads)
   want = jax.tree_util.tree_map_with_path(
       lambda path, w, g: w - 0.01 * (g + (5e-4 * w if path[-1].key == 'kernel' else 0.0)),
-      nnx.to_pure_dict(nnx.state(model, nnx.Param)), grads)
+      nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+      grads,
+  )
 
   train_fn = steps.make_train_step(graphdef, tx, schedule)
   new_state, metrics, finite = train_fn(state, batch)
@@ -123,8 +128,12 @@ def test_plateau_scale_multiplies_the_update():
   reduced_state = state.replace(plateau=state.plateau._replace(scale=jnp.asarray(0.1)))
   reduced, metrics, _ = train_fn(reduced_state, batch)
   np.testing.assert_allclose(float(metrics.compute()['learning_rate']), 0.001, rtol=1e-5)
-  leaves = zip(jax.tree.leaves(before), jax.tree.leaves(full.params),
-               jax.tree.leaves(reduced.params), strict=True)
+  leaves = zip(
+      jax.tree.leaves(before),
+      jax.tree.leaves(full.params),
+      jax.tree.leaves(reduced.params),
+      strict=True,
+  )
   updates = [(np.asarray(f) - b, np.asarray(r) - b) for b, f, r in leaves]
   largest = max(np.abs(full).max() for full, _ in updates)
   assert largest > 1e-4  # the step moved the parameters measurably
@@ -142,8 +151,11 @@ def test_eval_step_counts_only_unmasked_examples():
 
   logits = np.asarray(model(batch['image'][:7]))
   labels = np.asarray(batch['label'][:7])
-  log_probs = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+  log_probs = (
+      logits
+      - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
       - logits.max(1, keepdims=True)
+  )
   np.testing.assert_allclose(metrics['loss'], -log_probs[np.arange(7), labels].mean(), rtol=1e-4)
   np.testing.assert_allclose(metrics['top1_error'], np.mean(logits.argmax(1) != labels), atol=1e-6)
 
@@ -164,8 +176,11 @@ def _numpy_ten_crop_metrics(logits, labels, mask):
   keep = mask > 0
   p_label = probs[np.arange(len(labels)), labels]
   rank = np.array([naive_rank(probs[i], labels[i]) for i in range(len(labels))])
-  return {'loss': -np.log(p_label)[keep].mean(), 'top1_error': (rank >= 1)[keep].mean(),
-          'top5_error': (rank >= 5)[keep].mean()}
+  return {
+      'loss': -np.log(p_label)[keep].mean(),
+      'top1_error': (rank >= 1)[keep].mean(),
+      'top5_error': (rank >= 5)[keep].mean(),
+  }
 
 
 def _ten_crop_setup():
@@ -173,9 +188,11 @@ def _ten_crop_setup():
   config.model.init = 'he'  # predictions that differ from image to image and view to view
   model, graphdef, state, _, _ = _setup(config)
   rng = np.random.default_rng(2)
-  batch = {'image': rng.normal(0, 50, (16, 10, 67, 67, 3)).astype(np.float32),
-           'label': rng.integers(0, 10, 16).astype(np.int32),
-           'mask': np.array([1.0] * 13 + [0.0] * 3, np.float32)}
+  batch = {
+      'image': rng.normal(0, 50, (16, 10, 67, 67, 3)).astype(np.float32),
+      'label': rng.integers(0, 10, 16).astype(np.int32),
+      'mask': np.array([1.0] * 13 + [0.0] * 3, np.float32),
+  }
   return config, model, graphdef, state, batch
 
 
@@ -203,8 +220,9 @@ def test_ten_crop_eval_on_8_devices_equals_one_device(strategy):
   config.strategy = strategy
   layout = sharding.Layout.create(sharding.MeshConfig(strategy), devices=jax.devices())
   _, graphdef, spread_state, _, _ = _setup(config, layout)
-  spread = steps.make_eval_step(graphdef, layout)(layout.place_state(spread_state),
-                                                  layout.global_batch(batch)).compute()
+  spread = steps.make_eval_step(graphdef, layout)(
+      layout.place_state(spread_state), layout.global_batch(batch)
+  ).compute()
   assert len(jax.devices()) == 8
   for name, value in reference.items():
     np.testing.assert_allclose(spread[name], value, rtol=1e-5, atol=1e-6)

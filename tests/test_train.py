@@ -22,9 +22,10 @@ def _leaves(tree):
 
 
 @pytest.mark.slow
-def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path, one_device, plateau_config):
-  straight, _ = train.train_and_evaluate(plateau_config(), str(tmp_path / 'straight'),
-                                         one_device)
+def test_resumed_run_matches_an_uninterrupted_one(
+    tiny_data_dir, tmp_path, one_device, plateau_config
+):
+  straight, _ = train.train_and_evaluate(plateau_config(), str(tmp_path / 'straight'), one_device)
   assert float(straight.plateau.scale) < 1.0  # the schedule did reduce the rate
 
   workdir = str(tmp_path / 'interrupted')
@@ -39,11 +40,15 @@ def test_resumed_run_matches_an_uninterrupted_one(tiny_data_dir, tmp_path, one_d
   for a, b in zip(_leaves(straight), _leaves(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
   # ...and the run really moved: parameters differ from the half-way point.
-  assert any(np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params), strict=True))
+  assert any(
+      np.any(a != b) for a, b in zip(_leaves(half.params), _leaves(resumed.params), strict=True)
+  )
 
 
 @pytest.mark.slow
-def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_data_dir, tmp_path, one_device, tiny_config):
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
+    tiny_data_dir, tmp_path, one_device, tiny_config
+):
   workdir = str(tmp_path / 'run')
   config = tiny_config()
   config.num_train_steps = 3
@@ -79,16 +84,21 @@ def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_co
   # Second code path: read the split directly and run the model on all of it at once.
   source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)
   mean = np.asarray(config.augment.mean_rgb, np.float32)
-  images = np.stack([augment.eval_transform(source[i]['image'], image_size=67, resize_size=76,
-                                            mean=mean) for i in range(len(source))])
+  images = np.stack(
+      [
+          augment.eval_transform(source[i]['image'], image_size=67, resize_size=76, mean=mean)
+          for i in range(len(source))
+      ]
+  )
   images /= np.asarray(config.augment.std_rgb, np.float32)  # the quickstart standardises pixels
   labels = np.array([source[i]['label'] for i in range(len(source))])
   assert len(labels) == 160
   logits = np.asarray(model(images))
   np.testing.assert_allclose(metrics['top1_error'], np.mean(logits.argmax(-1) != labels), atol=1e-6)
   log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
-  np.testing.assert_allclose(metrics['loss'], np.mean(log_z - logits[np.arange(160), labels]),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+      metrics['loss'], np.mean(log_z - logits[np.arange(160), labels]), rtol=1e-4
+  )
 
 
 @pytest.mark.slow
@@ -97,21 +107,28 @@ def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_devic
   config.eval_crops = 10
   run, model, graphdef, state, layout = _setup(config, one_device)
   metrics = train.evaluate(run.data, state, steps.make_eval_step(graphdef), layout)
-  centre_only = train.evaluate(dataclasses.replace(run.data, eval_crops=1), state,
-                               steps.make_eval_step(graphdef), layout)
+  centre_only = train.evaluate(
+      dataclasses.replace(run.data, eval_crops=1), state, steps.make_eval_step(graphdef), layout
+  )
 
   # Second code path: every validation image resized by PIL, its ten patches cut by slicing.
   from PIL import Image
+
   source = tfds.data_source(config.dataset, split='validation', data_dir=tiny_data_dir)
   mean = np.asarray(config.augment.mean_rgb, np.float32)
   std = np.asarray(config.augment.std_rgb, np.float32)
   far = 76 - 67
   patches, labels = [], []
   for i in range(len(source)):
-    image = np.asarray(Image.fromarray(source[i]['image']).resize(
-        (76, 76), Image.Resampling.BILINEAR, reducing_gap=None)).astype(np.float32)
+    image = np.asarray(
+        Image.fromarray(source[i]['image']).resize(
+            (76, 76), Image.Resampling.BILINEAR, reducing_gap=None
+        )
+    ).astype(np.float32)
     image = (image - mean) / std
-    five = [image[t:t + 67, l:l + 67] for t, l in ((4, 4), (0, 0), (0, far), (far, 0), (far, far))]
+    five = [
+        image[t : t + 67, l : l + 67] for t, l in ((4, 4), (0, 0), (0, far), (far, 0), (far, far))
+    ]
     patches.append(five + [p[:, ::-1] for p in five])
     labels.append(source[i]['label'])
   labels = np.array(labels)
@@ -122,8 +139,11 @@ def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_devic
     p_label = probs[np.arange(len(labels)), labels]
     # Classes the label does not strictly beat (a tie counts against it, as in error_rates).
     rank = (probs >= p_label[:, None]).sum(-1) - 1
-    return {'loss': -np.log(p_label).mean(), 'top1_error': np.mean(rank >= 1),
-            'top5_error': np.mean(rank >= 5)}
+    return {
+        'loss': -np.log(p_label).mean(),
+        'top1_error': np.mean(rank >= 1),
+        'top5_error': np.mean(rank >= 5),
+    }
 
   softmax = np.exp(logits - logits.max(-1, keepdims=True))
   softmax /= softmax.sum(-1, keepdims=True)

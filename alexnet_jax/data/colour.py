@@ -35,7 +35,6 @@ _KEYS = ('mean_image', 'mean_rgb', 'pca_eigval', 'pca_eigvec', 'resize_size')
 # --- Moments ---
 
 
-
 class ColourMoments:
   """Streaming float64 sums over square images of one size; `result()` turns them into stats."""
 
@@ -46,8 +45,12 @@ class ColourMoments:
     self.pixel_sum = np.zeros(3, np.float64)
     self.outer_sum = np.zeros((3, 3), np.float64)
 
-  def add(self, image: np.ndarray, pixel_sum: np.ndarray | None = None,
-          outer_sum: np.ndarray | None = None) -> None:
+  def add(
+      self,
+      image: np.ndarray,
+      pixel_sum: np.ndarray | None = None,
+      outer_sum: np.ndarray | None = None,
+  ) -> None:
     """Adds one size x size x 3 image; its pixel moments may come precomputed (`image_moments`)."""
     if image.shape != self.image_sum.shape:
       raise ValueError(f'expected a {self.image_sum.shape} image, got {image.shape}')
@@ -93,18 +96,23 @@ def _read(path: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise ConfigError(
         f'augment.stats_file={path!r} does not exist. Compute it once with `{COMMAND}` (with the '
-        'config you train with), or leave augment.stats_file unset to use the config\'s '
-        'mean_rgb and PCA constants.')
+        "config you train with), or leave augment.stats_file unset to use the config's "
+        'mean_rgb and PCA constants.'
+    )
   try:
     with np.load(path) as data:
       stats = {k: data[k] for k in data.files}
   except (OSError, ValueError) as e:
-    raise ConfigError(f'augment.stats_file={path!r} is not a readable .npz file ({e}). Compute '
-                      f'it again with `{COMMAND}`.') from None
+    raise ConfigError(
+        f'augment.stats_file={path!r} is not a readable .npz file ({e}). Compute '
+        f'it again with `{COMMAND}`.'
+    ) from None
   missing = [k for k in _KEYS if k not in stats]
   if missing:
-    raise ConfigError(f'augment.stats_file={path!r} lacks {missing}: it was not written by '
-                      f'`{COMMAND}`. Compute it again with that command.')
+    raise ConfigError(
+        f'augment.stats_file={path!r} lacks {missing}: it was not written by '
+        f'`{COMMAND}`. Compute it again with that command.'
+    )
   return stats
 
 
@@ -119,15 +127,18 @@ def load_colour_statistics(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   kind = aug.get('mean', 'rgb')
   path = aug.get('stats_file')
   if kind not in ('rgb', 'image'):
-    raise ConfigError(f"augment.mean={kind!r} must be 'rgb' (subtract augment.mean_rgb from "
-                      "every pixel) or 'image' (subtract the training set's mean image, "
-                      'section 2, which needs augment.stats_file).')
+    raise ConfigError(
+        f"augment.mean={kind!r} must be 'rgb' (subtract augment.mean_rgb from "
+        "every pixel) or 'image' (subtract the training set's mean image, "
+        'section 2, which needs augment.stats_file).'
+    )
   if path is None:
     if kind == 'image':
       raise ConfigError(
           "augment.mean='image' subtracts the training set's mean image (section 2), which "
           f'comes from a statistics file: compute it once with `{COMMAND}` and pass '
-          "--config.augment.stats_file=FILE.npz, or use --config.augment.mean=rgb.")
+          '--config.augment.stats_file=FILE.npz, or use --config.augment.mean=rgb.'
+      )
     return tuple(np.asarray(v, np.float32) for v in (aug.mean_rgb, aug.pca_eigval, aug.pca_eigvec))
   stats = _read(path)
   if int(stats['resize_size']) != config.resize_size:
@@ -135,12 +146,29 @@ def load_colour_statistics(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         f'augment.stats_file={path!r} was computed at resize_size={int(stats["resize_size"])}, '
         f'but this config uses resize_size={config.resize_size}: the mean image must match the '
         f'resized images. Compute it again with `{COMMAND}` and this config, or set '
-        f'--config.resize_size={int(stats["resize_size"])}.')
-  logging.log_first_n(logging.INFO, 'Colour statistics (mean %s, PCA) from %s: %d images of %s.',
-                      1, kind, path, int(stats.get('num_images', -1)), stats.get('dataset', '?'))
+        f'--config.resize_size={int(stats["resize_size"])}.'
+    )
+  logging.log_first_n(
+      logging.INFO,
+      'Colour statistics (mean %s, PCA) from %s: %d images of %s.',
+      1,
+      kind,
+      path,
+      int(stats.get('num_images', -1)),
+      stats.get('dataset', '?'),
+  )
   if 'dataset' in stats and str(stats['dataset']) != config.dataset:
-    logging.log_first_n(logging.WARNING, 'augment.stats_file %s holds statistics of %s, not of %s.',
-                        1, path, str(stats['dataset']), config.dataset)
+    logging.log_first_n(
+        logging.WARNING,
+        'augment.stats_file %s holds statistics of %s, not of %s.',
+        1,
+        path,
+        str(stats['dataset']),
+        config.dataset,
+    )
   mean = stats['mean_image'] if kind == 'image' else stats['mean_rgb']
-  return (np.asarray(mean, np.float32), np.asarray(stats['pca_eigval'], np.float32),
-          np.asarray(stats['pca_eigvec'], np.float32))
+  return (
+      np.asarray(mean, np.float32),
+      np.asarray(stats['pca_eigval'], np.float32),
+      np.asarray(stats['pca_eigvec'], np.float32),
+  )

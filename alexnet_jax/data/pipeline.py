@@ -61,11 +61,14 @@ class AugmentConfig:
   flip: bool = True
   pca_std: float = 0.1
   mean: np.ndarray = dataclasses.field(  # (3,), or the (resize, resize, 3) mean image
-      default_factory=lambda: np.asarray(augment.IMAGENET_MEAN_RGB, np.float32))
+      default_factory=lambda: np.asarray(augment.IMAGENET_MEAN_RGB, np.float32)
+  )
   eigval: np.ndarray = dataclasses.field(
-      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVAL, np.float32))
+      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVAL, np.float32)
+  )
   eigvec: np.ndarray = dataclasses.field(  # columns are the eigenvectors
-      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVEC, np.float32))
+      default_factory=lambda: np.asarray(augment.IMAGENET_PCA_EIGVEC, np.float32)
+  )
   inv_std: np.ndarray | None = None  # 1 / augment.std_rgb; None: the paper's raw 0..255 scale
 
 
@@ -103,7 +106,8 @@ def _dataset_or_error(config: DataConfig) -> tfds.core.DatasetBuilder:
         "imagenet2012, imagenette, cifar10), to the built-in 'synthetic_shapes', which needs no "
         'download (configs/quickstart.py uses it), or to your own images prepared with `python -m '
         'alexnet_jax.tools.prepare --folder=...` (or --csv=...), with --config.data_dir set to the '
-        'data_dir it printed.') from None
+        'data_dir it printed.'
+    ) from None
   if builder.is_prepared():
     return builder
   if name.split('/')[0] in datasets.BUILT_IN:
@@ -116,11 +120,13 @@ def _dataset_or_error(config: DataConfig) -> tfds.core.DatasetBuilder:
         'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org, put them in '
         f'{manual}, and run `python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir='
         f'{builder.data_dir_root} --manual_dir={manual}` once (it needs tensorflow-cpu). To '
-        'try the code without ImageNet, use the built-in dataset: --config=configs/quickstart.py.')
+        'try the code without ImageNet, use the built-in dataset: --config=configs/quickstart.py.'
+    )
   raise ConfigError(
       f'Dataset {name!r} is not prepared in {builder.data_dir_root}. Prepare it once with '
       f'`python -m alexnet_jax.tools.prepare --dataset={name} --data_dir={builder.data_dir_root}` (needs '
-      'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.')
+      'tensorflow-cpu and the network), or point --config.data_dir at where it is prepared.'
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +141,15 @@ def get_info(config: DataConfig) -> DatasetInfo:
   splits = builder.info.splits
   for split in (config.train_split, config.eval_split):
     if split not in splits:
-      raise ConfigError(f'Dataset {config.dataset!r} has no split {split!r}; it has '
-                        f'{sorted(splits)}. Set --config.train_split / --config.eval_split.')
-  return DatasetInfo(num_classes=builder.info.features[LABEL_KEY].num_classes,
-                     num_train_examples=splits[config.train_split].num_examples,
-                     num_eval_examples=splits[config.eval_split].num_examples)
+      raise ConfigError(
+          f'Dataset {config.dataset!r} has no split {split!r}; it has '
+          f'{sorted(splits)}. Set --config.train_split / --config.eval_split.'
+      )
+  return DatasetInfo(
+      num_classes=builder.info.features[LABEL_KEY].num_classes,
+      num_train_examples=splits[config.train_split].num_examples,
+      num_eval_examples=splits[config.eval_split].num_examples,
+  )
 
 
 def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
@@ -155,8 +165,7 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   """
   if data[:2] == b'\xff\xd8':
     try:
-      return simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=min_size,
-                                    min_width=min_size)
+      return simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=min_size, min_width=min_size)
     except ValueError:
       pass  # e.g. CMYK: PIL converts it below
   with Image.open(io.BytesIO(data)) as image:
@@ -176,8 +185,9 @@ class DecodingSource:
   stop the run with a ConfigError: the dataset itself is then broken.
   """
 
-  def __init__(self, records: Sequence[dict[str, Any]], min_size: int = 0,
-               max_consecutive_bad: int = 100):
+  def __init__(
+      self, records: Sequence[dict[str, Any]], min_size: int = 0, max_consecutive_bad: int = 100
+  ):
     self.records, self.min_size, self.max_consecutive_bad = records, min_size, max_consecutive_bad
     self.num_undecodable = 0
     self._lock = threading.Lock()
@@ -195,15 +205,22 @@ class DecodingSource:
       except Exception as e:  # any decoder failure: PIL raises OSError, SyntaxError, ValueError...
         with self._lock:
           self.num_undecodable += 1
-        logging.warning('Example %d could not be decoded (%s: %s); using example %d instead '
-                        '(%d undecodable so far in this process).', i, type(e).__name__, e,
-                        (i + 1) % n, self.num_undecodable)
+        logging.warning(
+            'Example %d could not be decoded (%s: %s); using example %d instead '
+            '(%d undecodable so far in this process).',
+            i,
+            type(e).__name__,
+            e,
+            (i + 1) % n,
+            self.num_undecodable,
+        )
         continue
       return {**record, IMAGE_KEY: image}
     raise ConfigError(
         f'Examples {int(index)} to {int(index) + k} of the dataset could not be decoded as images '
         '(see the warnings above). The prepared dataset looks broken: prepare it again, or point '
-        '--config.data_dir at an intact copy.')
+        '--config.data_dir at an intact copy.'
+    )
 
   def __getstate__(self):  # grain worker processes receive the source pickled; locks do not pickle
     return {k: v for k, v in self.__dict__.items() if k != '_lock'}
@@ -218,8 +235,12 @@ def decoding_source(config: DataConfig, split: str) -> DecodingSource:
   The training split is decoded at the smallest DCT scale covering resize_size (see
   `decode_image`); the evaluation split at full size, so its pixels are exactly TFDS's own.
   """
-  records = tfds.data_source(config.dataset, split=split, data_dir=config.data_dir,
-                             decoders={IMAGE_KEY: tfds.decode.SkipDecoding()})
+  records = tfds.data_source(
+      config.dataset,
+      split=split,
+      data_dir=config.data_dir,
+      decoders={IMAGE_KEY: tfds.decode.SkipDecoding()},
+  )
   return DecodingSource(records, config.resize_size if split == config.train_split else 0)
 
 
@@ -231,8 +252,14 @@ class TrainTransform(grain.transforms.RandomMap):
     # The mean is (3,), or section 2's mean image, which train_transform cuts with each crop's
     # window.
     self.kwargs = dict(
-        image_size=config.image_size, resize_size=config.resize_size, eigval=aug.eigval,
-        eigvec=aug.eigvec, pca_std=float(aug.pca_std), mean=aug.mean, flip=aug.flip)
+        image_size=config.image_size,
+        resize_size=config.resize_size,
+        eigval=aug.eigval,
+        eigvec=aug.eigvec,
+        pca_std=float(aug.pca_std),
+        mean=aug.mean,
+        flip=aug.flip,
+    )
     self.inv_std = aug.inv_std
 
   def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
@@ -242,13 +269,23 @@ class TrainTransform(grain.transforms.RandomMap):
     (`_TrainExamples`); the pixels are touched once, for the whole batch, in `TrainBatch`.
     """
     kw = self.kwargs
-    image, h, w = augment.resized_for_crop(element[IMAGE_KEY], kw['image_size'],
-                                            kw['resize_size'])
+    image, h, w = augment.resized_for_crop(element[IMAGE_KEY], kw['image_size'], kw['resize_size'])
     top, left, flipped, offset = augment.train_draws(
-        h, w, image_size=kw['image_size'], eigval=kw['eigval'], eigvec=kw['eigvec'],
-        pca_std=kw['pca_std'], flip=kw['flip'], rng=rng)
-    return {'image': image, 'window': (top, left, flipped), 'offset': offset,
-            'label': np.int32(element[LABEL_KEY])}
+        h,
+        w,
+        image_size=kw['image_size'],
+        eigval=kw['eigval'],
+        eigvec=kw['eigvec'],
+        pca_std=kw['pca_std'],
+        flip=kw['flip'],
+        rng=rng,
+    )
+    return {
+        'image': image,
+        'window': (top, left, flipped),
+        'offset': offset,
+        'label': np.int32(element[LABEL_KEY]),
+    }
 
 
 class TrainBatch:
@@ -265,8 +302,11 @@ class TrainBatch:
     self.mean = np.asarray(kw['mean'], np.float32)
     self.inv_std = transform.inv_std
     # Multiplying by a row-tiled vector keeps numpy's inner loop long (augment._add_per_channel).
-    self.inv_std_row = (None if transform.inv_std is None else
-                        np.tile(np.asarray(transform.inv_std, np.float32), self.size))
+    self.inv_std_row = (
+        None
+        if transform.inv_std is None
+        else np.tile(np.asarray(transform.inv_std, np.float32), self.size)
+    )
     self.buffers = _BatchBuffers()
 
   def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -274,8 +314,9 @@ class TrainBatch:
     images = self.buffers.get((len(elements), s, s, 3))
     for out, e in zip(images, elements):
       top, left, flipped = e['window']
-      augment.crop_offset_to_float(e['image'], top, left, s, flipped, e['offset'], self.mean,
-                                    self.resize_size, out=out)
+      augment.crop_offset_to_float(
+          e['image'], top, left, s, flipped, e['offset'], self.mean, self.resize_size, out=out
+      )
       if self.inv_std_row is not None:
         out.reshape(s, s * 3)[...] *= self.inv_std_row  # same float32 product as image *= inv_std
     return {'image': images, 'label': np.array([e['label'] for e in elements], np.int32)}
@@ -344,18 +385,23 @@ def _read_options(config: DataConfig) -> grain.ReadOptions:
   thread, or threads would idle), not examples: 2 x 128 examples would be 256 ImageNet batches.
   """
   threads = max(0, config.data_threads)
-  return grain.ReadOptions(num_threads=threads,
-                           prefetch_buffer_size=max(1, config.prefetch_batches, threads))
+  return grain.ReadOptions(
+      num_threads=threads, prefetch_buffer_size=max(1, config.prefetch_batches, threads)
+  )
 
 
 class _ProcessRows(grain.transforms.Map):
   """Maps this process' k-th example to its global position: its rows of each global batch."""
 
-  def __init__(self, stream: Sequence[Any], global_batch: int, per_process: int,
-               process_index: int):
+  def __init__(
+      self, stream: Sequence[Any], global_batch: int, per_process: int, process_index: int
+  ):
     self.stream = stream
     self.global_batch, self.per_process, self.offset = (
-        global_batch, per_process, process_index * per_process)
+        global_batch,
+        per_process,
+        process_index * per_process,
+    )
 
   def map(self, k: int) -> dict[str, Any]:
     batch, row = divmod(int(k), self.per_process)
@@ -385,8 +431,11 @@ class _TrainExamples:
         perm = self._permutations.get(epoch)
         if perm is None:
           n = len(self.source)
-          perm = np.random.default_rng([self.seed, epoch]).permutation(n).astype(
-              np.int32 if n < 2**31 else np.int64)
+          perm = (
+              np.random.default_rng([self.seed, epoch])
+              .permutation(n)
+              .astype(np.int32 if n < 2**31 else np.int64)
+          )
           # Keep this epoch and the last one: a batch may straddle the boundary.
           self._permutations = {e: p for e, p in self._permutations.items() if e == epoch - 1}
           self._permutations[epoch] = perm
@@ -405,14 +454,21 @@ class _TrainExamples:
     self.__init__(**state)
 
 
-def create_train_dataset(config: DataConfig, process_index: int = 0, process_count: int = 1
-                         ) -> grain.IterDataset:
+def create_train_dataset(
+    config: DataConfig, process_index: int = 0, process_count: int = 1
+) -> grain.IterDataset:
   """The endless stream of this process' training batches, as a checkpointable grain dataset."""
-  return train_dataset(decoding_source(config, config.train_split), config, process_index, process_count)
+  return train_dataset(
+      decoding_source(config, config.train_split), config, process_index, process_count
+  )
 
 
-def train_dataset(source: Sequence[dict[str, Any]], config: DataConfig, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
+def train_dataset(
+    source: Sequence[dict[str, Any]],
+    config: DataConfig,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.IterDataset:
   """`create_train_dataset` over any random-access `source` of examples with decoded images
   (a `DecodingSource`); the benchmark and the tests pass their own."""
   per_process = config.batch_size // process_count
@@ -429,8 +485,9 @@ def train_dataset(source: Sequence[dict[str, Any]], config: DataConfig, process_
   return it
 
 
-def eval_batches(config: DataConfig, process_index: int = 0, process_count: int = 1
-                 ) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+    config: DataConfig, process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the evaluation split in fixed-size batches, the last padded and masked.
 
   Every process yields the same number of batches (the largest shard decides), so collectives
@@ -447,15 +504,20 @@ def eval_batches(config: DataConfig, process_index: int = 0, process_count: int 
     yield pad_batch(batch, per_process, config.image_size, config.eval_crops)
 
 
-def pad_batch(batch: dict[str, np.ndarray] | None, size: int, image_size: int, crops: int = 1
-              ) -> dict[str, np.ndarray]:
+def pad_batch(
+    batch: dict[str, np.ndarray] | None, size: int, image_size: int, crops: int = 1
+) -> dict[str, np.ndarray]:
   """Pads a batch to `size` rows with zero images and mask 0 (a row holds `crops` > 1 images)."""
   if batch is None:
     crop_axis = (crops,) if crops > 1 else ()
-    batch = {'image': np.zeros((0,) + crop_axis + (image_size, image_size, 3), np.float32),
-             'label': np.zeros((0,), np.int32), 'mask': np.zeros((0,), np.float32)}
+    batch = {
+        'image': np.zeros((0,) + crop_axis + (image_size, image_size, 3), np.float32),
+        'label': np.zeros((0,), np.int32),
+        'mask': np.zeros((0,), np.float32),
+    }
   missing = size - len(batch['label'])
   if missing == 0:
     return batch
-  return {k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)])
-          for k, v in batch.items()}
+  return {
+      k: np.concatenate([v, np.zeros((missing,) + v.shape[1:], v.dtype)]) for k, v in batch.items()
+  }

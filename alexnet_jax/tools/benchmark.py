@@ -76,8 +76,10 @@ UPDATE_TOLERANCE = 1e-3  # relative, each parameter's first update, float32
 # more than UPDATE_TOLERANCE, which would drown a real difference; at batch 4 they agree well
 # within it (BENCHMARKS.md).
 CHECK_BATCH = 4
-FLOP_CONVENTION = ('model FLOPs = 3 (forward + backward) x 2 (FLOPs per multiply-add) x counted '
-                   'multiply-adds of the conv and fc layers (count_macs) x batch')
+FLOP_CONVENTION = (
+    'model FLOPs = 3 (forward + backward) x 2 (FLOPs per multiply-add) x counted '
+    'multiply-adds of the conv and fc layers (count_macs) x batch'
+)
 # Dense bfloat16 tensor-core peaks from the vendor's data sheets (SXM parts), for reference only.
 PAPER_OPTIM = optim.OptimConfig()  # section 5: lr 0.01, momentum 0.9, weight decay 5e-4
 VENDOR_BF16_PEAK = {'H100': 989.4e12, 'H200': 989.4e12, 'A100': 312e12}
@@ -86,6 +88,7 @@ VENDOR_BF16_PEAK = {'H100': 989.4e12, 'H200': 989.4e12, 'A100': 312e12}
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """One benchmark run; every field has a command-line flag of the same name."""
+
   batch_sizes: tuple[int, ...] = (128,)
   dtypes: tuple[str, ...] = ('float32', 'bfloat16')
   strategies: tuple[str, ...] = ('data',)
@@ -104,6 +107,7 @@ class Settings:
 
 
 # --- Counting ---
+
 
 def count_macs(config: models.ModelConfig, image_size: int) -> dict[str, int]:
   """Multiply-adds per image of each conv and fc layer, from the layer shapes (Figure 2).
@@ -143,18 +147,23 @@ def measure_peak_flops(dtype: str, size: int, device=None, repeats: int = 5) -> 
   device = device or jax.devices()[0]
   key = jax.random.key(0)
   a = jax.device_put(jax.random.normal(key, (size, size), models.DTYPES[dtype]), device)
-  b = jax.device_put(jax.random.normal(jax.random.fold_in(key, 1), (size, size),
-                                       models.DTYPES[dtype]), device)
+  b = jax.device_put(
+      jax.random.normal(jax.random.fold_in(key, 1), (size, size), models.DTYPES[dtype]), device
+  )
   dot = jax.jit(jnp.dot)
   per_batch = 10 if device.platform == 'gpu' else 1
+
   def run():
     out = [dot(a, b) for _ in range(per_batch)]
     jax.block_until_ready(out)
+
   run()
   seconds = _median_seconds(run, repeats) / per_batch
-  flops = 2 * size ** 3 / seconds
-  source = (f'measured: jnp.dot of two {size}x{size} {dtype} matrices on {device.device_kind}, '
-            f'median of {repeats} repeats')
+  flops = 2 * size**3 / seconds
+  source = (
+      f'measured: jnp.dot of two {size}x{size} {dtype} matrices on {device.device_kind}, '
+      f'median of {repeats} repeats'
+  )
   if dtype == 'float32' and device.platform == 'gpu':
     source += " (JAX's default precision: TF32 tensor cores)"
   result = {'flops_per_s': flops, 'source': source}
@@ -165,6 +174,7 @@ def measure_peak_flops(dtype: str, size: int, device=None, repeats: int = 5) -> 
 
 
 # --- Machine ---
+
 
 def cpu_name() -> str:
   """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
@@ -182,11 +192,18 @@ def machine_info() -> dict:
   cpu = cpu_name()
   device = jax.devices()[0]
   import flax, optax  # noqa: E401  (versions only)
+
   info = {
-      'cpu': cpu, 'cpu_cores': os.cpu_count(), 'platform': device.platform,
-      'device_kind': device.device_kind, 'device_count': jax.device_count(),
-      'python': platform.python_version(), 'jax': jax.__version__, 'flax': flax.__version__,
-      'optax': optax.__version__, 'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
+      'cpu': cpu,
+      'cpu_cores': os.cpu_count(),
+      'platform': device.platform,
+      'device_kind': device.device_kind,
+      'device_count': jax.device_count(),
+      'python': platform.python_version(),
+      'jax': jax.__version__,
+      'flax': flax.__version__,
+      'optax': optax.__version__,
+      'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
   }
   torch = _import_torch()
   if torch is not None:
@@ -200,12 +217,14 @@ def machine_info() -> dict:
 def _import_torch():
   try:
     import torch
+
     return torch
   except ImportError:
     return None
 
 
 # --- Runners: each times its own step, windows interleaved with the others ---
+
 
 @dataclasses.dataclass
 class Runner:
@@ -214,19 +233,28 @@ class Runner:
   window_ms: list = dataclasses.field(default_factory=list)
 
 
-def _model_config(settings: Settings, dtype: str, dropout_rate: float = 0.5,
-                  **axes) -> models.ModelConfig:
+def _model_config(
+    settings: Settings, dtype: str, dropout_rate: float = 0.5, **axes
+) -> models.ModelConfig:
   """configs/alexnet.py's model (the dataclass defaults are the paper's) at this width/dtype."""
-  return models.ModelConfig(num_classes=settings.num_classes, width=settings.width, dtype=dtype,
-                            dropout_rate=dropout_rate, **axes)
+  return models.ModelConfig(
+      num_classes=settings.num_classes,
+      width=settings.width,
+      dtype=dtype,
+      dropout_rate=dropout_rate,
+      **axes,
+  )
 
 
-def synthetic_batch(batch: int, image_size: int, num_classes: int, seed: int = 0
-                    ) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    batch: int, image_size: int, num_classes: int, seed: int = 0
+) -> dict[str, np.ndarray]:
   """Pixels uniform in [-128, 128) (mean-subtracted 0..255 as in section 2), random labels."""
   rng = np.random.default_rng(seed)
-  return {'image': rng.uniform(-128, 128, (batch, image_size, image_size, 3)).astype(np.float32),
-          'label': rng.integers(0, num_classes, batch).astype(np.int32)}
+  return {
+      'image': rng.uniform(-128, 128, (batch, image_size, image_size, 3)).astype(np.float32),
+      'label': rng.integers(0, num_classes, batch).astype(np.int32),
+  }
 
 
 def abstract_model(model_cfg: models.ModelConfig, image_size: int) -> models.AlexNet:
@@ -238,16 +266,21 @@ def initial_params(settings: Settings, image_size: int) -> dict:
   weights both frameworks start from. (XLA:CPU would compile a random draw for each layer's
   shape, a start-up cost numpy does not have.)"""
   rng = np.random.default_rng(settings.seed)
-  shapes = nnx.to_pure_dict(nnx.state(abstract_model(_model_config(settings, 'float32'),
-                                                     image_size), nnx.Param))
-  return {layer: {'kernel': rng.normal(0, 0.01, v['kernel'].shape).astype(np.float32),
-                  'bias': np.full(v['bias'].shape, float(layer in models.POSITIVE_BIAS_LAYERS),
-                                  np.float32)}
-          for layer, v in shapes.items()}
+  shapes = nnx.to_pure_dict(
+      nnx.state(abstract_model(_model_config(settings, 'float32'), image_size), nnx.Param)
+  )
+  return {
+      layer: {
+          'kernel': rng.normal(0, 0.01, v['kernel'].shape).astype(np.float32),
+          'bias': np.full(v['bias'].shape, float(layer in models.POSITIVE_BIAS_LAYERS), np.float32),
+      }
+      for layer, v in shapes.items()
+  }
 
 
-def model_with_params(model_cfg: models.ModelConfig, image_size: int, params: dict
-                      ) -> models.AlexNet:
+def model_with_params(
+    model_cfg: models.ModelConfig, image_size: int, params: dict
+) -> models.AlexNet:
   """An AlexNet holding `params` (our nested dict), without drawing an initialisation."""
   graphdef, variables = nnx.split(abstract_model(model_cfg, image_size))
   nnx.replace_by_pure_dict(variables, jax.tree.map(jnp.asarray, params))
@@ -266,17 +299,28 @@ def _jax_state(model_cfg, image_size, params, layout, seed):
   return state, fn
 
 
-def jax_runner(settings: Settings, image_size: int, batch: int, dtype: str, strategy: str,
-               params: dict, data: dict, devices) -> Runner:
+def jax_runner(
+    settings: Settings,
+    image_size: int,
+    batch: int,
+    dtype: str,
+    strategy: str,
+    params: dict,
+    data: dict,
+    devices,
+) -> Runner:
   """Our train step under `strategy`; ConfigError (a skip reason) if the devices do not fit."""
   layout = sharding.Layout.create(sharding.MeshConfig(strategy), towers=2, devices=devices)
   if strategy == 'owt' and layout.data_size < 2:
     # owt on a one-device data axis computes what data parallelism does: nothing new to time.
-    raise ConfigError('owt splits the fc layers over the devices of the data axis; with '
-                      f'{layout.data_size} device it is plain data parallelism.')
+    raise ConfigError(
+        'owt splits the fc layers over the devices of the data axis; with '
+        f'{layout.data_size} device it is plain data parallelism.'
+    )
   if batch % layout.data_size:
-    raise ConfigError(f'batch {batch} does not split over the {layout.data_size} devices of the '
-                      'data axis.')
+    raise ConfigError(
+        f'batch {batch} does not split over the {layout.data_size} devices of the ' 'data axis.'
+    )
   cfg = _model_config(settings, dtype, **layout.model_axes())
   state, fn = _jax_state(cfg, image_size, params, layout, settings.seed)
   placed = jax.device_put(data, layout.batch_sharding())
@@ -293,8 +337,12 @@ def jax_runner(settings: Settings, image_size: int, batch: int, dtype: str, stra
 
   step(settings.warmup)
   mem = compiled.memory_analysis()
-  program = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
-             + mem.temp_size_in_bytes)
+  program = (
+      mem.argument_size_in_bytes
+      + mem.output_size_in_bytes
+      - mem.alias_size_in_bytes
+      + mem.temp_size_in_bytes
+  )
   device = devices[0]
   stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
   if stats and 'peak_bytes_in_use' in stats:
@@ -302,9 +350,16 @@ def jax_runner(settings: Settings, image_size: int, batch: int, dtype: str, stra
   else:
     peak = program
     source = 'compiled memory_analysis (arguments + outputs - donated + temporaries), per device'
-  row = {'framework': 'jax', 'mode': 'jit', 'strategy': strategy, 'devices': len(devices),
-         'compile_s': compile_s, 'peak_mb': peak / 2 ** 20, 'peak_source': source,
-         'program_mb': program / 2 ** 20}
+  row = {
+      'framework': 'jax',
+      'mode': 'jit',
+      'strategy': strategy,
+      'devices': len(devices),
+      'compile_s': compile_s,
+      'peak_mb': peak / 2**20,
+      'peak_source': source,
+      'program_mb': program / 2**20,
+  }
   return Runner(row, step)
 
 
@@ -312,14 +367,22 @@ def _torch_device(torch) -> str:
   return 'cuda' if jax.devices()[0].platform == 'gpu' and torch.cuda.is_available() else 'cpu'
 
 
-def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, params: dict,
-                 data: dict, device: str | None = None) -> Runner:
+def torch_runner(
+    settings: Settings,
+    image_size: int,
+    dtype: str,
+    mode: str,
+    params: dict,
+    data: dict,
+    device: str | None = None,
+) -> Runner:
   """torch_reference's step, eager or torch.compile'd; bfloat16 via autocast + channels_last.
 
   `device` ('cuda' or 'cpu'): None asks JAX which platform it runs on.
   """
   import torch
   from alexnet_jax.tools import torch_reference
+
   device = device or _torch_device(torch)
   if device == 'cuda':  # float32 as JAX runs it on a GPU: TF32 matmuls and convolutions
     torch.backends.cuda.matmul.allow_tf32 = True
@@ -331,8 +394,9 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
   torch_reference.load_params(net, params)
   memory_format = torch.channels_last if channels_last else torch.preserve_format
   net = net.to(device, memory_format=memory_format)
-  opt = torch_reference.make_optimizer(net, PAPER_OPTIM.learning_rate,
-                                       PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay)
+  opt = torch_reference.make_optimizer(
+      net, PAPER_OPTIM.learning_rate, PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay
+  )
   images = torch_reference.to_nchw(data['image'], device, channels_last)
   labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
   model = torch.compile(net) if mode == 'compile' else net
@@ -352,26 +416,46 @@ def torch_runner(settings: Settings, image_size: int, dtype: str, mode: str, par
     peak, source = torch.cuda.max_memory_allocated(), 'torch.cuda.max_memory_allocated'
   else:
     peak, source = None, 'not measured for torch on a CPU'
-  row = {'framework': 'torch', 'mode': mode + ('+channels_last' if channels_last else ''),
-         'strategy': '-', 'devices': 1, 'compile_s': compile_s,
-         'peak_mb': None if peak is None else peak / 2 ** 20, 'peak_source': source}
+  row = {
+      'framework': 'torch',
+      'mode': mode + ('+channels_last' if channels_last else ''),
+      'strategy': '-',
+      'devices': 1,
+      'compile_s': compile_s,
+      'peak_mb': None if peak is None else peak / 2**20,
+      'peak_source': source,
+  }
   return Runner(row, step)
 
 
-def _torch_worker(conn, settings: dict, image_size: int, dtype: str, mode: str, params: dict,
-                  data: dict, device: str) -> None:
+def _torch_worker(
+    conn,
+    settings: dict,
+    image_size: int,
+    dtype: str,
+    mode: str,
+    params: dict,
+    data: dict,
+    device: str,
+) -> None:
   """The torch process: builds the runner, then runs `n` steps per message until None."""
   settings = Settings(**settings)
   try:
     if settings.torch_threads:
       import torch
+
       torch.set_num_threads(settings.torch_threads)
     runner = torch_runner(settings, image_size, dtype, mode, params, data, device)
   except Exception as e:  # e.g. torch.compile without a C++ compiler: the parent skips the row
     conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
     return
-  conn.send(dict(runner.row, pid=os.getpid(),
-                 malloc='alexnet_jax settings' if runtime.malloc_applied() else 'glibc defaults'))
+  conn.send(
+      dict(
+          runner.row,
+          pid=os.getpid(),
+          malloc='alexnet_jax settings' if runtime.malloc_applied() else 'glibc defaults',
+      )
+  )
   try:
     while (n := conn.recv()) is not None:
       runner.step(n)
@@ -380,8 +464,9 @@ def _torch_worker(conn, settings: dict, image_size: int, dtype: str, mode: str, 
     pass
 
 
-def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: str,
-                         params: dict, data: dict) -> tuple[Runner, Callable[[], None]]:
+def torch_process_runner(
+    settings: Settings, image_size: int, dtype: str, mode: str, params: dict, data: dict
+) -> tuple[Runner, Callable[[], None]]:
   """`torch_runner` in a process of its own; returns the runner and a function that ends it.
 
   PyTorch runs as it does outside this package: this process's malloc settings
@@ -390,6 +475,7 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
   each `step` waits for the process to finish its steps.
   """
   import torch
+
   device = _torch_device(torch)  # asked here: the child never starts a JAX backend
   context = multiprocessing.get_context('spawn')
   parent, child = context.Pipe()
@@ -398,8 +484,10 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
   # package and never calls runtime.configure(): glibc's malloc stays as it is outside our commands.
   worker = importlib.import_module('alexnet_jax.tools.benchmark')._torch_worker
   # Not a daemon: torch.compile may start compile workers of its own.
-  process = context.Process(target=worker, args=(
-      child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device))
+  process = context.Process(
+      target=worker,
+      args=(child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device),
+  )
   process.start()
 
   def receive():
@@ -431,10 +519,12 @@ def torch_process_runner(settings: Settings, image_size: int, dtype: str, mode: 
 
 # --- The check: both frameworks compute the same step ---
 
+
 def check_same_step(settings: Settings, image_size: int, params: dict, data: dict) -> dict:
   """One float32 step of each, dropout off, full precision: loss and parameter updates agree?"""
   import torch
   from alexnet_jax.tools import torch_reference
+
   device = _torch_device(torch)
   cfg = _model_config(settings, 'float32', dropout_rate=0.0)
   with jax.default_matmul_precision('highest'):
@@ -449,11 +539,13 @@ def check_same_step(settings: Settings, image_size: int, params: dict, data: dic
     net = torch_reference.build(cfg, image_size)
     torch_reference.load_params(net, params)
     net = net.to(device)
-    opt = torch_reference.make_optimizer(net, PAPER_OPTIM.learning_rate,
-                                         PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay)
+    opt = torch_reference.make_optimizer(
+        net, PAPER_OPTIM.learning_rate, PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay
+    )
     labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
-    loss_torch = float(torch_reference.train_step(
-        net, opt, torch_reference.to_nchw(data['image'], device), labels))
+    loss_torch = float(
+        torch_reference.train_step(net, opt, torch_reference.to_nchw(data['image'], device), labels)
+    )
     theirs = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
   finally:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
@@ -472,18 +564,28 @@ def check_same_step(settings: Settings, image_size: int, params: dict, data: dic
   loss_rel = abs(loss_jax - loss_torch) / max(abs(loss_torch), 1e-30)
   worst = max(over_allowance, key=over_allowance.get)
   passed = loss_rel <= LOSS_TOLERANCE and over_allowance[worst] <= 1.0
-  return {'image_size': image_size, 'batch': int(data['label'].shape[0]), 'passed': passed,
-          'loss_jax': loss_jax, 'loss_torch': loss_torch, 'loss_rel_diff': loss_rel,
-          'worst_parameter': worst, 'worst_update_rel_diff': update_rel[worst],
-          'worst_update_diff_over_allowance': over_allowance[worst],
-          'update_rel_diff': update_rel,
-          'tolerances': {'loss': f'relative {LOSS_TOLERANCE}',
-                         'update': f'|ours - torch| <= {UPDATE_TOLERANCE} |torch update| + 2 eps32'
-                                   ' |weight| (L2 norms per parameter)'},
-          'precision': 'float32, no TF32 (jax highest; torch allow_tf32=False), dropout 0'}
+  return {
+      'image_size': image_size,
+      'batch': int(data['label'].shape[0]),
+      'passed': passed,
+      'loss_jax': loss_jax,
+      'loss_torch': loss_torch,
+      'loss_rel_diff': loss_rel,
+      'worst_parameter': worst,
+      'worst_update_rel_diff': update_rel[worst],
+      'worst_update_diff_over_allowance': over_allowance[worst],
+      'update_rel_diff': update_rel,
+      'tolerances': {
+          'loss': f'relative {LOSS_TOLERANCE}',
+          'update': f'|ours - torch| <= {UPDATE_TOLERANCE} |torch update| + 2 eps32'
+          ' |weight| (L2 norms per parameter)',
+      },
+      'precision': 'float32, no TF32 (jax highest; torch allow_tf32=False), dropout 0',
+  }
 
 
 # --- The run ---
+
 
 def validate(settings: Settings) -> None:
   problems = []
@@ -505,8 +607,10 @@ def validate(settings: Settings) -> None:
       problems.append(f'--torch must be among {TORCH_MODES + ("none",)}, not {bad}')
   small = [s for s in settings.image_sizes if s < models.min_image_size()]
   if small or not settings.image_sizes:
-    problems.append(f'--image_sizes must be at least {models.min_image_size()} (five layers of '
-                    f'pooling), not {small}')
+    problems.append(
+        f'--image_sizes must be at least {models.min_image_size()} (five layers of '
+        f'pooling), not {small}'
+    )
   if min(settings.steps, settings.windows) < 1 or settings.warmup < 0:
     problems.append('--steps and --windows must be >= 1 and --warmup >= 0')
   if problems:
@@ -521,9 +625,11 @@ def torch_modes(settings: Settings) -> tuple[str, ...]:
       return ()
     return ('eager', 'compile') if _torch_device(torch) == 'cuda' else ('eager',)
   if settings.torch and torch is None:
-    raise ConfigError("--torch needs PyTorch, which is not installed: pip install -e '.[bench]' "
-                      "(on a CPU-only machine: pip install torch --index-url "
-                      "https://download.pytorch.org/whl/cpu), or pass --torch=none.")
+    raise ConfigError(
+        "--torch needs PyTorch, which is not installed: pip install -e '.[bench]' "
+        '(on a CPU-only machine: pip install torch --index-url '
+        'https://download.pytorch.org/whl/cpu), or pass --torch=none.'
+    )
   return settings.torch
 
 
@@ -534,22 +640,36 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
   modes = torch_modes(settings)
   if modes and settings.torch_threads:
     import torch
+
     torch.set_num_threads(settings.torch_threads)
   platform_name = devices[0].platform
   peak_size = settings.peak_matmul_size or (8192 if platform_name == 'gpu' else 2048)
-  peaks = {d: measure_peak_flops(d, peak_size, devices[0])
-           for d in dict.fromkeys(settings.dtypes + ('float32',))}
+  peaks = {
+      d: measure_peak_flops(d, peak_size, devices[0])
+      for d in dict.fromkeys(settings.dtypes + ('float32',))
+  }
   for dtype, peak in peaks.items():
     # A peak is the fastest the device multiplied matrices in this run: where float32 beats the
     # row's dtype (a CPU without fast bfloat16 matmuls), float32's rate is the peak.
     if peaks['float32']['flops_per_s'] > peak['flops_per_s']:
-      peaks[dtype] = dict(peak, flops_per_s=peaks['float32']['flops_per_s'],
-                          source=f"{peaks['float32']['source']}, faster than the {dtype} matmul "
-                          f"({peak['flops_per_s'] / 1e12:.3g} TFLOP/s)")
+      peaks[dtype] = dict(
+          peak,
+          flops_per_s=peaks['float32']['flops_per_s'],
+          source=f"{peaks['float32']['source']}, faster than the {dtype} matmul "
+          f"({peak['flops_per_s'] / 1e12:.3g} TFLOP/s)",
+      )
   peaks = {d: peaks[d] for d in settings.dtypes}
-  result = {'machine': machine_info(), 'settings': dataclasses.asdict(settings),
-            'torch_modes': list(modes), 'flop_convention': FLOP_CONVENTION, 'peak': peaks,
-            'macs_per_image': {}, 'checks': [], 'rows': [], 'skipped': []}
+  result = {
+      'machine': machine_info(),
+      'settings': dataclasses.asdict(settings),
+      'torch_modes': list(modes),
+      'flop_convention': FLOP_CONVENTION,
+      'peak': peaks,
+      'macs_per_image': {},
+      'checks': [],
+      'rows': [],
+      'skipped': [],
+  }
   result['machine']['benchmark_devices'] = len(devices)
   for image_size in settings.image_sizes:
     macs = count_macs(_model_config(settings, 'float32'), image_size)
@@ -558,8 +678,9 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
     params = initial_params(settings, image_size)
     check = None
     if modes and settings.check:
-      check_batch = synthetic_batch(min(CHECK_BATCH, *settings.batch_sizes), image_size,
-                                    settings.num_classes, settings.seed)
+      check_batch = synthetic_batch(
+          min(CHECK_BATCH, *settings.batch_sizes), image_size, settings.num_classes, settings.seed
+      )
       check = check_same_step(settings, image_size, params, check_batch)
       result['checks'].append(check)
       log(_check_line(check))
@@ -570,11 +691,13 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
         runners = []
         for strategy in settings.strategies:
           try:
-            runners.append(jax_runner(settings, image_size, batch, dtype, strategy, params, data,
-                                      devices))
+            runners.append(
+                jax_runner(settings, image_size, batch, dtype, strategy, params, data, devices)
+            )
           except ConfigError as e:
-            result['skipped'].append(dict(variant, framework='jax', strategy=strategy,
-                                          reason=str(e)))
+            result['skipped'].append(
+                dict(variant, framework='jax', strategy=strategy, reason=str(e))
+            )
         closers = []
         for mode in modes:
           try:
@@ -582,8 +705,14 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
             runners.append(runner)
             closers.append(close)
           except Exception as e:  # e.g. torch.compile without a C++ compiler: skip, say why
-            result['skipped'].append(dict(variant, framework='torch', mode=mode,
-                                          reason=f'{type(e).__name__}: {e}'.splitlines()[0]))
+            result['skipped'].append(
+                dict(
+                    variant,
+                    framework='torch',
+                    mode=mode,
+                    reason=f'{type(e).__name__}: {e}'.splitlines()[0],
+                )
+            )
         try:
           for _ in range(settings.windows):
             for runner in runners:
@@ -596,8 +725,13 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
         rows = []
         for runner in runners:
           ms = statistics.median(runner.window_ms)
-          row = dict(variant, **runner.row, ms_per_step=ms, window_ms=runner.window_ms,
-                     images_per_s=batch / ms * 1e3)
+          row = dict(
+              variant,
+              **runner.row,
+              ms_per_step=ms,
+              window_ms=runner.window_ms,
+              images_per_s=batch / ms * 1e3,
+          )
           peak = peaks[dtype]['flops_per_s'] * row['devices']
           row['mfu'] = flops_per_image * batch / (ms / 1e3) / peak
           rows.append(row)
@@ -613,26 +747,48 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
 
 # --- Output ---
 
-COLUMNS = ('framework', 'mode', 'batch', 'dtype', 'strategy', 'img/s', 'ms/step', 'compile s',
-           'peak MB', 'MFU %', 'vs torch eager')
+COLUMNS = (
+    'framework',
+    'mode',
+    'batch',
+    'dtype',
+    'strategy',
+    'img/s',
+    'ms/step',
+    'compile s',
+    'peak MB',
+    'MFU %',
+    'vs torch eager',
+)
 
 
 def _cells(row: dict) -> list[str]:
   fmt = lambda v, f: '-' if v is None else format(v, f)
   ratio = row['ratio_vs_torch_eager']
-  return [row['framework'], row['mode'], str(row['batch']), row['dtype'], row['strategy'],
-          fmt(row['images_per_s'], '.1f'), fmt(row['ms_per_step'], '.1f'),
-          fmt(row['compile_s'], '.1f'), fmt(row['peak_mb'], '.0f'), fmt(100 * row['mfu'], '.1f'),
-          '-' if ratio is None else f'{ratio:.2f}x']
+  return [
+      row['framework'],
+      row['mode'],
+      str(row['batch']),
+      row['dtype'],
+      row['strategy'],
+      fmt(row['images_per_s'], '.1f'),
+      fmt(row['ms_per_step'], '.1f'),
+      fmt(row['compile_s'], '.1f'),
+      fmt(row['peak_mb'], '.0f'),
+      fmt(100 * row['mfu'], '.1f'),
+      '-' if ratio is None else f'{ratio:.2f}x',
+  ]
 
 
 def _check_line(check: dict) -> str:
-  return (f"check {check['image_size']}px, batch {check['batch']}, float32, dropout off: loss "
-          f"jax {check['loss_jax']:.7g} torch {check['loss_torch']:.7g} (rel diff "
-          f"{check['loss_rel_diff']:.1e}); parameter updates: worst {check['worst_parameter']}, "
-          f"rel diff {check['worst_update_rel_diff']:.1e}, "
-          f"{check['worst_update_diff_over_allowance']:.2f} of the allowance: "
-          + ('PASSED' if check['passed'] else 'FAILED, so no ratios are reported'))
+  return (
+      f"check {check['image_size']}px, batch {check['batch']}, float32, dropout off: loss "
+      f"jax {check['loss_jax']:.7g} torch {check['loss_torch']:.7g} (rel diff "
+      f"{check['loss_rel_diff']:.1e}); parameter updates: worst {check['worst_parameter']}, "
+      f"rel diff {check['worst_update_rel_diff']:.1e}, "
+      f"{check['worst_update_diff_over_allowance']:.2f} of the allowance: "
+      + ('PASSED' if check['passed'] else 'FAILED, so no ratios are reported')
+  )
 
 
 def format_row(row: dict) -> str:
@@ -643,14 +799,20 @@ def format_table(result: dict) -> str:
   """A markdown table of the rows, then the peak, the checks and the skipped variants."""
   lines = []
   for size in dict.fromkeys(r['image_size'] for r in result['rows']):
-    lines += [f'\n{size}x{size} images', '| ' + ' | '.join(COLUMNS) + ' |',
-              '| ' + ' | '.join('---' for _ in COLUMNS) + ' |']
-    lines += ['| ' + ' | '.join(_cells(r)) + ' |'
-              for r in result['rows'] if r['image_size'] == size]
+    lines += [
+        f'\n{size}x{size} images',
+        '| ' + ' | '.join(COLUMNS) + ' |',
+        '| ' + ' | '.join('---' for _ in COLUMNS) + ' |',
+    ]
+    lines += [
+        '| ' + ' | '.join(_cells(r)) + ' |' for r in result['rows'] if r['image_size'] == size
+    ]
   for dtype, peak in result['peak'].items():
     vendor = peak.get('vendor_flops_per_s')
-    lines.append(f"MFU peak {dtype}: {peak['flops_per_s'] / 1e12:.3g} TFLOP/s ({peak['source']})"
-                 + (f'; vendor data sheet: {vendor / 1e12:.4g} TFLOP/s' if vendor else ''))
+    lines.append(
+        f"MFU peak {dtype}: {peak['flops_per_s'] / 1e12:.3g} TFLOP/s ({peak['source']})"
+        + (f'; vendor data sheet: {vendor / 1e12:.4g} TFLOP/s' if vendor else '')
+    )
   lines.append(f"FLOPs: {result['flop_convention']}.")
   sources = sorted({r['peak_source'] for r in result['rows'] if r['peak_mb'] is not None})
   if sources:
@@ -660,8 +822,10 @@ def format_table(result: dict) -> str:
     lines.append('no torch check was run: no ratios.')
   for skip in result['skipped']:
     name = skip.get('strategy') or skip.get('mode')
-    lines.append(f"skipped {skip['framework']} {name} batch {skip['batch']} {skip['dtype']}: "
-                 f"{skip['reason']}")
+    lines.append(
+        f"skipped {skip['framework']} {name} batch {skip['batch']} {skip['dtype']}: "
+        f"{skip['reason']}"
+    )
   return '\n'.join(lines)
 
 
@@ -675,22 +839,31 @@ def _define_flags():
   # to the other commands (whose flags share names such as --output).
   flags.DEFINE_list('batch_sizes', ['128'], 'Global batch sizes.')
   flags.DEFINE_list('dtypes', ['float32', 'bfloat16'], 'Compute dtypes (model.dtype).')
-  flags.DEFINE_list('strategies', ['data'], 'Strategies (sharding.py); skipped when the devices '
-                    'do not fit.')
+  flags.DEFINE_list(
+      'strategies', ['data'], 'Strategies (sharding.py); skipped when the devices ' 'do not fit.'
+  )
   flags.DEFINE_list('image_sizes', ['224'], 'Image sizes.')
   flags.DEFINE_integer('steps', 5, 'Steps per timed window.')
   flags.DEFINE_integer('windows', 5, 'Timed windows; ms/step is their median.')
   flags.DEFINE_integer('warmup', 2, 'Untimed steps after compilation.')
-  flags.DEFINE_list('torch', ['auto'], 'eager, compile, none, or auto (eager; also compile on a '
-                    'GPU).')
+  flags.DEFINE_list(
+      'torch', ['auto'], 'eager, compile, none, or auto (eager; also compile on a ' 'GPU).'
+  )
   flags.DEFINE_bool('channels_last', False, 'torch float32 in channels_last too (bfloat16 always).')
-  flags.DEFINE_integer('torch_threads', 0, 'torch CPU threads (0: torch\'s default, one per '
-                       'physical core). On a CPU shared with other processes torch\'s spinning '
-                       'OpenMP threads lose far more than XLA\'s: time on an idle machine.')
+  flags.DEFINE_integer(
+      'torch_threads',
+      0,
+      "torch CPU threads (0: torch's default, one per "
+      "physical core). On a CPU shared with other processes torch's spinning "
+      "OpenMP threads lose far more than XLA's: time on an idle machine.",
+  )
   flags.DEFINE_float('width', 1.0, 'Channel multiplier (the paper: 1.0).')
   flags.DEFINE_integer('num_classes', 1000, 'Classes (the paper: 1000).')
-  flags.DEFINE_integer('peak_matmul_size', 0, 'Side of the matmul that measures peak FLOP/s (0: '
-                       '8192 on a GPU, 2048 on a CPU).')
+  flags.DEFINE_integer(
+      'peak_matmul_size',
+      0,
+      'Side of the matmul that measures peak FLOP/s (0: ' '8192 on a GPU, 2048 on a CPU).',
+  )
   flags.DEFINE_bool('check', True, 'Check that both frameworks compute the same step first.')
   flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
 
@@ -703,13 +876,22 @@ def settings_from_flags() -> Settings:
     raise ConfigError(f'--batch_sizes and --image_sizes take integers, e.g. 32,128 ({e}).')
   torch = tuple(FLAGS.torch)
   torch = None if torch == ('auto',) else tuple(m for m in torch if m != 'none')
-  return Settings(batch_sizes=batch_sizes, dtypes=tuple(FLAGS.dtypes),
-                  strategies=tuple(FLAGS.strategies), image_sizes=image_sizes, steps=FLAGS.steps,
-                  windows=FLAGS.windows, warmup=FLAGS.warmup, torch=torch,
-                  channels_last=FLAGS.channels_last, torch_threads=FLAGS.torch_threads,
-                  width=FLAGS.width,
-                  num_classes=FLAGS.num_classes, peak_matmul_size=FLAGS.peak_matmul_size,
-                  check=FLAGS.check)
+  return Settings(
+      batch_sizes=batch_sizes,
+      dtypes=tuple(FLAGS.dtypes),
+      strategies=tuple(FLAGS.strategies),
+      image_sizes=image_sizes,
+      steps=FLAGS.steps,
+      windows=FLAGS.windows,
+      warmup=FLAGS.warmup,
+      torch=torch,
+      channels_last=FLAGS.channels_last,
+      torch_threads=FLAGS.torch_threads,
+      width=FLAGS.width,
+      num_classes=FLAGS.num_classes,
+      peak_matmul_size=FLAGS.peak_matmul_size,
+      check=FLAGS.check,
+  )
 
 
 def main(argv):

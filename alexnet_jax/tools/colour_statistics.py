@@ -39,8 +39,12 @@ def subsample(num_examples: int, max_images: int | None) -> np.ndarray:
   return np.arange(max_images, dtype=np.int64) * num_examples // max_images
 
 
-def compute_statistics(config: pipeline.DataConfig, max_images: int | None = None, threads: int | None = None,
-                       log_every_s: float = 30.0) -> dict[str, Any]:
+def compute_statistics(
+    config: pipeline.DataConfig,
+    max_images: int | None = None,
+    threads: int | None = None,
+    log_every_s: float = 30.0,
+) -> dict[str, Any]:
   """The colour statistics of `config`'s training split at `config.resize_size` (see above).
 
   Images are read, decoded and resized by `threads` reader threads (grain; default: one per
@@ -58,20 +62,37 @@ def compute_statistics(config: pipeline.DataConfig, max_images: int | None = Non
     return (image,) + colour.image_moments(image)
 
   threads = threads or os.cpu_count() or 1
-  ds = grain.MapDataset.range(len(indices)).map(resized).to_iter_dataset(
-      grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * threads))
+  ds = (
+      grain.MapDataset.range(len(indices))
+      .map(resized)
+      .to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4 * threads))
+  )
   moments = colour.ColourMoments(size)
   start = last_log = time.time()
-  logging.info('Colour statistics of %s/%s: %d of %d images at %dx%d, %d threads.',
-               config.dataset, config.train_split, len(indices), len(source), size, size, threads)
+  logging.info(
+      'Colour statistics of %s/%s: %d of %d images at %dx%d, %d threads.',
+      config.dataset,
+      config.train_split,
+      len(indices),
+      len(source),
+      size,
+      size,
+      threads,
+  )
   for image, pixel_sum, outer_sum in ds:
     moments.add(image, pixel_sum, outer_sum)
     now = time.time()
     if now - last_log >= log_every_s:
       last_log, done = now, moments.num_images
       rate = done / (now - start)
-      logging.info('%d / %d images (%.1f%%), %.0f images/s, %.1f min to go.', done, len(indices),
-                   100 * done / len(indices), rate, (len(indices) - done) / rate / 60)
+      logging.info(
+          '%d / %d images (%.1f%%), %.0f images/s, %.1f min to go.',
+          done,
+          len(indices),
+          100 * done / len(indices),
+          rate,
+          (len(indices) - done) / rate / 60,
+      )
   stats = moments.result()
   logging.info('Read %d images in %.1f s.', moments.num_images, time.time() - start)
   stats.update(dataset=np.str_(config.dataset), split=np.str_(config.train_split))
@@ -90,21 +111,23 @@ def summary(stats: dict[str, Any], path: str) -> str:
   """What was computed, and the flags that use it."""
   fmt = lambda v: '(' + ', '.join(f'{x:.4f}' for x in np.ravel(v)) + ')'
   vec = stats['pca_eigvec']
-  return '\n'.join([
-      f'{int(stats["num_images"])} images of {stats["dataset"]}/{stats["split"]} at '
-      f'{int(stats["resize_size"])}x{int(stats["resize_size"])} -> {path}',
-      f'  mean_rgb   {fmt(stats["mean_rgb"])}   (0..255)',
-      f'  std_rgb    {fmt(stats["std_rgb"])}',
-      f'  pca_eigval {fmt(stats["pca_eigval"])}   (255 * eig(cov(pixels / 255)), the scale of '
-      f'augment.IMAGENET_PCA_EIGVAL {fmt(augment.IMAGENET_PCA_EIGVAL)})',
-      '  pca_eigvec (columns) ' + ', '.join(fmt(vec[:, i]) for i in range(3)),
-      'Train with it (mean_rgb, pca_eigval and pca_eigvec come from the file):',
-      f'  --config.augment.stats_file={path}',
-      'and for the paper\'s mean image (section 2) instead of the per-channel mean:',
-      f'  --config.augment.mean=image --config.augment.stats_file={path}',
-      'To also standardise pixels with this set\'s deviation:',
-      f'  --config.augment.std_rgb="{fmt(stats["std_rgb"])}"',
-  ])
+  return '\n'.join(
+      [
+          f'{int(stats["num_images"])} images of {stats["dataset"]}/{stats["split"]} at '
+          f'{int(stats["resize_size"])}x{int(stats["resize_size"])} -> {path}',
+          f'  mean_rgb   {fmt(stats["mean_rgb"])}   (0..255)',
+          f'  std_rgb    {fmt(stats["std_rgb"])}',
+          f'  pca_eigval {fmt(stats["pca_eigval"])}   (255 * eig(cov(pixels / 255)), the scale of '
+          f'augment.IMAGENET_PCA_EIGVAL {fmt(augment.IMAGENET_PCA_EIGVAL)})',
+          '  pca_eigvec (columns) ' + ', '.join(fmt(vec[:, i]) for i in range(3)),
+          'Train with it (mean_rgb, pca_eigval and pca_eigvec come from the file):',
+          f'  --config.augment.stats_file={path}',
+          "and for the paper's mean image (section 2) instead of the per-channel mean:",
+          f'  --config.augment.mean=image --config.augment.stats_file={path}',
+          "To also standardise pixels with this set's deviation:",
+          f'  --config.augment.std_rgb="{fmt(stats["std_rgb"])}"',
+      ]
+  )
 
 
 # --- Command line ---
@@ -112,18 +135,21 @@ def summary(stats: dict[str, Any], path: str) -> str:
 
 def main(argv, flags) -> None:
   if len(argv) > 1:
-    sys.stderr.write(f'\nError: unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag: '
-                     '--config=FILE, --output=FILE.npz, --config.FIELD=VALUE overrides.\n')
+    sys.stderr.write(
+        f'\nError: unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag: '
+        '--config=FILE, --output=FILE.npz, --config.FIELD=VALUE overrides.\n'
+    )
     sys.exit(2)
   runtime.configure()
   config, output = flags.config, flags.output
   try:
     directory = os.path.dirname(os.path.abspath(output))
     if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-      raise ConfigError(f'Cannot write --output={output!r}: {directory} is not a directory you '
-                        'can write to. Pass a path in a writable directory.')
-    stats = compute_statistics(settings.from_config(config).data, flags.max_images,
-                               flags.threads)
+      raise ConfigError(
+          f'Cannot write --output={output!r}: {directory} is not a directory you '
+          'can write to. Pass a path in a writable directory.'
+      )
+    stats = compute_statistics(settings.from_config(config).data, flags.max_images, flags.threads)
   except ConfigError as e:
     sys.stderr.write(f'\nError: {e}\n')
     sys.exit(2)
@@ -138,11 +164,15 @@ def run() -> None:
   from absl import flags
   from ml_collections import config_flags
 
-  config_flags.DEFINE_config_file('config', None, 'Path to a config file, e.g. configs/alexnet.py.',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+      'config', None, 'Path to a config file, e.g. configs/alexnet.py.', lock_config=True
+  )
   flags.DEFINE_string('output', None, 'Where to write the statistics (.npz).')
-  flags.DEFINE_integer('max_images', None, 'Read only this many training images, spread evenly '
-                       'over the split (default: all).')
+  flags.DEFINE_integer(
+      'max_images',
+      None,
+      'Read only this many training images, spread evenly ' 'over the split (default: all).',
+  )
   flags.DEFINE_integer('threads', None, 'Reader threads (default: one per CPU).')
   flags.mark_flags_as_required(['config', 'output'])
 
@@ -153,12 +183,21 @@ def run() -> None:
       argv = flags.FLAGS(configs.resolve_config_flags(argv))
       flags.FLAGS.config.get('dataset')  # a config file that failed to load raises only when used
       return argv
-    except (OSError, ImportError, AttributeError, KeyError, flags.Error, TypeError,
-            ValueError) as e:
+    except (
+        OSError,
+        ImportError,
+        AttributeError,
+        KeyError,
+        flags.Error,
+        TypeError,
+        ValueError,
+    ) as e:
       problem = ' '.join(str(e).split()).rstrip('.')
-      sys.stderr.write(f'\nError: {problem}. Usage: {COMMAND} '
-                       '[--max_images=N] [--config.FIELD=VALUE ...], run from the repository '
-                       'root; the config fields are listed in configs/alexnet.py.\n')
+      sys.stderr.write(
+          f'\nError: {problem}. Usage: {COMMAND} '
+          '[--max_images=N] [--config.FIELD=VALUE ...], run from the repository '
+          'root; the config fields are listed in configs/alexnet.py.\n'
+      )
       sys.exit(2)
 
   app.run(lambda argv: main(argv, flags.FLAGS), flags_parser=parse)

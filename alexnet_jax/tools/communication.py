@@ -28,9 +28,24 @@ from alexnet_jax import sharding
 from alexnet_jax import steps
 
 KINDS = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
-_DTYPE_BYTES = {'f64': 8, 'f32': 4, 'bf16': 2, 'f16': 2, 's64': 8, 'u64': 8, 's32': 4, 'u32': 4,
-                's16': 2, 'u16': 2, 's8': 1, 'u8': 1, 'pred': 1}
-_OP = re.compile(r'=\s*(?P<type>.+?)\s+(?P<kind>' + '|'.join(KINDS) + r')(?P<suffix>-start|-done)?\(')
+_DTYPE_BYTES = {
+    'f64': 8,
+    'f32': 4,
+    'bf16': 2,
+    'f16': 2,
+    's64': 8,
+    'u64': 8,
+    's32': 4,
+    'u32': 4,
+    's16': 2,
+    'u16': 2,
+    's8': 1,
+    'u8': 1,
+    'pred': 1,
+}
+_OP = re.compile(
+    r'=\s*(?P<type>.+?)\s+(?P<kind>' + '|'.join(KINDS) + r')(?P<suffix>-start|-done)?\('
+)
 _ARRAY = re.compile(r'\b(?P<dtype>[a-z]+\d*)\[(?P<dims>[\d,]*)\]')
 
 
@@ -55,8 +70,10 @@ def collectives(hlo_text: str) -> list[Collective]:
     match = _OP.search(line)
     if not match or match['suffix'] == '-start':
       continue
-    shapes = tuple((a['dtype'], tuple(int(d) for d in a['dims'].split(',') if d))
-                   for a in _ARRAY.finditer(match['type']))
+    shapes = tuple(
+        (a['dtype'], tuple(int(d) for d in a['dims'].split(',') if d))
+        for a in _ARRAY.finditer(match['type'])
+    )
     found.append(Collective(match['kind'], shapes))
   return found
 
@@ -82,23 +99,25 @@ def compiled_train_step(run: settings.RunConfig, devices):
   plateau = optim.create_plateau(run.optim)
 
   def make_model():
-    return steps.create_model(run.model, run.data.image_size, run.loop.seed,
-                              **layout.model_axes())
+    return steps.create_model(run.model, run.data.image_size, run.loop.seed, **layout.model_axes())
 
   abstract = jax.eval_shape(lambda: steps.create_train_state(make_model(), tx, plateau, 0)[1])
   # The graph structure does not depend on parameter values: build it from an abstract model.
   graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
   shardings = layout.state_shardings(abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
+  )
   size, batch_size = run.data.image_size, run.data.batch_size
   batch = {
-      'image': jax.ShapeDtypeStruct((batch_size, size, size, 3), np.float32,
-                                    sharding=layout.batch_sharding()),
+      'image': jax.ShapeDtypeStruct(
+          (batch_size, size, size, 3), np.float32, sharding=layout.batch_sharding()
+      ),
       'label': jax.ShapeDtypeStruct((batch_size,), np.int32, sharding=layout.batch_sharding()),
   }
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, 1000),
-                                   layout)
+  train_fn = steps.make_train_step(
+      graphdef, tx, optim.learning_rate_schedule(run.optim, 1000), layout
+  )
   return train_fn.lower(abstract, batch).compile(), abstract
 
 
@@ -116,6 +135,7 @@ def audit(config, devices) -> dict[str, Any]:
 
 def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers', 'owt')) -> list[dict]:
   from alexnet_jax.configs import alexnet
+
   rows = []
   for n in device_counts:
     baseline = None
@@ -126,10 +146,17 @@ def scaling_table(device_counts=(2, 4, 8), strategies=('data', 'towers', 'owt'))
       sent = sum(result['bytes_by_kind'].values())
       held = result['param_bytes_per_device'] + result['optimizer_bytes_per_device']
       baseline = baseline or (sent, held)
-      rows.append({'devices': n, 'strategy': strategy,
-                   **{k: v for k, v in result['bytes_by_kind'].items() if v},
-                   'communicated_bytes': sent, 'state_bytes_per_device': held,
-                   'communicated_vs_data': sent / baseline[0], 'state_vs_data': held / baseline[1]})
+      rows.append(
+          {
+              'devices': n,
+              'strategy': strategy,
+              **{k: v for k, v in result['bytes_by_kind'].items() if v},
+              'communicated_bytes': sent,
+              'state_bytes_per_device': held,
+              'communicated_vs_data': sent / baseline[0],
+              'state_vs_data': held / baseline[1],
+          }
+      )
   return rows
 
 
@@ -141,14 +168,18 @@ def main() -> None:
   runtime.configure()
   jax.config.update('jax_num_cpu_devices', 8)
   rows = scaling_table()
-  print('| devices | strategy | all-reduce MiB | all-gather MiB | reduce-scatter MiB | '
-        'collectives MiB / step | vs data | params+momentum MiB / device | vs data |')
+  print(
+      '| devices | strategy | all-reduce MiB | all-gather MiB | reduce-scatter MiB | '
+      'collectives MiB / step | vs data | params+momentum MiB / device | vs data |'
+  )
   print('| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |')
   for r in rows:
-    print(f"| {r['devices']} | {r['strategy']} | {_mb(r.get('all-reduce', 0))} | "
-          f"{_mb(r.get('all-gather', 0))} | {_mb(r.get('reduce-scatter', 0))} | "
-          f"{_mb(r['communicated_bytes'])} | {r['communicated_vs_data']:.2f} | "
-          f"{_mb(r['state_bytes_per_device'])} | {r['state_vs_data']:.2f} |")
+    print(
+        f"| {r['devices']} | {r['strategy']} | {_mb(r.get('all-reduce', 0))} | "
+        f"{_mb(r.get('all-gather', 0))} | {_mb(r.get('reduce-scatter', 0))} | "
+        f"{_mb(r['communicated_bytes'])} | {r['communicated_vs_data']:.2f} | "
+        f"{_mb(r['state_bytes_per_device'])} | {r['state_vs_data']:.2f} |"
+    )
   json.dump(rows, sys.stderr, indent=1)
 
 

@@ -40,10 +40,15 @@ FLAGS = flags.FLAGS
 def _define_flags():
   # Defined only when run as a command, so importing this module next to main.py (tests,
   # notebooks) does not define --config twice.
-  config_flags.DEFINE_config_file('config', configs.path('quickstart'),
-                                  'Training config to measure (default: the installed quickstart).')
+  config_flags.DEFINE_config_file(
+      'config',
+      configs.path('quickstart'),
+      'Training config to measure (default: the installed quickstart).',
+  )
   flags.DEFINE_integer('steps', 60, 'Timed steps of the loop.')
-  flags.DEFINE_integer('warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).')
+  flags.DEFINE_integer(
+      'warmup', 10, 'Loop steps before timing starts (compilation, pipeline fill).'
+  )
   flags.DEFINE_integer('window', 10, 'Steps per timed window of the bare step.')
   flags.DEFINE_integer('windows', 5, 'Timed windows of the bare step (before and after the loop).')
   flags.DEFINE_string('output', None, 'Also write the result as JSON to this file.')
@@ -56,17 +61,22 @@ def bare_step_times(config, window: int, windows: int, devices=None) -> list[flo
   model = steps.create_model(run.model, run.data.image_size, run.loop.seed, **layout.model_axes())
   total = max(run.loop.num_train_steps, 1)
   tx = optim.create_optimizer(run.optim, total)
-  graphdef, state = steps.create_train_state(model, tx, optim.create_plateau(run.optim),
-                                             run.loop.seed)
+  graphdef, state = steps.create_train_state(
+      model, tx, optim.create_plateau(run.optim), run.loop.seed
+  )
   state = layout.place_state(state)
-  train_fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(run.optim, total),
-                                   layout)
+  train_fn = steps.make_train_step(
+      graphdef, tx, optim.learning_rate_schedule(run.optim, total), layout
+  )
   rng = np.random.default_rng(0)
   per_process = run.data.batch_size // jax.process_count()
   size = run.data.image_size
-  batch = layout.global_batch({
-      'image': rng.normal(size=(per_process, size, size, 3)).astype(np.float32),
-      'label': rng.integers(0, run.model.num_classes, per_process).astype(np.int32)})
+  batch = layout.global_batch(
+      {
+          'image': rng.normal(size=(per_process, size, size, 3)).astype(np.float32),
+          'label': rng.integers(0, run.model.num_classes, per_process).astype(np.int32),
+      }
+  )
   for _ in range(2):  # compile and settle
     state, _, _ = train_fn(state, batch)
   jax.block_until_ready(state)
@@ -106,10 +116,15 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
   after = bare_step_times(config, window, windows)
   bare = statistics.median(before + after)
   return {
-      'config': {'dataset': config.dataset, 'batch_size': config.batch_size,
-                 'image_size': config.image_size, 'strategy': config.strategy,
-                 'data_workers': config.data_workers, 'data_threads': config.data_threads,
-                 'prefetch_batches': config.prefetch_batches},
+      'config': {
+          'dataset': config.dataset,
+          'batch_size': config.batch_size,
+          'image_size': config.image_size,
+          'strategy': config.strategy,
+          'data_workers': config.data_workers,
+          'data_threads': config.data_threads,
+          'prefetch_batches': config.prefetch_batches,
+      },
       'devices': [str(d) for d in jax.devices()],
       'bare_ms_per_step': 1e3 * bare,
       'bare_window_ms': [1e3 * t for t in before + after],
@@ -122,10 +137,14 @@ def main(argv):
   del argv
   runtime.configure()
   result = compare(FLAGS.config, FLAGS.warmup, FLAGS.steps, FLAGS.window, FLAGS.windows)
-  print(f"bare step: {result['bare_ms_per_step']:.1f} ms/step (median of "
-        f"{2 * FLAGS.windows} windows of {FLAGS.window})")
-  print(f"real loop: {result['loop_ms_per_step']:.1f} ms/step ({FLAGS.steps} steps after "
-        f"{FLAGS.warmup})")
+  print(
+      f"bare step: {result['bare_ms_per_step']:.1f} ms/step (median of "
+      f'{2 * FLAGS.windows} windows of {FLAGS.window})'
+  )
+  print(
+      f"real loop: {result['loop_ms_per_step']:.1f} ms/step ({FLAGS.steps} steps after "
+      f'{FLAGS.warmup})'
+  )
   print(f"loop steps/s / bare steps/s: {result['loop_over_bare_steps_per_s']:.3f}")
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:

@@ -62,8 +62,11 @@ from alexnet_jax.data.datasets import synthetic_shapes
 
 NEEDED = {'paper step, batch 32 (~2 s)': 16.0, 'quickstart step, batch 32 (~0.4 s)': 80.0}
 # (name, resize_size, image_size, cores)
-ROWS = (('paper 256 -> 224', 256, 224, 1), ('paper 256 -> 224', 256, 224, 2),
-        ('quickstart 256 -> 128 -> 112', 128, 112, 1))
+ROWS = (
+    ('paper 256 -> 224', 256, 224, 1),
+    ('paper 256 -> 224', 256, 224, 2),
+    ('quickstart 256 -> 128 -> 112', 128, 112, 1),
+)
 
 
 def make_jpegs(n: int, size: int = 256, quality: int = 90) -> list[dict[str, Any]]:
@@ -77,28 +80,41 @@ def make_jpegs(n: int, size: int = 256, quality: int = 90) -> list[dict[str, Any
   return records
 
 
-def tfds_jpegs(name: str, n: int, data_dir: str | None, split: str = 'train'
-               ) -> list[dict[str, Any]]:
+def tfds_jpegs(
+    name: str, n: int, data_dir: str | None, split: str = 'train'
+) -> list[dict[str, Any]]:
   """The first `n` records of a prepared TFDS split, images left encoded."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  source = tfds.data_source(name, split=split, data_dir=data_dir,
-                            decoders={'image': tfds.decode.SkipDecoding()})
-  return [{'image': source[i]['image'], 'label': int(source[i]['label'])}
-          for i in range(min(n, len(source)))]
+
+  source = tfds.data_source(
+      name, split=split, data_dir=data_dir, decoders={'image': tfds.decode.SkipDecoding()}
+  )
+  return [
+      {'image': source[i]['image'], 'label': int(source[i]['label'])}
+      for i in range(min(n, len(source)))
+  ]
 
 
-def pipeline_config(resize_size: int, image_size: int, threads: int, batch_size: int = 128
-                    ) -> pipeline.DataConfig:
+def pipeline_config(
+    resize_size: int, image_size: int, threads: int, batch_size: int = 128
+) -> pipeline.DataConfig:
   """The paper's recipe's data (configs/alexnet.py) with this benchmark's sizes and threads (the
   sizes may be too small for the network, which this benchmark does not run)."""
   data = settings.from_config(alexnet.get_config()).data
-  return dataclasses.replace(data, resize_size=resize_size, image_size=image_size,
-                             batch_size=batch_size, data_threads=threads, data_workers=0,
-                             prefetch_batches=2)
+  return dataclasses.replace(
+      data,
+      resize_size=resize_size,
+      image_size=image_size,
+      batch_size=batch_size,
+      data_threads=threads,
+      data_workers=0,
+      prefetch_batches=2,
+  )
 
 
-def ours(records: Sequence[dict[str, Any]], config, workers: int = 0
-         ) -> Iterator[dict[str, np.ndarray]]:
+def ours(
+    records: Sequence[dict[str, Any]], config, workers: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
   """Our training pipeline; `workers` > 0: that many grain processes of one thread each."""
   if workers:
     config = dataclasses.replace(config, data_workers=workers, data_threads=1)
@@ -111,6 +127,7 @@ def ours(records: Sequence[dict[str, Any]], config, workers: int = 0
 
 def _tf():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   return tf
 
 
@@ -131,7 +148,7 @@ def tf_example(data, top, left, flip, alpha, config, stored_size: int | None = N
     image = tf.image.resize(image, new, antialias=True)
     image = tf.image.resize_with_crop_or_pad(image, resize_size, resize_size)
     image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-  image = image[top:top + size, left:left + size]
+  image = image[top : top + size, left : left + size]
   image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
   aug = config.augment
   eigval = tf.constant(aug.eigval, tf.float32)
@@ -140,8 +157,9 @@ def tf_example(data, top, left, flip, alpha, config, stored_size: int | None = N
   return tf.cast(image, tf.float32) + (shift - tf.constant(aug.mean, tf.float32))
 
 
-def tf_pipeline(records: Sequence[dict[str, Any]], config, stored_size: int | None
-                ) -> Iterator[dict[str, np.ndarray]]:
+def tf_pipeline(
+    records: Sequence[dict[str, Any]], config, stored_size: int | None
+) -> Iterator[dict[str, np.ndarray]]:
   tf = _tf()
   margin = config.resize_size - config.image_size + 1
   pca_std = float(config.augment.pca_std)
@@ -151,12 +169,15 @@ def tf_pipeline(records: Sequence[dict[str, Any]], config, stored_size: int | No
     left = tf.random.uniform([], 0, margin, tf.int32)
     flip = tf.random.uniform([]) < 0.5
     alpha = tf.random.normal([3], 0.0, pca_std)
-    return {'image': tf_example(data, top, left, flip, alpha, config, stored_size),
-            'label': tf.cast(label, tf.int32)}
+    return {
+        'image': tf_example(data, top, left, flip, alpha, config, stored_size),
+        'label': tf.cast(label, tf.int32),
+    }
 
   threads = config.data_threads
-  ds = tf.data.Dataset.from_tensor_slices(([r['image'] for r in records],
-                                           [r['label'] for r in records]))
+  ds = tf.data.Dataset.from_tensor_slices(
+      ([r['image'] for r in records], [r['label'] for r in records])
+  )
   ds = ds.repeat().map(augment_one, num_parallel_calls=threads, deterministic=True)
   ds = ds.batch(config.batch_size, drop_remainder=True).prefetch(config.prefetch_batches)
   options = tf.data.Options()
@@ -202,8 +223,16 @@ def _serve(conn, kind: str, records, config, stored_size, cores: set[int], worke
     conn.send(_images_per_second(it, batches, config.batch_size))
 
 
-def compare(pipelines: dict[str, tuple[str, int]], records, config, stored_size, cores: set[int],
-            batches: int, repeats: int, drain: int) -> dict[str, list[float]]:
+def compare(
+    pipelines: dict[str, tuple[str, int]],
+    records,
+    config,
+    stored_size,
+    cores: set[int],
+    batches: int,
+    repeats: int,
+    drain: int,
+) -> dict[str, list[float]]:
   """Images/s of each pipeline, timed in alternation (order swapped every repeat).
 
   `pipelines` maps a name to (kind, grain worker processes). Each runs in a process of its own,
@@ -218,8 +247,13 @@ def compare(pipelines: dict[str, tuple[str, int]], records, config, stored_size,
   try:
     for name, (kind, workers) in pipelines.items():
       conns[name], child = context.Pipe()
-      procs.append(context.Process(target=_serve, daemon=False, args=(
-          child, kind, records, config, stored_size, cores, workers)))
+      procs.append(
+          context.Process(
+              target=_serve,
+              daemon=False,
+              args=(child, kind, records, config, stored_size, cores, workers),
+          )
+      )
       procs[-1].start()
     for conn in conns.values():
       assert conn.recv() == 'ready'
@@ -251,12 +285,15 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
       image.draft('RGB', (size, size))
       np.asarray(image.convert('RGB'))
   t0 = time.perf_counter()
-  decoded = [{'image': pipeline.decode_image(r['image'], size), 'label': r['label']}
-             for r in records]
+  decoded = [
+      {'image': pipeline.decode_image(r['image'], size), 'label': r['label']} for r in records
+  ]
   t1 = time.perf_counter()
   transform = pipeline.TrainTransform(config)
-  drawn = [transform.random_map(e, np.random.Generator(np.random.Philox(key=[i, 0])))
-           for i, e in enumerate(decoded)]
+  drawn = [
+      transform.random_map(e, np.random.Generator(np.random.Philox(key=[i, 0])))
+      for i, e in enumerate(decoded)
+  ]
   t2 = time.perf_counter()
   assemble = pipeline.TrainBatch(transform)
   assemble(drawn)  # into a fresh array
@@ -264,19 +301,32 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
   assemble(drawn)  # into the first call's array, as in a running pipeline
   t3 = time.perf_counter()
   s = config.image_size
-  crops = np.stack([augment.window_rows(e['image'], *e['window'][:2], s, e['window'][2])
-                    for e in drawn])
+  crops = np.stack(
+      [augment.window_rows(e['image'], *e['window'][:2], s, e['window'][2]) for e in drawn]
+  )
   t4 = time.perf_counter()
   np.add(crops, np.float32(1.0), dtype=np.float32)
   t5 = time.perf_counter()
   us = lambda a, b: (b - a) / n * 1e6
-  return {'pil_decode_us': us(tp, t0), 'decode_us': us(t0, t1), 'draws_us': us(t1, t2),
-          'batch_assembly_fresh_array_us': us(t2, t2b), 'batch_assembly_us': us(t2b, t3),
-          'uint8_crop_and_stack_us': us(t3, t4), 'float_conversion_alone_us': us(t4, t5)}
+  return {
+      'pil_decode_us': us(tp, t0),
+      'decode_us': us(t0, t1),
+      'draws_us': us(t1, t2),
+      'batch_assembly_fresh_array_us': us(t2, t2b),
+      'batch_assembly_us': us(t2b, t3),
+      'uint8_crop_and_stack_us': us(t3, t4),
+      'float_conversion_alone_us': us(t4, t5),
+  }
 
 
-def run(records: Sequence[dict[str, Any]], rows=ROWS, batches: int = 8, repeats: int = 5,
-        batch_size: int = 128, stored_size: int | None = 256) -> dict[str, Any]:
+def run(
+    records: Sequence[dict[str, Any]],
+    rows=ROWS,
+    batches: int = 8,
+    repeats: int = 5,
+    batch_size: int = 128,
+    stored_size: int | None = 256,
+) -> dict[str, Any]:
   """The benchmark on `records`; returns the table's rows (and per-stage times) as a dict."""
   all_cores = sorted(os.sched_getaffinity(0))
   results = []
@@ -293,32 +343,57 @@ def run(records: Sequence[dict[str, Any]], rows=ROWS, batches: int = 8, repeats:
     pipelines = {'ours': ('ours', 0), 'tf.data': ('tf.data', 0)}
     if cores > 1:  # threads share the GIL for the per-example Python work; processes do not
       pipelines['ours, processes'] = ('ours', cores)
-    rates = compare(pipelines, records, config, stored_size, set(all_cores[:cores]), batches,
-                    repeats, drain=config.prefetch_batches + cores + 1)
-    row = {'name': name, 'cores': cores, 'resize_size': resize_size, 'image_size': image_size,
-           'rates': rates, **{k: statistics.median(v) for k, v in rates.items()}}
+    rates = compare(
+        pipelines,
+        records,
+        config,
+        stored_size,
+        set(all_cores[:cores]),
+        batches,
+        repeats,
+        drain=config.prefetch_batches + cores + 1,
+    )
+    row = {
+        'name': name,
+        'cores': cores,
+        'resize_size': resize_size,
+        'image_size': image_size,
+        'rates': rates,
+        **{k: statistics.median(v) for k, v in rates.items()},
+    }
     row['ratio'] = {k: row[k] / row['tf.data'] for k in rates if k != 'tf.data'}
     row['per_core'] = {k: row[k] / cores for k in rates}
     if stage_times:
       row['stages'] = stage_times
     results.append(row)
   pin_to_cores(set(all_cores))
-  return {'rows': results, 'needed_images_per_second': NEEDED, 'images': len(records),
-          'batch_size': batch_size, 'batches_per_timing': batches, 'repeats': repeats,
-          'cpu': benchmark.cpu_name(), 'cores_available': len(all_cores)}
+  return {
+      'rows': results,
+      'needed_images_per_second': NEEDED,
+      'images': len(records),
+      'batch_size': batch_size,
+      'batches_per_timing': batches,
+      'repeats': repeats,
+      'cpu': benchmark.cpu_name(),
+      'cores_available': len(all_cores),
+  }
 
 
 def table(result: dict[str, Any]) -> str:
   need = list(result['needed_images_per_second'].values())
-  lines = [f"| pipeline | ours | cores | ours img/s | tf.data img/s | ours / tf.data | "
-           f"ours per core | ours / {need[0]:g} img/s | ours / {need[1]:g} img/s |",
-           '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  lines = [
+      f'| pipeline | ours | cores | ours img/s | tf.data img/s | ours / tf.data | '
+      f'ours per core | ours / {need[0]:g} img/s | ours / {need[1]:g} img/s |',
+      '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ]
   for r in result['rows']:
     for k, ratio in r['ratio'].items():
       how = 'processes' if 'processes' in k else 'threads'
-      lines.append(f"| {r['name']} | {how} | {r['cores']} | {r[k]:.0f} | {r['tf.data']:.0f} | "
-                   f"{ratio:.2f} | {r['per_core'][k]:.0f} | {r[k] / need[0]:.0f}x | "
-                   f"{r[k] / need[1]:.0f}x |")
+      lines.append(
+          f"| {r['name']} | {how} | {r['cores']} | {r[k]:.0f} | {r['tf.data']:.0f} | "
+          f"{ratio:.2f} | {r['per_core'][k]:.0f} | {r[k] / need[0]:.0f}x | "
+          f'{r[k] / need[1]:.0f}x |'
+      )
   for r in result['rows']:
     if 'stages' in r:
       parts = ', '.join(f'{k[:-3]} {v:.0f}' for k, v in r['stages'].items())
@@ -349,9 +424,11 @@ def main(argv):
     records, stored_size = make_jpegs(FLAGS.images), 256
   result = run(records, batches=FLAGS.batches, repeats=FLAGS.repeats, stored_size=stored_size)
   print(table(result))
-  print(f"\n{result['cpu']}; every thread pinned to the row's cores (os.sched_setaffinity); "
-        'grain data_threads=k, no workers; tf.data private_threadpool_size=k, '
-        'max_intra_op_parallelism=1, num_parallel_calls=k; medians of alternating timings.')
+  print(
+      f"\n{result['cpu']}; every thread pinned to the row's cores (os.sched_setaffinity); "
+      'grain data_threads=k, no workers; tf.data private_threadpool_size=k, '
+      'max_intra_op_parallelism=1, num_parallel_calls=k; medians of alternating timings.'
+  )
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:
       json.dump(result, f, indent=1)

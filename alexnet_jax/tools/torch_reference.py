@@ -113,8 +113,11 @@ def torch_layout(params: dict) -> dict[str, np.ndarray]:
     elif name == 'fc6':
       channels = np.asarray(params['conv5']['kernel']).shape[-1]
       side = math.isqrt(kernel.shape[0] // channels)
-      weight = (kernel.reshape(side, side, channels, -1).transpose(3, 2, 0, 1)
-                .reshape(kernel.shape[1], -1))
+      weight = (
+          kernel.reshape(side, side, channels, -1)
+          .transpose(3, 2, 0, 1)
+          .reshape(kernel.shape[1], -1)
+      )
     else:
       weight = kernel.T
     out[f'{name}.weight'] = np.ascontiguousarray(weight)
@@ -136,26 +139,39 @@ def load_params(model: nn.Module, params: dict) -> None:
       state[key].copy_(torch.from_numpy(np.array(value)))
 
 
-def make_optimizer(model: nn.Module, learning_rate: float = 0.01, momentum: float = 0.9,
-                   weight_decay: float = 5e-4, decay_biases: bool = False) -> torch.optim.SGD:
+def make_optimizer(
+    model: nn.Module,
+    learning_rate: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    decay_biases: bool = False,
+) -> torch.optim.SGD:
   """Section 5's SGD (see the module docstring for why torch's form is the same update)."""
   weights = [p for n, p in model.named_parameters() if n.endswith('weight')]
   biases = [p for n, p in model.named_parameters() if not n.endswith('weight')]
-  groups = [{'params': weights, 'weight_decay': weight_decay},
-            {'params': biases, 'weight_decay': weight_decay if decay_biases else 0.0}]
+  groups = [
+      {'params': weights, 'weight_decay': weight_decay},
+      {'params': biases, 'weight_decay': weight_decay if decay_biases else 0.0},
+  ]
   return torch.optim.SGD(groups, lr=learning_rate, momentum=momentum)
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
   """One SGD step on the mean cross-entropy; returns the loss as a tensor (no host sync).
 
   `autocast_dtype=torch.bfloat16` runs convolutions and matmuls in bfloat16 with float32
   parameters, as our `model.dtype='bfloat16'` does.
   """
   optimizer.zero_grad(set_to_none=True)
-  with torch.autocast(images.device.type, dtype=autocast_dtype or torch.float32,
-                      enabled=autocast_dtype is not None):
+  with torch.autocast(
+      images.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None
+  ):
     logits = model(images)
   loss = F.cross_entropy(logits.float(), labels)
   loss.backward()

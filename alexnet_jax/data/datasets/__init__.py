@@ -22,43 +22,41 @@ from alexnet_jax.errors import ConfigError
 BUILT_IN = ('synthetic_shapes',)
 
 _NEEDS_TF_MSG = (
-    "Preparing the TFDS dataset {name!r} (drawing/downloading it and writing "
-    "its ArrayRecord files under {data_dir}) needs TensorFlow, which is not "
-    "installed. Install it with `pip install tensorflow-cpu` (the CPU build is "
-    "enough), or prepare the dataset once on a machine that has it and copy "
-    "the data directory over. Reading an already prepared dataset with "
-    "`tfds.data_source` does not need TensorFlow."
+    'Preparing the TFDS dataset {name!r} (drawing/downloading it and writing '
+    'its ArrayRecord files under {data_dir}) needs TensorFlow, which is not '
+    'installed. Install it with `pip install tensorflow-cpu` (the CPU build is '
+    'enough), or prepare the dataset once on a machine that has it and copy '
+    'the data directory over. Reading an already prepared dataset with '
+    '`tfds.data_source` does not need TensorFlow.'
 )
 
 
 def ensure_prepared(name: str, data_dir: str | None = None) -> None:
-    """Prepares TFDS dataset ``name`` in ArrayRecord format unless it already is.
+  """Prepares TFDS dataset ``name`` in ArrayRecord format unless it already is.
 
-    Args:
-      name: a TFDS name, optionally with config and version, e.g.
-        ``'synthetic_shapes/tiny'`` or ``'imagenet2012'``.
-      data_dir: TFDS data directory (``None``: TFDS' default, ``~/tensorflow_datasets``
-        or ``$TFDS_DATA_DIR``).
+  Args:
+    name: a TFDS name, optionally with config and version, e.g.
+      ``'synthetic_shapes/tiny'`` or ``'imagenet2012'``.
+    data_dir: TFDS data directory (``None``: TFDS' default, ``~/tensorflow_datasets``
+      or ``$TFDS_DATA_DIR``).
 
-    Raises:
-      ConfigError: the dataset is not prepared and TensorFlow is not
-        installed, or it is prepared but not in a random-access format that
-        ``tfds.data_source`` can read.
-    """
-    builder = tfds.builder(name, data_dir=data_dir)
-    if builder.is_prepared():
-        formats = builder.info.available_file_formats()
-        if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-            found = sorted(f.value for f in formats)
-            raise ConfigError(
-                f"Dataset {name!r} is already prepared at {builder.data_dir} "
-                f"but not as ArrayRecord (found {found}), which "
-                "tfds.data_source needs. Delete that directory and prepare it "
-                "again."
-            )
-        return
-    if importlib.util.find_spec("tensorflow") is None:
-        raise ConfigError(
-            _NEEDS_TF_MSG.format(name=name, data_dir=builder.data_dir_root)
-        )
-    builder.download_and_prepare(file_format="array_record")
+  Raises:
+    ConfigError: the dataset is not prepared and TensorFlow is not
+      installed, or it is prepared but not in a random-access format that
+      ``tfds.data_source`` can read.
+  """
+  builder = tfds.builder(name, data_dir=data_dir)
+  if builder.is_prepared():
+    formats = builder.info.available_file_formats()
+    if tfds.core.FileFormat.ARRAY_RECORD not in formats:
+      found = sorted(f.value for f in formats)
+      raise ConfigError(
+          f'Dataset {name!r} is already prepared at {builder.data_dir} '
+          f'but not as ArrayRecord (found {found}), which '
+          'tfds.data_source needs. Delete that directory and prepare it '
+          'again.'
+      )
+    return
+  if importlib.util.find_spec('tensorflow') is None:
+    raise ConfigError(_NEEDS_TF_MSG.format(name=name, data_dir=builder.data_dir_root))
+  builder.download_and_prepare(file_format='array_record')

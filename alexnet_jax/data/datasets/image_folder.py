@@ -83,8 +83,10 @@ def dataset_name(path: str) -> str:
 def read_class_list(path: str) -> list[str]:
   """One class per line, either `name` or `index name` (iFood 2019's class_list.txt)."""
   if not os.path.isfile(path):
-    raise ConfigError(f'The class list {path!r} does not exist. Pass --classes=FILE with one '
-                      'class name per line (or `index name` per line, as iFood 2019 ships).')
+    raise ConfigError(
+        f'The class list {path!r} does not exist. Pass --classes=FILE with one '
+        'class name per line (or `index name` per line, as iFood 2019 ships).'
+    )
   with open(path, encoding='utf-8') as f:
     lines = [line.strip() for line in f if line.strip()]
   indexed = [re.match(r'^(\d+)[\s,]+(\S.*)$', line) for line in lines]
@@ -94,33 +96,41 @@ def read_class_list(path: str) -> list[str]:
     names = lines
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if not names or duplicates:
-    raise ConfigError(f'The class list {path!r} is empty or names a class twice ({duplicates}). '
-                      'Write each class once, one per line, in the order of the label indices.')
+    raise ConfigError(
+        f'The class list {path!r} is empty or names a class twice ({duplicates}). '
+        'Write each class once, one per line, in the order of the label indices.'
+    )
   return names
 
 
 def _check_dir(path: str, flag: str) -> None:
   if not path or not os.path.isdir(path):
-    raise ConfigError(f'{flag}={path!r} is not a folder. Point {flag} at the folder that holds '
-                      'your images (for --folder: one subfolder per class, ROOT/<class>/<image>).')
+    raise ConfigError(
+        f'{flag}={path!r} is not a folder. Point {flag} at the folder that holds '
+        'your images (for --folder: one subfolder per class, ROOT/<class>/<image>).'
+    )
 
 
-def list_folder(root: str, classes: Sequence[str] | None = None, flag: str = '--folder'
-                ) -> tuple[list[Example], list[str], list[str]]:
+def list_folder(
+    root: str, classes: Sequence[str] | None = None, flag: str = '--folder'
+) -> tuple[list[Example], list[str], list[str]]:
   """`ROOT/<class>/**/<image>` -> (examples, class names, ignored files).
 
   Class names are the subfolder names, sorted, unless `classes` fixes their order (and which
   subfolders to use). Files without an image extension are ignored and returned.
   """
   _check_dir(root, flag)
-  subdirs = sorted(d for d in os.listdir(root)
-                   if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  subdirs = sorted(
+      d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith('.')
+  )
   names = list(classes) if classes is not None else subdirs
   absent = [c for c in names if c not in subdirs]
   if absent:
-    raise ConfigError(f'{flag}={root!r} has no subfolder for the classes {absent[:10]} of the '
-                      f'class list ({len(absent)} in all). Each class needs a folder ROOT/<class>; '
-                      'fix the folder names or the class list.')
+    raise ConfigError(
+        f'{flag}={root!r} has no subfolder for the classes {absent[:10]} of the '
+        f'class list ({len(absent)} in all). Each class needs a folder ROOT/<class>; '
+        'fix the folder names or the class list.'
+    )
   examples, ignored = [], []
   for label, name in enumerate(names):
     for dirpath, dirnames, files in os.walk(os.path.join(root, name), followlinks=True):
@@ -136,17 +146,26 @@ def list_folder(root: str, classes: Sequence[str] | None = None, flag: str = '--
           ignored.append(rel)
   if not examples:
     loose = [f for f in os.listdir(root) if f.lower().endswith(IMAGE_EXTENSIONS)]
-    where = (f'its {len(loose)} images lie directly in it, not in class subfolders'
-             if loose else f'found {len(subdirs)} subfolders and no image files in them')
-    raise ConfigError(f'{flag}={root!r} holds no images in class subfolders ({where}). Arrange '
-                      'them as ROOT/<class name>/<image>.jpg, one subfolder per class, or describe '
-                      'them with --csv=FILE --images=DIR.')
+    where = (
+        f'its {len(loose)} images lie directly in it, not in class subfolders'
+        if loose
+        else f'found {len(subdirs)} subfolders and no image files in them'
+    )
+    raise ConfigError(
+        f'{flag}={root!r} holds no images in class subfolders ({where}). Arrange '
+        'them as ROOT/<class name>/<image>.jpg, one subfolder per class, or describe '
+        'them with --csv=FILE --images=DIR.'
+    )
   return examples, names, ignored
 
 
-def list_csv(csv_path: str, images_dir: str, classes: Sequence[str] | None = None,
-             max_missing_fraction: float = 0.01, flag: str = '--csv'
-             ) -> tuple[list[Example], list[str], list[str]]:
+def list_csv(
+    csv_path: str,
+    images_dir: str,
+    classes: Sequence[str] | None = None,
+    max_missing_fraction: float = 0.01,
+    flag: str = '--csv',
+) -> tuple[list[Example], list[str], list[str]]:
   """Rows `file,label` (a header row is skipped) -> (examples, class names, missing files).
 
   A label is an index into `classes` or a class name. Without a class list, names become the
@@ -155,20 +174,27 @@ def list_csv(csv_path: str, images_dir: str, classes: Sequence[str] | None = Non
   of them: then the CSV or --images is probably wrong, and that is an error.
   """
   if not os.path.isfile(csv_path):
-    raise ConfigError(f'{flag}={csv_path!r} does not exist. Pass the CSV file of image names and '
-                      'labels (e.g. iFood 2019\'s train_labels.csv).')
+    raise ConfigError(
+        f'{flag}={csv_path!r} does not exist. Pass the CSV file of image names and '
+        "labels (e.g. iFood 2019's train_labels.csv)."
+    )
   images_flag = '--images' if flag == '--csv' else '--val_images'
   _check_dir(images_dir, images_flag)
   with open(csv_path, newline='', encoding='utf-8') as f:
     rows = [(n, r) for n, r in enumerate(csv.reader(f), start=1) if any(c.strip() for c in r)]
-  if rows and not os.path.isfile(os.path.join(images_dir, rows[0][1][0].strip())) and (
-      len(rows[0][1]) < 2 or not rows[0][1][1].strip().isdigit()) and (
-          classes is None or rows[0][1][1].strip() not in classes):
+  if (
+      rows
+      and not os.path.isfile(os.path.join(images_dir, rows[0][1][0].strip()))
+      and (len(rows[0][1]) < 2 or not rows[0][1][1].strip().isdigit())
+      and (classes is None or rows[0][1][1].strip() not in classes)
+  ):
     rows = rows[1:]  # a header such as `img_name,label`
   short = [n for n, r in rows if len(r) < 2]
   if not rows or short:
-    raise ConfigError(f'{flag}={csv_path!r} has no rows or rows without a label (lines '
-                      f'{short[:10]}). Each row must be `image_file,label`.')
+    raise ConfigError(
+        f'{flag}={csv_path!r} has no rows or rows without a label (lines '
+        f'{short[:10]}). Each row must be `image_file,label`.'
+    )
   labels = [r[1].strip() for _, r in rows]
   if classes is None:
     if all(lab.isdigit() for lab in labels):
@@ -192,19 +218,22 @@ def list_csv(csv_path: str, images_dir: str, classes: Sequence[str] | None = Non
         f'{flag}={csv_path!r}: the labels on lines {bad_rows[:10]} ({len(bad_rows)} rows in all) '
         f'are not in the class list, which has {len(classes)} classes: indices 0 to '
         f'{len(classes) - 1} or the names {list(classes[:5])}{"..." if len(classes) > 5 else ""}. '
-        'Fix those rows, or pass the right --classes file.')
+        'Fix those rows, or pass the right --classes file.'
+    )
   if len(missing) > max_missing_fraction * len(rows):
     raise ConfigError(
         f'{len(missing)} of the {len(rows)} images named in {csv_path!r} are not in {images_dir!r} '
-        f'(e.g. {missing[:3]}). Check that {images_flag} points at the folder the CSV\'s file '
+        f"(e.g. {missing[:3]}). Check that {images_flag} points at the folder the CSV's file "
         'names are relative to; if those files are really gone, pass --max_missing_fraction='
         f'{math.ceil(1000 * len(missing) / len(rows)) / 1000} to skip them (they are listed in '
-        'the report).')
+        'the report).'
+    )
   return examples, list(classes), missing
 
 
-def split_validation(examples: Sequence[Example], fraction: float, seed: int
-                     ) -> tuple[list[Example], list[Example]]:
+def split_validation(
+    examples: Sequence[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
   """Holds out round(fraction * n_c) of each class c, drawn with `seed`: (train, validation)."""
   train, validation = [], []
   by_class: dict[int, list[Example]] = {}
@@ -212,7 +241,7 @@ def split_validation(examples: Sequence[Example], fraction: float, seed: int
     by_class.setdefault(e.label, []).append(e)
   for label, members in sorted(by_class.items()):
     order = np.random.default_rng([seed, label]).permutation(len(members))
-    held = set(order[:int(round(fraction * len(members)))].tolist())
+    held = set(order[: int(round(fraction * len(members)))].tolist())
     for i, e in enumerate(members):
       (validation if i in held else train).append(e)
   return train, validation
@@ -249,8 +278,9 @@ def encode_image(path: str, resize: int) -> tuple[bytes | None, str | None]:
   if resize:
     pixels = augment.resize_shorter_and_center_crop(pixels, resize)
   buf = io.BytesIO()
-  Image.fromarray(pixels).save(buf, format='JPEG',
-                               quality=RESIZED_QUALITY if resize else REENCODE_QUALITY)
+  Image.fromarray(pixels).save(
+      buf, format='JPEG', quality=RESIZED_QUALITY if resize else REENCODE_QUALITY
+  )
   return buf.getvalue(), None
 
 
@@ -258,8 +288,13 @@ def encode_image(path: str, resize: int) -> tuple[bytes | None, str | None]:
 # The builder.
 
 
-def make_builder(name: str, class_names: Sequence[str], splits: dict[str, Sequence[Example]],
-                 resize: int = 256, workers: int | None = None):
+def make_builder(
+    name: str,
+    class_names: Sequence[str],
+    splits: dict[str, Sequence[Example]],
+    resize: int = 256,
+    workers: int | None = None,
+):
   """A GeneratorBasedBuilder class named `name` writing `splits`; `.skipped` lists bad files.
 
   Not registered with TFDS (names are the user's and may be prepared again in one process); a
@@ -281,24 +316,30 @@ def make_builder(name: str, class_names: Sequence[str], splits: dict[str, Sequen
     def _info(self) -> tfds.core.DatasetInfo:
       return self.dataset_info_from_configs(
           description=f'Images prepared from {sorted(splits)} sources by alexnet_jax.tools.prepare.',
-          features=tfds.features.FeaturesDict({
-              'image': tfds.features.Image(shape=shape, encoding_format='jpeg'),
-              'label': tfds.features.ClassLabel(names=list(class_names)),
-              'file_name': tfds.features.Text(),
-          }),
+          features=tfds.features.FeaturesDict(
+              {
+                  'image': tfds.features.Image(shape=shape, encoding_format='jpeg'),
+                  'label': tfds.features.ClassLabel(names=list(class_names)),
+                  'file_name': tfds.features.Text(),
+              }
+          ),
           supervised_keys=('image', 'label'),
-          homepage=None)
+          homepage=None,
+      )
 
     def _split_generators(self, dl_manager):
       del dl_manager  # the images are local
-      return {split: self._generate_examples(split, examples)
-              for split, examples in splits.items() if examples}
+      return {
+          split: self._generate_examples(split, examples)
+          for split, examples in splits.items()
+          if examples
+      }
 
     def _generate_examples(self, split: str, examples: Sequence[Example]) -> Iterator:
       # PIL releases the GIL while decoding, resizing and encoding, so threads scale.
       with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
         for start in range(0, len(examples), _CHUNK):
-          chunk = examples[start:start + _CHUNK]
+          chunk = examples[start : start + _CHUNK]
           encoded = pool.map(lambda e: encode_image(e.path, resize), chunk)
           for i, (e, (data, reason)) in enumerate(zip(chunk, encoded), start=start):
             if data is None:
@@ -311,10 +352,17 @@ def make_builder(name: str, class_names: Sequence[str], splits: dict[str, Sequen
   return ImageFolder
 
 
-def prepare(name: str, data_dir: str | None, class_names: Sequence[str],
-            splits: dict[str, Sequence[Example]], resize: int = 256, overwrite: bool = False,
-            skipped: Sequence[dict] = (), ignored: Sequence[str] = (),
-            workers: int | None = None) -> dict:
+def prepare(
+    name: str,
+    data_dir: str | None,
+    class_names: Sequence[str],
+    splits: dict[str, Sequence[Example]],
+    resize: int = 256,
+    overwrite: bool = False,
+    skipped: Sequence[dict] = (),
+    ignored: Sequence[str] = (),
+    workers: int | None = None,
+) -> dict:
   """Writes the dataset and `prepare_report.json` beside it; returns the report.
 
   `skipped`: files already known to be bad (a CSV's missing files), reported with those that
@@ -327,17 +375,33 @@ def prepare(name: str, data_dir: str | None, class_names: Sequence[str],
     if os.path.isfile(report_path):
       with open(report_path, encoding='utf-8') as f:
         report = json.load(f)
-    return dict(report, already_prepared=True, dataset=name, data_dir=str(builder.data_dir_root),
-                num_classes=builder.info.features['label'].num_classes)
+    return dict(
+        report,
+        already_prepared=True,
+        dataset=name,
+        data_dir=str(builder.data_dir_root),
+        num_classes=builder.info.features['label'].num_classes,
+    )
   builder.download_and_prepare(
-      file_format='array_record', download_config=tfds.download.DownloadConfig(
-          download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
+      file_format='array_record',
+      download_config=tfds.download.DownloadConfig(
+          download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+      ),
+  )
   bad = list(skipped) + builder.skipped
-  report = dict(dataset=name, data_dir=str(builder.data_dir_root), num_classes=len(class_names),
-                classes=list(class_names), resize=resize,
-                examples={s: builder.info.splits[s].num_examples for s in builder.info.splits},
-                num_skipped=len(bad), skipped=bad, num_ignored=len(ignored), ignored=list(ignored),
-                report=report_path)
+  report = dict(
+      dataset=name,
+      data_dir=str(builder.data_dir_root),
+      num_classes=len(class_names),
+      classes=list(class_names),
+      resize=resize,
+      examples={s: builder.info.splits[s].num_examples for s in builder.info.splits},
+      num_skipped=len(bad),
+      skipped=bad,
+      num_ignored=len(ignored),
+      ignored=list(ignored),
+      report=report_path,
+  )
   with open(report_path, 'w', encoding='utf-8') as f:
     json.dump(report, f, indent=1)
   return report

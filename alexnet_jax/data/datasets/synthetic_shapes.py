@@ -79,21 +79,21 @@ from PIL import Image
 from tensorflow_datasets.core import utils as _tfds_utils
 
 CLASS_NAMES: tuple[str, ...] = (
-    "disk",
-    "ring",
-    "square",
-    "diamond",
-    "triangle_up",
-    "triangle_down",
-    "plus",
-    "x_cross",
-    "horizontal_stripes",
-    "vertical_stripes",
+    'disk',
+    'ring',
+    'square',
+    'diamond',
+    'triangle_up',
+    'triangle_down',
+    'plus',
+    'x_cross',
+    'horizontal_stripes',
+    'vertical_stripes',
 )
 NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 256
 JPEG_QUALITY = 90
-SPLIT_IDS = {"train": 0, "validation": 1}
+SPLIT_IDS = {'train': 0, 'validation': 1}
 
 # Geometry, as fractions of the image side.
 _MIN_EXTENT, _MAX_EXTENT = 0.34, 0.66  # shape diameter (before aspect jitter)
@@ -109,252 +109,246 @@ _BYTE_STD = float(np.sqrt((256**2 - 1) / 12))  # std of uniform bytes
 
 @functools.lru_cache(maxsize=8)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates (x along columns, y along rows, y down)."""
-    c = np.arange(size, dtype=np.float32) + 0.5
-    return c[None, :], c[:, None]
+  """Pixel-centre coordinates (x along columns, y along rows, y down)."""
+  c = np.arange(size, dtype=np.float32) + 0.5
+  return c[None, :], c[:, None]
 
 
 def _shape_sdf(label: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Signed distance (negative inside) of class ``label`` in local units.
+  """Signed distance (negative inside) of class ``label`` in local units.
 
-    ``u`` points right and ``v`` points down; every shape fits in the unit
-    disk, so a shape of radius r pixels covers at most a 2r x 2r box.
-    """
-    name = CLASS_NAMES[label]
-    if name == "disk":
-        return np.sqrt(u * u + v * v) - 0.9
-    if name == "ring":
-        return np.abs(np.sqrt(u * u + v * v) - 0.72) - 0.2
-    if name == "square":
-        return np.maximum(np.abs(u), np.abs(v)) - 0.68
-    if name == "diamond":
-        return (np.abs(u) + np.abs(v) - 0.95) * np.float32(1 / np.sqrt(2))
-    if name in ("triangle_up", "triangle_down"):
-        # Equilateral triangle inscribed in a circle of radius 0.95: the max
-        # over its three edge half-planes (outward normals 120 degrees apart).
-        if name == "triangle_down":
-            v = -v
-        au = np.abs(u) * np.float32(np.sqrt(3) / 2)
-        return np.maximum(v, au - 0.5 * v) - 0.475
-    if name in ("plus", "x_cross"):
-        if name == "x_cross":
-            s = np.float32(1 / np.sqrt(2))
-            u, v = (u - v) * s, (u + v) * s
-        au, av = np.abs(u), np.abs(v)
-        arm_h = np.maximum(au - 0.9, av - 0.24)
-        arm_v = np.maximum(av - 0.9, au - 0.24)
-        return np.minimum(arm_h, arm_v)
-    if name in ("horizontal_stripes", "vertical_stripes"):
-        # Three bars of width 0.25 (period 0.5) clipped to a square patch.
-        w = v if name == "horizontal_stripes" else u
-        bars = np.abs(np.mod(w + 0.25, 0.5) - 0.25) - 0.125
-        patch = np.maximum(np.abs(u), np.abs(v)) - 0.68
-        return np.maximum(bars, patch)
-    raise ValueError(f"label must be in [0, {NUM_CLASSES}), got {label}")
+  ``u`` points right and ``v`` points down; every shape fits in the unit
+  disk, so a shape of radius r pixels covers at most a 2r x 2r box.
+  """
+  name = CLASS_NAMES[label]
+  if name == 'disk':
+    return np.sqrt(u * u + v * v) - 0.9
+  if name == 'ring':
+    return np.abs(np.sqrt(u * u + v * v) - 0.72) - 0.2
+  if name == 'square':
+    return np.maximum(np.abs(u), np.abs(v)) - 0.68
+  if name == 'diamond':
+    return (np.abs(u) + np.abs(v) - 0.95) * np.float32(1 / np.sqrt(2))
+  if name in ('triangle_up', 'triangle_down'):
+    # Equilateral triangle inscribed in a circle of radius 0.95: the max
+    # over its three edge half-planes (outward normals 120 degrees apart).
+    if name == 'triangle_down':
+      v = -v
+    au = np.abs(u) * np.float32(np.sqrt(3) / 2)
+    return np.maximum(v, au - 0.5 * v) - 0.475
+  if name in ('plus', 'x_cross'):
+    if name == 'x_cross':
+      s = np.float32(1 / np.sqrt(2))
+      u, v = (u - v) * s, (u + v) * s
+    au, av = np.abs(u), np.abs(v)
+    arm_h = np.maximum(au - 0.9, av - 0.24)
+    arm_v = np.maximum(av - 0.9, au - 0.24)
+    return np.minimum(arm_h, arm_v)
+  if name in ('horizontal_stripes', 'vertical_stripes'):
+    # Three bars of width 0.25 (period 0.5) clipped to a square patch.
+    w = v if name == 'horizontal_stripes' else u
+    bars = np.abs(np.mod(w + 0.25, 0.5) - 0.25) - 0.125
+    patch = np.maximum(np.abs(u), np.abs(v)) - 0.68
+    return np.maximum(bars, patch)
+  raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
 
 
 def _draw_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground and background RGB colours, independent of the class."""
-    bg = rng.uniform(0.0, 255.0, size=3)
-    for _ in range(1000):
-        fg = rng.uniform(0.0, 255.0, size=3)
-        if (
-            abs(float(_LUMA @ (fg - bg))) >= _MIN_LUMA_CONTRAST
-            and float(np.linalg.norm(fg - bg)) >= _MIN_RGB_DISTANCE
-        ):
-            return fg, bg
-    # Practically unreachable; fall back to the luma-inverted background.
-    return 255.0 - bg, bg
+  """Foreground and background RGB colours, independent of the class."""
+  bg = rng.uniform(0.0, 255.0, size=3)
+  for _ in range(1000):
+    fg = rng.uniform(0.0, 255.0, size=3)
+    if (
+        abs(float(_LUMA @ (fg - bg))) >= _MIN_LUMA_CONTRAST
+        and float(np.linalg.norm(fg - bg)) >= _MIN_RGB_DISTANCE
+    ):
+      return fg, bg
+  # Practically unreachable; fall back to the luma-inverted background.
+  return 255.0 - bg, bg
 
 
-def draw_example(
-    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE
-) -> np.ndarray:
-    """Draws one image of class ``label``; returns uint8 ``(size, size, 3)``.
+def draw_example(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -> np.ndarray:
+  """Draws one image of class ``label``; returns uint8 ``(size, size, 3)``.
 
-    All randomness comes from ``rng``, consumed in a fixed order, so the same
-    generator state always gives the same image.
-    """
-    label = int(label)
-    if not 0 <= label < NUM_CLASSES:
-        raise ValueError(f"label must be in [0, {NUM_CLASSES}), got {label}")
-    # Geometry.
-    radius = 0.5 * size * rng.uniform(_MIN_EXTENT, _MAX_EXTENT)
-    aspect = np.exp(rng.uniform(-_ASPECT_JITTER, _ASPECT_JITTER))
-    rx, ry = radius * aspect, radius / aspect  # semi-axes in pixels
-    lo = _BORDER_MARGIN * size + max(rx, ry)
-    cx, cy = rng.uniform(lo, size - lo, size=2)
-    theta = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG))
-    fg, bg = _draw_colours(rng)
-    # Background: linear gradient plus a faint low-frequency texture.
-    grad_amp = rng.uniform(-30.0, 30.0)
-    grad_dir = rng.uniform(0.0, 2 * np.pi)
-    tex_amp = rng.uniform(0.0, 8.0)
-    tex_freq = rng.uniform(1.0, 4.0, size=2) * (2 * np.pi / size)
-    tex_freq *= rng.choice([-1.0, 1.0], size=2)
-    tex_phase = rng.uniform(0.0, 2 * np.pi)
-    noise_std = rng.uniform(2.0, 5.0)
+  All randomness comes from ``rng``, consumed in a fixed order, so the same
+  generator state always gives the same image.
+  """
+  label = int(label)
+  if not 0 <= label < NUM_CLASSES:
+    raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
+  # Geometry.
+  radius = 0.5 * size * rng.uniform(_MIN_EXTENT, _MAX_EXTENT)
+  aspect = np.exp(rng.uniform(-_ASPECT_JITTER, _ASPECT_JITTER))
+  rx, ry = radius * aspect, radius / aspect  # semi-axes in pixels
+  lo = _BORDER_MARGIN * size + max(rx, ry)
+  cx, cy = rng.uniform(lo, size - lo, size=2)
+  theta = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG))
+  fg, bg = _draw_colours(rng)
+  # Background: linear gradient plus a faint low-frequency texture.
+  grad_amp = rng.uniform(-30.0, 30.0)
+  grad_dir = rng.uniform(0.0, 2 * np.pi)
+  tex_amp = rng.uniform(0.0, 8.0)
+  tex_freq = rng.uniform(1.0, 4.0, size=2) * (2 * np.pi / size)
+  tex_freq *= rng.choice([-1.0, 1.0], size=2)
+  tex_phase = rng.uniform(0.0, 2 * np.pi)
+  noise_std = rng.uniform(2.0, 5.0)
 
-    x, y = _grid(size)
-    dx, dy = x - np.float32(cx), y - np.float32(cy)
-    c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
-    # Local frame (rotated by theta, scaled by the semi-axes).
-    u = (c * dx + s * dy) * np.float32(1.0 / rx)
-    v = (c * dy - s * dx) * np.float32(1.0 / ry)
-    sdf = _shape_sdf(label, u, v)
-    # Anti-aliased coverage: the distance in pixels (approximately) through a
-    # one-pixel ramp.
-    alpha = np.clip(0.5 - sdf * np.float32(min(rx, ry)), 0.0, 1.0)
+  x, y = _grid(size)
+  dx, dy = x - np.float32(cx), y - np.float32(cy)
+  c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+  # Local frame (rotated by theta, scaled by the semi-axes).
+  u = (c * dx + s * dy) * np.float32(1.0 / rx)
+  v = (c * dy - s * dx) * np.float32(1.0 / ry)
+  sdf = _shape_sdf(label, u, v)
+  # Anti-aliased coverage: the distance in pixels (approximately) through a
+  # one-pixel ramp.
+  alpha = np.clip(0.5 - sdf * np.float32(min(rx, ry)), 0.0, 1.0)
 
-    gx = np.float32(grad_amp / size * np.cos(grad_dir))
-    gy = np.float32(grad_amp / size * np.sin(grad_dir))
-    shade = gx * (x - size / 2) + gy * (y - size / 2)
-    fx, fy = np.float32(tex_freq[0]), np.float32(tex_freq[1])
-    shade = shade + np.float32(tex_amp) * np.sin(
-        fx * x + fy * y + np.float32(tex_phase)
-    )
-    # Pixel noise: uniform, zero-mean, standard deviation ``noise_std``, from
-    # raw random bytes (several times faster than Gaussian samples).
-    num_bytes = 3 * size * size
-    noise = rng.integers(0, 2**32, size=-(-num_bytes // 4), dtype=np.uint32)
-    noise = noise.view(np.uint8)[:num_bytes].reshape(3, size, size)
-    noise_scale = np.float32(noise_std / _BYTE_STD)
-    noise_offset = np.float32(127.5 * noise_std / _BYTE_STD)
+  gx = np.float32(grad_amp / size * np.cos(grad_dir))
+  gy = np.float32(grad_amp / size * np.sin(grad_dir))
+  shade = gx * (x - size / 2) + gy * (y - size / 2)
+  fx, fy = np.float32(tex_freq[0]), np.float32(tex_freq[1])
+  shade = shade + np.float32(tex_amp) * np.sin(fx * x + fy * y + np.float32(tex_phase))
+  # Pixel noise: uniform, zero-mean, standard deviation ``noise_std``, from
+  # raw random bytes (several times faster than Gaussian samples).
+  num_bytes = 3 * size * size
+  noise = rng.integers(0, 2**32, size=-(-num_bytes // 4), dtype=np.uint32)
+  noise = noise.view(np.uint8)[:num_bytes].reshape(3, size, size)
+  noise_scale = np.float32(noise_std / _BYTE_STD)
+  noise_offset = np.float32(127.5 * noise_std / _BYTE_STD)
 
-    # Composite, channel by channel (broadcasting over a trailing axis of 3 is
-    # slow in numpy): background colour + shading where alpha = 0, the flat
-    # foreground colour where alpha = 1, then noise.
-    #   pixel = bg + shade * (1 - alpha) + alpha * (fg - bg) + noise
-    shade *= 1.0 - alpha
-    out = np.empty((size, size, 3), dtype=np.uint8)
-    chan = np.empty((size, size), dtype=np.float32)
-    for ch in range(3):
-        np.multiply(alpha, np.float32(fg[ch] - bg[ch]), out=chan)
-        chan += shade
-        chan += np.float32(bg[ch]) - noise_offset
-        chan += noise[ch] * noise_scale
-        np.clip(chan, 0.0, 255.0, out=chan)
-        np.rint(chan, out=chan)
-        out[..., ch] = chan
-    return out
+  # Composite, channel by channel (broadcasting over a trailing axis of 3 is
+  # slow in numpy): background colour + shading where alpha = 0, the flat
+  # foreground colour where alpha = 1, then noise.
+  #   pixel = bg + shade * (1 - alpha) + alpha * (fg - bg) + noise
+  shade *= 1.0 - alpha
+  out = np.empty((size, size, 3), dtype=np.uint8)
+  chan = np.empty((size, size), dtype=np.float32)
+  for ch in range(3):
+    np.multiply(alpha, np.float32(fg[ch] - bg[ch]), out=chan)
+    chan += shade
+    chan += np.float32(bg[ch]) - noise_offset
+    chan += noise[ch] * noise_scale
+    np.clip(chan, 0.0, 255.0, out=chan)
+    np.rint(chan, out=chan)
+    out[..., ch] = chan
+  return out
 
 
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator that draws example ``index`` of ``split``."""
-    return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
+  """The generator that draws example ``index`` of ``split``."""
+  return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
 
 
 def example_label(index: int) -> int:
-    """Labels are balanced and fixed by position: ``index % NUM_CLASSES``."""
-    return int(index) % NUM_CLASSES
+  """Labels are balanced and fixed by position: ``index % NUM_CLASSES``."""
+  return int(index) % NUM_CLASSES
 
 
 def make_example(
     seed: int, split: str, index: int, size: int = IMAGE_SIZE
 ) -> tuple[np.ndarray, int]:
-    """Image and label of example ``index`` of ``split`` (before JPEG)."""
-    label = example_label(index)
-    return draw_example(example_rng(seed, split, index), label, size), label
+  """Image and label of example ``index`` of ``split`` (before JPEG)."""
+  label = example_label(index)
+  return draw_example(example_rng(seed, split, index), label, size), label
 
 
 def make_arrays(
     seed: int, split: str, num_examples: int, size: int = IMAGE_SIZE
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First ``num_examples`` examples of ``split``, as the builder draws them.
+  """First ``num_examples`` examples of ``split``, as the builder draws them.
 
-    Returns ``(images uint8 [N, size, size, 3], labels int64 [N])`` in index
-    order (the builder's ArrayRecord files hold the same examples, JPEG
-    encoded, in TFDS' shuffled order).
-    """
-    if split not in SPLIT_IDS:
-        raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
-    images = np.empty((num_examples, size, size, 3), dtype=np.uint8)
-    labels = np.empty((num_examples,), dtype=np.int64)
-    for i in range(num_examples):
-        images[i], labels[i] = make_example(seed, split, i, size)
-    return images, labels
+  Returns ``(images uint8 [N, size, size, 3], labels int64 [N])`` in index
+  order (the builder's ArrayRecord files hold the same examples, JPEG
+  encoded, in TFDS' shuffled order).
+  """
+  if split not in SPLIT_IDS:
+    raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
+  images = np.empty((num_examples, size, size, 3), dtype=np.uint8)
+  labels = np.empty((num_examples,), dtype=np.int64)
+  for i in range(num_examples):
+    images[i], labels[i] = make_example(seed, split, i, size)
+  return images, labels
 
 
 def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """JPEG bytes of a uint8 RGB image (PIL; no chroma subsampling)."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling=0)
-    return buf.getvalue()
+  """JPEG bytes of a uint8 RGB image (PIL; no chroma subsampling)."""
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format='JPEG', quality=quality, subsampling=0)
+  return buf.getvalue()
 
 
 @dataclasses.dataclass(eq=False)
 class SyntheticShapesConfig(tfds.core.BuilderConfig):
-    """Sizes and seed of one ``synthetic_shapes`` variant."""
+  """Sizes and seed of one ``synthetic_shapes`` variant."""
 
-    num_train: int = 0
-    num_validation: int = 0
-    seed: int = 0
+  num_train: int = 0
+  num_validation: int = 0
+  seed: int = 0
 
 
 class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
-    """Procedural 10-class shape dataset (see the module docstring)."""
+  """Procedural 10-class shape dataset (see the module docstring)."""
 
-    name = "synthetic_shapes"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES: ClassVar[dict[str, str]] = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
-        SyntheticShapesConfig(
-            name="default",
-            description="Quickstart size: 10,000 train / 1,000 validation.",
-            num_train=10_000,
-            num_validation=1_000,
-            seed=0,
+  name = 'synthetic_shapes'
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'Initial release.'}
+  BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
+      SyntheticShapesConfig(
+          name='default',
+          description='Quickstart size: 10,000 train / 1,000 validation.',
+          num_train=10_000,
+          num_validation=1_000,
+          seed=0,
+      ),
+      SyntheticShapesConfig(
+          name='tiny',
+          description='Tests and notebooks: 320 train / 160 validation.',
+          num_train=320,
+          num_validation=160,
+          seed=0,
+      ),
+  ]
+  DEFAULT_BUILDER_CONFIG_NAME = 'default'
+
+  @_tfds_utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS' default implementation lazily imports the `importlib_resources`
+    # backport for builders defined inside a package; that package is not
+    # among TFDS' declared requirements, and this builder needs no
+    # resource lookup, so point at this file directly.
+    return epath.Path(__file__)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        description=(
+            'Procedurally drawn 256x256 images of 10 shape classes with '
+            'random position, size, rotation and class-independent colours.'
         ),
-        SyntheticShapesConfig(
-            name="tiny",
-            description="Tests and notebooks: 320 train / 160 validation.",
-            num_train=320,
-            num_validation=160,
-            seed=0,
+        features=tfds.features.FeaturesDict(
+            {
+                'image': tfds.features.Image(
+                    shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format='jpeg'
+                ),
+                'label': tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+            }
         ),
-    ]
-    DEFAULT_BUILDER_CONFIG_NAME = "default"
+        supervised_keys=('image', 'label'),
+        homepage=None,
+    )
 
-    @_tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-        # TFDS' default implementation lazily imports the `importlib_resources`
-        # backport for builders defined inside a package; that package is not
-        # among TFDS' declared requirements, and this builder needs no
-        # resource lookup, so point at this file directly.
-        return epath.Path(__file__)
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    cfg = self.builder_config
+    return {
+        'train': self._generate_examples('train', cfg.num_train, cfg.seed),
+        'validation': self._generate_examples('validation', cfg.num_validation, cfg.seed),
+    }
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=(
-                "Procedurally drawn 256x256 images of 10 shape classes with "
-                "random position, size, rotation and class-independent colours."
-            ),
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(
-                        shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format="jpeg"
-                    ),
-                    "label": tfds.features.ClassLabel(names=list(CLASS_NAMES)),
-                }
-            ),
-            supervised_keys=("image", "label"),
-            homepage=None,
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download.
-        cfg = self.builder_config
-        return {
-            "train": self._generate_examples("train", cfg.num_train, cfg.seed),
-            "validation": self._generate_examples(
-                "validation", cfg.num_validation, cfg.seed
-            ),
-        }
-
-    def _generate_examples(self, split: str, num_examples: int, seed: int):
-        for i in range(num_examples):
-            image, label = make_example(seed, split, i)
-            # Pre-encoded bytes go straight into the record (TFDS would
-            # otherwise encode through TensorFlow, which is slower).
-            yield i, {"image": encode_jpeg(image), "label": label}
+  def _generate_examples(self, split: str, num_examples: int, seed: int):
+    for i in range(num_examples):
+      image, label = make_example(seed, split, i)
+      # Pre-encoded bytes go straight into the record (TFDS would
+      # otherwise encode through TensorFlow, which is slower).
+      yield i, {'image': encode_jpeg(image), 'label': label}
