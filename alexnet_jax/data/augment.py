@@ -1,26 +1,22 @@
 """Per-image preprocessing and augmentation from the AlexNet paper, in numpy.
 
-Reference: Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep
-Convolutional Neural Networks", NIPS 2012.
+The paper, Krizhevsky, Sutskever & Hinton, "ImageNet Classification with Deep Convolutional Neural
+Networks" (NIPS 2012), describes them in two places:
 
-* Section 2: images are down-sampled so the shorter side is 256, then the
-  central 256x256 patch is kept; the "mean activity" over the training set is
-  subtracted from each pixel.
-* Section 4.1: training uses random 224x224 patches and their horizontal
-  reflections, plus "PCA colour augmentation" (a random multiple of the
-  principal components of RGB pixel values is added to every pixel).  At test
-  time the network averages its softmax over ten patches: the four corner
-  patches, the centre patch, and their reflections.
+- Section 2: images are down-sampled so the shorter side is 256, then the central 256x256 patch
+  is kept; the "mean activity" over the training set is subtracted from each pixel.
+- Section 4.1: training uses random 224x224 patches and their horizontal reflections, plus "PCA
+  colour augmentation" (a random multiple of the principal components of RGB pixel values is
+  added to every pixel). At test time the network averages its softmax over ten patches: the four
+  corner patches, the centre patch, and their reflections.
 
-Everything here runs on the host inside data-loader worker processes, once per
-image, so it deliberately uses only numpy and PIL (no JAX/TensorFlow import:
-workers should not initialise an accelerator runtime).  All randomness comes
-from an explicit ``np.random.Generator`` so that a pipeline which seeds the
-generator per (epoch, example) is exactly reproducible.
+Everything here runs on the host inside data-loader worker processes, once per image, so it uses
+only numpy and PIL on purpose: no JAX or TensorFlow import, since workers should not initialise an
+accelerator runtime. All randomness comes from an explicit `np.random.Generator`, so a pipeline
+that seeds the generator per (epoch, example) is exactly reproducible.
 
-Conventions: images are HxWx3 arrays in RGB order; pixel values are in 0..255
-units throughout (uint8 before the float conversion, float32 after), and the
-colour statistics below are in the same units.
+Conventions: images are HxWx3 arrays in RGB order; pixel values are in 0..255 units throughout
+(uint8 before the float conversion, float32 after), and so are the colour statistics below.
 """
 
 from __future__ import annotations
@@ -57,21 +53,18 @@ __all__ = [
     'eigval_on_imagenet_scale',
 ]
 
-# ---------------------------------------------------------------------------
-# ImageNet colour statistics, 0..255 pixel units.
+# --- ImageNet colour statistics, 0..255 pixel units ---
 #
-# These are NOT numbers from the 2012 paper (which does not publish them).
-# They are the widely used ILSVRC-2012 values that were published with later
-# ImageNet training code (the per-channel mean, and the eigen-decomposition of
-# the RGB covariance originally given in 0..1 units, rescaled here by 255).
-# Use compute_pca_statistics() to derive them from your own training set.
-# ---------------------------------------------------------------------------
+# These are NOT numbers from the 2012 paper, which does not publish them. They are the widely used
+# ILSVRC-2012 values published with later ImageNet training code: the per-channel mean, and the
+# eigen-decomposition of the RGB covariance originally given in 0..1 units, rescaled here by 255.
+# compute_pca_statistics() derives them from your own training set.
 IMAGENET_MEAN_RGB = (123.68, 116.779, 103.939)
 
 IMAGENET_PCA_EIGVAL = tuple(v * 255.0 for v in (0.2175, 0.0188, 0.0045))
 
-# Columns are the eigenvectors (column i pairs with IMAGENET_PCA_EIGVAL[i]);
-# rows are the R, G, B components.
+# Columns are the eigenvectors (column i pairs with IMAGENET_PCA_EIGVAL[i]); rows are the R, G, B
+# components.
 IMAGENET_PCA_EIGVEC = (
     (-0.5675, 0.7192, 0.4009),
     (-0.5808, -0.0045, -0.8140),
@@ -99,9 +92,7 @@ def _check_crop(image: np.ndarray, size: int) -> tuple[int, int]:
   return h, w
 
 
-# ---------------------------------------------------------------------------
-# Resizing (Section 2)
-# ---------------------------------------------------------------------------
+# --- Resizing (section 2) ---
 
 
 def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -117,19 +108,12 @@ def _pil_resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """Rescale so the shorter side is ``size``, then keep the central square.
+  """Rescales a uint8 RGB `image` so its shorter side is `size`, then keeps the central square.
 
-  Paper, Section 2: "given a rectangular image, we first rescaled the image
-  such that the shorter side was of length 256, and then cropped out the
-  central 256x256 patch from the resulting image."
-
-  Args:
-    image: uint8 HxWx3 RGB image.
-    size: target side length (256 in the paper).
-
-  Returns:
-    uint8 ``size x size x 3`` array.  The crop follows ``center_crop``'s
-    convention (an odd margin puts the extra pixel at the bottom/right).
+  Section 2: "given a rectangular image, we first rescaled the image such that the shorter side
+  was of length 256, and then cropped out the central 256x256 patch from the resulting image."
+  The result is a uint8 `size` x `size` x 3 array; the crop follows `center_crop`'s convention
+  (an odd margin puts the extra pixel at the bottom/right).
   """
   _check_image(image)
   h, w = image.shape[:2]
@@ -143,19 +127,12 @@ def resize_shorter_and_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-  """Resize an (already square) image directly to ``size x size`` with PIL.
+  """Resizes an (already square) uint8 image directly to `size` x `size` with PIL.
 
-  Used when the dataset has been stored pre-cropped at some square size
-  (e.g. 256x256 per Section 2) and a different working resolution is wanted
-  (e.g. 146 -> random 128 crops for fast experiments).
-
-  Args:
-    image: uint8 HxWx3 image; a non-square input is resized anyway and its
-      aspect ratio is NOT preserved.
-    size: output side length.
-
-  Returns:
-    uint8 ``size x size x 3`` array.
+  Used when the dataset has been stored pre-cropped at some square size (e.g. 256x256 per
+  section 2) and a different working resolution is wanted (e.g. 146 -> random 128 crops for fast
+  experiments). A non-square `image` is resized anyway and its aspect ratio is NOT preserved; one
+  that is already `size` x `size` is returned as is, not copied.
   """
   _check_image(image)
   if image.shape[:2] == (size, size):
@@ -173,9 +150,7 @@ def to_resize_size(image: np.ndarray, resize_size: int) -> np.ndarray:
   return resize_shorter_and_center_crop(image, resize_size)
 
 
-# ---------------------------------------------------------------------------
-# Crops and reflections (Section 4.1)
-# ---------------------------------------------------------------------------
+# --- Crops and reflections (section 4.1) ---
 
 
 def _random_offsets(h: int, w: int, size: int, rng: np.random.Generator) -> tuple[int, int]:
@@ -188,16 +163,12 @@ def _random_offsets(h: int, w: int, size: int, rng: np.random.Generator) -> tupl
 
 
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-  """Take a uniformly random ``size x size`` window (Section 4.1).
+  """Takes a uniformly random `size` x `size` window (section 4.1), as a view.
 
-  The paper trains on "random 224x224 patches" of the 256x256 images.
-  Offsets are uniform over every valid position, both ends inclusive:
-  ``top = rng.integers(0, H - size + 1)`` is drawn first, then
-  ``left = rng.integers(0, W - size + 1)``.
-
-  Returns:
-    A view ``image[top:top+size, left:left+size]`` (no copy); copy it if you
-    need to mutate it.
+  The paper trains on "random 224x224 patches" of the 256x256 images. Offsets are uniform over
+  every valid position, both ends inclusive: `top = rng.integers(0, H - size + 1)` is drawn first,
+  then `left = rng.integers(0, W - size + 1)`. The result is the view
+  `image[top:top+size, left:left+size]`, not a copy: copy it if you need to mutate it.
   """
   h, w = _check_crop(image, size)
   top, left = _random_offsets(h, w, size, rng)
@@ -211,14 +182,11 @@ def _center_offsets(h: int, w: int, size: int) -> tuple[int, int]:
 
 
 def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """Take the central ``size x size`` window (Section 2 and test time).
+  """Takes the central `size` x `size` window (section 2 and test time), as a view of `image`.
 
-  ``top = (H - size) // 2`` and ``left = (W - size) // 2``: when the margin
-  ``H - size`` (or ``W - size``) is odd, the top (left) side gets the smaller
-  half and the extra pixel is dropped from the BOTTOM (RIGHT) side.
-
-  Returns:
-    A view of ``image`` (no copy).
+  `top = (H - size) // 2` and `left = (W - size) // 2`: when the margin `H - size` (or
+  `W - size`) is odd, the top (left) side gets the smaller half and the extra pixel is dropped
+  from the BOTTOM (RIGHT) side.
   """
   h, w = _check_crop(image, size)
   top, left = _center_offsets(h, w, size)
@@ -226,12 +194,10 @@ def center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Horizontally reflect the image with probability 0.5 (Section 4.1).
+  """Reflects the image horizontally with probability 0.5 (section 4.1).
 
-  Draws exactly one ``rng.random()``; the image is flipped iff it is < 0.5.
-
-  Returns:
-    ``image[:, ::-1]`` (a negative-stride view, no copy) or ``image`` itself.
+  Draws exactly one `rng.random()` and flips iff it is < 0.5. The result is either
+  `image[:, ::-1]`, a negative-stride view (no copy), or `image` itself.
   """
   if rng.random() < 0.5:
     return image[:, ::-1]
@@ -239,20 +205,16 @@ def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """The ten test-time patches of Section 4.1.
+  """The ten test-time patches of section 4.1, as a new `[10, size, size, 3]` array.
 
-  "At test time, the network makes a prediction by extracting five 224x224
-  patches (the four corner patches and the center patch) as well as their
-  horizontal reflections ..., and averaging the predictions made by the
-  network's softmax layer on the ten patches."
+  "At test time, the network makes a prediction by extracting five 224x224 patches (the four
+  corner patches and the center patch) as well as their horizontal reflections ..., and averaging
+  the predictions made by the network's softmax layer on the ten patches."
 
-  Order along the first axis (fixed, so callers can rely on it):
-    0 centre (``center_crop`` convention), 1 top-left, 2 top-right,
-    3 bottom-left, 4 bottom-right, 5..9 the same five windows each
-    horizontally flipped (index ``i + 5`` is the reflection of index ``i``).
-
-  Returns:
-    A new ``[10, size, size, 3]`` array with ``image``'s dtype.
+  The array is a copy with `image`'s dtype. The order along its first axis is fixed, so callers can
+  rely on it: 0 the centre (`center_crop`'s convention), 1 top-left, 2 top-right, 3 bottom-left,
+  4 bottom-right, then 5..9 the same five windows each horizontally flipped (index `i + 5` is the
+  reflection of index `i`).
   """
   h, w = _check_crop(image, size)
   ct, cl = _center_offsets(h, w, size)
@@ -274,19 +236,16 @@ def ten_crop(image: np.ndarray, size: int) -> np.ndarray:
   return out
 
 
-# ---------------------------------------------------------------------------
-# Colour: PCA noise (Section 4.1) and mean subtraction (Section 2)
-# ---------------------------------------------------------------------------
+# --- Colour: PCA noise (section 4.1) and mean subtraction (section 2) ---
 
 
 def _add_per_channel(image: np.ndarray, vec: np.ndarray) -> np.ndarray:
-  """float32 ``image + vec`` for an HxWxC image and a (C,) vector.
+  """float32 `image + vec` for an HxWxC image and a (C,) vector.
 
-  Broadcasting a (3,) vector over HxWx3 makes numpy's innermost loop only 3
-  elements long, so the loop overhead, not the arithmetic, sets the time.
-  Viewing the image as H x (W*C) rows and tiling the vector over one row
-  gives inner loops of W*C elements instead.  Also fuses the uint8->float32
-  conversion.
+  Broadcasting a (3,) vector over HxWx3 makes numpy's innermost loop only 3 elements long, so the
+  loop overhead, not the arithmetic, sets the time. Viewing the image as H x (W*C) rows and tiling
+  the vector over one row gives inner loops of W*C elements instead. Also fuses the
+  uint8->float32 conversion.
   """
   h, w, c = image.shape
   rows = image.reshape(h, w * c)  # a view for crops of C-contiguous images
@@ -303,11 +262,11 @@ def _row_flip_index(width: int, channels: int = 3) -> np.ndarray:
 
 
 def window_rows(x: np.ndarray, top: int, left: int, size: int, flipped: bool) -> np.ndarray:
-  """``x[top:top+size, left:left+size]`` (reflected if ``flipped``) as size x (size*C) rows.
+  """`x[top:top+size, left:left+size]` (reflected if `flipped`) as size x (size*C) rows.
 
-  Converting or adding a ``[:, ::-1]`` view is slow for the same reason as
-  above (3-element inner loops); a fancy-index gather with a precomputed
-  index on the flat rows is faster and produces a contiguous copy.
+  Converting or adding a `[:, ::-1]` view is slow for the same reason as in `_add_per_channel`
+  (3-element inner loops); a fancy-index gather with a precomputed index on the flat rows is
+  faster and produces a contiguous copy.
   """
   c = x.shape[-1]
   rows = x[top : top + size, left : left + size].reshape(size, size * c)
@@ -317,7 +276,7 @@ def window_rows(x: np.ndarray, top: int, left: int, size: int, flipped: bool) ->
 
 
 def _pca_shift(eigval, eigvec, std: float, rng: np.random.Generator) -> np.ndarray | None:
-  """The per-image RGB offset ``eigvec @ (alpha * eigval)``, or None if std == 0."""
+  """The per-image RGB offset `eigvec @ (alpha * eigval)`, or None if std == 0."""
   if std == 0:
     # No draw is made, so disabling the augmentation does not need any
     # generator state and costs nothing.
@@ -338,32 +297,26 @@ def pca_color_noise(
     std: float,
     rng: np.random.Generator,
 ) -> np.ndarray:
-  """PCA colour augmentation ("fancy PCA"), Section 4.1.
+  """PCA colour augmentation ("fancy PCA"), section 4.1.
 
-  Adds the same RGB vector ``eigvec @ (alpha * eigval)`` to every pixel,
-  where ``alpha ~ N(0, std)`` has shape (3,) and is drawn once per call
-  (i.e. once per image per presentation; the paper uses std = 0.1).  The
-  shift therefore has covariance ``eigvec diag((std * eigval)**2) eigvec^T``.
+  Adds the same RGB vector `eigvec @ (alpha * eigval)` to every pixel of `image` (an HxWx3 float
+  image in 0..255 units, not modified), where `eigvec`'s COLUMNS are the eigenvectors and
+  `alpha ~ N(0, std)` has shape (3,) and is drawn once per call, i.e. once per image per
+  presentation (the paper uses std = 0.1). The shift therefore has covariance
+  `eigvec diag((std * eigval)**2) eigvec^T`.
 
-  Args:
-    image: float HxWx3 image in 0..255 units (not modified).
-    eigval: (3,) "eigenvalues" in 0..255 units, multiplied by alpha as in
-      the paper's formula.  Scale caveat: the formula is not scale
-      invariant (a true covariance eigenvalue has units of pixel^2), and the
-      published IMAGENET_PCA_EIGVAL (~55 for PC1) is far smaller than the
-      raw covariance eigenvalues compute_pca_statistics returns (order
-      10^3..10^4 for natural images in 0..255 units).  Pass the published
-      values, or computed ones converted to the same convention with
-      ``eigval_on_imagenet_scale`` (``255 * eig(cov(pixels / 255))``, what
-      ``python -m alexnet_jax.tools.colour_statistics`` stores).
-    eigvec: (3, 3) matrix whose COLUMNS are the eigenvectors.
-    std: standard deviation of alpha.  ``std == 0`` returns the image
-      unchanged (as float32) and draws nothing from ``rng``.
-    rng: numpy Generator; exactly one ``rng.normal(0, std, size=3)`` draw.
+  Each call makes exactly one `rng.normal(0, std, size=3)` draw, except that `std == 0` draws
+  nothing from `rng` and returns the image unchanged as float32. The result is a float32 HxWx3
+  array, a new one unless `std == 0` and `image` was already float32. Statistics whose shapes are
+  not (3,) and (3, 3) raise ValueError (checked only when `std != 0`).
 
-  Returns:
-    float32 HxWx3 array (a new array unless std == 0 and the input was
-    already float32).
+  Scale caveat: `eigval`, in 0..255 units, multiplies alpha as in the paper's formula, which is
+  not scale invariant (a true covariance eigenvalue has units of pixel^2). The published
+  `IMAGENET_PCA_EIGVAL` (~55 for PC1) is far smaller than the raw covariance eigenvalues
+  `compute_pca_statistics` returns (order 10^3..10^4 for natural images in 0..255 units). Pass the
+  published values, or computed ones converted to the same convention with
+  `eigval_on_imagenet_scale` (`255 * eig(cov(pixels / 255))`, what
+  `python -m alexnet_jax.tools.colour_statistics` stores).
   """
   image = np.asarray(image, dtype=np.float32)
   shift = _pca_shift(eigval, eigvec, std, rng)
@@ -373,16 +326,11 @@ def pca_color_noise(
 
 
 def subtract_mean(image: np.ndarray, mean) -> np.ndarray:
-  """Subtract the training-set "mean activity" (Section 2).
+  """Subtracts the training-set "mean activity" (section 2): float32 `image - mean`, always new.
 
-  Args:
-    image: HxWx3 image (any real dtype; computed in float32).
-    mean: anything broadcastable to the image: a per-channel (3,) vector
-      (the common simplification) or a full HxWx3 mean image (the paper's
-      choice; it must then match the image's spatial size).
-
-  Returns:
-    float32 array ``image - mean`` (always a new array).
+  `image` may have any real dtype (the subtraction is computed in float32). `mean` is anything
+  that broadcasts to the HxWx3 image: a per-channel (3,) vector (the common simplification) or a
+  full HxWx3 mean image (the paper's choice, which must then match the image's spatial size).
   """
   mean = np.asarray(mean, dtype=np.float32)
   image = np.asarray(image)
@@ -392,9 +340,7 @@ def subtract_mean(image: np.ndarray, mean) -> np.ndarray:
   return np.subtract(image, mean, dtype=np.float32)
 
 
-# ---------------------------------------------------------------------------
-# Full per-image transforms
-# ---------------------------------------------------------------------------
+# --- Full per-image transforms ---
 
 
 def crop_offset_to_float(
@@ -408,19 +354,18 @@ def crop_offset_to_float(
     resize_size: int,
     out: np.ndarray | None = None,
 ) -> np.ndarray:
-  """float32 ``window(image) + offset - window(mean)`` in as few passes as possible.
+  """float32 `window(image) + offset - window(mean)` in as few passes as possible.
 
-  ``offset`` is a (3,) float32 vector (PCA shift, or zeros).  A per-channel
-  mean folds into it, so the whole output is ONE fused uint8->float32 add
-  over image_size^2 pixels.  A mean image stored at the pre-crop resolution
-  (resize_size^2, as in the paper, where the mean is subtracted before
-  cropping) is cut with the same window and reflection as the image, which
-  is equivalent to subtracting it before the crop; a crop-sized mean image
-  (when resize_size != image_size) is used as is.
+  `offset` is a (3,) float32 vector (PCA shift, or zeros). A per-channel mean folds into it, so
+  the whole output is ONE fused uint8->float32 add over size^2 pixels. A mean image stored at the
+  pre-crop resolution (resize_size^2, as in the paper, where the mean is subtracted before
+  cropping) is cut with the same window and reflection as the image, which is equivalent to
+  subtracting it before the crop; a crop-sized mean image (when resize_size != size) is used as
+  is, and any other shape raises ValueError.
 
-  ``out``, a C-contiguous float32 (size, size, C) array, receives the
-  result (a batch assembler passes one row of its batch, so the pixels are
-  written once, straight into the batch); otherwise a new array is made.
+  `out`, a C-contiguous float32 (size, size, C) array, receives the result (a batch assembler
+  passes one row of its batch, so the pixels are written once, straight into the batch);
+  otherwise a new array is made.
   """
   mean = np.asarray(mean, dtype=np.float32)
   c = image.shape[-1]
@@ -448,7 +393,10 @@ def crop_offset_to_float(
 
 
 def resized_for_crop(image_uint8: np.ndarray, image_size: int, resize_size: int):
-  """The image at resize_size, and its height and width, checked to fit a crop of image_size."""
+  """The image at `resize_size`, and its height and width, checked to fit a crop of `image_size`.
+
+  A `resize_size` below `image_size` raises ValueError.
+  """
   if resize_size < image_size:
     raise ValueError(f'resize_size {resize_size} < image_size {image_size}')
   image = to_resize_size(image_uint8, resize_size)
@@ -468,37 +416,25 @@ def train_transform(
     flip: bool,
     rng: np.random.Generator,
 ) -> np.ndarray:
-  """Training-time pipeline: Sections 2 and 4.1 combined.
+  """Training-time pipeline: sections 2 and 4.1 combined, into a new float32 array.
 
-  Steps: resize to ``resize_size`` if needed (square input -> resize_square,
-  otherwise resize_shorter_and_center_crop), ``random_crop`` to
-  ``image_size``, ``random_flip`` (if ``flip``), float32, ``pca_color_noise``
-  (std ``pca_std``), ``subtract_mean``.
+  Steps: resize the uint8 RGB image to `resize_size` (256 in the paper) if needed (a square input
+  with `resize_square`, any other with `resize_shorter_and_center_crop`), `random_crop` to
+  `image_size` (224), `random_flip` if `flip`, float32, `pca_color_noise` with std `pca_std`
+  (0.1 in the paper; 0 disables it), `subtract_mean`. The result is a freshly allocated
+  `image_size` x `image_size` x 3 array. `eigval` and `eigvec` are the RGB PCA statistics in
+  0..255 units, eigenvectors as columns; `mean` is a per-channel (3,) mean or a mean image of
+  shape (image_size, image_size, 3) or (resize_size, resize_size, 3), the latter cut with the same
+  window and reflection as the image.
 
-  Generator draws, in order: crop row offset, crop column offset, flip coin
-  (only if ``flip``), alpha (3 normals, only if ``pca_std > 0``) -- the same
-  sequence as calling the individual functions one after the other, so the
-  result is a deterministic function of the generator state.
+  Generator draws, in order: crop row offset, crop column offset, flip coin (only if `flip`),
+  alpha (3 normals, only if `pca_std > 0`) -- the same sequence as calling the individual
+  functions one after the other, so the result is a deterministic function of the generator
+  state.
 
-  Speed: the crop is never materialised in uint8 (except as the flip
-  gather), the float conversion only touches image_size^2 pixels, and the
-  PCA shift plus a per-channel mean fold into one (3,) offset applied in
-  the same pass as the conversion.
-
-  Args:
-    image_uint8: uint8 HxWx3 RGB image.
-    image_size: output side (224 in the paper).
-    resize_size: side of the stored/rescaled square (256 in the paper).
-    eigval, eigvec: RGB PCA statistics, 0..255 units, eigenvectors as columns.
-    pca_std: std of the PCA alpha (0.1 in the paper; 0 disables).
-    mean: per-channel (3,) mean, or a mean image of shape
-      (image_size, image_size, 3) or (resize_size, resize_size, 3) (the
-      latter is cut with the same window and reflection as the image).
-    flip: whether to apply random horizontal reflection.
-    rng: numpy Generator.
-
-  Returns:
-    float32 ``image_size x image_size x 3`` array (freshly allocated).
+  Speed: the crop is never materialised in uint8 (except as the flip gather), the float
+  conversion only touches image_size^2 pixels, and the PCA shift plus a per-channel mean fold into
+  one (3,) offset applied in the same pass as the conversion.
   """
   image, h, w = resized_for_crop(image_uint8, image_size, resize_size)
   top, left, flipped, offset = train_draws(
@@ -525,13 +461,12 @@ def train_draws(
     flip: bool,
     rng: np.random.Generator,
 ) -> tuple[int, int, bool, np.ndarray]:
-  """``train_transform``'s random choices for an h x w image, without touching pixels.
+  """`train_transform`'s random choices for an h x w image, without touching pixels.
 
-  Returns ``(top, left, flipped, offset)``: the crop window, the reflection
-  and the (3,) float32 PCA colour shift (zeros if ``pca_std == 0``), drawn
-  in ``train_transform``'s order.  A pipeline that draws per example and
-  converts pixels per batch (``input_pipeline``) calls this, then
-  ``crop_offset_to_float`` with ``out=`` a row of the batch.
+  Returns `(top, left, flipped, offset)`: the crop window, the reflection and the (3,) float32
+  PCA colour shift (zeros if `pca_std == 0`), drawn in `train_transform`'s order. A pipeline that
+  draws per example and converts pixels per batch (`pipeline.TrainTransform` and `TrainBatch`)
+  calls this, then `crop_offset_to_float` with `out=` a row of the batch.
   """
   top, left = _random_offsets(h, w, image_size, rng)
   flipped = bool(flip) and rng.random() < 0.5
@@ -547,13 +482,11 @@ def eval_transform(
     resize_size: int,
     mean,
 ) -> np.ndarray:
-  """Evaluation pipeline: resize (Section 2), centre crop, subtract mean.
+  """Evaluation pipeline: resize (section 2), centre crop, subtract mean.
 
-  The single-centre-crop evaluation; see ``ten_crop`` for the Section 4.1
-  ten-patch test.  ``mean`` is as in ``train_transform``.
-
-  Returns:
-    float32 ``image_size x image_size x 3`` array (freshly allocated).
+  The single-centre-crop evaluation; see `ten_crop` for section 4.1's ten-patch test. `mean` is as
+  in `train_transform`. The result is a freshly allocated float32 `image_size` x `image_size` x 3
+  array.
   """
   image, h, w = resized_for_crop(image_uint8, image_size, resize_size)
   top, left = _center_offsets(h, w, image_size)
@@ -568,20 +501,16 @@ def ten_crop_transform(
     resize_size: int,
     mean,
 ) -> np.ndarray:
-  """Section 4.1's test-time input: the ten patches of ``ten_crop``, mean subtracted.
+  """Section 4.1's test-time input: the ten patches of `ten_crop`, mean subtracted.
 
-  Resize as in ``eval_transform``, cut the ten patches (order as in
-  ``ten_crop``: index 0 is ``eval_transform``'s centre crop), subtract the
-  mean.  ``mean`` may be a per-channel (3,) vector, a crop-sized
-  (image_size, image_size, 3) image used as is for every patch (unless
-  image_size == resize_size), a
-  (resize_size, resize_size, 3) mean image -- cut with the same ten windows
-  and reflections, i.e. subtracted before cropping as in Section 2 -- or
-  that image already cut by ``ten_crop`` (10, image_size, image_size, 3),
-  which lets a caller cut it once instead of once per image.
-
-  Returns:
-    float32 ``[10, image_size, image_size, 3]`` array (freshly allocated).
+  Resizes as in `eval_transform`, cuts the ten patches (order as in `ten_crop`: index 0 is
+  `eval_transform`'s centre crop) and subtracts the mean, into a freshly allocated float32
+  `[10, image_size, image_size, 3]` array. `mean` may be a per-channel (3,) vector, a crop-sized
+  (image_size, image_size, 3) image used as is for every patch (unless image_size ==
+  resize_size), a (resize_size, resize_size, 3) mean image -- cut with the same ten windows and
+  reflections, i.e. subtracted before cropping as in section 2 -- or that image already cut by
+  `ten_crop` (10, image_size, image_size, 3), which lets a caller cut it once instead of once per
+  image. Any other shape raises ValueError.
   """
   image, _, _ = resized_for_crop(image_uint8, image_size, resize_size)
   crops = ten_crop(image, image_size)
@@ -604,37 +533,30 @@ def ten_crop_transform(
   return np.subtract(crops, mean, dtype=np.float32)
 
 
-# ---------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------
+# --- Statistics ---
 
 
 def compute_pca_statistics(images: Iterable[np.ndarray]):
-  """Per-channel mean and PCA of the RGB pixel covariance (Section 4.1).
+  """Per-channel mean and PCA of the RGB pixel covariance (section 4.1).
 
-  "We perform PCA on the set of RGB pixel values throughout the ImageNet
-  training set."  Streams over ``images`` and never holds more than one
-  image's pixels: each image's mean and centred scatter matrix are computed
-  in float64 and merged with the pairwise (Chan et al.) update, which avoids
-  the cancellation of the naive sum-of-squares formula over ~10^11 pixels.
+  "We perform PCA on the set of RGB pixel values throughout the ImageNet training set." Streams
+  over `images`, uint8 HxWx3 RGB arrays whose sizes may differ, and never holds more than one
+  image's pixels: each image's mean and centred scatter matrix are computed in float64 and merged
+  with the pairwise (Chan et al.) update, which avoids the cancellation of the naive
+  sum-of-squares formula over ~10^11 pixels. An image that is not HxWx3, or fewer than two pixels
+  in all, raise ValueError.
 
-  Args:
-    images: iterable of uint8 HxWx3 RGB arrays (sizes may differ).
+  Returns `(mean_rgb, eigval, eigvec)`, float64 arrays of shapes (3,), (3,) and (3, 3): the pixel
+  mean; the eigenvalues of the sample covariance (normalised by N - 1, like `np.cov`) in
+  DESCENDING order; and the matching unit eigenvectors as COLUMNS, each sign-normalised so that
+  its largest-magnitude component is positive (any sign is equally valid for the augmentation,
+  since alpha is symmetric).
 
-  Returns:
-    ``(mean_rgb, eigval, eigvec)`` as float64 arrays of shapes (3,), (3,),
-    (3, 3): the pixel mean; the eigenvalues of the sample covariance
-    (normalised by N - 1, like ``np.cov``) in DESCENDING order; and the
-    matching unit eigenvectors as COLUMNS, each sign-normalised so that its
-    largest-magnitude component is positive (any sign is equally valid for
-    the augmentation, since alpha is symmetric).
-
-  Scale: ``eigval`` is the raw covariance spectrum of 0..255 pixels
-  (pixel^2 units, order 10^3..10^4 for natural images).  It is NOT on the
-  scale of ``IMAGENET_PCA_EIGVAL``, which is ``255 * eig(cov(pixels / 255))``
-  ``= eig(cov(pixels)) / 255``; convert with ``eigval_on_imagenet_scale``
-  before passing it to ``pca_color_noise`` / ``augment.pca_eigval`` (the
-  ``python -m alexnet_jax.tools.colour_statistics`` command stores the converted values).
+  Scale: `eigval` is the raw covariance spectrum of 0..255 pixels (pixel^2 units, order
+  10^3..10^4 for natural images). It is NOT on the scale of `IMAGENET_PCA_EIGVAL`, which is
+  `255 * eig(cov(pixels / 255)) = eig(cov(pixels)) / 255`; convert it with
+  `eigval_on_imagenet_scale` before passing it to `pca_color_noise` or `augment.pca_eigval` (the
+  `python -m alexnet_jax.tools.colour_statistics` command stores the converted values).
   """
   n = 0
   mean = np.zeros(3, dtype=np.float64)
@@ -663,8 +585,8 @@ def compute_pca_statistics(images: Iterable[np.ndarray]):
 def pca_of_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Eigenvalues (descending) and unit eigenvectors (COLUMNS) of a 3x3 covariance.
 
-  Each eigenvector's sign is fixed so that its largest-magnitude component
-  is positive, which makes the output a deterministic function of ``cov``.
+  Each eigenvector's sign is fixed so that its largest-magnitude component is positive, which
+  makes the output a deterministic function of `cov`.
   """
   eigval, eigvec = np.linalg.eigh(np.asarray(cov, dtype=np.float64))  # ascending
   eigval, eigvec = eigval[::-1].copy(), eigvec[:, ::-1].copy()
@@ -675,13 +597,12 @@ def pca_of_covariance(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def eigval_on_imagenet_scale(cov_eigval) -> np.ndarray:
-  """Covariance eigenvalues of 0..255 pixels -> the scale of ``IMAGENET_PCA_EIGVAL``.
+  """Covariance eigenvalues of 0..255 pixels -> the scale of `IMAGENET_PCA_EIGVAL`.
 
-  The published ImageNet values (0.2175, 0.0188, 0.0045) are eigenvalues
-  of the covariance of pixels in 0..1; ``IMAGENET_PCA_EIGVAL`` multiplies
-  them by 255 (once, not 255^2) so that ``pca_color_noise``'s shift
-  ``eigvec @ (alpha * eigval)`` comes out in 0..255 units.  A covariance
-  of 0..255 pixels is 255^2 times the 0..1 one, so its eigenvalues map to
-  that scale by dividing by 255: ``255 * (lambda / 255^2) = lambda / 255``.
+  The published ImageNet values (0.2175, 0.0188, 0.0045) are eigenvalues of the covariance of
+  pixels in 0..1; `IMAGENET_PCA_EIGVAL` multiplies them by 255 (once, not 255^2) so that
+  `pca_color_noise`'s shift `eigvec @ (alpha * eigval)` comes out in 0..255 units. A covariance
+  of 0..255 pixels is 255^2 times the 0..1 one, so its eigenvalues map to that scale by dividing
+  by 255: `255 * (lambda / 255^2) = lambda / 255`.
   """
   return np.asarray(cov_eigval, dtype=np.float64) / 255.0

@@ -1,12 +1,12 @@
-"""Datasets built into ``alexnet_jax``.
+"""Datasets built into `alexnet_jax`.
 
-Importing this package registers the ``synthetic_shapes`` TFDS builder, so
-``tfds.builder('synthetic_shapes/tiny')`` and
-``tfds.data_source('synthetic_shapes', ...)`` work like for any TFDS dataset.
+Importing this package registers the `synthetic_shapes` TFDS builder, so that
+`tfds.builder('synthetic_shapes/tiny')` and `tfds.data_source('synthetic_shapes', ...)` work as
+for any TFDS dataset.
 
-``image_folder`` turns your own images (a folder per class, or a CSV of labels)
-into a prepared TFDS dataset (``python -m alexnet_jax.tools.prepare --folder=...``);
-it is not imported here: a prepared dataset is read back without it.
+`image_folder` turns your own images (a folder per class, or a CSV of labels) into a prepared TFDS
+dataset (`python -m alexnet_jax.tools.prepare --folder=...`); it is not imported here: a prepared
+dataset is read back without it.
 """
 
 from __future__ import annotations
@@ -32,18 +32,13 @@ _NEEDS_TF_MSG = (
 
 
 def ensure_prepared(name: str, data_dir: str | None = None) -> None:
-  """Prepares TFDS dataset ``name`` in ArrayRecord format unless it already is.
+  """Prepares TFDS dataset `name` in ArrayRecord format unless it already is.
 
-  Args:
-    name: a TFDS name, optionally with config and version, e.g.
-      ``'synthetic_shapes/tiny'`` or ``'imagenet2012'``.
-    data_dir: TFDS data directory (``None``: TFDS' default, ``~/tensorflow_datasets``
-      or ``$TFDS_DATA_DIR``).
-
-  Raises:
-    ConfigError: the dataset is not prepared and TensorFlow is not
-      installed, or it is prepared but not in a random-access format that
-      ``tfds.data_source`` can read.
+  `name` may carry a config and version (`'synthetic_shapes/tiny'`, `'imagenet2012'`);
+  `data_dir=None` means TFDS' default (`~/tensorflow_datasets`, or `$TFDS_DATA_DIR`). Raises a
+  ConfigError, saying what to do, when the dataset is not prepared and TensorFlow (which preparing
+  needs) is not installed, or when it is prepared but not as ArrayRecord, the random-access format
+  `tfds.data_source` reads.
   """
   builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():
