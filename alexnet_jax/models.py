@@ -126,16 +126,28 @@ def validate(config: ModelConfig) -> None:
   smallest, layer, channels = min_width(config.towers)
   if not smallest <= config.width < math.inf:  # also NaN
     raise ValueError(
-        f'model.width={config.width} must be finite and at least {config.towers}/{channels} '
-        f"(about {math.ceil(smallest * 1e4) / 1e4}): below that, {layer}'s {channels} channels "
-        'give a tower less than one channel. The paper is 1.0.'
+        f'model.width={config.width} must be finite and at least {config.towers}/{channels}: '
+        f"below that, {layer}'s {channels} channels give a tower less than one channel. The "
+        f'smallest width that builds is {working_width(smallest, config.towers)}; the paper is 1.0.'
     )
-  for channels in [c for _, _, _, c, _ in CONV_LAYERS] + [FC_UNITS]:
+  for channels in LAYER_CHANNELS:
     if scaled(channels, config.width) % config.towers:
       raise ValueError(
           f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
-          f' channels, which {config.towers} towers cannot split evenly.'
+          f' channels, which {config.towers} towers cannot split evenly; the next width that'
+          f' splits every layer is {working_width(config.width, config.towers)}.'
       )
+
+
+def working_width(width: float, towers: int) -> float:
+  """The smallest width >= `width` (in steps of 1e-4) whose every layer splits over `towers`."""
+  w = math.ceil(width * 1e4 - 1e-6) / 1e4
+  while any(scaled(c, w) % towers or scaled(c, w) < towers for c in LAYER_CHANNELS):
+    w = round(w + 1e-4, 4)
+  return w
+
+
+LAYER_CHANNELS = tuple(c for _, _, _, c, _ in CONV_LAYERS) + (FC_UNITS,)
 
 
 def min_width(towers: int) -> tuple[float, str, int]:

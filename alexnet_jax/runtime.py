@@ -181,6 +181,8 @@ def set_malloc(
   """Sets MALLOC_SETTINGS unless `malloc_reason_to_skip` says otherwise: 'set', or why not."""
   global _malloc_applied
   real = mallopt is None  # a test's stand-in must not mark this process as set
+  if real and _malloc_applied:
+    return 'already set'
   mallopt = mallopt or _mallopt()
   if mallopt is None:
     return 'left alone (not glibc)'

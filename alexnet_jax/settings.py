@@ -33,8 +33,8 @@ class LoopConfig:
   eval_every_steps: int = -1  # -1: once per epoch
   checkpoint_every_steps: int = 5000
   keep_checkpoints: int = 3
-  profile_steps: int = 0
-  final_eval_crops: int = 1  # the last evaluation's crops: 1 or section 4.1's 10
+  profile_steps: int = 5
+  final_eval_crops: int = 10  # the final test: section 4.1's ten patches (1: the centre crop)
   seed: int = 0
 
 
@@ -54,7 +54,15 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
   """The typed settings of `config`; ConfigError for the first field that cannot work."""
   validate(config)
   aug = config.augment
-  mean, eigval, eigvec = colour.load_colour_statistics(config)
+  mean, eigval, eigvec = colour.load_colour_statistics(
+      mean=aug.get('mean', 'rgb'),
+      stats_file=aug.get('stats_file'),
+      mean_rgb=aug.mean_rgb,
+      pca_eigval=aug.pca_eigval,
+      pca_eigvec=aug.pca_eigvec,
+      resize_size=config.resize_size,
+      dataset=config.dataset,
+  )
   std = aug.std_rgb
   augment = pipeline.AugmentConfig(
       flip=bool(aug.flip),

@@ -94,7 +94,8 @@ def error_rates(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Ar
 
   The label's rank is the number of other classes it does not strictly beat: a tie counts
   against the label, so a network whose logits are all equal (dead or collapsed) is wrong on
-  every example, not right, and a NaN logit never counts as a hit. Counting instead of sorting
+  every example, not right, and so is a NaN network (with more than five classes, for
+  top-5). Counting instead of sorting
   keeps each example's work on its own device: `top_k` on a batch-sharded array makes XLA gather
   the logits.
   """

@@ -26,16 +26,23 @@ def path(name: str) -> str:
   return os.path.join(_HERE, f'{stem}.py') + sep + arg
 
 
+def _resolved(value: str) -> str:
+  file = value.partition(':')[0]
+  stem = os.path.splitext(os.path.basename(file))[0]
+  if not os.path.isfile(file) and stem in NAMES and os.path.dirname(file) in ('', 'configs'):
+    return path(value)
+  return value
+
+
 def resolve_config_flags(argv: list[str], flag: str = 'config') -> list[str]:
-  """argv with `--config=NAME[:ARG]` pointing at the installed file when NAME is not a file."""
+  """argv with `--config=NAME[:ARG]` (or `--config NAME[:ARG]`) pointing at the installed file
+  when NAME is not a file here."""
   out = []
-  for token in argv:
+  for i, token in enumerate(argv):
     prefix = f'--{flag}='
     if token.startswith(prefix):
-      value = token[len(prefix) :]
-      file = value.partition(':')[0]
-      stem = os.path.splitext(os.path.basename(file))[0]
-      if not os.path.exists(file) and stem in NAMES and os.path.dirname(file) in ('', 'configs'):
-        token = prefix + path(value)
+      token = prefix + _resolved(token[len(prefix) :])
+    elif i > 0 and argv[i - 1] == f'--{flag}':
+      token = _resolved(token)
     out.append(token)
   return out

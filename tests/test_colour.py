@@ -149,7 +149,8 @@ def test_stats_file_replaces_the_per_channel_constants(tiny_data_dir, stats_file
   path, stats = stats_file
   config = tiny_config()
   config.augment.stats_file = path
-  mean, eigval, eigvec = colour.load_colour_statistics(config)
+  aug = settings.from_config(config).data.augment  # the file, read where a run reads it
+  mean, eigval, eigvec = aug.mean, aug.eigval, aug.eigvec
   np.testing.assert_array_equal(mean, stats['mean_rgb'].astype(np.float32))
   np.testing.assert_array_equal(eigval, stats['pca_eigval'].astype(np.float32))
   np.testing.assert_array_equal(eigvec, stats['pca_eigvec'].astype(np.float32))

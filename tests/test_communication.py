@@ -112,7 +112,7 @@ def test_owt_does_not_all_reduce_the_fully_connected_gradients(audits):
   # their units (a slice per device).
   assert 0 <= found['all-reduce'] - (parameter_bytes() - fc67) < 128
   assert audits['owt']['param_bytes_per_device'] == parameter_bytes() - fc67 + fc67 // 8
-  # The exchange: every device gathers all examples' conv features (and labels) before fc6.
+  # The exchange: every device gathers all examples' conv features before fc6.
   sizes = models.feature_sizes(SIZE)
   features = sizes['pool5'] ** 2 * models.scaled(256, WIDTH)
   gathered = [c.shapes[0][1] for c in audits['owt']['collectives'] if c.kind == 'all-gather']

@@ -263,9 +263,24 @@ def test_too_small_widths_name_the_field_and_the_smallest_width(width, towers):
     models.validate(dataclasses.replace(PAPER, width=width, towers=towers))
   message = str(error.value)
   assert f'{towers}/96' in message, message
-  # The decimal it names is rounded up, so that it passes the check itself.
-  named = float(message.split('about ')[1].split(')')[0])
-  assert smallest <= named < smallest + 1e-4, message
+  # The width it names builds (every layer splits over the towers), and is the smallest that does
+  # to the 1e-4 it is written in: just below it, validate refuses.
+  named = float(message.split('builds is ')[1].split(';')[0])
+  assert smallest <= named < smallest + 0.01, message
+  models.validate(dataclasses.replace(PAPER, width=named, towers=towers))
+  with pytest.raises(ValueError, match='model.width'):
+    models.validate(dataclasses.replace(PAPER, width=round(named - 1e-4, 4), towers=towers))
+
+
+def test_a_width_whose_layers_do_not_split_names_the_next_one_that_does():
+  """0.3 gives conv1 round(28.8) = 29 channels, which two towers cannot split: the message
+  names the next width up whose every layer splits, checked here by hand."""
+  with pytest.raises(ValueError, match='cannot split evenly') as error:
+    models.validate(dataclasses.replace(PAPER, width=0.3, towers=2))
+  named = float(str(error.value).split('splits every layer is ')[1].rstrip('.'))
+  assert named > 0.3
+  assert all(round(c * named) % 2 == 0 for c in PAPER_CHANNELS), named
+  models.validate(dataclasses.replace(PAPER, width=named, towers=2))
 
 
 def test_the_smallest_width_and_the_tests_width_build_models():

@@ -220,6 +220,28 @@ def test_configure_says_what_it_set_and_sets_it():
   assert 'RuntimeWarning' not in out.stderr
 
 
+def test_configure_again_after_jax_started_adds_nothing_and_does_not_warn():
+  """A notebook's first cell run a second time: the process is already tuned, nothing is late."""
+  code = (
+      'import warnings\n'
+      'from alexnet_jax import runtime\n'
+      'first = runtime.configure()\n'
+      'import jax\n'
+      'jax.numpy.ones(1).block_until_ready()\n'
+      'with warnings.catch_warnings(record=True) as caught:\n'
+      '  warnings.simplefilter("always")\n'
+      '  second = runtime.configure()\n'
+      'print(len(caught), second.xla_flags, second.malloc, bool(first.xla_flags))\n'
+  )
+  out = run_python(code)
+  assert out.returncode == 0, out.stderr[-2000:]
+  caught, rest = out.stdout.strip().split('\n')[-1].split(' ', 1)
+  assert caught == '0', out.stdout
+  assert rest.startswith('() '), out.stdout  # no XLA flag added twice
+  if runtime._mallopt() is not None:
+    assert 'already set' in rest, out.stdout
+
+
 def test_configure_after_jax_started_warns_that_it_is_too_late():
   code = (
       'import warnings, jax\n'

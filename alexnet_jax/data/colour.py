@@ -116,16 +116,23 @@ def _read(path: str) -> dict[str, np.ndarray]:
   return stats
 
 
-def load_colour_statistics(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(mean, pca_eigval, pca_eigvec) as float32 for the transforms, from the config or its file.
+def load_colour_statistics(
+    *,
+    mean: str,
+    stats_file: str | None,
+    mean_rgb,
+    pca_eigval,
+    pca_eigvec,
+    resize_size: int,
+    dataset: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(mean, pca_eigval, pca_eigvec) as float32 for the transforms: the config's `augment.*`
+  constants, or those of its `augment.stats_file` (named as in the config, for the messages).
 
-  `mean` is (3,) for `augment.mean='rgb'`, or the (resize_size, resize_size, 3) mean image for
-  'image' (section 2), which the transforms cut with each crop's window. With
-  `augment.stats_file` set, all three come from that file; 'image' requires it.
+  The mean is (3,) for `mean='rgb'`, or the (resize_size, resize_size, 3) mean image for 'image'
+  (section 2), which the transforms cut with each crop's window; 'image' needs the file.
   """
-  aug = config.augment
-  kind = aug.get('mean', 'rgb')
-  path = aug.get('stats_file')
+  kind, path = mean, stats_file
   if kind not in ('rgb', 'image'):
     raise ConfigError(
         f"augment.mean={kind!r} must be 'rgb' (subtract augment.mean_rgb from "
@@ -139,12 +146,12 @@ def load_colour_statistics(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
           f'comes from a statistics file: compute it once with `{COMMAND}` and pass '
           '--config.augment.stats_file=FILE.npz, or use --config.augment.mean=rgb.'
       )
-    return tuple(np.asarray(v, np.float32) for v in (aug.mean_rgb, aug.pca_eigval, aug.pca_eigvec))
+    return tuple(np.asarray(v, np.float32) for v in (mean_rgb, pca_eigval, pca_eigvec))
   stats = _read(path)
-  if int(stats['resize_size']) != config.resize_size:
+  if int(stats['resize_size']) != resize_size:
     raise ConfigError(
         f'augment.stats_file={path!r} was computed at resize_size={int(stats["resize_size"])}, '
-        f'but this config uses resize_size={config.resize_size}: the mean image must match the '
+        f'but this config uses resize_size={resize_size}: the mean image must match the '
         f'resized images. Compute it again with `{COMMAND}` and this config, or set '
         f'--config.resize_size={int(stats["resize_size"])}.'
     )
@@ -157,18 +164,18 @@ def load_colour_statistics(config) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
       int(stats.get('num_images', -1)),
       stats.get('dataset', '?'),
   )
-  if 'dataset' in stats and str(stats['dataset']) != config.dataset:
+  if 'dataset' in stats and str(stats['dataset']) != dataset:
     logging.log_first_n(
         logging.WARNING,
         'augment.stats_file %s holds statistics of %s, not of %s.',
         1,
         path,
         str(stats['dataset']),
-        config.dataset,
+        dataset,
     )
-  mean = stats['mean_image'] if kind == 'image' else stats['mean_rgb']
+  chosen = stats['mean_image'] if kind == 'image' else stats['mean_rgb']
   return (
-      np.asarray(mean, np.float32),
+      np.asarray(chosen, np.float32),
       np.asarray(stats['pca_eigval'], np.float32),
       np.asarray(stats['pca_eigvec'], np.float32),
   )

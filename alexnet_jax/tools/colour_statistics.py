@@ -149,6 +149,10 @@ def main(argv, flags) -> None:
           f'Cannot write --output={output!r}: {directory} is not a directory you '
           'can write to. Pass a path in a writable directory.'
       )
+    # The statistics are what this computes: the data settings must not need a file yet.
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.augment.stats_file, config.augment.mean = None, 'rgb'
     stats = compute_statistics(settings.from_config(config).data, flags.max_images, flags.threads)
   except ConfigError as e:
     sys.stderr.write(f'\nError: {e}\n')
@@ -165,7 +169,10 @@ def run() -> None:
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file(
-      'config', None, 'Path to a config file, e.g. configs/alexnet.py.', lock_config=True
+      'config',
+      None,
+      'A config file (configs/alexnet.py) or an installed config by name (alexnet, quickstart).',
+      lock_config=True,
   )
   flags.DEFINE_string('output', None, 'Where to write the statistics (.npz).')
   flags.DEFINE_integer(
@@ -195,8 +202,9 @@ def run() -> None:
       problem = ' '.join(str(e).split()).rstrip('.')
       sys.stderr.write(
           f'\nError: {problem}. Usage: {COMMAND} '
-          '[--max_images=N] [--config.FIELD=VALUE ...], run from the repository '
-          'root; the config fields are listed in configs/alexnet.py.\n'
+          '[--max_images=N] [--config.FIELD=VALUE ...]; CONFIG is a config file or an '
+          'installed config by name (alexnet, quickstart:tiny); the config fields are listed in '
+          'configs/alexnet.py.\n'
       )
       sys.exit(2)
 

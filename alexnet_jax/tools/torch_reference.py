@@ -68,7 +68,7 @@ class TorchAlexNet(nn.Module):
     self.window, self.stride = models.POOLS[config.pool]
 
   def _lrn(self, x: torch.Tensor) -> torch.Tensor:
-    """Section 3.3 on each tower's channels, in float32 as in lrn.py."""
+    """Section 3.3 on each tower's channels, in float32 as in kernels.py."""
     if self.config.norm != 'lrn':
       return x
     lrn = self.config.lrn
