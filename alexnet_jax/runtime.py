@@ -142,14 +142,11 @@ def _mallopt() -> Callable[[int, int], int] | None:
 
 
 def accelerator_installed() -> bool:
-  """A JAX GPU or TPU plugin is importable (checked without starting JAX's backends)."""
-  try:
-    import jax_plugins  # noqa: F401  (namespace package of the CUDA and ROCm plugins)
-
-    if any(True for _ in pkgutil.iter_modules(jax_plugins.__path__)):
-      return True
-  except ImportError:
-    pass
+  """A JAX GPU or TPU plugin is importable (looked up without importing it or starting JAX)."""
+  # The CUDA and ROCm plugins are modules of the `jax_plugins` namespace package.
+  plugins = importlib.util.find_spec('jax_plugins')
+  if plugins is not None and any(pkgutil.iter_modules(plugins.submodule_search_locations or [])):
+    return True
   return any(importlib.util.find_spec(name) is not None for name in ACCELERATOR_MODULES)
 
 
