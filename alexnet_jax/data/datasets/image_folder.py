@@ -42,11 +42,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from PIL import Image, ImageOps
-from tensorflow_datasets.core import utils as _tfds_utils
 
 from alexnet_jax.data import augment
+from alexnet_jax.data.datasets import builder
 from alexnet_jax.errors import ConfigError
 
 _VERSION = '1.0.0'
@@ -303,15 +302,9 @@ def make_builder(
   shape = (resize, resize, 3) if resize else (None, None, 3)
   skipped: list[dict[str, str]] = []
 
-  class ImageFolder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  class ImageFolder(builder.LocalBuilder, skip_registration=True):
     VERSION = tfds.core.Version(_VERSION)
     RELEASE_NOTES = {_VERSION: 'Prepared by python -m alexnet_jax.tools.prepare.'}
-
-    @_tfds_utils.classproperty
-    @classmethod
-    def code_path(cls) -> epath.Path:
-      # As in synthetic_shapes: TFDS' default needs the `importlib_resources` backport.
-      return epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
       return self.dataset_info_from_configs(

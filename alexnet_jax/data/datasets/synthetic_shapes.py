@@ -74,9 +74,9 @@ from typing import ClassVar
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 from PIL import Image
-from tensorflow_datasets.core import utils as _tfds_utils
+
+from alexnet_jax.data.datasets import builder
 
 CLASS_NAMES: tuple[str, ...] = (
     'disk',
@@ -287,7 +287,7 @@ class SyntheticShapesConfig(tfds.core.BuilderConfig):
   seed: int = 0
 
 
-class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
+class SyntheticShapes(builder.LocalBuilder):
   """Procedural 10-class shape dataset (see the module docstring)."""
 
   name = 'synthetic_shapes'
@@ -310,15 +310,6 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
       ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
-
-  @_tfds_utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS' default implementation lazily imports the `importlib_resources`
-    # backport for builders defined inside a package; that package is not
-    # among TFDS' declared requirements, and this builder needs no
-    # resource lookup, so point at this file directly.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
