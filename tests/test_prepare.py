@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from alexnet_jax.tools import prepare
-from alexnet_jax.data.datasets import image_folder
+from alexnet_jax.data.datasets import image_folder, synthetic_shapes
 from alexnet_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -367,7 +367,8 @@ def test_command_line_error_exits_2_without_traceback(tmp_path):
 def test_tfds_name_builds_the_built_in_dataset(tmp_path):
   report = prepare.prepare_tfds('synthetic_shapes/tiny', str(tmp_path))
   assert report['examples'] == {'train': 320, 'validation': 160} and report['num_classes'] == 10
-  assert os.path.isdir(tmp_path / 'synthetic_shapes' / 'tiny' / '1.0.0')
+  version = str(synthetic_shapes.SyntheticShapes.VERSION)
+  assert os.path.isdir(tmp_path / 'synthetic_shapes' / 'tiny' / version)
 
 
 @pytest.mark.slow

@@ -3,11 +3,15 @@
 They check that it is deterministic, that neither colour nor a linear model of
 the pixels solves it while a spatial model does, and that the TFDS builder
 round-trips through ArrayRecord and ``tfds.data_source`` without TensorFlow.
+For the 20-class ``hard`` variant they check that the palette is in the main
+shape's hue and not its luma, that neither the mean colour nor spatial
+features without colour solve it, the bar's coverage, and its round trip.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -23,6 +27,7 @@ from alexnet_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_TRAIN, NUM_VAL = 1000, 500
+VERSION = str(ss.SyntheticShapes.VERSION)
 
 
 def _digests(images: np.ndarray) -> set[str]:
@@ -92,6 +97,12 @@ def test_draw_example_is_fast_and_validates_label():
   assert per_image < 0.05, f'{per_image * 1e3:.1f} ms per image'
   with pytest.raises(ValueError):
     ss.draw_example(rng, ss.NUM_CLASSES)
+  t = time.perf_counter()
+  for i in range(100):
+    ss.draw_example(rng, i % ss.HARD_NUM_CLASSES, hard=True)
+  per_image = (time.perf_counter() - t) / 100
+  # ~1.6 ms here (clutter and the bar add ~50%).
+  assert per_image < 0.05, f'hard: {per_image * 1e3:.1f} ms per image'
 
 
 # --------------------------------------------------------------------------
@@ -121,7 +132,9 @@ def features():
   return load('train', NUM_TRAIN), load('validation', NUM_VAL)
 
 
-def _softmax_regression(x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=300):
+def _softmax_regression(
+    x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=300, num_classes=ss.NUM_CLASSES
+):
   """Multinomial logistic regression with L2, full-batch Nesterov GD.
 
   Features are centred and scaled (a linear reparametrisation: the model
@@ -129,15 +142,20 @@ def _softmax_regression(x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=30
   error) of the L2 strength with the best validation error, which is
   generous to the baseline.
   """
+  return _fit_softmax(x_tr, y_tr, x_va, y_va, l2s, steps, num_classes)[:2]
+
+
+def _fit_softmax(x_tr, y_tr, x_va, y_va, l2s, steps, num_classes):
+  """``_softmax_regression``, also returning the best model's validation predictions."""
   mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
   a = np.c_[(x_tr - mu) / sd, np.ones(len(x_tr))].astype(np.float32)
   b = np.c_[(x_va - mu) / sd, np.ones(len(x_va))].astype(np.float32)
-  onehot = np.eye(ss.NUM_CLASSES, dtype=np.float32)[y_tr]
+  onehot = np.eye(num_classes, dtype=np.float32)[y_tr]
   # Lipschitz constant of the gradient of the mean softmax loss <= ||A||^2/(2n).
   lip = 0.5 * np.linalg.norm(a, 2) ** 2 / len(a)
   best = None
   for l2 in l2s:
-    w = np.zeros((a.shape[1], ss.NUM_CLASSES), np.float32)
+    w = np.zeros((a.shape[1], num_classes), np.float32)
     look = w
     lr = np.float32(1.0 / (lip + l2))
     for step in range(steps):
@@ -149,10 +167,11 @@ def _softmax_regression(x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=30
       w_new = look - lr * grad
       look = w_new + np.float32(step / (step + 3)) * (w_new - w)
       w = w_new
+    pred_va = (b @ w).argmax(1)
     err_tr = float(np.mean((a @ w).argmax(1) != y_tr))
-    err_va = float(np.mean((b @ w).argmax(1) != y_va))
+    err_va = float(np.mean(pred_va != y_va))
     if best is None or err_va < best[1]:
-      best = (err_tr, err_va)
+      best = (err_tr, err_va, pred_va)
   return best
 
 
@@ -281,7 +300,7 @@ def test_tfds_round_trip_without_tensorflow(tmp_path):
 
   data_dir = str(tmp_path / 'tfds')
   datasets.ensure_prepared('synthetic_shapes/tiny', data_dir)
-  variant = tmp_path / 'tfds' / 'synthetic_shapes' / 'tiny' / '1.0.0'
+  variant = tmp_path / 'tfds' / 'synthetic_shapes' / 'tiny' / VERSION
   records = sorted(p.name for p in variant.iterdir() if 'array_record' in p.name)
   assert any('train' in r for r in records) and any('validation' in r for r in records)
   stamp = {p: p.stat().st_mtime_ns for p in variant.iterdir()}
@@ -327,4 +346,206 @@ def test_ensure_prepared_without_tensorflow_explains(tmp_path, monkeypatch):
   )
   with pytest.raises(ConfigError, match='pip install tensorflow-cpu'):
     datasets.ensure_prepared('synthetic_shapes/tiny', str(tmp_path))
-  assert not (tmp_path / 'synthetic_shapes' / 'tiny' / '1.0.0').exists()
+  assert not (tmp_path / 'synthetic_shapes' / 'tiny' / VERSION).exists()
+
+
+# --------------------------------------------------------------------------
+# 5. The hard variant: 20 classes (shape x palette), clutter and a bar.
+
+HARD_NUM_TRAIN, HARD_NUM_VAL = 600, 300
+
+
+def _best_threshold_accuracy(feature, target):
+  """Accuracy of the best 1-D threshold rule (either direction) for a binary ``target``."""
+  order = np.argsort(feature, kind='stable')
+  t = np.asarray(target)[order]
+  # Predicting 1 above the cut after k sorted samples: the 0s among the first
+  # k plus the 1s among the rest are right.
+  zeros_below = np.concatenate([[0], np.cumsum(t == 0)])
+  ones_above = (t == 1).sum() - np.concatenate([[0], np.cumsum(t == 1)])
+  acc = (zeros_below + ones_above) / len(t)
+  return float(max(acc.max(), (1 - acc).max()))
+
+
+def test_hard_is_deterministic_and_labelled_by_position():
+  x1, y1 = ss.make_arrays(0, 'train', 40, hard=True)
+  x2, y2 = ss.make_arrays(0, 'train', 40, hard=True)
+  np.testing.assert_array_equal(x1, x2)
+  np.testing.assert_array_equal(y1, y2)
+  np.testing.assert_array_equal(y1, np.arange(40) % 20)
+  for i in (0, 13, 39):
+    ref = ss.draw_hard_scene(np.random.default_rng([0, 0, i]), i % 20).image
+    np.testing.assert_array_equal(x1[i], ref)
+  # The same generators draw different pictures in the default variant.
+  default, _ = ss.make_arrays(0, 'train', 40)
+  assert np.abs(x1.astype(int) - default).mean(axis=(1, 2, 3)).min() > 10
+  val, _ = ss.make_arrays(0, 'validation', 40, hard=True)
+  assert len(_digests(x1)) == 40 and not _digests(x1) & _digests(val)
+  # names[label] is shape label % 10 in palette label // 10.
+  names = ss.class_names(hard=True)
+  assert len(names) == 20 and names[0] == 'disk_warm' and names[19] == 'vertical_stripes_cool'
+  for label, name in enumerate(names):
+    assert name == f"{ss.CLASS_NAMES[label % 10]}_{('warm', 'cool')[label // 10]}"
+  assert ss.class_names() == ss.CLASS_NAMES
+  with pytest.raises(ValueError):
+    ss.draw_example(np.random.default_rng(0), 20, hard=True)
+
+
+def test_hard_palette_is_in_the_hue_not_the_luma():
+  """A threshold on the main shape's luma is at chance, one on R - B is not.
+
+  The shape's visible pixels (fully inside it, not under the bar) are read
+  from the stored JPEG, as a network would see them. (Seen here: luma 53%,
+  R - B 100%, with warm R - B >= 65 and cool <= 30.)
+  """
+  luma, r_minus_b, palette = [], [], []
+  for i in range(400):
+    label = ss.example_label(i, hard=True)
+    scene = ss.draw_hard_scene(ss.example_rng(0, 'train', i), label)
+    image = np.asarray(Image.open(io.BytesIO(ss.encode_jpeg(scene.image))), dtype=np.float64)
+    visible = (scene.shape_alpha == 1) & (scene.bar_alpha == 0)
+    assert visible.sum() > 1000
+    rgb = image[visible].mean(axis=0)
+    # The visible pixels are the main shape's colour (plus zero-mean noise).
+    assert np.abs(rgb - scene.shape_rgb).max() < 4.0, (i, rgb, scene.shape_rgb)
+    luma.append(rgb @ np.array([0.299, 0.587, 0.114]))
+    r_minus_b.append(rgb[0] - rgb[2])
+    palette.append(label // 10)
+  luma, palette = np.array(luma), np.array(palette)
+  luma_acc = _best_threshold_accuracy(luma, palette)
+  hue_acc = _best_threshold_accuracy(np.array(r_minus_b), palette)
+  print(f'palette from shape luma {luma_acc:.3f}, from shape R-B {hue_acc:.3f}')
+  assert luma_acc < 0.65
+  assert hue_acc > 0.95
+  # Both palettes span the same wide luma range (uniform on 70..190).
+  for p in (0, 1):
+    assert 115 < luma[palette == p].mean() < 145
+    assert luma[palette == p].min() < 85 and luma[palette == p].max() > 175
+
+
+def test_hard_colours_have_the_palette_hue_and_a_uniform_luma():
+  """Each palette's colours: hue in its arc, chroma 35-70, luma uniform on 70..190.
+
+  Decoded with the BT.601 YCbCr formulas (not the module's inverse). The
+  luma is checked against the uniform distribution with a Kolmogorov-Smirnov
+  statistic: redrawing luma with the hue when a colour is out of gamut (a
+  tempting shortcut) makes cool colours darker and fails it (seen: KS 0.06
+  and 0.03, against < 0.02 here).
+  """
+  rng = np.random.default_rng(0)
+  n = 20_000
+  for palette, (lo, hi) in enumerate([(100, 180), (220, 350)]):
+    rgb = np.array([ss._draw_palette_colour(rng, palette) for _ in range(n)])
+    assert rgb.min() >= 0 and rgb.max() <= 255
+    y = rgb @ np.array([0.299, 0.587, 0.114])
+    cb, cr = (rgb[:, 2] - y) / 1.772, (rgb[:, 0] - y) / 1.402
+    hue = np.mod(np.degrees(np.arctan2(cr, cb)), 360)
+    chroma = np.hypot(cb, cr)
+    assert hue.min() >= lo - 1e-6 and hue.max() <= hi + 1e-6
+    assert chroma.min() >= 35 - 1e-6 and chroma.max() <= 70 + 1e-6
+    u = np.sort((y - 70) / 120)
+    ks = max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max())
+    assert ks < 1.95 / np.sqrt(n), (palette, ks)  # p = 0.001
+  grey = ss._draw_palette_colour(rng, None)
+  assert grey[0] == grey[1] == grey[2]
+
+
+@pytest.fixture(scope='module')
+def hard_features():
+  """Mean RGB and 64x64 luma of 600 train / 300 validation hard images."""
+
+  def load(split, n):
+    images, labels = ss.make_arrays(0, split, n, hard=True)
+    mean_rgb, luma64 = [], []
+    for im in images:
+      small = np.asarray(Image.fromarray(im).resize((64, 64), Image.BOX), dtype=np.float32)
+      mean_rgb.append(small.mean(axis=(0, 1)))
+      luma64.append(small @ np.array([0.299, 0.587, 0.114], np.float32))
+    return np.stack(mean_rgb), np.stack(luma64), labels
+
+  return load('train', HARD_NUM_TRAIN), load('validation', HARD_NUM_VAL)
+
+
+def test_hard_needs_both_spatial_and_colour_information(hard_features):
+  """Mean colour is at chance, and spatial features without colour miss the palette.
+
+  The whole image's mean RGB predicts neither the 20 classes nor even the
+  palette (the background, clutter and bar dominate it); shape-centred
+  orientation histograms of the luma find the shape far above chance but
+  the palette only at chance. (Seen here: mean-RGB error ~94% of 20 and
+  ~50% of 2, luma-HOG shape accuracy ~50%, its palette ~50% right.)
+  """
+  (rgb_tr, l_tr, y_tr), (rgb_va, l_va, y_va) = hard_features
+  _, rgb_err = _softmax_regression(rgb_tr, y_tr, rgb_va, y_va, num_classes=20)
+  _, rgb_palette_err = _softmax_regression(rgb_tr, y_tr // 10, rgb_va, y_va // 10, num_classes=2)
+  h_tr = _centred_orientation_histograms(l_tr)
+  h_va = _centred_orientation_histograms(l_va)
+  _, hog_err, pred = _fit_softmax(h_tr, y_tr, h_va, y_va, (1e-2,), 300, 20)
+  shape_acc = float(np.mean(pred % 10 == y_va % 10))
+  palette_acc = float(np.mean(pred // 10 == y_va // 10))
+  print(
+      f'mean-RGB val err {rgb_err:.3f} (palette {rgb_palette_err:.3f}); luma-HOG val err '
+      f'{hog_err:.3f}, shape right {shape_acc:.3f}, palette right {palette_acc:.3f}'
+  )
+  assert rgb_err > 0.85  # chance: 0.95
+  assert rgb_palette_err > 0.35
+  assert shape_acc > 0.3  # chance: 0.1
+  assert palette_acc < 0.6
+
+
+def test_hard_bar_clutter_and_margins():
+  """The bar hides 2-25% of the main shape and is on top; the shape is the largest object."""
+  counts = set()
+  for i in range(100):
+    scene = ss.draw_hard_scene(ss.example_rng(1, 'validation', i), i % 20)
+    shape, bar = scene.shape_alpha, scene.bar_alpha
+    coverage = float((shape * bar).sum() / shape.sum())
+    assert 0.02 <= coverage <= 0.25, (i, coverage)
+    assert abs(coverage - scene.bar_coverage) < 1e-4
+    # Drawn over everything: under the bar the image is one flat colour plus
+    # the pixel noise (std <= 5).
+    under = scene.image[bar == 1].astype(np.float64)
+    assert under.std(axis=0).max() < 6.5, (i, under.std(axis=0))
+    # The main shape is larger than every distractor, and keeps its margin.
+    assert len(scene.distractor_areas) in (2, 3, 4)
+    counts.add(len(scene.distractor_areas))
+    assert shape.sum() > max(scene.distractor_areas)
+    m = int(0.10 * 256)
+    assert shape[:m].max() == 0 and shape[-m:].max() == 0
+    assert shape[:, :m].max() == 0 and shape[:, -m:].max() == 0
+  assert counts == {2, 3, 4}
+
+
+def test_hard_tfds_round_trip(tmp_path):
+  pytest.importorskip('tensorflow')  # preparing needs TensorFlow
+  import tensorflow_datasets as tfds
+
+  from alexnet_jax.data import datasets
+
+  info = tfds.builder('synthetic_shapes/hard', data_dir=str(tmp_path)).info
+  assert info.features['label'].num_classes == 20 and 'hue' in info.description
+  assert tfds.builder('synthetic_shapes', data_dir=str(tmp_path)).info.features[
+      'label'
+  ].names == list(ss.CLASS_NAMES)
+
+  datasets.ensure_prepared('synthetic_shapes/hard_tiny', str(tmp_path))
+  assert (tmp_path / 'synthetic_shapes' / 'hard_tiny' / VERSION).is_dir()
+  src = tfds.data_source('synthetic_shapes/hard_tiny', split='validation', data_dir=str(tmp_path))
+  assert len(src) == 160
+  assert src.dataset_info.features['label'].names == list(ss.HARD_CLASS_NAMES)
+  ref_x, ref_y = ss.make_arrays(0, 'validation', 160, hard=True)
+  ref = ref_x.astype(np.int16)
+  labels, match = [], []
+  for i in range(len(src)):
+    ex = src[i]
+    img, lab = ex['image'], int(ex['label'])
+    assert img.shape == (256, 256, 3) and img.dtype == np.uint8
+    labels.append(lab)
+    cand = np.flatnonzero(ref_y == lab)
+    d = np.abs(ref[cand] - img.astype(np.int16)).mean(axis=(1, 2, 3))
+    assert d.min() < 6.0
+    match.append(int(cand[np.argmin(d)]))
+  assert np.bincount(labels, minlength=20).tolist() == [8] * 20
+  assert sorted(match) == list(range(160))
+  train = tfds.data_source('synthetic_shapes/hard_tiny', split='train', data_dir=str(tmp_path))
+  assert len(train) == 320

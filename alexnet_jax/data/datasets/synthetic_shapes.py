@@ -36,7 +36,46 @@ which a small convolutional network learns easily (a 3-layer, 64x64-input
 convnet trained with SGD on 3,000 images reached 96% validation accuracy
 after 1,000 steps of batch 32 with random flips).
 
-Configs (labels are balanced: example ``i`` has label ``i % 10``):
+The ``hard`` configs draw a 20-class variant in which colour matters. Label
+``l`` is shape ``l % 10`` in palette ``l // 10``, ``warm`` or ``cool``, named
+``disk_warm``, ``ring_warm``, ..., ``vertical_stripes_warm``, ``disk_cool``,
+..., ``vertical_stripes_cool`` (``HARD_CLASS_NAMES[l]``). The main shape's
+geometry (position, size, aspect, rotation, border margin) is drawn as
+above, so every class still maps to itself under a horizontal flip, and
+
+* its colour is built in an opponent-colour space, BT.601 YCbCr: a luma
+  uniform on 70..190 whatever the palette, a hue (the angle of the chroma
+  vector) in the palette's arc, red through orange to yellow for ``warm``
+  and green through cyan to blue for ``cool`` (with gaps of 40 and 110
+  degrees between the arcs), and a chroma of 35-70. Hue and chroma are
+  redrawn, keeping the luma, until the colour is in gamut, so the palette is
+  in the hue and never in the brightness: a grey-level view cannot tell
+  ``disk_warm`` from ``disk_cool``. The background is a uniform random
+  colour, independent of the class, with the contrast rule above;
+* 2-4 distractors are drawn before it, so it hides them where they overlap:
+  random shapes among the 10, at any rotation, 12%-22% of the side across
+  (and at most 60% of the main shape's diameter, so the main shape stays the
+  largest object in area as well as extent), centred outside the main
+  shape's enclosing circle but free to touch it, coloured from either
+  palette or grey independently of the label;
+* one straight bar across the whole image, 4%-8% of the side wide, at a
+  random angle and of a random colour, is drawn over everything, placed so
+  that it hides between 2% and 25% of the main shape's area.
+
+So the class is in the hue of the largest object, found among distractors
+and partly hidden: the network needs spatial and colour information
+together, so that colour-selective kernels have a reason to appear (the
+paper's Figure 3: one tower's conv1 kernels are colour-agnostic, the other's
+colour-specific), and the ablations (normalisation, pooling, towers,
+regularisation) have error left to move. The tests check that a threshold on
+the shape's R - B separates the palettes while one on its luma is at chance,
+that the mean colour of the image predicts neither class nor palette, and
+that shape-centred orientation histograms of the luma, which solve the
+default variant, find the shape only about half the time and the palette at
+chance.
+
+Configs (labels are balanced: example ``i`` has label ``i % 10``, or
+``i % 20`` in the hard configs):
 
 * ``default``: 10,000 train / 1,000 validation examples, 157 MB on disk.
   Preparing it (drawing, JPEG encoding, shuffling, writing ArrayRecord) is
@@ -44,17 +83,23 @@ Configs (labels are balanced: example ``i`` has label ``i % 10``):
   the time and the command that measures it.
 * ``tiny``: 320 train / 160 validation examples, 7 MB, a small fraction of
   that to prepare; for tests and notebooks.
+* ``hard``: the hard variant, 10,000 train / 1,000 validation examples,
+  196 MB on disk (its JPEGs are larger, ~19 KB: more edges).
+* ``hard_tiny``: the hard variant, 320 train / 160 validation examples, 9 MB;
+  for tests.
 
 Images are stored as JPEG (quality 90, no chroma subsampling, ~14 KB each);
 the decoded pixels differ from the drawn ones by ~3 levels on average, most of
 it the pixel noise that JPEG smooths away.
 
-Every example is a pure function of ``(seed, split, index)``: its numpy
-``Generator`` is ``np.random.default_rng([seed, split_id, index])`` with
-``split_id`` 0 for train and 1 for validation, so train and validation are
-disjoint draws, and re-preparing gives the same images (bit-for-bit on the
-same platform and numpy version; the JPEG step may differ across libjpeg
-versions). ``make_arrays`` returns exactly the pixels the builder encodes.
+Every example is a pure function of ``(seed, split, index)`` and the
+variant: its numpy ``Generator`` is
+``np.random.default_rng([seed, split_id, index])`` with ``split_id`` 0 for
+train and 1 for validation, so train and validation are disjoint draws, and
+re-preparing gives the same images (bit-for-bit on the same platform and
+numpy version; the JPEG step may differ across libjpeg versions).
+``make_arrays`` (with ``hard=True`` for the hard configs) returns exactly the
+pixels the builder encodes.
 
 Drawing is vectorised numpy (signed distances on a coordinate grid,
 anti-aliased edges), with no Python loop over pixels (its time per image:
@@ -105,6 +150,30 @@ _MIN_LUMA_CONTRAST = 60.0
 _MIN_RGB_DISTANCE = 100.0
 _LUMA = np.array([0.299, 0.587, 0.114])
 _BYTE_STD = float(np.sqrt((256**2 - 1) / 12))  # std of uniform bytes
+
+# The ``hard`` variant: 20 classes, shape x palette (label = palette * 10 + shape).
+PALETTES: tuple[str, ...] = ('warm', 'cool')
+HARD_CLASS_NAMES: tuple[str, ...] = tuple(f'{s}_{p}' for p in PALETTES for s in CLASS_NAMES)
+HARD_NUM_CLASSES = len(HARD_CLASS_NAMES)
+# Colours are built in BT.601 YCbCr: the luma Y (the _LUMA weights) and a chroma vector (Cb, Cr)
+# whose angle atan2(Cr, Cb) is the hue: red is at 109 degrees, orange ~139, yellow 171, green
+# 232, cyan 289, blue 351, magenta 52. Warm is red to yellow, cool green to blue; the gaps
+# between the arcs (40 degrees of yellow-greens, 110 of violets and magentas) keep every warm
+# hue well apart from every cool one.
+_PALETTE_ARCS = ((100.0, 180.0), (220.0, 350.0))  # degrees, indexed like PALETTES
+_HARD_LUMA = (70.0, 190.0)  # the same for both palettes: the palette is not in the luma
+_HARD_CHROMA = (35.0, 70.0)  # chroma magnitude, in Cb/Cr units (each spans -128..127)
+# Clutter and occlusion, as fractions of the image side.
+_NUM_DISTRACTORS = (2, 4)
+_DISTRACTOR_EXTENT = (0.12, 0.22)
+# A distractor's diameter is also at most this fraction of the main shape's: no shape covers
+# more than 2.5 times the area of another at equal diameter, so the main shape stays the
+# largest object in area as well as in extent.
+_DISTRACTOR_TO_MAIN = 0.6
+_MIN_DISTRACTOR_CONTRAST = 60.0  # RGB distance from the background, so clutter is visible
+_BAR_WIDTH = (0.04, 0.08)
+_BAR_COVERAGE = (0.02, 0.25)  # fraction of the main shape's area under the bar
+_MIN_BAR_CONTRAST = 60.0  # RGB distance from the main shape, so the occlusion is visible
 
 
 @functools.lru_cache(maxsize=8)
@@ -167,12 +236,67 @@ def _draw_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
   return 255.0 - bg, bg
 
 
-def draw_example(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -> np.ndarray:
+def _shape_alpha(
+    shape: int, cx: float, cy: float, rx: float, ry: float, theta: float, x, y
+) -> np.ndarray:
+  """Anti-aliased coverage of shape ``shape`` (an index into CLASS_NAMES) on the grid ``x, y``.
+
+  ``(cx, cy)`` is the centre, ``rx, ry`` the semi-axes in pixels and ``theta`` the rotation in
+  radians; ``x`` and ``y`` may be a window of the grid (a row and a column of pixel centres).
+  """
+  dx, dy = x - np.float32(cx), y - np.float32(cy)
+  c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+  # Local frame (rotated by theta, scaled by the semi-axes).
+  u = (c * dx + s * dy) * np.float32(1.0 / rx)
+  v = (c * dy - s * dx) * np.float32(1.0 / ry)
+  sdf = _shape_sdf(shape, u, v)
+  # Anti-aliased coverage: the distance in pixels (approximately) through a
+  # one-pixel ramp.
+  return np.clip(0.5 - sdf * np.float32(min(rx, ry)), 0.0, 1.0)
+
+
+def _draw_shade(rng: np.random.Generator, size: int) -> np.ndarray:
+  """Background shading: a linear gradient plus a faint low-frequency texture."""
+  grad_amp = rng.uniform(-30.0, 30.0)
+  grad_dir = rng.uniform(0.0, 2 * np.pi)
+  tex_amp = rng.uniform(0.0, 8.0)
+  tex_freq = rng.uniform(1.0, 4.0, size=2) * (2 * np.pi / size)
+  tex_freq *= rng.choice([-1.0, 1.0], size=2)
+  tex_phase = rng.uniform(0.0, 2 * np.pi)
+  x, y = _grid(size)
+  gx = np.float32(grad_amp / size * np.cos(grad_dir))
+  gy = np.float32(grad_amp / size * np.sin(grad_dir))
+  shade = gx * (x - size / 2) + gy * (y - size / 2)
+  fx, fy = np.float32(tex_freq[0]), np.float32(tex_freq[1])
+  return shade + np.float32(tex_amp) * np.sin(fx * x + fy * y + np.float32(tex_phase))
+
+
+def _draw_noise(
+    rng: np.random.Generator, size: int, noise_std: float
+) -> tuple[np.ndarray, np.float32, np.float32]:
+  """Uniform zero-mean pixel noise of standard deviation ``noise_std``.
+
+  Returns raw bytes ``(3, size, size)``, a scale and an offset: the noise is
+  ``bytes * scale - offset``. Drawn as random bytes because that is several
+  times faster than Gaussian samples.
+  """
+  num_bytes = 3 * size * size
+  noise = rng.integers(0, 2**32, size=-(-num_bytes // 4), dtype=np.uint32)
+  noise = noise.view(np.uint8)[:num_bytes].reshape(3, size, size)
+  return noise, np.float32(noise_std / _BYTE_STD), np.float32(127.5 * noise_std / _BYTE_STD)
+
+
+def draw_example(
+    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, *, hard: bool = False
+) -> np.ndarray:
   """Draws one image of class ``label``; returns uint8 ``(size, size, 3)``.
 
   All randomness comes from ``rng``, consumed in a fixed order, so the same
-  generator state always gives the same image.
+  generator state always gives the same image. ``hard=True`` draws the
+  20-class ``hard`` variant (``draw_hard_scene``).
   """
+  if hard:
+    return draw_hard_scene(rng, label, size).image
   label = int(label)
   if not 0 <= label < NUM_CLASSES:
     raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
@@ -184,38 +308,12 @@ def draw_example(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -
   cx, cy = rng.uniform(lo, size - lo, size=2)
   theta = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG))
   fg, bg = _draw_colours(rng)
-  # Background: linear gradient plus a faint low-frequency texture.
-  grad_amp = rng.uniform(-30.0, 30.0)
-  grad_dir = rng.uniform(0.0, 2 * np.pi)
-  tex_amp = rng.uniform(0.0, 8.0)
-  tex_freq = rng.uniform(1.0, 4.0, size=2) * (2 * np.pi / size)
-  tex_freq *= rng.choice([-1.0, 1.0], size=2)
-  tex_phase = rng.uniform(0.0, 2 * np.pi)
+  shade = _draw_shade(rng, size)
   noise_std = rng.uniform(2.0, 5.0)
 
   x, y = _grid(size)
-  dx, dy = x - np.float32(cx), y - np.float32(cy)
-  c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
-  # Local frame (rotated by theta, scaled by the semi-axes).
-  u = (c * dx + s * dy) * np.float32(1.0 / rx)
-  v = (c * dy - s * dx) * np.float32(1.0 / ry)
-  sdf = _shape_sdf(label, u, v)
-  # Anti-aliased coverage: the distance in pixels (approximately) through a
-  # one-pixel ramp.
-  alpha = np.clip(0.5 - sdf * np.float32(min(rx, ry)), 0.0, 1.0)
-
-  gx = np.float32(grad_amp / size * np.cos(grad_dir))
-  gy = np.float32(grad_amp / size * np.sin(grad_dir))
-  shade = gx * (x - size / 2) + gy * (y - size / 2)
-  fx, fy = np.float32(tex_freq[0]), np.float32(tex_freq[1])
-  shade = shade + np.float32(tex_amp) * np.sin(fx * x + fy * y + np.float32(tex_phase))
-  # Pixel noise: uniform, zero-mean, standard deviation ``noise_std``, from
-  # raw random bytes (several times faster than Gaussian samples).
-  num_bytes = 3 * size * size
-  noise = rng.integers(0, 2**32, size=-(-num_bytes // 4), dtype=np.uint32)
-  noise = noise.view(np.uint8)[:num_bytes].reshape(3, size, size)
-  noise_scale = np.float32(noise_std / _BYTE_STD)
-  noise_offset = np.float32(127.5 * noise_std / _BYTE_STD)
+  alpha = _shape_alpha(label, cx, cy, rx, ry, theta, x, y)
+  noise, noise_scale, noise_offset = _draw_noise(rng, size, noise_std)
 
   # Composite, channel by channel (broadcasting over a trailing axis of 3 is
   # slow in numpy): background colour + shading where alpha = 0, the flat
@@ -235,39 +333,229 @@ def draw_example(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -
   return out
 
 
+def _opponent_to_rgb(luma: float, hue_deg: float, chroma: float) -> np.ndarray:
+  """RGB of a BT.601 luma and a chroma vector of angle ``hue_deg`` (may be out of gamut)."""
+  hue = np.deg2rad(hue_deg)
+  cb, cr = chroma * np.cos(hue), chroma * np.sin(hue)
+  r = luma + 1.402 * cr
+  b = luma + 1.772 * cb
+  # Solved from luma = _LUMA @ (r, g, b), so the luma is exact.
+  g = (luma - _LUMA[0] * r - _LUMA[2] * b) / _LUMA[1]
+  return np.array([r, g, b])
+
+
+def _draw_palette_colour(rng: np.random.Generator, palette: int | None) -> np.ndarray:
+  """An RGB colour with a hue in arc ``palette`` (None: a neutral grey).
+
+  The luma is drawn first and kept while hue and chroma are redrawn until
+  the colour is in gamut, so the luma is uniform whatever the palette (a
+  redraw of all three would make cool colours darker: bright blues are out
+  of gamut).
+  """
+  luma = rng.uniform(*_HARD_LUMA)
+  if palette is None:
+    return np.full(3, luma)
+  lo, hi = _PALETTE_ARCS[palette]
+  for _ in range(1000):
+    rgb = _opponent_to_rgb(luma, rng.uniform(lo, hi), rng.uniform(*_HARD_CHROMA))
+    if rgb.min() >= 0.0 and rgb.max() <= 255.0:
+      return rgb
+  # Practically unreachable (over half of the draws are in gamut at every
+  # luma); the arc's middle at the smallest chroma is in gamut at all of them.
+  return _opponent_to_rgb(luma, 0.5 * (lo + hi), _HARD_CHROMA[0])
+
+
+def _contrasting_background(rng: np.random.Generator, fg: np.ndarray) -> np.ndarray:
+  """A uniform RGB colour with the default variant's contrast against ``fg``."""
+  for _ in range(1000):
+    bg = rng.uniform(0.0, 255.0, size=3)
+    if (
+        abs(float(_LUMA @ (fg - bg))) >= _MIN_LUMA_CONTRAST
+        and float(np.linalg.norm(fg - bg)) >= _MIN_RGB_DISTANCE
+    ):
+      return bg
+  # Practically unreachable; black or white, whichever is further in luma.
+  return np.full(3, 0.0 if float(_LUMA @ fg) >= 127.5 else 255.0)
+
+
+def _window(cx: float, cy: float, r: float, size: int) -> tuple[slice, slice]:
+  """Rows and columns of the pixels within ``r`` (+1) of ``(cx, cy)``, clipped to the image."""
+  x0, x1 = max(int(cx - r) - 1, 0), min(int(cx + r) + 2, size)
+  y0, y1 = max(int(cy - r) - 1, 0), min(int(cy + r) + 2, size)
+  return slice(y0, y1), slice(x0, x1)
+
+
+@dataclasses.dataclass(frozen=True)
+class HardScene:
+  """One ``hard`` drawing and what is known about it, for tests and figures.
+
+  ``shape_alpha`` and ``bar_alpha`` are float32 ``(size, size)`` coverages of
+  the main shape (before the bar hides part of it) and of the bar;
+  ``shape_rgb`` is the main shape's colour before noise, ``bar_coverage`` the
+  fraction of the main shape's area under the bar, and
+  ``distractor_areas`` the area in pixels of each distractor before
+  anything is drawn over it (the main shape's is ``shape_alpha.sum()``).
+  """
+
+  image: np.ndarray
+  shape_alpha: np.ndarray
+  bar_alpha: np.ndarray
+  shape_rgb: np.ndarray
+  bar_coverage: float
+  distractor_areas: tuple[float, ...]
+
+
+def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -> HardScene:
+  """Draws one ``hard`` image of class ``label`` (in ``[0, 20)``) and returns its HardScene.
+
+  The main shape's geometry is drawn exactly as in ``draw_example``; its
+  colour has palette ``label // 10``. In drawing order: the shaded
+  background, 2-4 distractors, the main shape, one bar, then pixel noise.
+  """
+  label = int(label)
+  if not 0 <= label < HARD_NUM_CLASSES:
+    raise ValueError(f'label must be in [0, {HARD_NUM_CLASSES}), got {label}')
+  shape, palette = label % NUM_CLASSES, label // NUM_CLASSES
+  # The main shape: the same geometry as the default variant.
+  radius = 0.5 * size * rng.uniform(_MIN_EXTENT, _MAX_EXTENT)
+  aspect = np.exp(rng.uniform(-_ASPECT_JITTER, _ASPECT_JITTER))
+  rx, ry = radius * aspect, radius / aspect
+  reach = max(rx, ry)  # the shape lies within this distance of its centre
+  lo = _BORDER_MARGIN * size + reach
+  cx, cy = rng.uniform(lo, size - lo, size=2)
+  theta = np.deg2rad(rng.uniform(-_MAX_ROTATION_DEG, _MAX_ROTATION_DEG))
+  fg = _draw_palette_colour(rng, palette)
+  bg = _contrasting_background(rng, fg)
+  shade = _draw_shade(rng, size)
+  noise_std = rng.uniform(2.0, 5.0)
+
+  x, y = _grid(size)
+  canvas = np.empty((3, size, size), dtype=np.float32)
+  for ch in range(3):
+    np.add(shade, np.float32(bg[ch]), out=canvas[ch])
+
+  # Distractors, drawn first so that the main shape hides them where they
+  # overlap. Their centres keep out of the main shape's enclosing circle but
+  # may come close enough for the shapes to touch or overlap; their colours
+  # come from either palette or none, independently of the label.
+  areas = []
+  for _ in range(int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))):
+    d_shape = int(rng.integers(NUM_CLASSES))
+    d_extent = rng.uniform(_DISTRACTOR_EXTENT[0], _DISTRACTOR_EXTENT[1])
+    d_radius = 0.5 * min(d_extent * size, _DISTRACTOR_TO_MAIN * 2 * radius)
+    d_aspect = np.exp(rng.uniform(-_ASPECT_JITTER, _ASPECT_JITTER))
+    d_rx, d_ry = d_radius * d_aspect, d_radius / d_aspect
+    d_reach = max(d_rx, d_ry)
+    for _ in range(100):  # a free spot is ~30% of the image at worst
+      px, py = rng.uniform(d_reach, size - d_reach, size=2)
+      if np.hypot(px - cx, py - cy) >= reach:
+        break
+    d_theta = rng.uniform(0.0, 2 * np.pi)  # any rotation: distractors carry no label
+    d_palette = int(rng.integers(len(PALETTES) + 1))
+    for _ in range(100):
+      d_rgb = _draw_palette_colour(rng, d_palette if d_palette < len(PALETTES) else None)
+      if float(np.linalg.norm(d_rgb - bg)) >= _MIN_DISTRACTOR_CONTRAST:
+        break
+    win = _window(px, py, d_reach, size)
+    a = _shape_alpha(d_shape, px, py, d_rx, d_ry, d_theta, x[:, win[1]], y[win[0], :])
+    areas.append(float(a.sum()))
+    for ch in range(3):
+      part = canvas[ch][win]
+      part += a * (np.float32(d_rgb[ch]) - part)
+
+  # The main shape, computed in its enclosing box.
+  win = _window(cx, cy, reach, size)
+  xw, yw = x[:, win[1]], y[win[0], :]
+  alpha = _shape_alpha(shape, cx, cy, rx, ry, theta, xw, yw)
+  for ch in range(3):
+    part = canvas[ch][win]
+    part += alpha * (np.float32(fg[ch]) - part)
+
+  # The bar: a strip across the whole image whose centre line passes within
+  # the main shape's enclosing circle, redrawn until it hides between 2% and
+  # 25% of the shape (thin shapes such as the crosses are easy to hide).
+  half_width = 0.5 * size * rng.uniform(_BAR_WIDTH[0], _BAR_WIDTH[1])
+  area = float(alpha.sum())
+  for _ in range(100):
+    phi = rng.uniform(0.0, np.pi)
+    offset = rng.uniform(-reach, reach)
+    nx, ny = np.float32(np.cos(phi)), np.float32(np.sin(phi))
+    dist = np.abs(nx * (xw - np.float32(cx)) + ny * (yw - np.float32(cy)) - np.float32(offset))
+    bar = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
+    coverage = float((alpha * bar).sum()) / area
+    if _BAR_COVERAGE[0] <= coverage <= _BAR_COVERAGE[1]:
+      break
+  else:
+    # Practically unreachable; a bar just clear of the shape keeps the bound.
+    offset, coverage = reach + half_width + 1.0, 0.0
+  dist = np.abs(nx * (x - np.float32(cx)) + ny * (y - np.float32(cy)) - np.float32(offset))
+  bar_alpha = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
+  for _ in range(100):
+    bar_rgb = rng.uniform(0.0, 255.0, size=3)
+    if float(np.linalg.norm(bar_rgb - fg)) >= _MIN_BAR_CONTRAST:
+      break
+  for ch in range(3):
+    canvas[ch] += bar_alpha * (np.float32(bar_rgb[ch]) - canvas[ch])
+
+  noise, noise_scale, noise_offset = _draw_noise(rng, size, noise_std)
+  out = np.empty((size, size, 3), dtype=np.uint8)
+  for ch in range(3):
+    chan = canvas[ch]
+    chan -= noise_offset
+    chan += noise[ch] * noise_scale
+    np.clip(chan, 0.0, 255.0, out=chan)
+    np.rint(chan, out=chan)
+    out[..., ch] = chan
+  shape_alpha = np.zeros((size, size), dtype=np.float32)
+  shape_alpha[win] = alpha
+  return HardScene(
+      image=out,
+      shape_alpha=shape_alpha,
+      bar_alpha=bar_alpha,
+      shape_rgb=fg,
+      bar_coverage=coverage,
+      distractor_areas=tuple(areas),
+  )
+
+
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
   """The generator that draws example ``index`` of ``split``."""
   return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
 
 
-def example_label(index: int) -> int:
-  """Labels are balanced and fixed by position: ``index % NUM_CLASSES``."""
-  return int(index) % NUM_CLASSES
+def class_names(hard: bool = False) -> tuple[str, ...]:
+  """The class names of the default variant, or of the ``hard`` one: ``names[label]``."""
+  return HARD_CLASS_NAMES if hard else CLASS_NAMES
+
+
+def example_label(index: int, hard: bool = False) -> int:
+  """Labels are balanced and fixed by position: ``index % num_classes`` (10, or 20 if hard)."""
+  return int(index) % len(class_names(hard))
 
 
 def make_example(
-    seed: int, split: str, index: int, size: int = IMAGE_SIZE
+    seed: int, split: str, index: int, size: int = IMAGE_SIZE, *, hard: bool = False
 ) -> tuple[np.ndarray, int]:
   """Image and label of example ``index`` of ``split`` (before JPEG)."""
-  label = example_label(index)
-  return draw_example(example_rng(seed, split, index), label, size), label
+  label = example_label(index, hard)
+  return draw_example(example_rng(seed, split, index), label, size, hard=hard), label
 
 
 def make_arrays(
-    seed: int, split: str, num_examples: int, size: int = IMAGE_SIZE
+    seed: int, split: str, num_examples: int, size: int = IMAGE_SIZE, *, hard: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
   """First ``num_examples`` examples of ``split``, as the builder draws them.
 
   Returns ``(images uint8 [N, size, size, 3], labels int64 [N])`` in index
   order (the builder's ArrayRecord files hold the same examples, JPEG
-  encoded, in TFDS' shuffled order).
+  encoded, in TFDS' shuffled order). ``hard=True`` draws the ``hard`` variant.
   """
   if split not in SPLIT_IDS:
     raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
   images = np.empty((num_examples, size, size, 3), dtype=np.uint8)
   labels = np.empty((num_examples,), dtype=np.int64)
   for i in range(num_examples):
-    images[i], labels[i] = make_example(seed, split, i, size)
+    images[i], labels[i] = make_example(seed, split, i, size, hard=hard)
   return images, labels
 
 
@@ -280,19 +568,23 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 @dataclasses.dataclass(eq=False)
 class SyntheticShapesConfig(tfds.core.BuilderConfig):
-  """Sizes and seed of one ``synthetic_shapes`` variant."""
+  """Sizes, seed and variant (default or ``hard``) of one ``synthetic_shapes`` config."""
 
   num_train: int = 0
   num_validation: int = 0
   seed: int = 0
+  hard: bool = False
 
 
 class SyntheticShapes(builder.LocalBuilder):
-  """Procedural 10-class shape dataset (see the module docstring)."""
+  """Procedural shape dataset, 10 classes or 20 (``hard``); see the module docstring."""
 
   name = 'synthetic_shapes'
-  VERSION = tfds.core.Version('1.0.0')
-  RELEASE_NOTES: ClassVar[dict[str, str]] = {'1.0.0': 'Initial release.'}
+  VERSION = tfds.core.Version('1.1.0')
+  RELEASE_NOTES: ClassVar[dict[str, str]] = {
+      '1.0.0': 'Initial release.',
+      '1.1.0': 'Adds the hard and hard_tiny configs.',
+  }
   BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
       SyntheticShapesConfig(
           name='default',
@@ -308,21 +600,50 @@ class SyntheticShapes(builder.LocalBuilder):
           num_validation=160,
           seed=0,
       ),
+      SyntheticShapesConfig(
+          name='hard',
+          description=(
+              'The hard variant, 20 classes (shape x warm/cool hue), with clutter and an '
+              'occluding bar: 10,000 train / 1,000 validation.'
+          ),
+          num_train=10_000,
+          num_validation=1_000,
+          seed=0,
+          hard=True,
+      ),
+      SyntheticShapesConfig(
+          name='hard_tiny',
+          description='The hard variant for tests: 320 train / 160 validation.',
+          num_train=320,
+          num_validation=160,
+          seed=0,
+          hard=True,
+      ),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = 'default'
 
   def _info(self) -> tfds.core.DatasetInfo:
+    hard = self.builder_config.hard
+    if hard:
+      description = (
+          'Procedurally drawn 256x256 images of 20 classes, 10 shapes x 2 hue palettes (warm, '
+          'cool; the luma does not depend on the class), with random position, size and '
+          'rotation, 2-4 distractor shapes of class-independent colours and a bar occluding '
+          'up to 25% of the shape.'
+      )
+    else:
+      description = (
+          'Procedurally drawn 256x256 images of 10 shape classes with '
+          'random position, size, rotation and class-independent colours.'
+      )
     return self.dataset_info_from_configs(
-        description=(
-            'Procedurally drawn 256x256 images of 10 shape classes with '
-            'random position, size, rotation and class-independent colours.'
-        ),
+        description=description,
         features=tfds.features.FeaturesDict(
             {
                 'image': tfds.features.Image(
                     shape=(IMAGE_SIZE, IMAGE_SIZE, 3), encoding_format='jpeg'
                 ),
-                'label': tfds.features.ClassLabel(names=list(CLASS_NAMES)),
+                'label': tfds.features.ClassLabel(names=list(class_names(hard))),
             }
         ),
         supervised_keys=('image', 'label'),
@@ -333,13 +654,13 @@ class SyntheticShapes(builder.LocalBuilder):
     del dl_manager  # Nothing to download.
     cfg = self.builder_config
     return {
-        'train': self._generate_examples('train', cfg.num_train, cfg.seed),
-        'validation': self._generate_examples('validation', cfg.num_validation, cfg.seed),
+        'train': self._generate_examples('train', cfg.num_train, cfg.seed, cfg.hard),
+        'validation': self._generate_examples('validation', cfg.num_validation, cfg.seed, cfg.hard),
     }
 
-  def _generate_examples(self, split: str, num_examples: int, seed: int):
+  def _generate_examples(self, split: str, num_examples: int, seed: int, hard: bool):
     for i in range(num_examples):
-      image, label = make_example(seed, split, i)
+      image, label = make_example(seed, split, i, hard=hard)
       # Pre-encoded bytes go straight into the record (TFDS would
       # otherwise encode through TensorFlow, which is slower).
       yield i, {'image': encode_jpeg(image), 'label': label}
