@@ -8,17 +8,13 @@ resumes from the latest checkpoint in DIR. All the logic lives in `alexnet_jax.t
 notebooks import directly; this file tunes the process (`runtime.configure`) and parses flags.
 """
 
-import logging as std_logging
-import re
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 
-from alexnet_jax import configs
+from alexnet_jax import cli
 from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
@@ -45,31 +41,14 @@ flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, 0 to
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up."""
-
-  _SPEAK_AT_INFO = ('alexnet_jax', '/clu/')
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or any(
-        part in record.pathname for part in self._SPEAK_AT_INFO
-    )
-
-
 def main(argv):
-  if len(argv) > 1:
-    sys.stderr.write(
-        f'\nError: unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag: '
-        '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.\n'
-    )
-    sys.exit(2)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.check_no_arguments(argv)
+  logging.get_absl_handler().addFilter(cli.QuietLibraries())
   runtime.configure()
   try:
     sharding.initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ConfigError as e:
-    sys.stderr.write(f'\nError: {e}\n')
-    sys.exit(2)
+    cli.fail(str(e))
   logging.info(
       'JAX process %d of %d, local devices: %s',
       jax.process_index(),
@@ -79,45 +58,13 @@ def main(argv):
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except ConfigError as e:
-    sys.stderr.write(f'\nError: {e}\n')
-    sys.exit(2)
+    cli.fail(str(e))
   except steps.TrainingDiverged as e:
-    sys.stderr.write(f'\nError: {e}\n')
-    sys.exit(3)
+    cli.fail(str(e), code=3)
 
 
 def run():
-  app.run(main, flags_parser=_parse_flags)
-
-
-def _parse_flags(argv):
-  """absl's parser, with config errors (unknown field, wrong type) as one paragraph."""
-  try:
-    argv = configs.resolve_config_flags(argv)
-    argv = FLAGS(argv)
-    FLAGS.config.get('dataset')  # a config file that failed to load raises only when used
-    return argv
-  except OSError as e:
-    problem = f'Cannot load the config file: {" ".join(str(e).split())}.'
-  except ImportError as e:
-    problem = (
-        f'The config file could not import {e.name or "a module"!r}: {e}. A config file '
-        'imports only installed packages (its recipes from alexnet_jax.configs).'
-    )
-  except (AttributeError, KeyError) as e:  # ml_collections: a field that does not exist
-    problem = f'The config has no field {str(e).strip(chr(34)).strip(chr(39))!r}.'
-  except (flags.Error, TypeError, ValueError) as e:  # absl or ml_collections: a bad value
-    text = ' '.join(str(e).split())
-    if 'Traceback' in text:  # ml_collections quotes the config file's traceback: keep its error
-      last = list(re.finditer(r'\b\w*(Error|Exception): ', text))[-1]
-      text = 'the config file says: ' + text[last.end() :]
-    problem = f'Bad command line: {text.rstrip(".")}.'
-  sys.stderr.write(
-      f'\nError: {problem} Every config field is listed, with its type and meaning, in '
-      'configs/alexnet.py; override one with --config.FIELD=VALUE (e.g. --config.batch_size=64, '
-      '--config.model.norm=batchnorm).\n'
-  )
-  sys.exit(2)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':
