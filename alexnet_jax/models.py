@@ -78,6 +78,10 @@ class ModelConfig:
   dtype: str = 'float32'  # compute dtype of convs and matmuls; parameters and LRN stay float32
   init: str = 'paper'  # paper | caffe | he (fan-in scaled, biases 0: the modern default)
   width: float = 1.0  # multiplies every layer's channel count (tests shrink it; the paper is 1.0)
+  # conv1..conv5's output channels before `width`; None: the paper's (96, 256, 384, 384, 256).
+  # The paper's one-GPU comparison net (section 3.2, footnote 3) is one tower with half the kernels
+  # in conv1-conv4: (48, 128, 192, 192, 256).
+  conv_channels: tuple[int, ...] | None = None
   lrn: LRNConfig = LRNConfig()
   tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
   batch_axis: str | None = None  # mesh axis splitting the batch, inside jax.shard_map
@@ -130,7 +134,14 @@ def validate(config: ModelConfig) -> None:
         f"below that, {layer}'s {channels} channels give a tower less than one channel. The "
         f'smallest width that builds is {working_width(smallest, config.towers)}; the paper is 1.0.'
     )
-  for channels in LAYER_CHANNELS:
+  if config.conv_channels is not None and (
+      len(config.conv_channels) != len(CONV_LAYERS) or min(config.conv_channels) < 1
+  ):
+    raise ValueError(
+        f'model.conv_channels={config.conv_channels} must be {len(CONV_LAYERS)} positive channel '
+        'counts, conv1 to conv5 (the paper: 96, 256, 384, 384, 256).'
+    )
+  for channels in conv_channels(config)[1]:
     if scaled(channels, config.width) % config.towers:
       raise ValueError(
           f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'
@@ -156,6 +167,12 @@ def min_width(towers: int) -> tuple[float, str, int]:
   table = [(c, name) for name, _, _, c, _ in CONV_LAYERS] + [(FC_UNITS, 'fc6')]
   channels, layer = min(table)
   return towers / channels, layer, channels
+
+
+def conv_channels(config: ModelConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
+  """(conv1..conv5's output channels at `width`, the same before it plus fc6's units)."""
+  base = tuple(config.conv_channels or (c for _, _, _, c, _ in CONV_LAYERS))
+  return tuple(scaled(c, config.width) for c in base), base + (FC_UNITS,)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -217,8 +234,7 @@ class AlexNet(nnx.Module):
 
     channels_in = 3
     layer_channels = {}
-    for name, size, stride, channels, crosses in CONV_LAYERS:
-      channels = scaled(channels, config.width)
+    for (name, size, stride, _, crosses), channels in zip(CONV_LAYERS, conv_channels(config)[0]):
       # A tower-local layer sees its own tower's share of the previous layer; conv1 sees the image.
       fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
       padding = conv1_padding(image_size) if name == 'conv1' else 'SAME'

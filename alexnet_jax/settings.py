@@ -35,6 +35,9 @@ class LoopConfig:
   keep_checkpoints: int = 3
   profile_steps: int = 5
   final_eval_crops: int = 10  # the final test: section 4.1's ten patches (1: the centre crop)
+  # Also evaluate the training split at every evaluation, as the validation split is (centre crop,
+  # no dropout), written as trainset_*: the train-vs-validation gap of section 4.2.
+  eval_trainset: bool = False
   seed: int = 0
 
 
@@ -66,6 +69,7 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
   std = aug.std_rgb
   augment = pipeline.AugmentConfig(
       flip=bool(aug.flip),
+      random_crop=bool(aug.get('random_crop', True)),
       pca_std=float(aug.pca_std),
       mean=mean,
       eigval=eigval,

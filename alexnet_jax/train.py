@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
+from alexnet_jax import history
 from alexnet_jax import settings
 from alexnet_jax.data import pipeline
 from alexnet_jax import optim
@@ -107,6 +108,7 @@ def train_and_evaluate(
   steps_per_epoch = max(1, info.num_train_examples // data.batch_size)
   eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
   final_data = dataclasses.replace(data, eval_crops=loop.final_eval_crops)
+  trainset_data = dataclasses.replace(data, eval_split=data.train_split, eval_crops=1)
 
   model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
   schedule = optim.learning_rate_schedule(run.optim, total_steps)
@@ -140,6 +142,8 @@ def train_and_evaluate(
     parameter_overview.log_parameter_overview(state.params)
     writer.write_hparams(run.hparams)
   start_step = int(state.step)
+  if jax.process_index() == 0:
+    writer = metric_writers.MultiWriter([writer, history.HistoryWriter(workdir, start_step)])
 
   train_fn = steps.make_train_step(graphdef, tx, schedule, layout)
   eval_fn = steps.make_eval_step(graphdef, layout)
@@ -207,6 +211,10 @@ def train_and_evaluate(
           if run.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
+          if loop.eval_trainset:
+            with report.timed('eval') if report else contextlib.nullcontext():
+              fit = evaluate(trainset_data, state, eval_fn, layout)
+            writer.write_scalars(step, {f'trainset_{k}': v for k, v in fit.items()})
           if step == total_steps and final_data.eval_crops != data.eval_crops:
             # The final test (section 4.1's ten patches in the paper recipe) is a metric of its
             # own: it never feeds the plateau schedule, which the centre-crop curve drives.
@@ -225,4 +233,5 @@ def train_and_evaluate(
   finally:
     checkpointer.wait()
     checkpointer.close()
+    writer.close()
   return state, eval_metrics

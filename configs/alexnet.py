@@ -83,6 +83,7 @@ def paper() -> ml_collections.ConfigDict:
   # --- Augmentation (section 4.1) ---
   c.augment = ml_collections.ConfigDict()
   c.augment.flip = True  # horizontal reflections
+  c.augment.random_crop = True  # random image_size crops (False: the centre crop)
   c.augment.pca_std = 0.1  # alpha ~ N(0, 0.1) per image; 0 turns PCA colour noise off
   # 255 x the eigen-values of the covariance of RGB pixels / 255 (augment.eigval_on_imagenet_scale)
   c.augment.pca_eigval = augment.IMAGENET_PCA_EIGVAL
@@ -131,6 +132,9 @@ def paper() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 5000
   c.keep_checkpoints = 3
   c.profile_steps = 5  # clu Profile: trace this many steps once, early in the run (0: off)
+  # Also evaluate the training split at every evaluation (centre crop, no dropout), as
+  # trainset_*: how far the model overfits (section 4.2).
+  c.eval_trainset = False
   return c
 
 

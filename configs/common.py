@@ -19,12 +19,16 @@ VARIANTS = {
     'paper': {},
     'tanh': {'model.activation': 'tanh'},  # section 3.1, Figure 1
     'one_tower': {'model.towers': 1},  # section 3.2: one tower of the same total width
+    # Section 3.2's own comparison (footnote 3): one tower with half the kernels in conv1-conv4.
+    'one_tower_small': {'model.towers': 1, 'model.conv_channels': (48, 128, 192, 192, 256)},
     'no_lrn': {'model.norm': 'none'},  # section 3.3
     'batchnorm': {'model.norm': 'batchnorm'},  # a modern alternative at the LRN positions
     'plain_pool': {'model.pool': 'plain'},  # section 3.4: 2x2 windows, stride 2
     'no_dropout': {'model.dropout_rate': 0.0},  # section 4.2
     'no_pca_noise': {'augment.pca_std': 0.0},  # section 4.1
     'no_flip': {'augment.flip': False},  # section 4.1
+    # Section 4.1's first form of augmentation, translations and reflections, off: the centre crop.
+    'no_crop_flip': {'augment.random_crop': False, 'augment.flip': False},
 }
 
 

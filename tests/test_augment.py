@@ -415,3 +415,16 @@ def test_eigval_on_imagenet_scale_is_the_covariance_of_pixels_over_255_times_255
   raw = np.linalg.eigvalsh(np.cov(pixels, rowvar=False))
   unit = np.linalg.eigvalsh(np.cov(pixels / 255.0, rowvar=False))
   np.testing.assert_allclose(aug.eigval_on_imagenet_scale(raw), 255.0 * unit, rtol=1e-12)
+
+
+def test_train_transform_without_random_crop_takes_the_centre_and_draws_no_offsets():
+  image = _img(256, 256, seed=5)
+  mean = np.array(aug.IMAGENET_MEAN_RGB)
+  for seed in range(4):
+    out = aug.train_transform(image, rng=np.random.default_rng(seed), random_crop=False, **TRAIN_KW)
+    r = np.random.default_rng(seed)  # the flip coin and alpha come first: no offsets drawn
+    crop = image[16:240, 16:240].astype(np.float64)  # (256 - 224) / 2 = 16 on every side
+    if r.random() < 0.5:
+      crop = crop[:, ::-1]
+    alpha = r.normal(0, 0.1, 3)
+    np.testing.assert_allclose(out, crop + EIGVEC @ (alpha * EIGVAL) - mean, atol=1e-3)

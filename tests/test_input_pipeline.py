@@ -212,3 +212,15 @@ def test_batch_arrays_are_reused_only_when_nothing_holds_them(tiny_data_dir, tin
   _take(it, 12)
   for b, c in zip(kept, copies, strict=True):
     np.testing.assert_array_equal(b['image'], c)
+
+
+def test_a_slice_of_a_split_is_a_smaller_training_set(tiny_data_dir, tiny_config):
+  config = dataclasses.replace(_config(tiny_config()), train_split='train[:100]')
+  info = pipeline.get_info(config)
+  assert info.num_train_examples == 100 and info.num_eval_examples == 160
+  first = pipeline.decoding_source(config, config.train_split)
+  whole = pipeline.decoding_source(dataclasses.replace(config, train_split='train'), 'train')
+  assert len(first) == 100
+  np.testing.assert_array_equal(first[99]['image'], whole[99]['image'])  # the first 100, in order
+  with pytest.raises(pipeline.ConfigError, match=r"no split 'trian'.*'train\[:1000\]'"):
+    pipeline.get_info(dataclasses.replace(config, train_split='trian'))

@@ -40,6 +40,35 @@ def test_one_tower_of_same_width_has_more_parameters_in_tower_layers():
   assert models.count_params(one) == paper_parameter_count() + extra
 
 
+def test_the_papers_one_tower_net_has_half_the_kernels_in_conv1_to_conv4():
+  """Section 3.2, footnote 3: conv5 and the fully connected layers keep their size."""
+  small = dataclasses.replace(PAPER, towers=1, conv_channels=(48, 128, 192, 192, 256))
+  model = models.AlexNet(small, 224, rngs=nnx.Rngs(0))
+  shapes = {name: getattr(model, name).kernel.shape for name in ('conv1', 'conv2', 'conv5', 'fc6')}
+  assert shapes == {
+      'conv1': (11, 11, 3, 48),
+      'conv2': (5, 5, 48, 128),
+      'conv5': (3, 3, 192, 256),
+      'fc6': (6 * 6 * 256, 4096),
+  }
+  by_hand = [
+      (11 * 11 * 3, 48),
+      (5 * 5 * 48, 128),
+      (3 * 3 * 128, 192),
+      (3 * 3 * 192, 192),
+      (3 * 3 * 192, 256),
+      (6 * 6 * 256, 4096),
+      (4096, 4096),
+      (4096, 1000),
+  ]
+  count = sum((fan_in + 1) * out for fan_in, out in by_hand)
+  assert models.count_params(model) == count
+  # "Approximately the same number of parameters" as the two-tower net: within 5%.
+  assert abs(count / paper_parameter_count() - 1) < 0.05
+  with pytest.raises(ValueError, match='model.conv_channels'):
+    models.validate(dataclasses.replace(PAPER, conv_channels=(48, 128)))
+
+
 @pytest.mark.parametrize('image_size', [224, 227])
 def test_layer_sizes_match_the_paper(image_size):
   model = models.AlexNet(PAPER, image_size, rngs=nnx.Rngs(0))

@@ -215,7 +215,8 @@ def test_importing_the_package_changes_nothing_in_the_process():
   ours = run_python(
       'import os\nbefore = dict(os.environ)\n'
       'import alexnet_jax, alexnet_jax.models, alexnet_jax.train, alexnet_jax.main, '
-      'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet\n'
+      'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet, alexnet_jax.sweep, '
+      'alexnet_jax.results, alexnet_jax.plots, alexnet_jax.analysis\n'
       'from alexnet_jax import runtime\n'
       + changed
       + 'print(changed, runtime.malloc_applied(), os.environ.get("XLA_FLAGS"))\n'
@@ -224,7 +225,7 @@ def test_importing_the_package_changes_nothing_in_the_process():
       'import os\nbefore = dict(os.environ)\n'
       'import absl.flags, clu.metrics, clu.parameter_overview, flax, grain, '
       'jax, ml_collections, optax, orbax.checkpoint, simplejpeg, '
-      'tensorflow_datasets\n' + changed + 'print(changed, False, None)\n'
+      'tensorflow_datasets, pandas, matplotlib.figure\n' + changed + 'print(changed, False, None)\n'
   )
   assert ours.returncode == 0 and libraries.returncode == 0, ours.stderr[-2000:]
   assert ours.stdout.split('\n')[-2] == libraries.stdout.split('\n')[-2], (

@@ -415,6 +415,7 @@ def train_transform(
     mean,
     flip: bool,
     rng: np.random.Generator,
+    random_crop: bool = True,
 ) -> np.ndarray:
   """Training-time pipeline: sections 2 and 4.1 combined, into a new float32 array.
 
@@ -426,6 +427,9 @@ def train_transform(
   0..255 units, eigenvectors as columns; `mean` is a per-channel (3,) mean or a mean image of
   shape (image_size, image_size, 3) or (resize_size, resize_size, 3), the latter cut with the same
   window and reflection as the image.
+
+  `random_crop=False` takes the centre crop instead (the ablation of section 4.1's translations;
+  it draws no offsets).
 
   Generator draws, in order: crop row offset, crop column offset, flip coin (only if `flip`),
   alpha (3 normals, only if `pca_std > 0`) -- the same sequence as calling the individual
@@ -446,6 +450,7 @@ def train_transform(
       pca_std=pca_std,
       flip=flip,
       rng=rng,
+      random_crop=random_crop,
   )
   return crop_offset_to_float(image, top, left, image_size, flipped, offset, mean, resize_size)
 
@@ -460,6 +465,7 @@ def train_draws(
     pca_std: float,
     flip: bool,
     rng: np.random.Generator,
+    random_crop: bool = True,
 ) -> tuple[int, int, bool, np.ndarray]:
   """`train_transform`'s random choices for an h x w image, without touching pixels.
 
@@ -468,7 +474,10 @@ def train_draws(
   draws per example and converts pixels per batch (`pipeline.TrainTransform` and `TrainBatch`)
   calls this, then `crop_offset_to_float` with `out=` a row of the batch.
   """
-  top, left = _random_offsets(h, w, image_size, rng)
+  if random_crop:
+    top, left = _random_offsets(h, w, image_size, rng)
+  else:
+    top, left = _center_offsets(h, w, image_size)
   flipped = bool(flip) and rng.random() < 0.5
   shift = _pca_shift(eigval, eigvec, pca_std, rng)
   offset = np.zeros(3, np.float32) if shift is None else shift.astype(np.float32)

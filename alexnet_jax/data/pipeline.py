@@ -59,6 +59,7 @@ class AugmentConfig:
   config's constants, or the training set's own from `augment.stats_file` (`colour`)."""
 
   flip: bool = True
+  random_crop: bool = True  # False: the centre crop, the translations of section 4.1 off
   pca_std: float = 0.1
   mean: np.ndarray = dataclasses.field(  # (3,), or the (resize, resize, 3) mean image
       default_factory=lambda: np.asarray(augment.IMAGENET_MEAN_RGB, np.float32)
@@ -139,16 +140,22 @@ class DatasetInfo:
 def get_info(config: DataConfig) -> DatasetInfo:
   builder = _dataset_or_error(config)
   splits = builder.info.splits
+  sizes = {}
   for split in (config.train_split, config.eval_split):
-    if split not in splits:
+    # TFDS's slicing syntax ('train[:1000]', 'train[:10%]') selects part of a split: the
+    # data-limited regime of the regularisation experiments.
+    try:
+      sizes[split] = splits[split].num_examples
+    except (KeyError, ValueError, AssertionError):
       raise ConfigError(
           f'Dataset {config.dataset!r} has no split {split!r}; it has '
-          f'{sorted(splits)}. Set --config.train_split / --config.eval_split.'
-      )
+          f"{sorted(splits)} (a slice such as 'train[:1000]' selects part of one). Set "
+          '--config.train_split / --config.eval_split.'
+      ) from None
   return DatasetInfo(
       num_classes=builder.info.features[LABEL_KEY].num_classes,
-      num_train_examples=splits[config.train_split].num_examples,
-      num_eval_examples=splits[config.eval_split].num_examples,
+      num_train_examples=sizes[config.train_split],
+      num_eval_examples=sizes[config.eval_split],
   )
 
 
@@ -259,6 +266,7 @@ class TrainTransform(grain.transforms.RandomMap):
         pca_std=float(aug.pca_std),
         mean=aug.mean,
         flip=aug.flip,
+        random_crop=aug.random_crop,
     )
     self.inv_std = aug.inv_std
 
@@ -279,6 +287,7 @@ class TrainTransform(grain.transforms.RandomMap):
         pca_std=kw['pca_std'],
         flip=kw['flip'],
         rng=rng,
+        random_crop=kw['random_crop'],
     )
     return {
         'image': image,

@@ -1,0 +1,95 @@
+"""A run's metrics as a JSON-lines file beside its checkpoints: `<workdir>/metrics.jsonl`.
+
+clu's writers give TensorBoard event files and log lines; neither is a table a notebook can read
+without TensorFlow. So the loop also writes every scalar it logs here, one JSON object per write:
+`{"step": 200, "elapsed_s": 31.2, "eval_top1_error": 0.12, ...}`. `elapsed_s` counts the seconds
+this run has trained (compiling and evaluating included) over all the processes that ran it: a run
+resumed after a crash continues from the time of its checkpoint, and the time between the crash
+and the restart is not counted. The sweep runner (`alexnet_jax.sweep`) reads these files.
+"""
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+FILENAME = 'metrics.jsonl'
+# A sweep's parent workdir lists its variants and seeds here, in order (alexnet_jax.sweep).
+PLAN_FILE = 'sweep.json'
+
+
+def read(workdir: str) -> list[dict[str, Any]]:
+  """The records of `<workdir>/metrics.jsonl`, in the order written ([] if there is none).
+
+  A line cut short by a crash mid-write is skipped.
+  """
+  path = os.path.join(workdir, FILENAME)
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+class HistoryWriter:
+  """Appends every `write_scalars` to `<workdir>/metrics.jsonl`; other summaries are ignored.
+
+  It has clu's MetricWriter methods, for clu's MultiWriter, without subclassing it: importing
+  `clu.metric_writers` imports TensorFlow, which `train` keeps out of its import (a command's
+  `runtime.configure()` must come first).
+
+  `resume_step` is the step the run restarts from: the records of later steps (written before a
+  crash, and about to be computed again) are dropped, and `elapsed_s` continues from the last
+  record kept.
+  """
+
+  def __init__(self, workdir: str, resume_step: int = 0):
+    self.path = os.path.join(workdir, FILENAME)
+    kept = [r for r in read(workdir) if r['step'] <= resume_step]
+    self._offset = max((r['elapsed_s'] for r in kept), default=0.0)
+    tmp = self.path + '.tmp'
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    os.replace(tmp, self.path)
+    self._start = time.monotonic()
+    self._file = open(self.path, 'a')
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    record = {'step': int(step), 'elapsed_s': self._offset + time.monotonic() - self._start}
+    for key, value in scalars.items():
+      value = float(value)
+      record[key] = value if math.isfinite(value) else None  # JSON has no NaN
+    self._file.write(json.dumps(record) + '\n')
+
+  def write_summaries(self, step, values, metadata=None):
+    pass
+
+  def write_images(self, step, images):
+    pass
+
+  def write_videos(self, step, videos):
+    pass
+
+  def write_audios(self, step, audios, *, sample_rate):
+    pass
+
+  def write_texts(self, step, texts):
+    pass
+
+  def write_histograms(self, step, arrays, num_buckets=None):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
