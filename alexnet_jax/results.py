@@ -1,0 +1,169 @@
+"""A sweep's runs as tables: every logged metric, each run's final numbers, and their spread.
+
+`load(parent)` reads `PARENT/VARIANT/seed_N/metrics.jsonl` (`alexnet_jax.history`) into one
+DataFrame, a row per (variant, seed, logged step). `finals` reduces it to a row per run, `aggregate`
+to a row per variant (mean, std and n over seeds), and `compare` says whether two variants differ
+by more than their seed-to-seed spread. Nothing here needs JAX or TensorFlow.
+"""
+
+import glob
+import json
+import math
+import os
+
+import numpy as np
+import pandas as pd
+
+from alexnet_jax import history
+
+KEYS = ('variant', 'seed', 'step')
+
+
+def load(parent: str) -> pd.DataFrame:
+  """Every logged metric of every run under `parent`: columns variant, seed, step, elapsed_s and
+  one per metric (train_loss, train_top1_error, eval_top1_error, ..., NaN where a step did not log
+  it). Variants keep the sweep's order (its `sweep.json`)."""
+  rows = []
+  for path in sorted(glob.glob(os.path.join(parent, '*', 'seed_*', history.FILENAME))):
+    workdir = os.path.dirname(path)
+    variant = os.path.basename(os.path.dirname(workdir))
+    seed = int(os.path.basename(workdir)[len('seed_') :])
+    for record in history.read(workdir):
+      rows.append({'variant': variant, 'seed': seed, **record})
+  if not rows:
+    raise FileNotFoundError(f'No run under {parent} has written metrics yet ({history.FILENAME}).')
+  frame = pd.DataFrame(rows)
+  # One row per logged step: the loop writes train, eval and progress scalars separately.
+  frame = frame.groupby(list(KEYS), sort=False).agg(_last_valid).reset_index()
+  order = _variant_order(parent, frame['variant'].unique())
+  frame['variant'] = pd.Categorical(frame['variant'], categories=order, ordered=True)
+  return frame.sort_values(list(KEYS)).reset_index(drop=True)
+
+
+def _last_valid(values: pd.Series):
+  valid = values.dropna()
+  return valid.iloc[-1] if len(valid) else np.nan
+
+
+def _variant_order(parent: str, found) -> list[str]:
+  path = os.path.join(parent, history.PLAN_FILE)
+  planned = []
+  if os.path.exists(path):
+    with open(path) as f:
+      planned = json.load(f)['variants']
+  return [v for v in planned if v in set(found)] + sorted(set(found) - set(planned))
+
+
+def steps_to(table: pd.DataFrame, target: float, metric: str = 'train_top1_error') -> pd.DataFrame:
+  """Per run: the first logged step (and its elapsed seconds) at which `metric` <= `target`;
+  NaN for a run that never got there."""
+  out = []
+  for (variant, seed), run in table.groupby(['variant', 'seed'], observed=True, sort=True):
+    reached = run[run[metric] <= target]
+    first = reached.iloc[0] if len(reached) else None
+    out.append(
+        {
+            'variant': variant,
+            'seed': seed,
+            'steps_to_target': np.nan if first is None else float(first['step']),
+            'seconds_to_target': np.nan if first is None else float(first['elapsed_s']),
+        }
+    )
+  return pd.DataFrame(out)
+
+
+def finals(
+    table: pd.DataFrame, target: float | None = None, target_metric: str = 'train_top1_error'
+) -> pd.DataFrame:
+  """A row per run: its last step and elapsed seconds, its median steps/s, the last logged value
+  of every metric, and with `target` the steps and seconds to reach it (`steps_to`)."""
+  metrics = [c for c in table.columns if c not in KEYS + ('elapsed_s',)]
+  out = []
+  for (variant, seed), run in table.groupby(['variant', 'seed'], observed=True, sort=True):
+    row = {'variant': variant, 'seed': seed, 'steps': run['step'].max()}
+    row['elapsed_s'] = run['elapsed_s'].max()
+    for column in metrics:
+      valid = run[column].dropna()
+      if column == 'steps_per_sec':
+        row[column] = valid.median() if len(valid) else np.nan
+      else:
+        row[column] = valid.iloc[-1] if len(valid) else np.nan
+    out.append(row)
+  frame = pd.DataFrame(out)
+  if 'trainset_top1_error' in frame and 'eval_top1_error' in frame:
+    # Section 4.2's overfitting: validation error minus the error on the images trained on.
+    frame['generalisation_gap'] = frame['eval_top1_error'] - frame['trainset_top1_error']
+  if target is not None:
+    frame = frame.merge(steps_to(table, target, target_metric), on=['variant', 'seed'])
+  frame['variant'] = pd.Categorical(
+      frame['variant'], categories=table['variant'].cat.categories, ordered=True
+  )
+  return frame.sort_values(['variant', 'seed']).reset_index(drop=True)
+
+
+def aggregate(per_run: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+  """A row per variant: mean, std (over seeds, ddof=1) and n (runs with a value) of `columns`
+  (default: every numeric column but the seed); columns are (column, stat) pairs."""
+  if columns is None:
+    columns = [
+        c
+        for c in per_run.columns
+        if c not in ('variant', 'seed') and pd.api.types.is_numeric_dtype(per_run[c])
+    ]
+  grouped = per_run.groupby('variant', observed=True, sort=True)[columns]
+  return grouped.agg(['mean', 'std', 'count']).rename(columns={'count': 'n'}, level=1)
+
+
+def summary(
+    table: pd.DataFrame, target: float | None = None, target_metric: str | None = None
+) -> pd.DataFrame:
+  """`aggregate(finals(table, ...))`: the sweep's result, a row per variant."""
+  return aggregate(finals(table, target, target_metric or 'train_top1_error'))
+
+
+def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> dict[str, float]:
+  """`variant` minus `baseline` in `column`, against the seed-to-seed spread.
+
+  Returns the difference of the means, its standard error sqrt(s_a^2/n_a + s_b^2/n_b) and
+  `exceeds`: whether the difference is more than twice that error (about a 95% test when seeds are
+  independent and the spread is roughly normal; with 3 seeds a rough one, and said so).
+  """
+  a = per_run.loc[per_run['variant'] == variant, column].dropna().to_numpy(float)
+  b = per_run.loc[per_run['variant'] == baseline, column].dropna().to_numpy(float)
+  if len(a) < 2 or len(b) < 2:
+    raise ValueError(
+        f'compare needs at least 2 runs of each variant with a {column}; '
+        f'{variant!r} has {len(a)}, {baseline!r} has {len(b)}.'
+    )
+  difference = float(a.mean() - b.mean())
+  error = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+  return {
+      'difference': difference,
+      'standard_error': error,
+      'exceeds': bool(abs(difference) > 2 * error),
+      'n': min(len(a), len(b)),
+  }
+
+
+def format_mean_std(summary_frame: pd.DataFrame, column: str, scale: float = 100.0) -> pd.Series:
+  """'12.3 +- 0.4 (n=3)' per variant (scale 100: errors as percentages)."""
+  stats = summary_frame[column]
+  return pd.Series(
+      [
+          f'{m * scale:.1f} +- {0.0 if np.isnan(s) else s * scale:.1f} (n={int(n)})'
+          for m, s, n in zip(stats['mean'], stats['std'], stats['n'])
+      ],
+      index=summary_frame.index,
+      name=column,
+  )
+
+
+def save(table: pd.DataFrame, summary_frame: pd.DataFrame, parent: str) -> dict[str, str]:
+  """Writes `metrics.csv` (every logged metric) and `summary.csv` into `parent`."""
+  paths = {'metrics': os.path.join(parent, 'metrics.csv')}
+  table.to_csv(paths['metrics'], index=False)
+  flat = summary_frame.copy()
+  flat.columns = [f'{column}_{stat}' for column, stat in flat.columns]
+  paths['summary'] = os.path.join(parent, 'summary.csv')
+  flat.to_csv(paths['summary'])
+  return paths

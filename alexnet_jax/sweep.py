@@ -1,0 +1,409 @@
+r"""Ablations and seeds: many training runs of one config, collected into one table.
+
+    python -m alexnet_jax.sweep --config=configs/normalisation.py --workdir=runs/normalisation
+
+A sweep is a base config, named variants (the config overrides of `configs.common.VARIANTS`, e.g.
+`no_lrn`) and seeds. Each (variant, seed) trains in its own workdir, `PARENT/VARIANT/seed_N`, with
+`train.train_and_evaluate`, so everything a run does (checkpoints, resumption, TensorBoard events)
+is a single run's. Running the same sweep again skips the finished runs and resumes the others
+from their checkpoints; a run directory that holds another config is an error, never overwritten.
+An experiment config (configs/relu_tanh.py and the others) carries its sweep in `config.sweep`:
+`variants`, `seeds`, `parallel` (runs side by side on disjoint sets of the devices) and what the
+plots measure (`metric`, `target`, `target_metric`).
+
+Afterwards `PARENT/metrics.csv` holds every logged metric of every run (`results.load`),
+`PARENT/summary.csv` the final numbers aggregated over seeds, and `PARENT/*.png` the plots
+(`plots.save_sweep_plots`). `tensorboard --logdir=PARENT` shows every run, with its variant and seed
+among the hparams.
+"""
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import threading
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+
+from alexnet_jax import history
+from alexnet_jax import settings
+from alexnet_jax import steps
+from alexnet_jax import train
+from alexnet_jax.configs import common
+from alexnet_jax.data import pipeline
+from alexnet_jax.errors import ConfigError
+
+RUN_FILE = 'run.json'  # in each run: its variant, seed and config
+DONE_FILE = 'done.json'  # in each finished run: its final metrics
+FAILED_FILE = 'diverged.json'  # in each run that diverged: the trainer's message
+
+# Fields that change how a run is carried out, not what it computes: a run directory made with
+# other values of these is the same run (e.g. the data moved to another disk).
+_NOT_IDENTITY = (
+    'data_dir',
+    'manual_dir',
+    'data_workers',
+    'data_threads',
+    'prefetch_batches',
+    'keep_checkpoints',
+    'checkpoint_every_steps',
+    'profile_steps',
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  variant: str
+  seed: int
+  config: ml_collections.ConfigDict
+  workdir: str
+
+  @property
+  def name(self) -> str:
+    return f'{self.variant}/seed_{self.seed}'
+
+
+def sweep_settings(config: ml_collections.ConfigDict) -> tuple[ml_collections.ConfigDict, dict]:
+  """An experiment config split into its base run config and its `sweep` section (as a dict)."""
+  if 'sweep' not in config:
+    raise ConfigError(
+        'This config has no `sweep` section, so there is nothing to sweep. Use an experiment '
+        'config (configs/relu_tanh.py, configs/normalisation.py, ...), or give the variants and '
+        'seeds to sweep.run_sweep(config, parent, variants=..., seeds=...).'
+    )
+  base = ml_collections.ConfigDict(config.to_dict())
+  spec = base.sweep.to_dict()
+  del base.sweep
+  return base, spec
+
+
+def plan(
+    base: ml_collections.ConfigDict,
+    parent: str,
+    variants: Sequence[str] | Mapping[str, Mapping[str, Any]],
+    seeds: Sequence[int],
+) -> list[Run]:
+  """The runs of a sweep, variant-major. `variants` are names of `common.VARIANTS`, or a mapping
+  of new names to overrides ({'wide': {'model.width': 2.0}}) for a notebook's own ablation."""
+  if not isinstance(variants, Mapping):
+    unknown = [v for v in variants if v not in common.VARIANTS]
+    if unknown:
+      raise ConfigError(
+          f'Unknown variants {unknown}; the named ones are {sorted(common.VARIANTS)} '
+          '(configs/common.py), or pass a mapping of names to config overrides.'
+      )
+    variants = {v: common.VARIANTS[v] for v in variants}
+  if not variants or not seeds:
+    raise ConfigError('A sweep needs at least one variant and one seed.')
+  runs = []
+  for name, overrides in variants.items():
+    for seed in seeds:
+      config = ml_collections.ConfigDict(base.to_dict())
+      for field, value in overrides.items():
+        try:
+          common.set_field(config, field, value)
+        except (AttributeError, KeyError):
+          raise ConfigError(
+              f'Variant {name!r} overrides {field!r}, which the config does not have.'
+          ) from None
+      config.seed = int(seed)
+      runs.append(Run(name, int(seed), config, os.path.join(parent, name, f'seed_{seed}')))
+  return runs
+
+
+def planned(config: ml_collections.ConfigDict, parent: str) -> list[Run]:
+  """The runs of an experiment config's sweep (its `sweep` section) under `parent`: each with
+  the config it trains, e.g. for `analysis.restore(run.config, run.workdir)`."""
+  base, spec = sweep_settings(config)
+  return plan(base, parent, spec['variants'], spec['seeds'])
+
+
+def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  flat = settings.flatten(config.to_dict())
+  return {k: v for k, v in flat.items() if k not in _NOT_IDENTITY}
+
+
+def _claim(run: Run) -> bool:
+  """Writes the run's record, or checks the one there; True if the run already finished."""
+  os.makedirs(run.workdir, exist_ok=True)
+  path = os.path.join(run.workdir, RUN_FILE)
+  identity = _identity(run.config)
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)['config']
+    differ = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+    if differ:
+      shown = ', '.join(f'{k}: {recorded.get(k)!r} there, {identity.get(k)!r} now' for k in differ)
+      raise ConfigError(
+          f'{run.workdir} holds a run of another config ({shown[:400]}). Sweep into another '
+          'parent workdir, or delete that directory to train it again.'
+      )
+  else:
+    with open(path, 'w') as f:
+      json.dump({'variant': run.variant, 'seed': run.seed, 'config': identity}, f, indent=1)
+  return os.path.exists(os.path.join(run.workdir, DONE_FILE))
+
+
+def status(run: Run) -> str:
+  """'done', 'diverged', 'started' (a checkpoint or metrics exist) or 'new'."""
+  if os.path.exists(os.path.join(run.workdir, DONE_FILE)):
+    return 'done'
+  if os.path.exists(os.path.join(run.workdir, FAILED_FILE)):
+    return 'diverged'
+  if os.path.exists(os.path.join(run.workdir, 'metrics.jsonl')):
+    return 'started'
+  return 'new'
+
+
+class Progress:
+  """One line for the whole sweep: runs done of all, steps done of all, elapsed and ETA.
+
+  The ETA is the remaining steps at the rate of the steps this session has run (compiles and
+  evaluations included), divided among the runs going side by side.
+  """
+
+  def __init__(self, runs: Sequence[Run], total_steps: Mapping[str, int], report, every_s: float):
+    self.total_runs = len(runs)
+    self.total_steps = dict(total_steps)
+    self.step = {r.name: 0 for r in runs}
+    self.first = {}
+    self.done = 0
+    self.running: set[str] = set()
+    self.report = report
+    self.every_s = every_s
+    self.start = time.monotonic()
+    self.last = self.start
+    self.lock = threading.Lock()
+
+  def finished(self, run: Run, skipped: bool = False) -> None:
+    with self.lock:
+      self.done += 1
+      self.step[run.name] = self.total_steps[run.name]
+      self.running.discard(run.name)
+      if skipped:
+        self.first[run.name] = self.total_steps[run.name]
+      self._report()
+
+  def started(self, run: Run) -> None:
+    with self.lock:
+      self.running.add(run.name)
+
+  def update(self, run: Run, step: int) -> None:
+    with self.lock:
+      self.first.setdefault(run.name, step - 1)
+      self.step[run.name] = step
+      if time.monotonic() - self.last >= self.every_s:
+        self._report()
+
+  def line(self) -> str:
+    elapsed = time.monotonic() - self.start
+    done_steps = sum(self.step.values())
+    total = sum(self.total_steps.values())
+    session = sum(self.step[n] - self.first[n] for n in self.first)
+    eta = '?'
+    if session > 0 and done_steps < total:
+      eta = _duration(elapsed / session * (total - done_steps))
+    elif done_steps >= total:
+      eta = '0s'
+    running = ', '.join(f'{n} @ {self.step[n]}/{self.total_steps[n]}' for n in sorted(self.running))
+    return (
+        f'sweep: {self.done}/{self.total_runs} runs done'
+        + (f' (running {running})' if running else '')
+        + f'; {done_steps}/{total} steps; elapsed {_duration(elapsed)}, ETA {eta}'
+    )
+
+  def _report(self) -> None:
+    self.last = time.monotonic()
+    self.report(self.line())
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  if seconds < 60:
+    return f'{seconds}s'
+  minutes, seconds = divmod(seconds, 60)
+  if minutes < 60:
+    return f'{minutes}m{seconds:02d}s'
+  hours, minutes = divmod(minutes, 60)
+  return f'{hours}h{minutes:02d}m'
+
+
+def _print(line: str) -> None:
+  print(line, flush=True)
+
+
+def run_sweep(
+    config: ml_collections.ConfigDict,
+    parent: str,
+    *,
+    variants: Sequence[str] | Mapping[str, Mapping[str, Any]] | None = None,
+    seeds: Sequence[int] | None = None,
+    parallel: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    report: Callable[[str], None] = _print,
+    report_every_s: float = 30.0,
+) -> list[Run]:
+  """Trains every (variant, seed) of the sweep that has not finished; returns the runs.
+
+  `config` is an experiment config (its `sweep` section gives the defaults of `variants`, `seeds`
+  and `parallel`) or a plain run config with `variants` and `seeds` given here. `parallel` runs
+  train side by side, each on its own `len(devices) // parallel` of `devices` (default: all of
+  this process's); `parallel=1` runs them one after the other on all of them. A run that diverges
+  is recorded (`diverged.json`) and the sweep goes on; a config error stops it.
+  """
+  spec = {}
+  if 'sweep' in config:
+    config, spec = sweep_settings(config)
+  variants = variants if variants is not None else spec.get('variants')
+  seeds = seeds if seeds is not None else spec.get('seeds')
+  parallel = parallel if parallel is not None else spec.get('parallel', 1)
+  if variants is None or seeds is None:
+    raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
+  runs = plan(config, parent, variants, seeds)
+  devices = list(devices if devices is not None else jax.local_devices())
+  if parallel < 1 or parallel > len(devices):
+    raise ConfigError(
+        f'parallel={parallel} runs side by side need at least that many devices; this process '
+        f'has {len(devices)}. Use --config.sweep.parallel=1 to run them one after the other.'
+    )
+  if parallel > 1 and jax.process_count() > 1:
+    raise ConfigError(
+        'Runs side by side (sweep.parallel > 1) need a single process; on several hosts each run '
+        'spans all of them, so use --config.sweep.parallel=1.'
+    )
+  per_run = len(devices) // parallel
+  groups = [devices[i * per_run : (i + 1) * per_run] for i in range(parallel)]
+
+  os.makedirs(parent, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(parent, history.PLAN_FILE), 'w') as f:
+      names = list(dict.fromkeys(r.variant for r in runs))
+      json.dump({'variants': names, 'seeds': [int(s) for s in seeds]}, f)
+  # Every config is checked, and every directory claimed, before the first run starts: a typo in
+  # the last variant costs seconds, not the sweep.
+  finished = {r.name: _claim(r) for r in runs}
+  typed = {r.name: settings.from_config(r.config) for r in runs}
+  total = {}
+  for r in runs:
+    data = typed[r.name].data
+    total[r.name] = train.num_train_steps(
+        typed[r.name].loop, data.batch_size, pipeline.get_info(data)
+    )
+  progress = Progress(runs, total, report, report_every_s)
+  todo = []
+  for r in runs:
+    if finished[r.name] or status(r) == 'diverged':
+      progress.finished(r, skipped=True)
+    else:
+      todo.append(r)
+  report(progress.line())
+
+  free = list(range(parallel))
+  free_lock = threading.Lock()
+
+  def execute(run: Run) -> None:
+    with free_lock:
+      group = free.pop()
+    try:
+      progress.started(run)
+      typed_run = dataclasses.replace(
+          typed[run.name],
+          hparams={**typed[run.name].hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
+      )
+      try:
+        _, metrics = train.train_and_evaluate(
+            typed_run,
+            run.workdir,
+            devices=groups[group],
+            step_callback=lambda step, _: progress.update(run, step),
+        )
+      except steps.TrainingDiverged as e:
+        logging.warning('%s diverged: %s', run.name, e)
+        if jax.process_index() == 0:
+          with open(os.path.join(run.workdir, FAILED_FILE), 'w') as f:
+            json.dump({'message': str(e)}, f)
+      else:
+        if jax.process_index() == 0:
+          with open(os.path.join(run.workdir, DONE_FILE), 'w') as f:
+            json.dump(metrics, f)
+      progress.finished(run)
+    finally:
+      with free_lock:
+        free.append(group)
+
+  if parallel == 1:
+    for run in todo:
+      execute(run)
+  else:
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+      futures = [pool.submit(execute, run) for run in todo]
+      for future in concurrent.futures.as_completed(futures):
+        future.result()  # re-raises a run's error (the pool finishes the runs under way)
+  return runs
+
+
+def run_and_collect(config: ml_collections.ConfigDict, parent: str, **kwargs):
+  """`run_sweep`, then the table, the summary and the plots: what the command does.
+
+  Returns (metrics DataFrame, summary DataFrame, {plot name: PNG path}).
+  """
+  from alexnet_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: seconds)
+  from alexnet_jax import results  # pylint: disable=g-import-not-at-top
+
+  spec = sweep_settings(config)[1] if 'sweep' in config else {}
+  run_sweep(config, parent, **kwargs)
+  table = results.load(parent)
+  summary = results.summary(
+      table, target=spec.get('target'), target_metric=spec.get('target_metric')
+  )
+  results.save(table, summary, parent)
+  figures = plots.save_sweep_plots(
+      table,
+      parent,
+      metric=spec.get('metric', 'eval_top1_error'),
+      target=spec.get('target'),
+      target_metric=spec.get('target_metric', 'train_top1_error'),
+  )
+  return table, summary, figures
+
+
+def main(argv):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+
+  cli.check_no_arguments(argv)
+  logging.get_absl_handler().addFilter(cli.QuietLibraries())
+  runtime.configure()
+  logging.set_verbosity(logging.WARNING)  # the progress line speaks; the runs' metrics go to files
+  try:
+    _, summary, figures = run_and_collect(flags.FLAGS.config, flags.FLAGS.workdir)
+  except ConfigError as e:
+    cli.fail(str(e))
+  print(summary.to_string(), flush=True)
+  for path in figures.values():
+    print(f'wrote {path}', flush=True)
+
+
+def run() -> None:
+  """`python -m alexnet_jax.sweep`: the flags are defined here, not on import (a library)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+
+  flags.DEFINE_string('workdir', None, 'Parent directory: one subdirectory per run, and the plots.')
+  config_flags.DEFINE_config_file(
+      'config', None, 'An experiment config with a `sweep` section, e.g. configs/pooling.py.'
+  )
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main, flags_parser=cli.parse_flags)
+
+
+if __name__ == '__main__':
+  run()

@@ -1,0 +1,177 @@
+"""The sweep's tables and figures against numbers computed by hand from metrics files written here
+(no training: every value is known)."""
+
+import json
+import math
+import os
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from alexnet_jax import history
+from alexnet_jax import plots
+from alexnet_jax import results
+
+# variant -> seed -> the validation error logged at steps 10, 20, 30 and the training error at
+# steps 5..30 (every 5).
+EVAL = {
+    'paper': {0: [0.50, 0.30, 0.20], 1: [0.55, 0.35, 0.24], 2: [0.52, 0.28, 0.22]},
+    'no_lrn': {0: [0.60, 0.40, 0.30], 1: [0.58, 0.42, 0.26], 2: [0.62, 0.45, 0.31]},
+}
+TRAIN = {
+    ('paper', 0): [0.9, 0.6, 0.4, 0.24, 0.2, 0.1],
+    ('paper', 1): [0.9, 0.7, 0.5, 0.3, 0.25, 0.2],
+    ('paper', 2): [0.9, 0.5, 0.3, 0.2, 0.15, 0.1],
+    ('no_lrn', 0): [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+    ('no_lrn', 1): [0.9, 0.8, 0.6, 0.4, 0.3, 0.2],
+    ('no_lrn', 2): [0.9, 0.85, 0.8, 0.7, 0.6, 0.5],
+}
+
+
+def write_sweep(parent) -> None:
+  # Variants listed in the order the sweep ran them, not alphabetically.
+  os.makedirs(parent, exist_ok=True)
+  with open(os.path.join(parent, history.PLAN_FILE), 'w') as f:
+    json.dump({'variants': ['paper', 'no_lrn'], 'seeds': [0, 1, 2]}, f)
+  for variant, seeds in EVAL.items():
+    for seed, evals in seeds.items():
+      workdir = os.path.join(parent, variant, f'seed_{seed}')
+      os.makedirs(workdir)
+      lines = []
+      for i, error in enumerate(TRAIN[variant, seed]):
+        step = 5 * (i + 1)
+        lines.append({'step': step, 'elapsed_s': 2.0 * step, 'train_top1_error': error})
+        if step % 10 == 0:
+          # Written separately, as the loop does: one row per step after loading.
+          lines.append(
+              {'step': step, 'elapsed_s': 2.0 * step + 1, 'eval_top1_error': evals[step // 10 - 1]}
+          )
+      lines.append({'step': 30, 'elapsed_s': 61.0, 'steps_per_sec': 0.5 + seed})
+      with open(os.path.join(workdir, history.FILENAME), 'w') as f:
+        f.writelines(json.dumps(line) + '\n' for line in lines)
+        f.write('{"step": 35, "elapsed')  # a line cut short by a crash: skipped
+
+
+def test_load_has_one_row_per_logged_step_in_sweep_order(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  assert list(table['variant'].cat.categories) == ['paper', 'no_lrn']
+  assert len(table) == 2 * 3 * 6  # six logged steps per run; eval and progress merged in
+  row = table[(table['variant'] == 'no_lrn') & (table['seed'] == 1) & (table['step'] == 20)]
+  assert row['eval_top1_error'].item() == 0.42
+  assert row['train_top1_error'].item() == 0.4  # TRAIN's fourth value: step 20
+  assert row['elapsed_s'].item() == 41.0  # the last record of the step
+  assert math.isnan(table.loc[table['step'] == 5, 'eval_top1_error'].iloc[0])
+
+
+def test_finals_aggregate_and_steps_to_match_hand_computed_values(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  per_run = results.finals(table, target=0.25, target_metric='train_top1_error')
+  summary = results.aggregate(per_run)
+  for variant, seeds in EVAL.items():
+    finals = [evals[-1] for evals in seeds.values()]
+    stats = summary.loc[variant, 'eval_top1_error']
+    assert stats['mean'] == pytest.approx(statistics.mean(finals))
+    assert stats['std'] == pytest.approx(statistics.stdev(finals))
+    assert stats['n'] == 3
+    # A naive scan for the first step at or under 25%.
+    for seed in seeds:
+      expected = next(
+          (5 * (i + 1) for i, e in enumerate(TRAIN[variant, seed]) if e <= 0.25), math.nan
+      )
+      got = per_run[(per_run['variant'] == variant) & (per_run['seed'] == seed)]
+      assert got['steps_to_target'].item() == pytest.approx(expected, nan_ok=True)
+  assert summary.loc['no_lrn', ('steps_to_target', 'n')] == 1  # two runs never got there
+  assert summary.loc['paper', ('steps_per_sec', 'mean')] == pytest.approx(1.5)
+
+
+def test_compare_uses_the_seed_to_seed_spread(tmp_path):
+  write_sweep(tmp_path)
+  per_run = results.finals(results.load(str(tmp_path)))
+  out = results.compare(per_run, 'eval_top1_error', 'no_lrn', 'paper')
+  a = np.array([0.30, 0.26, 0.31])
+  b = np.array([0.20, 0.24, 0.22])
+  se = math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3)
+  assert out['difference'] == pytest.approx(a.mean() - b.mean())
+  assert out['standard_error'] == pytest.approx(se)
+  assert out['exceeds'] == (abs(a.mean() - b.mean()) > 2 * se)
+  assert out['exceeds']  # 7 points apart with a spread of about 2
+  with pytest.raises(ValueError, match='at least 2 runs'):
+    results.compare(per_run[per_run['seed'] == 0], 'eval_top1_error', 'no_lrn', 'paper')
+
+
+def test_save_writes_tables_that_read_back(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  summary = results.summary(table)
+  paths = results.save(table, summary, str(tmp_path))
+  back = pd.read_csv(paths['metrics'])
+  assert len(back) == len(table)
+  flat = pd.read_csv(paths['summary'], index_col=0)
+  assert flat.loc['paper', 'eval_top1_error_mean'] == pytest.approx((0.20 + 0.24 + 0.22) / 3)
+
+
+def test_learning_curves_draw_each_seed_and_their_mean(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  fig = plots.learning_curves(table, 'eval_top1_error')
+  lines = fig.axes[0].lines
+  assert len(lines) == 2 * (3 + 1)  # per variant: three seeds, one mean
+  mean = lines[3]  # paper's bold line comes after its seeds
+  assert mean.get_linewidth() > lines[0].get_linewidth()
+  expected = [100 * statistics.mean(EVAL['paper'][s][i] for s in range(3)) for i in range(3)]
+  np.testing.assert_allclose(mean.get_ydata(), expected)
+  np.testing.assert_array_equal(mean.get_xdata(), [10, 20, 30])
+
+
+def test_sweep_plots_are_written_as_png(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  paths = plots.save_sweep_plots(table, str(tmp_path), target=0.25)
+  assert set(paths) == {
+      'learning_curves_steps',
+      'learning_curves_seconds',
+      'final_error',
+      'steps_to_target',
+  }
+  for path in paths.values():
+    with open(path, 'rb') as f:
+      assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  # The bars: one per variant at the mean, the ones that never reached the target counted.
+  fig = plots.bars(results.finals(table, 0.25), 'steps_to_target')
+  labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+  assert labels == ['paper', 'no_lrn\n1/3 reached']
+  heights = [p.get_height() for p in fig.axes[0].patches]
+  assert heights == pytest.approx([statistics.mean([20, 25, 20]), 30])
+
+
+def test_history_writer_resumes_where_the_checkpoint_was(tmp_path):
+  writer = history.HistoryWriter(str(tmp_path))
+  for step in (10, 20, 30):
+    writer.write_scalars(step, {'train_loss': np.float32(step), 'bad': float('nan')})
+  writer.close()
+  first = history.read(str(tmp_path))
+  assert [r['step'] for r in first] == [10, 20, 30]
+  assert first[0]['bad'] is None  # JSON has no NaN
+  # A crash after step 30, a restart from the checkpoint at 20: step 30 is computed again.
+  writer = history.HistoryWriter(str(tmp_path), resume_step=20)
+  writer.write_scalars(30, {'train_loss': 31.0})
+  writer.close()
+  again = history.read(str(tmp_path))
+  assert [(r['step'], r['train_loss']) for r in again] == [(10, 10.0), (20, 20.0), (30, 31.0)]
+  assert again[2]['elapsed_s'] >= first[1]['elapsed_s']  # time continues from step 20's
+  assert again[2]['elapsed_s'] < first[1]['elapsed_s'] + 5.0  # not the downtime
+
+
+def test_importing_the_sweep_module_defines_no_command_line_flags():
+  """The runner is a library: its command's flags are defined when the command runs."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  code = 'import alexnet_jax.sweep\nfrom absl import flags\nprint(sorted(flags.FLAGS) == [] or "workdir" in flags.FLAGS)'
+  out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == 'False'

@@ -1,0 +1,201 @@
+"""The sweep runner on the tiny recipe: resuming a half-finished sweep trains only what is missing,
+runs side by side give the numbers of runs one after the other, and the tables read what the
+trainer wrote."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import analysis
+from alexnet_jax import history
+from alexnet_jax import results
+from alexnet_jax import sweep
+from alexnet_jax import train
+from alexnet_jax.errors import ConfigError
+
+pytestmark = pytest.mark.slow  # several short training runs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Wall-clock fields differ between any two runs; everything else is computed.
+TIMING = ('elapsed_s', 'steps_per_sec', 'uptime')
+TRAIN = train.train_and_evaluate  # the real one, whatever a test patched in
+
+
+class Crash(Exception):
+  """What a killed process looks like to the sweep: the run stops between two steps."""
+
+
+class Recorder:
+  """Wraps train.train_and_evaluate: which runs trained, from which step, and optionally stops
+  one of them after a given step, as a crash would."""
+
+  def __init__(self, monkeypatch, stop: dict[str, int] | None = None):
+    self.first_step = {}
+    self.stop = stop or {}
+    real = TRAIN
+
+    def wrapped(config, workdir, devices=None, step_callback=None):
+      name = '/'.join(workdir.split(os.sep)[-2:])
+
+      def callback(step, state):
+        self.first_step.setdefault(name, step)
+        if step_callback is not None:
+          step_callback(step, state)
+        if self.stop.get(name) == step:
+          raise Crash(f'stopped {name} after step {step}')
+
+      return real(config, workdir, devices=devices, step_callback=callback)
+
+    monkeypatch.setattr(sweep.train, 'train_and_evaluate', wrapped)
+
+
+def values(workdir: str) -> list[dict]:
+  """The computed metrics of a run's history (records of timings alone dropped)."""
+  kept = [{k: v for k, v in r.items() if k not in TIMING} for r in history.read(workdir)]
+  return [r for r in kept if set(r) != {'step'}]
+
+
+def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_agree(
+    tiny_config, one_device, tmp_path, monkeypatch
+):
+  parent = str(tmp_path / 'sweep')
+  config = tiny_config()
+  config.eval_trainset = True
+  lines = []
+  # First pass: seed 0 finishes, seed 1 dies after step 4 (its checkpoint is step 3's).
+  first = Recorder(monkeypatch, stop={'paper/seed_1': 4})
+  with pytest.raises(Crash):
+    sweep.run_sweep(
+        config, parent, variants=['paper'], seeds=[0, 1, 2], devices=one_device, report=lines.append
+    )
+  assert first.first_step == {'paper/seed_0': 1, 'paper/seed_1': 1}
+  done = os.path.join(parent, 'paper', 'seed_0')
+  before = open(os.path.join(done, history.FILENAME)).read()
+  statuses = [sweep.status(r) for r in sweep.plan(config, parent, ['paper'], [0, 1, 2])]
+  assert statuses == ['done', 'started', 'new']
+
+  second = Recorder(monkeypatch)
+  sweep.run_sweep(
+      config, parent, variants=['paper'], seeds=[0, 1, 2], devices=one_device, report=lines.append
+  )
+  # seed 0 is skipped, seed 1 resumes after its checkpoint at step 3, seed 2 starts.
+  assert second.first_step == {'paper/seed_1': 4, 'paper/seed_2': 1}
+  assert open(os.path.join(done, history.FILENAME)).read() == before
+  assert lines[-1].startswith('sweep: 3/3 runs done; 18/18 steps')
+  # The resumed run's history holds each step once, and it matches a run never interrupted
+  # (seed 1 again, in a directory of its own).
+  resumed = values(os.path.join(parent, 'paper', 'seed_1'))
+  assert [r['step'] for r in resumed] == [3, 3, 3, 6, 6, 6]  # train, eval, trainset per log
+  clean_parent = str(tmp_path / 'clean')
+  sweep.run_sweep(config, clean_parent, variants=['paper'], seeds=[1], devices=one_device)
+  assert resumed == values(os.path.join(clean_parent, 'paper', 'seed_1'))
+
+  # The tables read what the trainer wrote, and the restored networks agree with both.
+  table = results.load(parent)
+  per_run = results.finals(table)
+  for run in sweep.plan(config, parent, ['paper'], [0, 2]):
+    with open(os.path.join(run.workdir, sweep.DONE_FILE)) as f:
+      final = json.load(f)  # what train_and_evaluate returned
+    row = per_run[per_run['seed'] == run.seed]
+    assert row['eval_top1_error'].item() == pytest.approx(final['top1_error'])
+    # A second code path: the restored network's own predictions on the validation split, and
+    # on the training split for the trainset_* metrics.
+    trained = analysis.restore(run.config, run.workdir)
+    assert trained.step == 6
+    out = analysis.outputs(trained)
+    assert analysis.top1_error(out['probs'], out['labels']) == pytest.approx(final['top1_error'])
+    fit = analysis.outputs(trained, split='train')
+    assert len(fit['labels']) == 320
+    assert analysis.top1_error(fit['probs'], fit['labels']) == pytest.approx(
+        row['trainset_top1_error'].item()
+    )
+    with open(os.path.join(run.workdir, sweep.RUN_FILE)) as f:
+      assert json.load(f)['config']['seed'] == run.seed
+
+
+def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_path):
+  config = tiny_config()
+  devices = jax.devices()[:2]
+  kwargs = dict(variants=['paper', 'no_lrn'], seeds=[0], report=lambda line: None)
+  sweep.run_sweep(config, str(tmp_path / 'apart'), parallel=2, devices=devices, **kwargs)
+  sweep.run_sweep(config, str(tmp_path / 'after'), parallel=1, devices=devices[:1], **kwargs)
+  for variant in ('paper', 'no_lrn'):
+    apart = values(str(tmp_path / 'apart' / variant / 'seed_0'))
+    after = values(str(tmp_path / 'after' / variant / 'seed_0'))
+    assert len(apart) == 4 and apart == after
+  # Different variants did train differently (the comparison above is not vacuous).
+  assert values(str(tmp_path / 'after' / 'paper' / 'seed_0')) != values(
+      str(tmp_path / 'after' / 'no_lrn' / 'seed_0')
+  )
+
+
+def test_a_run_directory_of_another_config_is_an_error(tiny_config, one_device, tmp_path):
+  config = tiny_config()
+  run = sweep.plan(config, str(tmp_path), ['paper'], [0])[0]
+  assert sweep._claim(run) is False  # pylint: disable=protected-access
+  config.model.width = 0.5
+  config.data_dir = '/elsewhere'  # where the data lives is not part of a run's identity
+  with pytest.raises(ConfigError, match=r'model.width: 0.25 there, 0.5 now\). Sweep into'):
+    sweep.run_sweep(config, str(tmp_path), variants=['paper'], seeds=[0], devices=one_device)
+  with pytest.raises(ConfigError, match='Unknown variants'):
+    sweep.plan(config, str(tmp_path), ['no_such_thing'], [0])
+  with pytest.raises(ConfigError, match='parallel=3'):
+    sweep.run_sweep(
+        config,
+        str(tmp_path / 'x'),
+        variants=['paper'],
+        seeds=[0],
+        parallel=3,
+        devices=jax.devices()[:2],
+    )
+
+
+def test_progress_line_counts_runs_and_steps_and_estimates_the_rest():
+  runs = [sweep.Run('paper', s, None, f'/x/paper/seed_{s}') for s in (0, 1)]
+  lines = []
+  progress = sweep.Progress(runs, {r.name: 10 for r in runs}, lines.append, every_s=1e9)
+  progress.finished(runs[0], skipped=True)  # finished before: no rate from it
+  assert lines[-1].startswith('sweep: 1/2 runs done; 10/20 steps') and 'ETA ?' in lines[-1]
+  progress.started(runs[1])
+  progress.start -= 50.0  # as if 50 s had passed
+  for step in range(1, 6):
+    progress.update(runs[1], step)
+  line = progress.line()
+  # 5 steps in 50 s this session, 5 left: about 50 s.
+  assert 'running paper/seed_1 @ 5/10' in line and '15/20 steps' in line
+  assert 'ETA 50s' in line
+  assert sweep._duration(3725) == '1h02m'  # pylint: disable=protected-access
+
+
+def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path):
+  out = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'alexnet_jax.sweep',
+          '--config=normalisation:tiny',
+          f'--workdir={tmp_path}',
+          f'--config.data_dir={tiny_data_dir}',
+          '--config.sweep.seeds=(0,)',
+          '--config.num_train_steps=3',
+      ],
+      capture_output=True,
+      text=True,
+      cwd=str(tmp_path),
+      timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'sweep: 2/2 runs done; 6/6 steps' in out.stdout
+  for name in ('metrics.csv', 'summary.csv', 'learning_curves_steps.png', 'steps_to_target.png'):
+    assert os.path.exists(tmp_path / name), name
+  assert sorted(os.listdir(tmp_path / 'paper')) + sorted(os.listdir(tmp_path / 'no_lrn')) == [
+      'seed_0',
+      'seed_0',
+  ]
+  # TensorBoard sees each run with its variant and seed.
+  assert np.any(['events.out.tfevents' in f for f in os.listdir(tmp_path / 'no_lrn' / 'seed_0')])
