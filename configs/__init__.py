@@ -3,7 +3,12 @@ top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
 
 - `alexnet.py`: the paper's ImageNet recipe; every field with its meaning.
 - `quickstart.py`: the paper's network on the built-in dataset, for a laptop CPU.
-- `common.py`: the arguments both take (`:tiny`, `:runlocal`, `variant=...`).
+- `common.py`: the arguments they take (`:tiny`, `:runlocal`, `variant=...`) and the paper's
+  ablations as named variants.
+- `ablation.py`: the run the paper's experiments vary, and the experiments themselves, each a
+  sweep for `python -m alexnet_jax.sweep`: `relu_tanh.py` (section 3.1), `normalisation.py` (3.3),
+  `pooling.py` (3.4), `towers.py` (3.2), `regularisation.py` (4.1, 4.2), `ensembles.py` (6) and
+  `kernels.py` (Figures 3 and 4).
 
 A config is named on the command line by its file (`--config=configs/quickstart.py:tiny`) or, with
 no clone at hand, by its name (`--config=quickstart:tiny`), which `resolve_config_flags` turns into
@@ -13,7 +18,18 @@ quickstart.get_config('tiny')`.
 
 import os
 
-NAMES = ('alexnet', 'quickstart')
+NAMES = (
+    'alexnet',
+    'quickstart',
+    'ablation',
+    'relu_tanh',
+    'normalisation',
+    'pooling',
+    'towers',
+    'regularisation',
+    'ensembles',
+    'kernels',
+)
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 

@@ -1,0 +1,93 @@
+r"""The run every paper experiment varies: the base of configs/relu_tanh.py, normalisation.py,
+pooling.py, towers.py, regularisation.py, ensembles.py and kernels.py.
+
+    python -m alexnet_jax.main --config=configs/ablation.py --workdir=runs/ablation
+
+Arguments (a comma-separated list, configs/common.py):
+- `scale=cpu` (the default): the paper's network at a scale a 2-core CPU trains in about a minute,
+  on the built-in dataset's `hard` variant (20 classes: 10 shapes x warm or cool hue, with clutter
+  and an occluding bar), where the easy variant's 0.4% error leaves no room for an effect:
+  67-pixel crops of 76-pixel images, half the channels (width 0.5), batch 32, 1,000 steps. The start
+  is the quickstart's (he init, pixels divided by their std, warm-up and cosine decay, at lr 0.02;
+  configs/quickstart.py says why the paper's start fails on short runs).
+- `scale=paper`: the paper's recipe unchanged (configs/alexnet.py: 224-pixel crops, 90 epochs, the
+  plateau schedule, the ten-patch test), on ImageNet or any TFDS dataset: a GPU host's run.
+- `dataset=NAME`: another prepared TFDS dataset (`model.num_classes` must match it; the run says
+  so at once if it does not).
+- `tiny`: seconds on a CPU, for the tests and the notebooks' smoke runs.
+- `variant=NAME`: one of configs/common.py's VARIANTS.
+"""
+
+import ml_collections
+
+from alexnet_jax.configs import alexnet
+from alexnet_jax.configs import common
+from alexnet_jax.data import augment
+
+HARD = 'synthetic_shapes/hard'
+ARGS = dict(tiny=False, scale='cpu', dataset='', variant='paper', seeds=0)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  args = common.parse_arg(arg, **ARGS)
+  config = base(args)
+  common.apply_variant(config, args.variant)
+  return config
+
+
+def base(args: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The base run of `args` (parsed with ARGS), before any variant."""
+  if args.scale not in ('cpu', 'paper'):
+    raise ValueError(f"scale={args.scale!r}: choose 'cpu' (this machine's) or 'paper'.")
+  c = alexnet.paper()
+  if args.scale == 'cpu':
+    c.dataset = HARD
+    c.model.num_classes = 20
+    c.resize_size, c.image_size = 76, 67
+    c.model.width = 0.5
+    c.batch_size, c.eval_batch_size = 32, 250
+    c.num_train_steps = 1000
+    c.log_every_steps = 20
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 300
+    c.final_eval_crops = 1
+    c.profile_steps = 0
+    c.model.init = 'he'
+    c.augment.std_rgb = augment.IMAGENET_STD_RGB
+    c.optim.schedule = 'cosine'
+    c.optim.learning_rate = 0.02
+    c.optim.warmup_steps = 50
+  if args.dataset:
+    c.dataset = args.dataset
+  if args.tiny:
+    common.make_tiny(c)
+  return c
+
+
+def with_sweep(
+    config: ml_collections.ConfigDict,
+    args: ml_collections.ConfigDict,
+    variants: tuple[str, ...],
+    seeds: int = 3,
+    metric: str = 'eval_top1_error',
+    target: float | None = None,
+    target_metric: str = 'train_top1_error',
+) -> ml_collections.ConfigDict:
+  """`config` with the `sweep` section `alexnet_jax.sweep` runs. `tiny` keeps the first two
+  variants and two seeds, the least that exercises every table and plot."""
+  seeds = args.seeds or seeds
+  if args.tiny:
+    variants, seeds = variants[:2], 2
+  config.sweep = ml_collections.ConfigDict(
+      {
+          'variants': tuple(variants),  # names of configs/common.py's VARIANTS
+          'seeds': tuple(range(seeds)),
+          'parallel': 1,  # runs side by side, on disjoint sets of the devices
+          'metric': metric,  # the curves and the final-error bars
+          # The "steps to reach" bars: the first logged step at which target_metric <= target.
+          'target': ml_collections.config_dict.placeholder(float),
+          'target_metric': target_metric,
+      }
+  )
+  config.sweep.target = target
+  return config

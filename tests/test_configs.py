@@ -1,0 +1,73 @@
+"""Every config in configs/ builds, passes the checks a run makes, and means what its docstring
+says: the experiments' sweeps, their CPU and paper scales, and every named variant."""
+
+import importlib
+
+import pytest
+
+from alexnet_jax import configs
+from alexnet_jax import models
+from alexnet_jax import settings
+from alexnet_jax.configs import ablation
+from alexnet_jax.configs import common
+
+EXPERIMENTS = (
+    'relu_tanh',
+    'normalisation',
+    'pooling',
+    'towers',
+    'regularisation',
+    'ensembles',
+    'kernels',
+)
+
+
+def load(name):
+  return importlib.import_module(f'alexnet_jax.configs.{name}')
+
+
+@pytest.mark.parametrize('name', configs.NAMES)
+def test_every_installed_config_is_valid(name):
+  config = load(name).get_config()
+  settings.validate(config)
+  models.validate(settings.model_config(config))
+
+
+@pytest.mark.parametrize('name', EXPERIMENTS)
+def test_experiment_sweeps_name_known_variants_and_scale_up(name):
+  config = load(name).get_config()
+  assert config.sweep.variants[0] == 'paper'  # the baseline the others are compared with
+  assert set(config.sweep.variants) <= set(common.VARIANTS)
+  assert len(config.sweep.seeds) >= 3  # the issue's minimum, for a spread
+  tiny = load(name).get_config('tiny')
+  assert tiny.num_train_steps == 6 and tiny.dataset == 'synthetic_shapes/tiny'
+  assert len(tiny.sweep.seeds) >= 2 and len(tiny.sweep.variants) <= 2
+  paper = load(name).get_config('scale=paper')
+  assert (paper.dataset, paper.image_size, paper.num_epochs) == ('imagenet2012', 224, 90.0)
+  assert paper.optim.schedule == 'plateau' and paper.final_eval_crops == 10
+  assert paper.train_split == 'train'  # the whole split, also for the regularisation sweep
+  other = load(name).get_config('scale=paper,dataset=imagenette')
+  assert other.dataset == 'imagenette'
+
+
+@pytest.mark.parametrize('variant', sorted(common.VARIANTS))
+def test_every_variant_applies_to_the_ablation_run_and_builds(variant):
+  config = ablation.get_config(f'variant={variant}')
+  settings.validate(config)
+  model = settings.model_config(config)
+  models.validate(model)
+  for field, value in common.VARIANTS[variant].items():
+    node = config
+    for part in field.split('.'):
+      node = node[part]
+    assert node == value
+
+
+def test_the_cpu_scale_trains_on_the_hard_variant_and_relu_tanh_on_the_easy_one():
+  assert ablation.get_config().dataset == 'synthetic_shapes/hard'
+  assert ablation.get_config().model.num_classes == 20
+  relu_tanh = load('relu_tanh').get_config()
+  assert (relu_tanh.dataset, relu_tanh.model.num_classes) == ('synthetic_shapes', 10)
+  assert load('regularisation').get_config().train_split == 'train[:1000]'
+  with pytest.raises(ValueError, match="scale='gpu'"):
+    ablation.get_config('scale=gpu')
