@@ -15,8 +15,13 @@ import time
 from typing import Any, Mapping
 
 FILENAME = 'metrics.jsonl'
-# A sweep's parent workdir lists its variants and seeds here, in order (alexnet_jax.sweep).
+# The other files a sweep (alexnet_jax.sweep) leaves, named here so that alexnet_jax.results reads
+# them without importing JAX: the parent's list of variants and seeds, in order; each run's
+# variant, seed and config; its final metrics once finished; the trainer's message if it diverged.
 PLAN_FILE = 'sweep.json'
+RUN_FILE = 'run.json'
+DONE_FILE = 'done.json'
+FAILED_FILE = 'diverged.json'
 
 
 def read(workdir: str) -> list[dict[str, Any]]:
@@ -58,7 +63,8 @@ class HistoryWriter:
       f.writelines(json.dumps(r) + '\n' for r in kept)
     os.replace(tmp, self.path)
     self._start = time.monotonic()
-    self._file = open(self.path, 'a')
+    # Line-buffered: a process killed outright (OOM, preemption) keeps every line written.
+    self._file = open(self.path, 'a', buffering=1)
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {'step': int(step), 'elapsed_s': self._offset + time.monotonic() - self._start}

@@ -142,6 +142,12 @@ def validate(config: ModelConfig) -> None:
         'counts, conv1 to conv5 (the paper: 96, 256, 384, 384, 256).'
     )
   for channels in conv_channels(config)[1]:
+    if scaled(channels, config.width) < config.towers:  # custom conv_channels, narrow widths
+      raise ValueError(
+          f'model.width={config.width} leaves a layer of {channels} channels with '
+          f'{scaled(channels, config.width)}, less than one per tower; raise model.width or '
+          'model.conv_channels.'
+      )
     if scaled(channels, config.width) % config.towers:
       raise ValueError(
           f'model.width={config.width} gives a layer of {scaled(channels, config.width)}'

@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import os
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,12 +18,15 @@ import pandas as pd
 from alexnet_jax import history
 
 KEYS = ('variant', 'seed', 'step')
+# Not metrics: the keys, the run's state (done, diverged, started) and its clock.
+NOT_METRICS = KEYS + ('status', 'elapsed_s')
 
 
 def load(parent: str) -> pd.DataFrame:
-  """Every logged metric of every run under `parent`: columns variant, seed, step, elapsed_s and
-  one per metric (train_loss, train_top1_error, eval_top1_error, ..., NaN where a step did not log
-  it). Variants keep the sweep's order (its `sweep.json`)."""
+  """Every logged metric of every run under `parent`: columns variant, seed, step, elapsed_s,
+  status ('done', 'diverged' or 'started': still training, or stopped) and one per metric
+  (train_loss, train_top1_error, eval_top1_error, ..., NaN where a step did not log it). Variants
+  keep the sweep's order (its `sweep.json`)."""
   rows = []
   for path in sorted(glob.glob(os.path.join(parent, '*', 'seed_*', history.FILENAME))):
     workdir = os.path.dirname(path)
@@ -33,16 +37,23 @@ def load(parent: str) -> pd.DataFrame:
   if not rows:
     raise FileNotFoundError(f'No run under {parent} has written metrics yet ({history.FILENAME}).')
   frame = pd.DataFrame(rows)
-  # One row per logged step: the loop writes train, eval and progress scalars separately.
-  frame = frame.groupby(list(KEYS), sort=False).agg(_last_valid).reset_index()
+  # One row per logged step: the loop writes train, eval and progress scalars separately (`last`
+  # takes each column's last non-missing value).
+  frame = frame.groupby(list(KEYS), sort=False).last().reset_index()
+  status = {}
+  for (variant, seed), _ in frame.groupby(['variant', 'seed'], sort=False):
+    workdir = os.path.join(parent, variant, f'seed_{seed}')
+    status[variant, seed] = (
+        'done'
+        if os.path.exists(os.path.join(workdir, history.DONE_FILE))
+        else 'diverged'
+        if os.path.exists(os.path.join(workdir, history.FAILED_FILE))
+        else 'started'
+    )
+  frame['status'] = [status[v, s] for v, s in zip(frame['variant'], frame['seed'])]
   order = _variant_order(parent, frame['variant'].unique())
   frame['variant'] = pd.Categorical(frame['variant'], categories=order, ordered=True)
   return frame.sort_values(list(KEYS)).reset_index(drop=True)
-
-
-def _last_valid(values: pd.Series):
-  valid = values.dropna()
-  return valid.iloc[-1] if len(valid) else np.nan
 
 
 def _variant_order(parent: str, found) -> list[str]:
@@ -59,6 +70,7 @@ def steps_to(table: pd.DataFrame, target: float, metric: str = 'train_top1_error
   NaN for a run that never got there."""
   out = []
   for (variant, seed), run in table.groupby(['variant', 'seed'], observed=True, sort=True):
+    run = run.sort_values('step')
     reached = run[run[metric] <= target]
     first = reached.iloc[0] if len(reached) else None
     out.append(
@@ -73,11 +85,20 @@ def steps_to(table: pd.DataFrame, target: float, metric: str = 'train_top1_error
 
 
 def finals(
-    table: pd.DataFrame, target: float | None = None, target_metric: str = 'train_top1_error'
+    table: pd.DataFrame,
+    target: float | None = None,
+    target_metric: str = 'train_top1_error',
+    finished_only: bool = True,
 ) -> pd.DataFrame:
   """A row per run: its last step and elapsed seconds, its median steps/s, the last logged value
-  of every metric, and with `target` the steps and seconds to reach it (`steps_to`)."""
-  metrics = [c for c in table.columns if c not in KEYS + ('elapsed_s',)]
+  of every metric, and with `target` the steps and seconds to reach it (`steps_to`).
+
+  Only finished runs, unless `finished_only=False`: a run still training, or one that diverged,
+  has no final numbers to average with the others (`table['status']` says which is which).
+  """
+  if finished_only and 'status' in table:
+    table = table[table['status'] == 'done']
+  metrics = [c for c in table.columns if c not in NOT_METRICS]
   out = []
   for (variant, seed), run in table.groupby(['variant', 'seed'], observed=True, sort=True):
     row = {'variant': variant, 'seed': seed, 'steps': run['step'].max()}
@@ -95,9 +116,12 @@ def finals(
     frame['generalisation_gap'] = frame['eval_top1_error'] - frame['trainset_top1_error']
   if target is not None:
     frame = frame.merge(steps_to(table, target, target_metric), on=['variant', 'seed'])
-  frame['variant'] = pd.Categorical(
-      frame['variant'], categories=table['variant'].cat.categories, ordered=True
+  categories = (
+      table['variant'].cat.categories
+      if isinstance(table['variant'].dtype, pd.CategoricalDtype)
+      else list(dict.fromkeys(table['variant']))
   )
+  frame['variant'] = pd.Categorical(frame['variant'], categories=categories, ordered=True)
   return frame.sort_values(['variant', 'seed']).reset_index(drop=True)
 
 
@@ -121,13 +145,17 @@ def summary(
   return aggregate(finals(table, target, target_metric or 'train_top1_error'))
 
 
-def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> dict[str, float]:
-  """`variant` minus `baseline` in `column`, against the seed-to-seed spread.
+def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> dict[str, Any]:
+  """`variant` minus `baseline` in `column`, against the seed-to-seed spread: Welch's t-test.
 
-  Returns the difference of the means, its standard error sqrt(s_a^2/n_a + s_b^2/n_b) and
-  `exceeds`: whether the difference is more than twice that error (about a 95% test when seeds are
-  independent and the spread is roughly normal; with 3 seeds a rough one, and said so).
+  Returns the difference of the means, its standard error sqrt(s_a^2/n_a + s_b^2/n_b), Welch's
+  degrees of freedom, the two-sided 5% critical value of t for them, and `exceeds`: whether the
+  difference is more than that many standard errors (with 3 seeds a side the critical value is
+  about 2.8 to 4.3, so only large, consistent differences count). Runs without a value (a target
+  never reached) are left out, and `n_a`, `n_b` say how many remained.
   """
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (jax depends on scipy)
+
   a = per_run.loc[per_run['variant'] == variant, column].dropna().to_numpy(float)
   b = per_run.loc[per_run['variant'] == baseline, column].dropna().to_numpy(float)
   if len(a) < 2 or len(b) < 2:
@@ -136,11 +164,21 @@ def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> 
         f'{variant!r} has {len(a)}, {baseline!r} has {len(b)}.'
     )
   difference = float(a.mean() - b.mean())
-  error = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  error = math.sqrt(va + vb)
+  if error == 0:
+    dof, critical = math.inf, 0.0
+  else:
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    critical = float(stats.t.ppf(0.975, dof))
   return {
       'difference': difference,
       'standard_error': error,
-      'exceeds': bool(abs(difference) > 2 * error),
+      'dof': float(dof),
+      'critical': critical,
+      'exceeds': bool(abs(difference) > critical * error) if error else difference != 0,
+      'n_a': len(a),
+      'n_b': len(b),
       'n': min(len(a), len(b)),
   }
 
@@ -150,7 +188,7 @@ def format_mean_std(summary_frame: pd.DataFrame, column: str, scale: float = 100
   stats = summary_frame[column]
   return pd.Series(
       [
-          f'{m * scale:.1f} +- {0.0 if np.isnan(s) else s * scale:.1f} (n={int(n)})'
+          f'{m * scale:.1f} +- {"n/a" if np.isnan(s) else f"{s * scale:.1f}"} (n={int(n)})'
           for m, s, n in zip(stats['mean'], stats['std'], stats['n'])
       ],
       index=summary_frame.index,

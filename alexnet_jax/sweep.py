@@ -31,15 +31,14 @@ import ml_collections
 
 from alexnet_jax import history
 from alexnet_jax import settings
+from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
 from alexnet_jax.configs import common
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
 
-RUN_FILE = 'run.json'  # in each run: its variant, seed and config
-DONE_FILE = 'done.json'  # in each finished run: its final metrics
-FAILED_FILE = 'diverged.json'  # in each run that diverged: the trainer's message
+RUN_FILE, DONE_FILE, FAILED_FILE = history.RUN_FILE, history.DONE_FILE, history.FAILED_FILE
 
 # Fields that change how a run is carried out, not what it computes: a run directory made with
 # other values of these is the same run (e.g. the data moved to another disk).
@@ -99,17 +98,25 @@ def plan(
     variants = {v: common.VARIANTS[v] for v in variants}
   if not variants or not seeds:
     raise ConfigError('A sweep needs at least one variant and one seed.')
+  if len(set(seeds)) != len(seeds):
+    raise ConfigError(f'seeds={tuple(seeds)} repeats a seed; each seed is one run directory.')
   runs = []
   for name, overrides in variants.items():
     for seed in seeds:
       config = ml_collections.ConfigDict(base.to_dict())
       for field, value in overrides.items():
+        *parents, last = field.split('.')
+        node = config
         try:
-          common.set_field(config, field, value)
-        except (AttributeError, KeyError):
+          for part in parents:
+            node = node[part]
+          node[last]  # pylint: disable=pointless-statement  (a typo must not add a field)
+        except (AttributeError, KeyError, TypeError):
           raise ConfigError(
-              f'Variant {name!r} overrides {field!r}, which the config does not have.'
+              f'Variant {name!r} overrides {field!r}, which the config does not have; every '
+              'field is listed in configs/alexnet.py.'
           ) from None
+        node[last] = value
       config.seed = int(seed)
       runs.append(Run(name, int(seed), config, os.path.join(parent, name, f'seed_{seed}')))
   return runs
@@ -132,7 +139,7 @@ def _claim(run: Run) -> bool:
   os.makedirs(run.workdir, exist_ok=True)
   path = os.path.join(run.workdir, RUN_FILE)
   identity = _identity(run.config)
-  if os.path.exists(path):
+  if os.path.exists(path) and status(run) != 'new':
     with open(path) as f:
       recorded = json.load(f)['config']
     differ = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
@@ -142,51 +149,81 @@ def _claim(run: Run) -> bool:
           f'{run.workdir} holds a run of another config ({shown[:400]}). Sweep into another '
           'parent workdir, or delete that directory to train it again.'
       )
-  else:
-    with open(path, 'w') as f:
-      json.dump({'variant': run.variant, 'seed': run.seed, 'config': identity}, f, indent=1)
+  elif jax.process_index() == 0:
+    # A record of a run that never trained (a sweep stopped by a later variant's error) is
+    # rewritten: nothing was computed under it.
+    _write_json(path, {'variant': run.variant, 'seed': run.seed, 'config': identity})
   return os.path.exists(os.path.join(run.workdir, DONE_FILE))
 
 
+def _write_json(path: str, value) -> None:
+  """Written under a temporary name and renamed: a crash never leaves half a file."""
+  tmp = f'{path}.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
 def status(run: Run) -> str:
-  """'done', 'diverged', 'started' (a checkpoint or metrics exist) or 'new'."""
+  """'done', 'diverged', 'started' (it has logged metrics) or 'new'."""
   if os.path.exists(os.path.join(run.workdir, DONE_FILE)):
     return 'done'
   if os.path.exists(os.path.join(run.workdir, FAILED_FILE)):
     return 'diverged'
-  if os.path.exists(os.path.join(run.workdir, 'metrics.jsonl')):
+  if history.read(run.workdir):
     return 'started'
   return 'new'
+
+
+def checkpoint_step(workdir: str) -> int:
+  """The step of the latest complete checkpoint in `workdir` (0 if none); orbax names each
+  finished one by its step, and unfinished ones otherwise."""
+  directory = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(directory):
+    return 0
+  return max((int(name) for name in os.listdir(directory) if name.isdigit()), default=0)
 
 
 class Progress:
   """One line for the whole sweep: runs done of all, steps done of all, elapsed and ETA.
 
   The ETA is the remaining steps at the rate of the steps this session has run (compiles and
-  evaluations included), divided among the runs going side by side.
+  evaluations included, the runs side by side together). A resumed run starts from its
+  checkpoint's step; a diverged run counts as done, its remaining steps as never to be run.
   """
 
-  def __init__(self, runs: Sequence[Run], total_steps: Mapping[str, int], report, every_s: float):
+  def __init__(
+      self,
+      runs: Sequence[Run],
+      total_steps: Mapping[str, int],
+      report,
+      every_s: float,
+      start_steps: Mapping[str, int] | None = None,
+      clock: Callable[[], float] = time.monotonic,
+  ):
     self.total_runs = len(runs)
     self.total_steps = dict(total_steps)
-    self.step = {r.name: 0 for r in runs}
-    self.first = {}
+    self.step = {r.name: (start_steps or {}).get(r.name, 0) for r in runs}
+    self.ran = {r.name: 0 for r in runs}  # steps this session, for the rate
     self.done = 0
+    self.diverged = 0
     self.running: set[str] = set()
     self.report = report
     self.every_s = every_s
-    self.start = time.monotonic()
+    self.clock = clock
+    self.start = clock()
     self.last = self.start
     self.lock = threading.Lock()
 
-  def finished(self, run: Run, skipped: bool = False) -> None:
+  def finished(self, run: Run, skipped: bool = False, diverged: bool = False) -> None:
+    """`skipped`: finished before this session, counted without a line of its own."""
     with self.lock:
       self.done += 1
+      self.diverged += diverged
       self.step[run.name] = self.total_steps[run.name]
       self.running.discard(run.name)
-      if skipped:
-        self.first[run.name] = self.total_steps[run.name]
-      self._report()
+      if not skipped:
+        self._report()
 
   def started(self, run: Run) -> None:
     with self.lock:
@@ -194,30 +231,31 @@ class Progress:
 
   def update(self, run: Run, step: int) -> None:
     with self.lock:
-      self.first.setdefault(run.name, step - 1)
+      self.ran[run.name] += max(0, step - self.step[run.name])
       self.step[run.name] = step
-      if time.monotonic() - self.last >= self.every_s:
+      if self.clock() - self.last >= self.every_s:
         self._report()
 
   def line(self) -> str:
-    elapsed = time.monotonic() - self.start
+    elapsed = self.clock() - self.start
     done_steps = sum(self.step.values())
     total = sum(self.total_steps.values())
-    session = sum(self.step[n] - self.first[n] for n in self.first)
+    ran = sum(self.ran.values())
     eta = '?'
-    if session > 0 and done_steps < total:
-      eta = _duration(elapsed / session * (total - done_steps))
-    elif done_steps >= total:
+    if done_steps >= total:
       eta = '0s'
+    elif ran > 0:
+      eta = _duration(elapsed / ran * (total - done_steps))
     running = ', '.join(f'{n} @ {self.step[n]}/{self.total_steps[n]}' for n in sorted(self.running))
     return (
         f'sweep: {self.done}/{self.total_runs} runs done'
+        + (f' ({self.diverged} diverged)' if self.diverged else '')
         + (f' (running {running})' if running else '')
         + f'; {done_steps}/{total} steps; elapsed {_duration(elapsed)}, ETA {eta}'
     )
 
   def _report(self) -> None:
-    self.last = time.monotonic()
+    self.last = self.clock()
     self.report(self.line())
 
 
@@ -252,8 +290,9 @@ def run_sweep(
   `config` is an experiment config (its `sweep` section gives the defaults of `variants`, `seeds`
   and `parallel`) or a plain run config with `variants` and `seeds` given here. `parallel` runs
   train side by side, each on its own `len(devices) // parallel` of `devices` (default: all of
-  this process's); `parallel=1` runs them one after the other on all of them. A run that diverges
-  is recorded (`diverged.json`) and the sweep goes on; a config error stops it.
+  this process's; any remainder stays idle); `parallel=1` runs them one after the other on all of
+  them, so a run's numbers equal those of a run side by side when both get as many devices. A run
+  that diverges is recorded (`diverged.json`) and the sweep goes on; any other error stops it.
   """
   spec = {}
   if 'sweep' in config:
@@ -278,59 +317,86 @@ def run_sweep(
   per_run = len(devices) // parallel
   groups = [devices[i * per_run : (i + 1) * per_run] for i in range(parallel)]
 
+  # Every run is checked before the first one starts, and before any directory is claimed: a
+  # typo in the last variant, or a batch its devices cannot split, costs seconds, not the sweep.
+  typed, total = {}, {}
+  for r in runs:
+    typed[r.name] = run = settings.from_config(r.config)
+    sharding.Layout.create(run.mesh, run.model.towers, groups[0]).check_batch_sizes(
+        batch_size=run.data.batch_size, eval_batch_size=run.data.eval_batch_size
+    )
+    info = pipeline.get_info(run.data)
+    if info.num_classes != run.model.num_classes:
+      raise ConfigError(
+          f'{r.name}: dataset {run.data.dataset!r} has {info.num_classes} classes but '
+          f'model.num_classes={run.model.num_classes}. Set '
+          f'--config.model.num_classes={info.num_classes}.'
+      )
+    total[r.name] = train.num_train_steps(run.loop, run.data.batch_size, info)
   os.makedirs(parent, exist_ok=True)
   if jax.process_index() == 0:
-    with open(os.path.join(parent, history.PLAN_FILE), 'w') as f:
-      names = list(dict.fromkeys(r.variant for r in runs))
-      json.dump({'variants': names, 'seeds': [int(s) for s in seeds]}, f)
-  # Every config is checked, and every directory claimed, before the first run starts: a typo in
-  # the last variant costs seconds, not the sweep.
-  finished = {r.name: _claim(r) for r in runs}
-  typed = {r.name: settings.from_config(r.config) for r in runs}
-  total = {}
-  for r in runs:
-    data = typed[r.name].data
-    total[r.name] = train.num_train_steps(
-        typed[r.name].loop, data.batch_size, pipeline.get_info(data)
+    names = list(dict.fromkeys(r.variant for r in runs))
+    _write_json(
+        os.path.join(parent, history.PLAN_FILE),
+        {'variants': names, 'seeds': [int(s) for s in seeds]},
     )
-  progress = Progress(runs, total, report, report_every_s)
+  finished = {r.name: _claim(r) for r in runs}
+  progress = Progress(
+      runs, total, report, report_every_s, {r.name: checkpoint_step(r.workdir) for r in runs}
+  )
   todo = []
   for r in runs:
     if finished[r.name] or status(r) == 'diverged':
-      progress.finished(r, skipped=True)
+      progress.finished(r, skipped=True, diverged=status(r) == 'diverged')
     else:
       todo.append(r)
   report(progress.line())
 
   free = list(range(parallel))
   free_lock = threading.Lock()
+  stop = threading.Event()  # set when a run side by side fails: the others stop at their next step
+
+  def on_step(run: Run, step: int) -> None:
+    if stop.is_set():
+      raise SweepStopped(f'{run.name} stopped at step {step}: another run of the sweep failed.')
+    progress.update(run, step)
 
   def execute(run: Run) -> None:
+    if stop.is_set():  # another run failed while this one waited in the queue
+      return
     with free_lock:
       group = free.pop()
     try:
       progress.started(run)
+      typed_run = typed[run.name]
+      loop = typed_run.loop
+      if parallel > 1:
+        # JAX traces one profile per process at a time: runs side by side are not profiled.
+        loop = dataclasses.replace(loop, profile_steps=0)
       typed_run = dataclasses.replace(
-          typed[run.name],
-          hparams={**typed[run.name].hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
+          typed_run,
+          loop=loop,
+          hparams={**typed_run.hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
       )
       try:
         _, metrics = train.train_and_evaluate(
             typed_run,
             run.workdir,
             devices=groups[group],
-            step_callback=lambda step, _: progress.update(run, step),
+            step_callback=lambda step, _: on_step(run, step),
         )
       except steps.TrainingDiverged as e:
         logging.warning('%s diverged: %s', run.name, e)
         if jax.process_index() == 0:
-          with open(os.path.join(run.workdir, FAILED_FILE), 'w') as f:
-            json.dump({'message': str(e)}, f)
+          _write_json(os.path.join(run.workdir, FAILED_FILE), {'message': str(e)})
+        progress.finished(run, diverged=True)
       else:
         if jax.process_index() == 0:
-          with open(os.path.join(run.workdir, DONE_FILE), 'w') as f:
-            json.dump(metrics, f)
-      progress.finished(run)
+          _write_json(os.path.join(run.workdir, DONE_FILE), metrics)
+        progress.finished(run)
+    except BaseException:
+      stop.set()  # set here, not by the thread that waits: no queued run starts in between
+      raise
     finally:
       with free_lock:
         free.append(group)
@@ -341,9 +407,21 @@ def run_sweep(
   else:
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
       futures = [pool.submit(execute, run) for run in todo]
-      for future in concurrent.futures.as_completed(futures):
-        future.result()  # re-raises a run's error (the pool finishes the runs under way)
+      try:
+        for future in concurrent.futures.as_completed(futures):
+          future.result()  # re-raises a run's error
+      except BaseException:
+        # Stop the sweep: queued runs never start, running ones stop at their next step (their
+        # checkpoints stay, so running the sweep again resumes them).
+        stop.set()
+        for future in futures:
+          future.cancel()
+        raise
   return runs
+
+
+class SweepStopped(RuntimeError):
+  """A run stopped because another run of the same sweep failed."""
 
 
 def run_and_collect(config: ml_collections.ConfigDict, parent: str, **kwargs):
@@ -355,6 +433,8 @@ def run_and_collect(config: ml_collections.ConfigDict, parent: str, **kwargs):
   from alexnet_jax import results  # pylint: disable=g-import-not-at-top
 
   spec = sweep_settings(config)[1] if 'sweep' in config else {}
+  for field in ('metric', 'target_metric'):
+    _check_logged(config, field, spec.get(field, 'eval_top1_error'))
   run_sweep(config, parent, **kwargs)
   table = results.load(parent)
   summary = results.summary(
@@ -369,6 +449,23 @@ def run_and_collect(config: ml_collections.ConfigDict, parent: str, **kwargs):
       target_metric=spec.get('target_metric', 'train_top1_error'),
   )
   return table, summary, figures
+
+
+def _check_logged(config: ml_collections.ConfigDict, field: str, metric: str) -> None:
+  """A metric the plots need must be one the runs log: found out before training, not after."""
+  needs = {'trainset_': ('eval_trainset', True)}
+  prefixes = ('train_', 'eval_', 'trainset_', 'final_eval_', 'steps_per_sec')
+  if not metric.startswith(prefixes):
+    raise ConfigError(
+        f'sweep.{field}={metric!r} is not a metric the runs log; use one of train_*, eval_*, '
+        'trainset_* (with eval_trainset=True) or final_eval_*, e.g. eval_top1_error.'
+    )
+  for prefix, (flag, value) in needs.items():
+    if metric.startswith(prefix) and config.get(flag) != value:
+      raise ConfigError(
+          f'sweep.{field}={metric!r} needs --config.{flag}={value}: without it the runs never '
+          'evaluate the training split.'
+      )
 
 
 def main(argv):

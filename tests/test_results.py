@@ -52,6 +52,8 @@ def write_sweep(parent) -> None:
       with open(os.path.join(workdir, history.FILENAME), 'w') as f:
         f.writelines(json.dumps(line) + '\n' for line in lines)
         f.write('{"step": 35, "elapsed')  # a line cut short by a crash: skipped
+      with open(os.path.join(workdir, history.DONE_FILE), 'w') as f:
+        json.dump({'top1_error': evals[-1]}, f)
 
 
 def test_load_has_one_row_per_logged_step_in_sweep_order(tmp_path):
@@ -64,6 +66,26 @@ def test_load_has_one_row_per_logged_step_in_sweep_order(tmp_path):
   assert row['train_top1_error'].item() == 0.4  # TRAIN's fourth value: step 20
   assert row['elapsed_s'].item() == 41.0  # the last record of the step
   assert math.isnan(table.loc[table['step'] == 5, 'eval_top1_error'].iloc[0])
+  assert set(table['status']) == {'done'}
+
+
+def test_runs_that_did_not_finish_are_left_out_of_the_finals(tmp_path):
+  write_sweep(tmp_path)
+  os.remove(tmp_path / 'no_lrn' / 'seed_2' / history.DONE_FILE)  # still training
+  os.remove(tmp_path / 'paper' / 'seed_1' / history.DONE_FILE)
+  (tmp_path / 'paper' / 'seed_1' / history.FAILED_FILE).write_text('{"message": "NaN"}')
+  table = results.load(str(tmp_path))
+  per_run = results.finals(table)
+  assert sorted(zip(per_run['variant'].astype(str), per_run['seed'])) == [
+      ('no_lrn', 0),
+      ('no_lrn', 1),
+      ('paper', 0),
+      ('paper', 2),
+  ]
+  every = results.finals(table, finished_only=False)
+  assert len(every) == 6
+  status = table.groupby(['variant', 'seed'], observed=True)['status'].first()
+  assert status['paper', 1] == 'diverged' and status['no_lrn', 2] == 'started'
 
 
 def test_finals_aggregate_and_steps_to_match_hand_computed_values(tmp_path):
@@ -88,17 +110,25 @@ def test_finals_aggregate_and_steps_to_match_hand_computed_values(tmp_path):
   assert summary.loc['paper', ('steps_per_sec', 'mean')] == pytest.approx(1.5)
 
 
-def test_compare_uses_the_seed_to_seed_spread(tmp_path):
+def test_compare_is_welchs_t_test_on_the_seeds(tmp_path):
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+
   write_sweep(tmp_path)
   per_run = results.finals(results.load(str(tmp_path)))
   out = results.compare(per_run, 'eval_top1_error', 'no_lrn', 'paper')
   a = np.array([0.30, 0.26, 0.31])
   b = np.array([0.20, 0.24, 0.22])
-  se = math.sqrt(a.var(ddof=1) / 3 + b.var(ddof=1) / 3)
+  welch = stats.ttest_ind(a, b, equal_var=False)  # an independent implementation
+  assert out['difference'] / out['standard_error'] == pytest.approx(welch.statistic)
   assert out['difference'] == pytest.approx(a.mean() - b.mean())
-  assert out['standard_error'] == pytest.approx(se)
-  assert out['exceeds'] == (abs(a.mean() - b.mean()) > 2 * se)
+  assert out['exceeds'] == (welch.pvalue < 0.05)
   assert out['exceeds']  # 7 points apart with a spread of about 2
+  # A difference of one spread, as 3 seeds see it, is not enough.
+  close = per_run.copy()
+  close.loc[close['variant'] == 'no_lrn', 'eval_top1_error'] = [0.21, 0.25, 0.26]
+  out = results.compare(close, 'eval_top1_error', 'no_lrn', 'paper')
+  assert not out['exceeds']
+  assert stats.ttest_ind([0.21, 0.25, 0.26], b, equal_var=False).pvalue > 0.05
   with pytest.raises(ValueError, match='at least 2 runs'):
     results.compare(per_run[per_run['seed'] == 0], 'eval_top1_error', 'no_lrn', 'paper')
 
@@ -148,22 +178,28 @@ def test_sweep_plots_are_written_as_png(tmp_path):
   assert heights == pytest.approx([statistics.mean([20, 25, 20]), 30])
 
 
-def test_history_writer_resumes_where_the_checkpoint_was(tmp_path):
+def test_history_writer_resumes_where_the_checkpoint_was(tmp_path, monkeypatch):
+  clock = [100.0]
+  monkeypatch.setattr(history.time, 'monotonic', lambda: clock[0])
   writer = history.HistoryWriter(str(tmp_path))
   for step in (10, 20, 30):
+    clock[0] += 5.0  # five seconds a log
     writer.write_scalars(step, {'train_loss': np.float32(step), 'bad': float('nan')})
   writer.close()
   first = history.read(str(tmp_path))
   assert [r['step'] for r in first] == [10, 20, 30]
   assert first[0]['bad'] is None  # JSON has no NaN
-  # A crash after step 30, a restart from the checkpoint at 20: step 30 is computed again.
+  assert [r['elapsed_s'] for r in first] == [5.0, 10.0, 15.0]
+  # A crash after step 30, an hour down, a restart from the checkpoint at 20: step 30 is computed
+  # again, 7 s after the restart.
+  clock[0] += 3600.0
   writer = history.HistoryWriter(str(tmp_path), resume_step=20)
+  clock[0] += 7.0
   writer.write_scalars(30, {'train_loss': 31.0})
   writer.close()
   again = history.read(str(tmp_path))
   assert [(r['step'], r['train_loss']) for r in again] == [(10, 10.0), (20, 20.0), (30, 31.0)]
-  assert again[2]['elapsed_s'] >= first[1]['elapsed_s']  # time continues from step 20's
-  assert again[2]['elapsed_s'] < first[1]['elapsed_s'] + 5.0  # not the downtime
+  assert again[2]['elapsed_s'] == 10.0 + 7.0  # step 20's time, then the 7 s: not the downtime
 
 
 def test_importing_the_sweep_module_defines_no_command_line_flags():
@@ -171,7 +207,10 @@ def test_importing_the_sweep_module_defines_no_command_line_flags():
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
 
-  code = 'import alexnet_jax.sweep\nfrom absl import flags\nprint(sorted(flags.FLAGS) == [] or "workdir" in flags.FLAGS)'
+  code = (
+      'import alexnet_jax.sweep\nfrom absl import flags\n'
+      'print("workdir" in flags.FLAGS or "config" in flags.FLAGS)'
+  )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == 'False'

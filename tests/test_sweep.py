@@ -6,14 +6,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
-import numpy as np
 import pytest
 
 from alexnet_jax import analysis
 from alexnet_jax import history
 from alexnet_jax import results
+from alexnet_jax import steps
 from alexnet_jax import sweep
 from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
@@ -34,20 +35,34 @@ class Recorder:
   """Wraps train.train_and_evaluate: which runs trained, from which step, and optionally stops
   one of them after a given step, as a crash would."""
 
-  def __init__(self, monkeypatch, stop: dict[str, int] | None = None):
+  def __init__(self, monkeypatch, stop: dict[str, int] | None = None, diverge=None, hold=()):
     self.first_step = {}
+    self.devices = {}
     self.stop = stop or {}
+    self.diverge = diverge or {}
+    self.stopped = []  # runs the sweep stopped (SweepStopped from its step callback)
     real = TRAIN
 
     def wrapped(config, workdir, devices=None, step_callback=None):
       name = '/'.join(workdir.split(os.sep)[-2:])
+      self.devices[name] = tuple(devices)
 
       def callback(step, state):
         self.first_step.setdefault(name, step)
-        if step_callback is not None:
-          step_callback(step, state)
+        deadline = time.monotonic() + 120
+        while True:  # a run in `hold` waits at its first step until the sweep stops it
+          try:
+            step_callback(step, state)
+          except sweep.SweepStopped:
+            self.stopped.append(name)
+            raise
+          if name not in hold or time.monotonic() > deadline:
+            break
+          time.sleep(0.01)
         if self.stop.get(name) == step:
           raise Crash(f'stopped {name} after step {step}')
+        if self.diverge.get(name) == step:
+          raise steps.TrainingDiverged(f'{name} diverged at step {step}')
 
       return real(config, workdir, devices=devices, step_callback=callback)
 
@@ -68,25 +83,33 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
   config.eval_trainset = True
   lines = []
   # First pass: seed 0 finishes, seed 1 dies after step 4 (its checkpoint is step 3's).
-  first = Recorder(monkeypatch, stop={'paper/seed_1': 4})
+  # First pass: seed 0 finishes, seed 1 dies after step 4 (its checkpoint is step 3's); seed 3
+  # diverges at step 2 beforehand, which is recorded and does not stop the sweep.
+  seeds = [3, 0, 1, 2]
+  first = Recorder(monkeypatch, stop={'paper/seed_1': 4}, diverge={'paper/seed_3': 2})
   with pytest.raises(Crash):
     sweep.run_sweep(
-        config, parent, variants=['paper'], seeds=[0, 1, 2], devices=one_device, report=lines.append
+        config, parent, variants=['paper'], seeds=seeds, devices=one_device, report=lines.append
     )
-  assert first.first_step == {'paper/seed_0': 1, 'paper/seed_1': 1}
+  assert first.first_step == {'paper/seed_3': 1, 'paper/seed_0': 1, 'paper/seed_1': 1}
   done = os.path.join(parent, 'paper', 'seed_0')
   before = open(os.path.join(done, history.FILENAME)).read()
-  statuses = [sweep.status(r) for r in sweep.plan(config, parent, ['paper'], [0, 1, 2])]
-  assert statuses == ['done', 'started', 'new']
+  statuses = [sweep.status(r) for r in sweep.plan(config, parent, ['paper'], seeds)]
+  assert statuses == ['diverged', 'done', 'started', 'new']
+  with open(os.path.join(parent, 'paper', 'seed_3', sweep.FAILED_FILE)) as f:
+    assert json.load(f)['message'] == 'paper/seed_3 diverged at step 2'
 
   second = Recorder(monkeypatch)
+  lines.clear()
   sweep.run_sweep(
-      config, parent, variants=['paper'], seeds=[0, 1, 2], devices=one_device, report=lines.append
+      config, parent, variants=['paper'], seeds=seeds, devices=one_device, report=lines.append
   )
-  # seed 0 is skipped, seed 1 resumes after its checkpoint at step 3, seed 2 starts.
+  # seeds 3 and 0 are skipped, seed 1 resumes after its checkpoint at step 3, seed 2 starts.
   assert second.first_step == {'paper/seed_1': 4, 'paper/seed_2': 1}
   assert open(os.path.join(done, history.FILENAME)).read() == before
-  assert lines[-1].startswith('sweep: 3/3 runs done; 18/18 steps')
+  # The first line counts the finished runs and seed 1's checkpointed steps (6 + 6 + 3).
+  assert lines[0].startswith('sweep: 2/4 runs done (1 diverged); 15/24 steps')
+  assert lines[-1].startswith('sweep: 4/4 runs done (1 diverged); 24/24 steps')
   # The resumed run's history holds each step once, and it matches a run never interrupted
   # (seed 1 again, in a directory of its own).
   resumed = values(os.path.join(parent, 'paper', 'seed_1'))
@@ -98,6 +121,7 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
   # The tables read what the trainer wrote, and the restored networks agree with both.
   table = results.load(parent)
   per_run = results.finals(table)
+  assert sorted(per_run['seed']) == [0, 1, 2]  # not the diverged run
   for run in sweep.plan(config, parent, ['paper'], [0, 2]):
     with open(os.path.join(run.workdir, sweep.DONE_FILE)) as f:
       final = json.load(f)  # what train_and_evaluate returned
@@ -118,11 +142,13 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
       assert json.load(f)['config']['seed'] == run.seed
 
 
-def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_path):
+def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_path, monkeypatch):
   config = tiny_config()
   devices = jax.devices()[:2]
   kwargs = dict(variants=['paper', 'no_lrn'], seeds=[0], report=lambda line: None)
+  recorder = Recorder(monkeypatch)
   sweep.run_sweep(config, str(tmp_path / 'apart'), parallel=2, devices=devices, **kwargs)
+  assert sorted(recorder.devices.values(), key=str) == [(devices[0],), (devices[1],)]  # disjoint
   sweep.run_sweep(config, str(tmp_path / 'after'), parallel=1, devices=devices[:1], **kwargs)
   for variant in ('paper', 'no_lrn'):
     apart = values(str(tmp_path / 'apart' / variant / 'seed_0'))
@@ -134,16 +160,51 @@ def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_
   )
 
 
-def test_a_run_directory_of_another_config_is_an_error(tiny_config, one_device, tmp_path):
+def test_a_failing_run_side_by_side_stops_the_sweep(tiny_config, tmp_path, monkeypatch):
+  """The others stop at their next step and the queued ones never start; all resume later."""
+  config = tiny_config()
+  # seed 1 waits at its first step until the sweep stops it, so that it is under way when seed 0
+  # fails, whatever the two threads' speeds.
+  recorder = Recorder(monkeypatch, stop={'paper/seed_0': 2}, hold=('paper/seed_1',))
+  runs = sweep.plan(config, str(tmp_path), ['paper'], [0, 1, 2])
+  with pytest.raises((Crash, sweep.SweepStopped)):
+    sweep.run_sweep(
+        config,
+        str(tmp_path),
+        variants=['paper'],
+        seeds=[0, 1, 2],
+        parallel=2,
+        devices=jax.devices()[:2],
+        report=lambda line: None,
+    )
+  assert recorder.stopped == ['paper/seed_1']  # stopped at its next step
+  assert set(recorder.first_step) == {'paper/seed_0', 'paper/seed_1'}  # seed 2 never started
+  assert not any(sweep.status(r) == 'done' for r in runs)
+
+
+def test_a_run_directory_of_another_config_is_an_error(
+    tiny_config, tiny_data_dir, one_device, tmp_path
+):
   config = tiny_config()
   run = sweep.plan(config, str(tmp_path), ['paper'], [0])[0]
   assert sweep._claim(run) is False  # pylint: disable=protected-access
+  with open(os.path.join(run.workdir, history.FILENAME), 'w') as f:
+    f.write('{"step": 3, "elapsed_s": 1.0, "train_loss": 2.0}\n')  # it has trained
   config.model.width = 0.5
-  config.data_dir = '/elsewhere'  # where the data lives is not part of a run's identity
+  os.symlink(tiny_data_dir, tmp_path / 'moved')
+  config.data_dir = str(tmp_path / 'moved')  # where the data lives is not part of a run's identity
   with pytest.raises(ConfigError, match=r'model.width: 0.25 there, 0.5 now\). Sweep into'):
     sweep.run_sweep(config, str(tmp_path), variants=['paper'], seeds=[0], devices=one_device)
   with pytest.raises(ConfigError, match='Unknown variants'):
     sweep.plan(config, str(tmp_path), ['no_such_thing'], [0])
+  with pytest.raises(ConfigError, match="overrides 'eval_trainst', which the config does not"):
+    sweep.plan(config, str(tmp_path), {'typo': {'eval_trainst': True}}, [0])
+  with pytest.raises(ConfigError, match='repeats a seed'):
+    sweep.plan(config, str(tmp_path), ['paper'], [0, 0])
+  # A run recorded but never trained (a sweep stopped by another variant's error) is claimed anew.
+  assert sweep._claim(sweep.plan(config, str(tmp_path), ['paper'], [1])[0]) is False
+  config.model.width = 0.25
+  assert sweep._claim(sweep.plan(config, str(tmp_path), ['paper'], [1])[0]) is False
   with pytest.raises(ConfigError, match='parallel=3'):
     sweep.run_sweep(
         config,
@@ -156,19 +217,31 @@ def test_a_run_directory_of_another_config_is_an_error(tiny_config, one_device, 
 
 
 def test_progress_line_counts_runs_and_steps_and_estimates_the_rest():
-  runs = [sweep.Run('paper', s, None, f'/x/paper/seed_{s}') for s in (0, 1)]
-  lines = []
-  progress = sweep.Progress(runs, {r.name: 10 for r in runs}, lines.append, every_s=1e9)
-  progress.finished(runs[0], skipped=True)  # finished before: no rate from it
-  assert lines[-1].startswith('sweep: 1/2 runs done; 10/20 steps') and 'ETA ?' in lines[-1]
+  runs = [sweep.Run('paper', s, None, f'/x/paper/seed_{s}') for s in (0, 1, 2)]
+  lines, clock = [], [0.0]
+  progress = sweep.Progress(
+      runs,
+      {r.name: 10 for r in runs},
+      lines.append,
+      every_s=1e9,
+      start_steps={'paper/seed_1': 4},  # resumed from its checkpoint at step 4
+      clock=lambda: clock[0],
+  )
+  progress.finished(runs[0], skipped=True)  # finished before: no line, no rate from it
+  assert not lines
+  line = progress.line()
+  assert line.startswith('sweep: 1/3 runs done; 14/30 steps') and 'ETA ?' in line
   progress.started(runs[1])
-  progress.start -= 50.0  # as if 50 s had passed
-  for step in range(1, 6):
+  clock[0] = 30.0
+  for step in range(5, 8):  # 3 steps in 30 s
     progress.update(runs[1], step)
   line = progress.line()
-  # 5 steps in 50 s this session, 5 left: about 50 s.
-  assert 'running paper/seed_1 @ 5/10' in line and '15/20 steps' in line
-  assert 'ETA 50s' in line
+  assert 'running paper/seed_1 @ 7/10' in line and '17/30 steps' in line
+  assert 'ETA 2m10s' in line  # 13 steps left at 10 s a step
+  # A diverged run is done: its remaining steps are never run, and not counted in the rate.
+  progress.finished(runs[1], diverged=True)
+  assert lines[-1].startswith('sweep: 2/3 runs done (1 diverged); 20/30 steps')
+  assert 'ETA 1m40s' in lines[-1]
   assert sweep._duration(3725) == '1h02m'  # pylint: disable=protected-access
 
 
@@ -197,5 +270,9 @@ def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path):
       'seed_0',
       'seed_0',
   ]
-  # TensorBoard sees each run with its variant and seed.
-  assert np.any(['events.out.tfevents' in f for f in os.listdir(tmp_path / 'no_lrn' / 'seed_0')])
+  # TensorBoard sees each run with its variant and seed among its hparams.
+  run = tmp_path / 'no_lrn' / 'seed_0'
+  events = [f for f in os.listdir(run) if 'events.out.tfevents' in f]
+  assert events
+  written = b''.join(open(run / f, 'rb').read() for f in events)
+  assert b'sweep.variant' in written and b'no_lrn' in written and b'sweep.seed' in written
