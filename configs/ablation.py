@@ -75,6 +75,12 @@ def with_sweep(
 ) -> ml_collections.ConfigDict:
   """`config` with the `sweep` section `alexnet_jax.sweep` runs. `tiny` keeps the first two
   variants and two seeds, the least that exercises every table and plot."""
+  if args.variant != 'paper':
+    raise ValueError(
+        f'variant={args.variant!r}: an experiment config sweeps its own variants '
+        f'{tuple(variants)}; for a single run of one, use configs/ablation.py:variant='
+        f'{args.variant} with python -m alexnet_jax.main, or --config.sweep.variants to choose.'
+    )
   seeds = args.seeds or seeds
   if args.tiny:
     variants, seeds = variants[:2], 2

@@ -20,7 +20,6 @@ from alexnet_jax.configs import common
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, **ablation.ARGS)
   c = ablation.base(args)
-  common.apply_variant(c, args.variant)
   c = ablation.with_sweep(c, args, ('paper',), seeds=5)
   if args.tiny:
     c.sweep.seeds = (0, 1, 2)  # three, so that k = 2 has several subsets

@@ -18,7 +18,6 @@ from alexnet_jax.configs import common
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, **ablation.ARGS)
   c = ablation.base(args)
-  common.apply_variant(c, args.variant)
   return ablation.with_sweep(
       c, args, ('paper', 'no_lrn', 'batchnorm'), target=0.75, target_metric='eval_top1_error'
   )

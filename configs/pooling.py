@@ -19,7 +19,6 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, **ablation.ARGS)
   c = ablation.base(args)
   c.eval_trainset = True
-  common.apply_variant(c, args.variant)
   return ablation.with_sweep(
       c, args, ('paper', 'plain_pool'), target=0.75, target_metric='eval_top1_error'
   )

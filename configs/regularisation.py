@@ -29,7 +29,6 @@ def get_config(arg: str | None = None):
   if args.scale == 'cpu' and not args.tiny:
     c.train_split = 'train[:1000]'
     c.eval_every_steps = 50
-  common.apply_variant(c, args.variant)
   return ablation.with_sweep(
       c,
       args,

@@ -28,7 +28,6 @@ def get_config(arg: str | None = None):
     c.model.num_classes = 10
   if args.scale == 'cpu':
     c.log_every_steps = 10  # the steps-to-25% resolution
-  common.apply_variant(c, args.variant)
   return ablation.with_sweep(
       c, args, ('paper', 'tanh'), target=0.25, target_metric='train_top1_error'
   )

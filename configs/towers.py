@@ -22,7 +22,6 @@ from alexnet_jax.configs import common
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, **ablation.ARGS)
   c = ablation.base(args)
-  common.apply_variant(c, args.variant)
   return ablation.with_sweep(
       c,
       args,

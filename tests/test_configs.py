@@ -71,3 +71,9 @@ def test_the_cpu_scale_trains_on_the_hard_variant_and_relu_tanh_on_the_easy_one(
   assert load('regularisation').get_config().train_split == 'train[:1000]'
   with pytest.raises(ValueError, match="scale='gpu'"):
     ablation.get_config('scale=gpu')
+
+
+def test_an_experiment_refuses_a_variant_argument():
+  """It would turn the sweep's `paper` runs into the variant's, under the `paper` name."""
+  with pytest.raises(ValueError, match='sweeps its own variants'):
+    load('normalisation').get_config('variant=batchnorm')
