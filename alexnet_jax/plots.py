@@ -84,8 +84,9 @@ def bars(
     title: str | None = None,
     ylabel: str | None = None,
 ):
-  """Mean of `column` per variant as a bar, +- one std over seeds, every seed as a dot. Runs
-  without a value (a target never reached) are counted under the bar, e.g. '2/3 reached'."""
+  """Mean of `column` per variant as a bar, +- one std over seeds, every seed as a dot; the axis
+  spans the values, not zero. Runs without a value (a target never reached) are counted under
+  the bar, e.g. '2/3 reached'."""
   fig = None
   if ax is None:
     fig = mpl_figure.Figure(figsize=(6.4, 3.8), layout='constrained')
@@ -107,6 +108,12 @@ def bars(
       label += f'\n{len(values)}/{len(all_runs)} reached'
     labels.append(label)
   ax.set_xticks(range(len(variants)), labels, fontsize=8)
+  # The axis spans the data, not zero to the top: differences of a few points must be visible.
+  shown = per_run[column].dropna().to_numpy(float) * scale
+  if len(shown):
+    low, high = shown.min(), shown.max()
+    pad = max(0.15 * (high - low), 0.02 * abs(high), 1e-9)
+    ax.set_ylim(low - 2 * pad, high + pad)
   ax.set_ylabel(ylabel or LABELS.get(column, column))
   if title:
     ax.set_title(title, fontsize=10)
