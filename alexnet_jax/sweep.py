@@ -85,17 +85,21 @@ def plan(
     parent: str,
     variants: Sequence[str] | Mapping[str, Mapping[str, Any]],
     seeds: Sequence[int],
+    custom: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Run]:
-  """The runs of a sweep, variant-major. `variants` are names of `common.VARIANTS`, or a mapping
-  of new names to overrides ({'wide': {'model.width': 2.0}}) for a notebook's own ablation."""
+  """The runs of a sweep, variant-major. `variants` are names of `common.VARIANTS` or of
+  `custom` (an experiment's own variants, `config.sweep.custom`: name -> nested overrides such
+  as {'optim': {'learning_rate': 0.005}}), or a mapping of new names to dotted overrides
+  ({'wide': {'model.width': 2.0}}) for a notebook's own ablation."""
   if not isinstance(variants, Mapping):
-    unknown = [v for v in variants if v not in common.VARIANTS]
+    known = {**common.VARIANTS, **{k: _dotted(v) for k, v in (custom or {}).items()}}
+    unknown = [v for v in variants if v not in known]
     if unknown:
       raise ConfigError(
-          f'Unknown variants {unknown}; the named ones are {sorted(common.VARIANTS)} '
-          '(configs/common.py), or pass a mapping of names to config overrides.'
+          f'Unknown variants {unknown}; the named ones are {sorted(known)} '
+          '(configs/common.py and the sweep section), or pass a mapping of names to overrides.'
       )
-    variants = {v: common.VARIANTS[v] for v in variants}
+    variants = {v: known[v] for v in variants}
   if not variants or not seeds:
     raise ConfigError('A sweep needs at least one variant and one seed.')
   if len(set(seeds)) != len(seeds):
@@ -122,11 +126,22 @@ def plan(
   return runs
 
 
+def _dotted(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """{'optim': {'learning_rate': 0.005}} as {'optim.learning_rate': 0.005}."""
+  out = {}
+  for key, value in dict(tree).items():
+    if isinstance(value, Mapping):
+      out.update(_dotted(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = value
+  return out
+
+
 def planned(config: ml_collections.ConfigDict, parent: str) -> list[Run]:
   """The runs of an experiment config's sweep (its `sweep` section) under `parent`: each with
   the config it trains, e.g. for `analysis.restore(run.config, run.workdir)`."""
   base, spec = sweep_settings(config)
-  return plan(base, parent, spec['variants'], spec['seeds'])
+  return plan(base, parent, spec['variants'], spec['seeds'], spec.get('custom'))
 
 
 def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -302,7 +317,7 @@ def run_sweep(
   parallel = parallel if parallel is not None else spec.get('parallel', 1)
   if variants is None or seeds is None:
     raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
-  runs = plan(config, parent, variants, seeds)
+  runs = plan(config, parent, variants, seeds, spec.get('custom'))
   devices = list(devices if devices is not None else jax.local_devices())
   if parallel < 1 or parallel > len(devices):
     raise ConfigError(

@@ -72,6 +72,7 @@ def with_sweep(
     metric: str = 'eval_top1_error',
     target: float | None = None,
     target_metric: str = 'train_top1_error',
+    custom: dict | None = None,
 ) -> ml_collections.ConfigDict:
   """`config` with the `sweep` section `alexnet_jax.sweep` runs. `tiny` keeps the first two
   variants and two seeds, the least that exercises every table and plot."""
@@ -93,6 +94,8 @@ def with_sweep(
           # The "steps to reach" bars: the first logged step at which target_metric <= target.
           'target': ml_collections.config_dict.placeholder(float),
           'target_metric': target_metric,
+          # The experiment's own variants, beyond configs/common.py's: name -> nested overrides.
+          'custom': custom or {},
       }
   )
   config.sweep.target = target

@@ -37,7 +37,7 @@ def test_every_installed_config_is_valid(name):
 def test_experiment_sweeps_name_known_variants_and_scale_up(name):
   config = load(name).get_config()
   assert config.sweep.variants[0] == 'paper'  # the baseline the others are compared with
-  assert set(config.sweep.variants) <= set(common.VARIANTS)
+  assert set(config.sweep.variants) <= set(common.VARIANTS) | set(config.sweep.custom)
   assert len(config.sweep.seeds) >= 3  # the issue's minimum, for a spread
   tiny = load(name).get_config('tiny')
   assert tiny.num_train_steps == 6 and tiny.dataset == 'synthetic_shapes/tiny'
@@ -77,3 +77,15 @@ def test_an_experiment_refuses_a_variant_argument():
   """It would turn the sweep's `paper` runs into the variant's, under the `paper` name."""
   with pytest.raises(ValueError, match='sweeps its own variants'):
     load('normalisation').get_config('variant=batchnorm')
+
+
+def test_an_experiments_own_variant_is_planned_from_its_sweep_section(tmp_path):
+  from alexnet_jax import sweep  # pylint: disable=g-import-not-at-top
+
+  config = load('relu_tanh').get_config()
+  runs = sweep.planned(config, str(tmp_path))
+  assert [r.variant for r in runs[::3]] == ['paper', 'tanh', 'tanh_lr']
+  tanh_lr = runs[6].config
+  assert tanh_lr.model.activation == 'tanh' and tanh_lr.seed == 0
+  assert tanh_lr.optim.learning_rate == pytest.approx(config.optim.learning_rate / 4)
+  assert runs[3].config.optim.learning_rate == config.optim.learning_rate  # `tanh` keeps it
