@@ -492,11 +492,22 @@ def main(argv):
   logging.get_absl_handler().addFilter(cli.QuietLibraries())
   runtime.configure()
   logging.set_verbosity(logging.WARNING)  # the progress line speaks; the runs' metrics go to files
+  from alexnet_jax import results  # pylint: disable=g-import-not-at-top
+
+  config = flags.FLAGS.config
   try:
-    _, summary, figures = run_and_collect(flags.FLAGS.config, flags.FLAGS.workdir)
+    _, summary, figures = run_and_collect(config, flags.FLAGS.workdir)
   except ConfigError as e:
     cli.fail(str(e))
-  print(summary.to_string(), flush=True)
+  spec = sweep_settings(config)[1] if 'sweep' in config else {}
+  metric = spec.get('metric', 'eval_top1_error')
+  print(f'{metric} (%), mean +- std over seeds:', flush=True)
+  print(results.format_mean_std(summary, metric).to_string(), flush=True)
+  if spec.get('target') is not None and 'steps_to_target' in summary:
+    stats = summary['steps_to_target']
+    print(f"steps until {spec['target_metric']} <= {spec['target']:g} (mean, std, runs there):")
+    print(stats.round(1).to_string(), flush=True)
+  print(f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv', flush=True)
   for path in figures.values():
     print(f'wrote {path}', flush=True)
 
