@@ -59,3 +59,15 @@ def plateau_config(tiny_config):
     return config
 
   return make
+
+
+@pytest.fixture(scope='session')
+def compilation_cache(tmp_path_factory):
+  """Environment variables for a JAX compilation cache that subprocesses and notebook kernels
+  share: their tiny runs compile the same few programs (every seed, and each experiment's `paper`
+  run), which then compile once. The test process itself keeps compiling afresh."""
+  return {
+      'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+      'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
+  }

@@ -11,15 +11,8 @@ from alexnet_jax import settings
 from alexnet_jax.configs import ablation
 from alexnet_jax.configs import common
 
-EXPERIMENTS = (
-    'relu_tanh',
-    'normalisation',
-    'pooling',
-    'towers',
-    'regularisation',
-    'ensembles',
-    'kernels',
-)
+# Every installed config but the recipes and the base the experiments share is an experiment.
+EXPERIMENTS = tuple(n for n in configs.NAMES if n not in ('alexnet', 'quickstart', 'ablation'))
 
 
 def load(name):
@@ -35,6 +28,7 @@ def test_every_installed_config_is_valid(name):
 
 @pytest.mark.parametrize('name', EXPERIMENTS)
 def test_experiment_sweeps_name_known_variants_and_scale_up(name):
+  assert len(EXPERIMENTS) == 7
   config = load(name).get_config()
   assert config.sweep.variants[0] == 'paper'  # the baseline the others are compared with
   assert set(config.sweep.variants) <= set(common.VARIANTS) | set(config.sweep.custom)

@@ -1,5 +1,6 @@
 """The notebooks in experiments/ run headless, top to bottom, on the built-in dataset's tiny split,
-and are saved with the outputs of their full run, so a reader on GitHub sees the results."""
+and are saved with the outputs of their full run, so a reader on GitHub sees the results.
+(01_train_and_evaluate.ipynb runs in tests/test_package.py, in a kernel of an installed wheel.)"""
 
 import glob
 import os
@@ -33,20 +34,18 @@ def outputs_text(nb) -> str:
 
 
 @pytest.fixture(scope='session')
-def compilation_cache(tmp_path_factory):
-  """A JAX compilation cache the notebooks' kernels share: their tiny runs compile the same few
-  programs (each seed, and every notebook's `paper` run), which then compile once."""
-  return str(tmp_path_factory.mktemp('jax_cache'))
+def shared_runs(tmp_path_factory):
+  """07_ensembles and 08_kernels sweep the same runs: the second finds them done, as in use."""
+  return tmp_path_factory.mktemp('paper_seeds')
 
 
-def execute(path, tmp_path, monkeypatch, data_dir, cache=None):
+def execute(path, workdir, monkeypatch, data_dir, cache=None):
   if cache:
-    monkeypatch.setenv('JAX_COMPILATION_CACHE_DIR', cache)
-    monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-    monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+    for name, value in cache.items():
+      monkeypatch.setenv(name, value)
   monkeypatch.setenv('ALEXNET_JAX_TINY', '1')
   monkeypatch.setenv('ALEXNET_JAX_DATA_DIR', data_dir)
-  monkeypatch.setenv('ALEXNET_JAX_WORKDIR', str(tmp_path / 'run'))
+  monkeypatch.setenv('ALEXNET_JAX_WORKDIR', str(workdir))
   nb = nbformat.read(path, as_version=4)
   NotebookClient(
       nb,
@@ -57,29 +56,19 @@ def execute(path, tmp_path, monkeypatch, data_dir, cache=None):
   return nb
 
 
-@pytest.mark.slow  # a kernel, and a short training run in it
-def test_train_and_evaluate_notebook_runs(tiny_data_dir, tmp_path, monkeypatch):
-  nb = execute(NOTEBOOKS[0], tmp_path, monkeypatch, tiny_data_dir)
-  text = outputs_text(nb)
-  assert 'step 6: validation top-1 error' in text
-  assert 'Process tuning:' in text  # the first cell tunes the process and says how
-  assert 'conv1  (64, 15, 15, 12) + (64, 15, 15, 12)' in text  # 67 px: ceil(56/4)+1; per tower
-  assert 'confusion matrix' in text
-  assert sorted(os.listdir(tmp_path / 'run' / 'checkpoints')) == ['3', '6']
-
-
 @pytest.mark.slow  # a kernel and a sweep of tiny runs in it
 @pytest.mark.parametrize('path', SWEEPS, ids=os.path.basename)
 def test_experiment_notebook_runs_its_sweep(
-    path, tiny_data_dir, tmp_path, monkeypatch, compilation_cache
+    path, tiny_data_dir, tmp_path, monkeypatch, compilation_cache, shared_runs
 ):
-  nb = execute(path, tmp_path, monkeypatch, tiny_data_dir, compilation_cache)
+  name = os.path.basename(path)
+  parent = shared_runs if name in ('07_ensembles.ipynb', '08_kernels.ipynb') else tmp_path / 'run'
+  nb = execute(path, parent, monkeypatch, tiny_data_dir, compilation_cache)
   text = outputs_text(nb)
-  for phrase in EXPECTED[os.path.basename(path)]:
+  for phrase in EXPECTED[name]:
     assert phrase in text, phrase
-  parent = tmp_path / 'run'
-  for name in ('metrics.csv', 'summary.csv', 'learning_curves_steps.png', 'final_error.png'):
-    assert (parent / name).exists(), name
+  for file in ('metrics.csv', 'summary.csv', 'learning_curves_steps.png', 'final_error.png'):
+    assert (parent / file).exists(), file
   images = [o for c in nb.cells if c.cell_type == 'code' for o in c.outputs if 'data' in o]
   assert all('image/png' in o['data'] for o in images) and images  # the plots are shown inline
 

@@ -373,6 +373,9 @@ def test_the_wheel_installs_trains_and_runs_the_notebook(tiny_data_dir, tmp_path
   )
   text = output.read_text()
   assert 'step 6: validation top-1 error' in text, text[-3000:]
+  assert 'Process tuning:' in text  # the first cell tunes the process and says how
+  assert 'conv1  (64, 15, 15, 12) + (64, 15, 15, 12)' in text  # 67 px: ceil(56/4)+1; per tower
+  assert 'confusion matrix' in text
   assert f'kernel: {python} ' in text, text[-3000:]
   kernel_package = text.split(f'kernel: {python} ')[1].split()[0]
   assert os.path.realpath(kernel_package).startswith(site + os.sep), kernel_package

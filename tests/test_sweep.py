@@ -245,7 +245,7 @@ def test_progress_line_counts_runs_and_steps_and_estimates_the_rest():
   assert sweep._duration(3725) == '1h02m'  # pylint: disable=protected-access
 
 
-def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path):
+def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path, compilation_cache):
   out = subprocess.run(
       [
           sys.executable,
@@ -261,6 +261,7 @@ def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path):
       text=True,
       cwd=str(tmp_path),
       timeout=600,
+      env={**os.environ, **compilation_cache},
   )
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'sweep: 2/2 runs done; 6/6 steps' in out.stdout
