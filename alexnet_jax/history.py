@@ -73,26 +73,13 @@ class HistoryWriter:
       record[key] = value if math.isfinite(value) else None  # JSON has no NaN
     self._file.write(json.dumps(record) + '\n')
 
-  def write_summaries(self, step, values, metadata=None):
-    pass
+  def _not_kept(self, *args, **kwargs) -> None:
+    """The other summaries (images, texts, histograms, hparams) are TensorBoard's: clu's own
+    writer, beside this one in the MultiWriter, records them; the history keeps scalars only."""
+    del args, kwargs
 
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
-  def write_hparams(self, hparams):
-    pass
+  write_summaries = write_images = write_videos = write_audios = _not_kept
+  write_texts = write_histograms = write_hparams = _not_kept
 
   def flush(self):
     self._file.flush()

@@ -417,10 +417,15 @@ def test_hard_palette_is_in_the_hue_not_the_luma():
   print(f'palette from shape luma {luma_acc:.3f}, from shape R-B {hue_acc:.3f}')
   assert luma_acc < 0.65
   assert hue_acc > 0.95
-  # Both palettes span the same wide luma range (uniform on 70..190).
-  for p in (0, 1):
-    assert 115 < luma[palette == p].mean() < 145
-    assert luma[palette == p].min() < 85 and luma[palette == p].max() > 175
+  # Both palettes span the same wide luma range (drawn uniform on 70..190: 5% and 95% points 76
+  # and 184), with the same centre: seen here 130.4 and 129.9, 5-95% 76-180 in both. A palette
+  # drawn darker or narrower (e.g. cool colours redrawn until in gamut) fails one of these.
+  warm, cool = luma[palette == 0], luma[palette == 1]
+  assert abs(warm.mean() - cool.mean()) < 5.0
+  for values in (warm, cool):
+    low, high = np.percentile(values, [5, 95])
+    assert low < 85 and high > 170
+    assert values.min() < 85 and values.max() > 175
 
 
 def test_hard_colours_have_the_palette_hue_and_a_uniform_luma():
