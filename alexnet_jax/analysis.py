@@ -22,7 +22,6 @@ from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
 from alexnet_jax.data import pipeline
-from alexnet_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +33,7 @@ class Trained:
   batch_stats: dict
   run: settings.RunConfig
   step: int
+  class_names: tuple[str, ...] = ()  # from the checkpoint's meta; () if it has none
 
   def model(self) -> models.AlexNet:
     return nnx.merge(self.graphdef, self.params, self.batch_stats)
@@ -43,13 +43,9 @@ def restore(config, workdir: str, step: int | None = None) -> Trained:
   """The network of the run in `workdir` (its latest checkpoint, or `step`'s); `config` is the
   config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
   run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
-  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=1_000_000)
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
-    if checkpointer.latest_step() is None:
-      raise ConfigError(
-          f'{workdir} holds no checkpoint. Train it first (python -m alexnet_jax.main '
-          f'--workdir={workdir} ...), or point at the workdir of a run that saved one.'
-      )
+    step = checkpointer.check_step(step)
     model = steps.create_model(run.model, run.data.image_size, run.loop.seed)
     # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
     # its schedule's length does not change its structure.

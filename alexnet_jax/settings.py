@@ -51,6 +51,49 @@ class RunConfig:
   mesh: sharding.MeshConfig
   loop: LoopConfig
   hparams: dict[str, Any]  # the config's fields, flattened, for TensorBoard
+  # The ConfigDict this was made from, as plain nested dicts: what checkpoints store, so that a
+  # workdir alone rebuilds its network (`config_from_dict`).
+  source: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# Fields that change how a run is carried out, not what it computes: a run made with other values
+# of these is the same run (e.g. the data moved to another disk, more loader workers).
+NOT_IDENTITY = (
+    'data_dir',
+    'manual_dir',
+    'data_workers',
+    'data_threads',
+    'prefetch_batches',
+    'keep_checkpoints',
+    'checkpoint_every_steps',
+    'profile_steps',
+    'allow_config_change',
+)
+
+
+def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """The config's fields that change what a run computes, flattened to dotted names."""
+  tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+  return {k: v for k, v in flatten(tree).items() if k not in NOT_IDENTITY}
+
+
+def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+  """'field: A there, B now' for each field where two `identity` dicts differ, sorted."""
+  names = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
+  return [f'{k}: {recorded.get(k)!r} there, {current.get(k)!r} now' for k in names]
+
+
+def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:
+  """The ConfigDict of a stored `RunConfig.source`; JSON's lists become the configs' tuples."""
+
+  def tuples(value):
+    if isinstance(value, dict):
+      return {k: tuples(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+      return tuple(tuples(v) for v in value)
+    return value
+
+  return ml_collections.ConfigDict(tuples(tree))
 
 
 def from_config(config: ml_collections.ConfigDict) -> RunConfig:
@@ -98,6 +141,7 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
       mesh=sharding.MeshConfig(config.strategy, config.mesh.data, config.mesh.model),
       loop=loop,
       hparams=flatten(config.to_dict()),
+      source=config.to_dict(),
   )
 
 

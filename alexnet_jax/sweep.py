@@ -40,19 +40,6 @@ from alexnet_jax.errors import ConfigError
 
 RUN_FILE, DONE_FILE, FAILED_FILE = history.RUN_FILE, history.DONE_FILE, history.FAILED_FILE
 
-# Fields that change how a run is carried out, not what it computes: a run directory made with
-# other values of these is the same run (e.g. the data moved to another disk).
-_NOT_IDENTITY = (
-    'data_dir',
-    'manual_dir',
-    'data_workers',
-    'data_threads',
-    'prefetch_batches',
-    'keep_checkpoints',
-    'checkpoint_every_steps',
-    'profile_steps',
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class Run:
@@ -144,22 +131,17 @@ def planned(config: ml_collections.ConfigDict, parent: str) -> list[Run]:
   return plan(base, parent, spec['variants'], spec['seeds'], spec.get('custom'))
 
 
-def _identity(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat = settings.flatten(config.to_dict())
-  return {k: v for k, v in flat.items() if k not in _NOT_IDENTITY}
-
-
 def _claim(run: Run) -> bool:
   """Writes the run's record, or checks the one there; True if the run already finished."""
   os.makedirs(run.workdir, exist_ok=True)
   path = os.path.join(run.workdir, RUN_FILE)
-  identity = _identity(run.config)
+  identity = settings.identity(run.config)
   if os.path.exists(path) and status(run) != 'new':
     with open(path) as f:
       recorded = json.load(f)['config']
-    differ = sorted(k for k in set(recorded) | set(identity) if recorded.get(k) != identity.get(k))
+    differ = settings.differences(recorded, identity)
     if differ:
-      shown = ', '.join(f'{k}: {recorded.get(k)!r} there, {identity.get(k)!r} now' for k in differ)
+      shown = ', '.join(differ)
       raise ConfigError(
           f'{run.workdir} holds a run of another config ({shown[:400]}). Sweep into another '
           'parent workdir, or delete that directory to train it again.'

@@ -128,6 +128,7 @@ def train_and_evaluate(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True
   )
   checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
+  meta = {'config': run.source, 'class_names': list(info.class_names)}
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
 
@@ -224,7 +225,7 @@ def train_and_evaluate(
 
         if step % loop.checkpoint_every_steps == 0 or step == total_steps:
           check_finite(step)
-          checkpointer.save(step, state, data_state)
+          checkpointer.save(step, state, data_state, meta)
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
       eval_metrics = evaluate(final_data, state, eval_fn, layout)
       logging.info('The run in %s had already finished at step %d.', workdir, step)

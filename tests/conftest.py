@@ -14,6 +14,20 @@ import jax  # noqa: E402
 
 jax.config.update('jax_num_cpu_devices', 8)
 
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+# One persistent compilation cache for the whole test process, its subprocesses and notebook
+# kernels: tests build fresh jitted functions for the same few tiny programs again and again, and
+# XLA:CPU compiles dominate the suite's time. The cache is keyed by the program and the compile
+# options, so a hit returns the same executable a fresh compile would.
+_CACHE_DIR = tempfile.mkdtemp(prefix='alexnet_jax_test_cache_')
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
+jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
+
 import pytest  # noqa: E402
 
 from alexnet_jax.configs import quickstart  # noqa: E402
@@ -62,12 +76,12 @@ def plateau_config(tiny_config):
 
 
 @pytest.fixture(scope='session')
-def compilation_cache(tmp_path_factory):
-  """Environment variables for a JAX compilation cache that subprocesses and notebook kernels
-  share: their tiny runs compile the same few programs (every seed, and each experiment's `paper`
-  run), which then compile once. The test process itself keeps compiling afresh."""
+def compilation_cache():
+  """Environment variables that point subprocesses and notebook kernels at the test process's
+  compilation cache: their tiny runs compile the same few programs (every seed, and each
+  experiment's `paper` run) as the tests in this process."""
   return {
-      'JAX_COMPILATION_CACHE_DIR': str(tmp_path_factory.mktemp('jax_cache')),
-      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0',
+      'JAX_COMPILATION_CACHE_DIR': _CACHE_DIR,
+      'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.2',
       'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
   }

@@ -135,6 +135,7 @@ class DatasetInfo:
   num_classes: int
   num_train_examples: int
   num_eval_examples: int
+  class_names: tuple[str, ...] = ()  # the label names, index = label; str(i) where none are given
 
 
 def get_info(config: DataConfig) -> DatasetInfo:
@@ -152,10 +153,12 @@ def get_info(config: DataConfig) -> DatasetInfo:
           f"{sorted(splits)} (a slice such as 'train[:1000]' selects part of one). Set "
           '--config.train_split / --config.eval_split.'
       ) from None
+  label = builder.info.features[LABEL_KEY]
   return DatasetInfo(
-      num_classes=builder.info.features[LABEL_KEY].num_classes,
+      num_classes=label.num_classes,
       num_train_examples=sizes[config.train_split],
       num_eval_examples=sizes[config.eval_split],
+      class_names=tuple(label.names or (str(i) for i in range(label.num_classes))),
   )
 
 
