@@ -10,6 +10,9 @@ import dataclasses
 import json
 import os
 import re
+import subprocess
+import sys
+import types
 
 from flax import nnx
 import jax
@@ -25,6 +28,7 @@ from alexnet_jax import train
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.tools import export as export_command
 
 
 @pytest.fixture(scope='module')
@@ -115,6 +119,82 @@ def test_the_metadata_says_how_to_feed_it_and_where_it_came_from(workdir, export
   assert meta['outputs']['probabilities'] == ['batch', 10]
   assert sorted(meta['formats']) == ['jax', 'savedmodel']
   assert not [n for n in os.listdir(workdir) if n.startswith('.export')]  # no staging left
+
+
+def test_the_command_exports_a_chosen_step(workdir, tmp_path, compilation_cache):
+  output = tmp_path / 'step3'
+  out = subprocess.run(
+      [
+          sys.executable,
+          '-m',
+          'alexnet_jax.tools.export',
+          f'--workdir={workdir}',
+          '--step=3',
+          f'--output={output}',
+      ],
+      capture_output=True,
+      text=True,
+      timeout=600,
+      env={**os.environ, **compilation_cache},
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert f'Exported step 3 of {workdir} to {output}' in out.stdout
+  assert sorted(os.listdir(output)) == [
+      'labels.txt',
+      'metadata.json',
+      'model.jax',
+      'saved_model',
+      'weights.npz',
+  ]
+  assert json.load(open(output / 'metadata.json'))['source']['step'] == 3
+  # The weights are step 3's, not the latest's.
+  stored = np.load(output / 'weights.npz')
+  expected = exporting.flat_weights(inference.load(workdir, 3))
+  assert sorted(stored) == sorted(expected)
+  for key, value in expected.items():
+    np.testing.assert_array_equal(stored[key], value)
+  latest = exporting.flat_weights(inference.load(workdir))
+  assert not np.array_equal(latest['params/fc8/kernel'], expected['params/fc8/kernel'])
+
+
+def command_flags(workdir, output, formats=('jax',), overwrite=False):
+  return types.SimpleNamespace(
+      workdir=str(workdir),
+      step=None,
+      output=str(output),
+      format=list(formats),
+      platforms=['cpu'],
+      overwrite=overwrite,
+  )
+
+
+def listing(*directories):
+  return {str(d): sorted(os.listdir(d)) for d in directories}
+
+
+@pytest.mark.parametrize('case', ['no checkpoints', 'existing output', 'unknown format'])
+def test_a_bad_request_exits_with_one_paragraph_and_leaves_nothing(case, workdir, tmp_path, capsys):
+  run, output = workdir, tmp_path / 'out'
+  formats, expected = ('jax',), None
+  if case == 'no checkpoints':
+    run = tmp_path / 'empty'
+    run.mkdir()
+    expected = 'holds no checkpoint'
+  elif case == 'existing output':
+    output.mkdir()
+    (output / 'notes.txt').write_text('mine')
+    expected = 'already holds files. Pass --overwrite'
+  else:
+    formats, expected = ('jax', 'onnx'), 'Unknown export format onnx'
+  before = listing(tmp_path, workdir)
+  with pytest.raises(SystemExit) as exit_info:
+    export_command.main(['export'], command_flags(run, output, formats))
+  assert exit_info.value.code == 2
+  error = capsys.readouterr().err.strip()
+  assert error.startswith('Error: ') and expected in error and '\n' not in error, error
+  assert listing(tmp_path, workdir) == before
+  if case == 'existing output':
+    assert (output / 'notes.txt').read_text() == 'mine'
 
 
 def test_overwrite_replaces_only_an_export_and_a_failure_keeps_the_earlier_one(
