@@ -1,0 +1,100 @@
+"""Fine-tuning's optimiser and config fields: lr_mult and freezing against plain SGD in numpy, the
+checks on layer names and multipliers, and records written before these fields.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from alexnet_jax import models
+from alexnet_jax import optim
+from alexnet_jax import settings
+from alexnet_jax.errors import ConfigError
+
+LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
+FROZEN = ('conv1', 'conv2')
+
+
+def _bytes(tree) -> list[bytes]:
+  return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+def test_lr_mult_and_freeze_match_plain_sgd_in_numpy():
+  """Section 5's rule per layer, with Caffe's lr_mult on the new layer:
+  v <- 0.9 v - m eps (g + 0.01 w);  w <- w + v,  m = 10 for fc8, 1 otherwise; conv1 frozen."""
+  rng = np.random.default_rng(1)
+  shapes = {'conv1': (3, 2), 'fc7': (2, 4), 'fc8': (4, 3)}
+
+  def tree():
+    return {
+        layer: {'kernel': rng.normal(size=s), 'bias': rng.normal(size=s[-1:])}
+        for layer, s in shapes.items()
+    }
+
+  params, grads = tree(), [tree() for _ in range(3)]
+  config = optim.OptimConfig(
+      learning_rate=0.1, weight_decay=0.01, freeze='conv1', new_layer_lr_mult=10.0
+  )
+  tx = optim.create_optimizer(config, num_train_steps=3, new_layers=('fc8',))
+  as_jax = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)
+  p = as_jax(params)
+  state = tx.init(p)
+  w = jax.tree.map(lambda x: np.asarray(x, np.float32).astype(np.float64), p)
+  v = jax.tree.map(np.zeros_like, w)
+  for g in grads:
+    updates, state = tx.update(as_jax(g), state, p, plateau_scale=jnp.asarray(1.0))
+    p = optax.apply_updates(p, updates)
+    for layer in ('fc7', 'fc8'):
+      m = 10.0 if layer == 'fc8' else 1.0
+      for name in ('kernel', 'bias'):
+        decay = 0.01 * w[layer][name] if name == 'kernel' else 0.0
+        v[layer][name] = 0.9 * v[layer][name] - m * 0.1 * (g[layer][name] + decay)
+        w[layer][name] = w[layer][name] + v[layer][name]
+  for layer in ('fc7', 'fc8'):
+    for name in ('kernel', 'bias'):
+      np.testing.assert_allclose(np.asarray(p[layer][name]), w[layer][name], rtol=2e-5, atol=1e-6)
+  assert _bytes(p['conv1']) == _bytes(as_jax(params)['conv1'])  # decay and momentum included
+
+  # The state's structure is the config's: a checkpoint restores without knowing the new layers.
+  alone = optim.create_optimizer(config, num_train_steps=3)
+  assert jax.tree.structure(alone.init(p)) == jax.tree.structure(tx.init(p))
+  with pytest.raises(ValueError, match=r"names \['conv9'\].*its layers are \['conv1', 'fc7'"):
+    optim.create_optimizer(optim.OptimConfig(freeze=('conv9',)), 3).init(p)
+
+
+def test_layer_lists_and_the_checks_on_freeze_and_lr_mult(tiny_config):
+  # A Python string, a tuple, and the command line's tuple of one comma string.
+  for value in ('conv1, conv2', ('conv1', 'conv2'), ('conv1,conv2',)):
+    assert optim.layer_list(value) == FROZEN
+  config = tiny_config()
+  config.optim.freeze = ('conv1,conv2',)
+  run = settings.from_config(config)
+  assert run.optim.freeze == tuple(run.source['optim']['freeze']) == FROZEN  # one spelling stored
+  assert models.layer_names(settings.model_config(config)) == LAYERS
+  config.model.norm = 'batchnorm'
+  assert models.layer_names(settings.model_config(config)) == LAYERS + ('norm1', 'norm2')
+
+  for field, value, phrase in (
+      ('freeze', ('conv9',), r"names \['conv9'\], which this model does not have.*'fc8'"),
+      ('freeze', (','.join(LAYERS),), 'freezes every layer'),
+      ('new_layer_lr_mult', -1.0, 'must be a number >= 0'),
+      ('new_layer_lr_mult', float('nan'), 'must be a number >= 0'),
+  ):
+    config = tiny_config()
+    config.optim[field] = value
+    with pytest.raises(ConfigError, match=phrase):
+      settings.validate(config)
+
+
+def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):
+  config = tiny_config()
+  now = settings.identity(config)
+  added = ('init_from', 'optim.freeze', 'optim.new_layer_lr_mult')
+  before = {k: v for k, v in now.items() if k not in added}
+  assert settings.differences(before, now) == []
+  config.optim.new_layer_lr_mult = 10.0
+  assert settings.differences(before, settings.identity(config)) == [
+      'optim.new_layer_lr_mult: 1.0 there, 10.0 now'
+  ]
