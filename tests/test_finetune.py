@@ -1,6 +1,10 @@
-"""Fine-tuning's optimiser and config fields: lr_mult and freezing against plain SGD in numpy, the
-checks on layer names and multipliers, and records written before these fields.
+"""Fine-tuning: the optimiser's lr_mult and freezing against plain SGD in numpy; what the loading
+takes and leaves, and the errors for sources that cannot work.
 """
+
+import os
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +12,8 @@ import numpy as np
 import optax
 import pytest
 
+import alexnet_jax
+from alexnet_jax import finetune
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
@@ -86,6 +92,70 @@ def test_layer_lists_and_the_checks_on_freeze_and_lr_mult(tiny_config):
     config.optim[field] = value
     with pytest.raises(ConfigError, match=phrase):
       settings.validate(config)
+
+
+def _layer(shape, value=0.0):
+  return {
+      'kernel': np.full(shape, value, np.float32),
+      'bias': np.full(shape[-1:], value, np.float32),
+  }
+
+
+def test_merge_takes_whole_layers_that_fit_with_their_batch_norm_statistics():
+  fresh_params = {'conv1': _layer((3, 4)), 'norm1': _layer((4,)), 'fc8': _layer((4, 3))}
+  fresh_stats = {'norm1': {'mean': np.zeros(4, np.float32), 'var': np.ones(4, np.float32)}}
+  source_params = {
+      'conv1': _layer((3, 4), 1.0),
+      'norm1': _layer((4,), 2.0),
+      'fc8': _layer((4, 10), 3.0),
+      'fc9': _layer((10, 10), 4.0),
+  }
+  source_stats = {'norm1': {'mean': np.full(4, 5.0), 'var': np.full(4, 6.0)}}
+  params, stats, report = finetune.merge(
+      fresh_params, fresh_stats, source_params, source_stats, 'src'
+  )
+  assert report.loaded == ('conv1', 'norm1') and report.unused == ('fc9',)
+  assert report.reinitialised == {
+      'fc8': 'bias (10,) in the source vs (3,) here; kernel (4, 10) in the source vs (4, 3) here'
+  }
+  assert float(params['conv1']['kernel'][0, 0]) == 1.0 and float(params['fc8']['bias'][0]) == 0.0
+  assert float(stats['norm1']['var'][0]) == 6.0 and stats['norm1']['var'].dtype == jnp.float32
+  assert str(report).splitlines() == [
+      'init_from=src:',
+      '  loaded: conv1, norm1',
+      f'  re-initialised: fc8 ({report.reinitialised["fc8"]})',
+      '  in the source, not in this model: fc9',
+  ]
+  assert finetune.Report.from_json(report.to_json()) == report
+
+  # A batch-norm layer whose statistics the source lacks (a source trained with LRN) is new.
+  _, stats, report = finetune.merge(fresh_params, fresh_stats, source_params, {}, 'src')
+  assert report.reinitialised['norm1'] == 'its batch-norm statistics are missing in the source'
+  assert float(stats['norm1']['var'][0]) == 1.0
+  no_fc8 = {k: v for k, v in source_params.items() if k != 'fc8'}
+  _, _, report = finetune.merge(fresh_params, fresh_stats, no_fc8, source_stats, 'src')
+  assert report.reinitialised == {'fc8': 'its parameters are missing in the source'}
+
+
+def test_sources_that_cannot_work_are_errors_that_say_why(tmp_path, monkeypatch):
+  fresh = {'conv1': _layer((3, 4)), 'fc8': _layer((4, 3))}
+  with pytest.raises(ConfigError, match='does not exist. Pass the --workdir of a trained run'):
+    finetune.init_from(fresh, {}, str(tmp_path / 'nowhere'))
+  os.makedirs(tmp_path / 'empty_run')
+  with pytest.raises(ConfigError, match='empty_run.*holds no checkpoint'):
+    finetune.init_from(fresh, {}, str(tmp_path / 'empty_run'))
+
+  # A weights file goes to weights.read (faked here); nothing of it fits: another architecture.
+  fake = types.ModuleType('alexnet_jax.weights')
+  fake.read = lambda path: {'conv1': _layer((11, 4)), 'fc8': _layer((4, 1000))}
+  monkeypatch.setitem(sys.modules, 'alexnet_jax.weights', fake)
+  monkeypatch.setattr(alexnet_jax, 'weights', fake, raising=False)
+  (tmp_path / 'other.pth').write_bytes(b'weights')
+  with pytest.raises(
+      ConfigError,
+      match=r'none of its layers fits.*conv1: kernel \(11, 4\) in the source vs \(3, 4\)',
+  ):
+    finetune.init_from(fresh, {}, str(tmp_path / 'other.pth'))
 
 
 def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):
