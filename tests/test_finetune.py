@@ -1,30 +1,145 @@
-"""Fine-tuning: the optimiser's lr_mult and freezing against plain SGD in numpy; what the loading
-takes and leaves, and the errors for sources that cannot work.
+"""Fine-tuning: a tiny run on the built-in data, fine-tuned to a three-class folder dataset with
+conv1 and conv2 frozen; the optimiser's lr_mult and freezing against plain SGD in numpy; what the
+loading takes and leaves, and the errors for sources that cannot work.
+
+The references are the source run's own checkpoint (frozen layers must equal it bit for bit), the
+fine-tuned config's fresh initialisation (fc8 must have moved from it) and the momentum rule
+written out by hand.
 """
 
+import importlib
 import os
 import sys
 import types
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+from PIL import Image, ImageDraw
 import pytest
 
-import alexnet_jax
+import alexnet_jax.configs
 from alexnet_jax import finetune
+from alexnet_jax import inference
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
+from alexnet_jax import steps
+from alexnet_jax import train
+from alexnet_jax.configs import alexnet
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.tools import prepare
 
+CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
 FROZEN = ('conv1', 'conv2')
 
 
+def checkout_config(name: str):
+  """This checkout's configs/<name>.py, as alexnet_jax.configs.<name>: an editable install may
+  map alexnet_jax.configs to another checkout's configs/."""
+  if CONFIGS not in alexnet_jax.configs.__path__:
+    alexnet_jax.configs.__path__.insert(0, CONFIGS)
+  return importlib.import_module(f'alexnet_jax.configs.{name}')
+
+
 def _bytes(tree) -> list[bytes]:
   return [np.asarray(x).tobytes() for x in jax.tree.leaves(tree)]
+
+
+def _tiny_loop(config: ml_collections.ConfigDict) -> None:
+  config.num_train_steps = 2
+  config.log_every_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
+  config.batch_size, config.eval_batch_size = 16, 64
+  config.final_eval_crops = 1
+  config.profile_steps = 0
+
+
+@pytest.fixture(scope='module')
+def source(tiny_config, tmp_path_factory):
+  """A tiny run on the built-in dataset's 10 classes: the run to fine-tune."""
+  workdir = str(tmp_path_factory.mktemp('source'))
+  config = tiny_config()
+  _tiny_loop(config)
+  train.train_and_evaluate(config, workdir, jax.devices()[:1])
+  return workdir
+
+
+@pytest.fixture(scope='module')
+def three_shapes(tmp_path_factory):
+  """A folder dataset of three classes (a red disk, a green square, a blue bar on grey, ten
+  images each at jittered places), prepared as `prepare --folder` does."""
+  root = tmp_path_factory.mktemp('three_shapes')
+  rng = np.random.default_rng(0)
+  for name, colour in (('disk', (220, 40, 40)), ('square', (40, 200, 60)), ('bar', (40, 60, 220))):
+    os.makedirs(root / 'images' / name)
+    for i in range(10):
+      image = Image.new('RGB', (96, 96), (128, 128, 128))
+      draw = ImageDraw.Draw(image)
+      x, y = rng.integers(10, 50, size=2)
+      box = {'disk': (x, y, x + 36, y + 36), 'square': (x, y, x + 30, y + 30)}
+      if name == 'disk':
+        draw.ellipse(box['disk'], fill=colour)
+      elif name == 'square':
+        draw.rectangle(box['square'], fill=colour)
+      else:
+        draw.rectangle((4, y, 92, y + 12), fill=colour)
+      image.save(root / 'images' / name / f'{i:02d}.png')
+  data_dir = str(root / 'tfds')
+  report = prepare.prepare_images(
+      folder=str(root / 'images'), name='three_shapes', resize=0, data_dir=data_dir
+  )
+  assert report['num_classes'] == 3
+  return data_dir
+
+
+@pytest.mark.slow
+def test_finetuning_a_tiny_run_to_three_classes_with_conv1_and_conv2_frozen(
+    source, three_shapes, tmp_path, one_device
+):
+  folder = checkout_config('finetune_folder')
+  config = folder.get_config(f'dataset=three_shapes,num_classes=3,init_from={source}')
+  source_config, _ = inference.stored_config(source)
+  # The config took the source's network and input, so every layer but fc8 fits.
+  assert config.model.width == source_config.model.width == 0.25
+  assert (config.image_size, config.model.num_classes) == (source_config.image_size, 3)
+  config.data_dir = three_shapes
+  config.optim.freeze = FROZEN
+  _tiny_loop(config)
+  workdir = str(tmp_path / 'finetuned')
+  train.train_and_evaluate(config, workdir, one_device)
+
+  before = inference.load(source).params
+  after = inference.load(workdir).params
+  for layer in FROZEN:
+    assert _bytes(after[layer]) == _bytes(before[layer]), layer
+  for layer in LAYERS[2:-1]:  # loaded, not frozen: trained further
+    assert _bytes(after[layer]) != _bytes(before[layer]), layer
+  run = settings.from_config(config)
+  fresh = nnx.to_pure_dict(
+      nnx.state(steps.create_model(run.model, run.data.image_size, run.loop.seed), nnx.Param)
+  )
+  assert after['fc8']['kernel'].shape[-1] == 3
+  assert fresh['fc8']['kernel'].shape == after['fc8']['kernel'].shape
+  assert _bytes(after['fc8']) != _bytes(fresh['fc8'])  # trained from its fresh start
+
+  report = finetune.recorded(workdir)
+  assert report.source == source and report.loaded == LAYERS[:-1]
+  assert list(report.reinitialised) == ['fc8'] and report.new_layers == ('fc8',)
+  assert report.reinitialised['fc8'] == (
+      'bias (10,) in the source vs (3,) here; kernel (1024, 10) in the source vs (1024, 3) here'
+  )
+
+  # Resumed: init_from is not read again (here it no longer exists), the split is the recorded one.
+  config.init_from = str(tmp_path / 'moved_away')
+  config.num_train_steps = 3
+  state, _ = train.train_and_evaluate(config, workdir, one_device)
+  assert int(state.step) == 3
+  assert _bytes(state.params['conv1']) == _bytes(before['conv1'])
+  assert finetune.recorded(workdir) == report
 
 
 def test_lr_mult_and_freeze_match_plain_sgd_in_numpy():
@@ -156,6 +271,19 @@ def test_sources_that_cannot_work_are_errors_that_say_why(tmp_path, monkeypatch)
       match=r'none of its layers fits.*conv1: kernel \(11, 4\) in the source vs \(3, 4\)',
   ):
     finetune.init_from(fresh, {}, str(tmp_path / 'other.pth'))
+
+
+def test_fine_tuning_configs():
+  ifood = checkout_config('ifood2019').get_config()
+  paper = settings.from_config(alexnet.get_config())
+  run = settings.from_config(ifood)
+  assert (run.data.dataset, run.model.num_classes, run.init_from) == ('ifood2019', 251, None)
+  assert run.optim.learning_rate == paper.optim.learning_rate / 10
+  assert run.optim.new_layer_lr_mult == 10 and run.loop.num_epochs < paper.loop.num_epochs
+  # From a weights file the network stays the config's (from a workdir: the end-to-end test).
+  assert checkout_config('ifood2019').get_config('init_from=x.pth').model.width == 1.0
+  with pytest.raises(ValueError, match='needs dataset=NAME,num_classes=N'):
+    checkout_config('finetune_folder').get_config()
 
 
 def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):
