@@ -3,6 +3,8 @@ top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
 
 - `alexnet.py`: the paper's ImageNet recipe; every field with its meaning.
 - `quickstart.py`: the paper's network on the built-in dataset, for a laptop CPU.
+- `finetune_folder.py`, `ifood2019.py`: fine-tuning a trained run (`init_from`) on your own
+  images and on iFood 2019.
 - `common.py`: the arguments they take (`:tiny`, `:runlocal`, `variant=...`) and the paper's
   ablations as named variants.
 - `ablation.py`: the run the paper's experiments vary, and the experiments themselves, each a
@@ -21,6 +23,8 @@ import os
 NAMES = (
     'alexnet',
     'quickstart',
+    'finetune_folder',
+    'ifood2019',
     'ablation',
     'relu_tanh',
     'normalisation',
