@@ -40,19 +40,30 @@ class Trained:
 
 
 def restore(config, workdir: str, step: int | None = None) -> Trained:
-  """The network of the run in `workdir` (its latest checkpoint, or `step`'s); `config` is the
-  config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
+  """The network of the run in `workdir` (its latest checkpoint, or `step`'s), on one device;
+  `config` is the config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
   run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
     step = checkpointer.check_step(step)
-    model = steps.create_model(run.model, run.data.image_size, run.loop.seed)
+    new_model = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
     # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
-    # its schedule's length does not change its structure.
-    graphdef, state = steps.create_train_state(
-        model, optim.create_optimizer(run.optim, 1), optim.create_plateau(run.optim), run.loop.seed
+    # its schedule's length does not change its structure. Only shapes are built: initialising
+    # the weights eagerly, to overwrite them, took seconds, op by op.
+    graphdef = nnx.split(nnx.eval_shape(new_model), nnx.Param, ...)[0]
+    abstract = jax.eval_shape(
+        lambda: steps.create_train_state(
+            new_model(),
+            optim.create_optimizer(run.optim, 1),
+            optim.create_plateau(run.optim),
+            run.loop.seed,
+        )[1]
     )
-    state, _ = checkpointer.restore(checkpointing.abstract_like(state), step)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
+    )
+    state, _ = checkpointer.restore(abstract, step)
   finally:
     checkpointer.close()
   return Trained(graphdef, state.params, state.batch_stats, run, int(state.step))
