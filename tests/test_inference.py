@@ -1,10 +1,12 @@
 """Evaluating, predicting and extracting features from trained workdirs, against the trainer's own
-evaluation, naive loops over the ten patches and the distances, and PNGs written from the
-dataset."""
+evaluation, naive loops over the ten patches and the distances, PNGs written from the dataset,
+and the commands run end to end."""
 
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 from flax import nnx
 import jax
@@ -19,6 +21,8 @@ from alexnet_jax import train
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -267,3 +271,101 @@ def test_bad_input_is_a_config_error_and_writes_nothing(runs, trained, tmp_path)
     with inference.staged(str(output)) as stage:
       inference.write_features(trained[0], stage, layer='fc9')
   assert os.listdir(tmp_path) == []  # not even the parent it made
+
+
+def command(name, *args, env, cwd):
+  return subprocess.run(
+      [sys.executable, '-m', f'alexnet_jax.tools.{name}', *args],
+      capture_output=True,
+      text=True,
+      cwd=cwd,
+      timeout=300,
+      env={**os.environ, **env, 'PYTHONPATH': REPO + os.pathsep + os.environ.get('PYTHONPATH', '')},
+  )
+
+
+def assert_one_paragraph(out, *phrases):
+  assert out.returncode == 2, (out.returncode, out.stderr[-3000:])
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  message = out.stderr.strip().split('Error: ', 1)[-1]
+  assert '\n' not in message.strip(), message
+  for phrase in phrases:
+    assert phrase in message, message
+
+
+def test_the_evaluate_command_writes_an_ensembles_metrics(
+    runs, trained, tmp_path, compilation_cache
+):
+  a, b = list(runs)
+  out = command('evaluate', f'--workdir={a},{b}', env=compilation_cache, cwd=str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'an ensemble of 2' in out.stdout and '160 examples of validation' in out.stdout
+  expected = inference.evaluate(trained)
+  directory = os.path.join(a, 'eval', 'validation_1crop_ensemble')
+  with open(os.path.join(directory, 'metrics.json')) as f:
+    written = json.load(f)
+  assert written['steps'] == [6, 6] and written['crops'] == 1
+  for name in ('loss', 'top1_error', 'top5_error', 'count'):
+    assert written[name] == pytest.approx(expected.metrics[name], abs=1e-6)
+  table = pd.read_csv(os.path.join(directory, 'per_class.csv'))
+  pd.testing.assert_frame_equal(table, expected.per_class, check_dtype=False)
+  assert sorted(os.listdir(directory)) == ['metrics.json', 'per_class.csv']
+
+
+def test_the_predict_command_names_what_it_skips(runs, trained, tmp_path, compilation_cache):
+  t = trained[0]
+  write_images(t, str(tmp_path / 'images'))
+  out = command(
+      'predict',
+      f'--workdir={t.workdir}',
+      '--images=images/example.png,images/broken.jpg',
+      '--json=out/predictions.json',
+      env=compilation_cache,
+      cwd=str(tmp_path),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Skipped images/broken.jpg: ' in out.stderr
+  expected = inference.predict(t, [str(tmp_path / 'images' / 'example.png')]).top5()[0]
+  line = [l for l in out.stdout.splitlines() if l.startswith('images/example.png')][0]
+  assert line.split()[1] == expected[0][0]
+  with open(tmp_path / 'out' / 'predictions.json') as f:
+    written = json.load(f)
+  (prediction,) = written['predictions']
+  assert [c['class'] for c in prediction['top5']] == [name for name, _ in expected]
+  np.testing.assert_allclose(
+      [c['probability'] for c in prediction['top5']], [p for _, p in expected]
+  )
+  assert written['skipped'][0]['file'] == 'images/broken.jpg'
+
+
+def test_the_features_command_writes_features_and_their_nearest_rows(
+    runs, trained, tmp_path, compilation_cache
+):
+  t = trained[0]
+  output = str(tmp_path / 'fc7')
+  args = [f'--workdir={t.workdir}', f'--output={output}']
+  out = command('features', *args, '--query=0,5', '--k=3', env=compilation_cache, cwd=str(tmp_path))
+  assert out.returncode == 0, out.stderr[-3000:]
+  expected = inference.features(t, layers='fc7')
+  database = np.load(os.path.join(output, 'features.npy'))
+  assert database.dtype == np.float32
+  np.testing.assert_allclose(database, expected['fc7'], rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(np.load(os.path.join(output, 'labels.npy')), expected['labels'])
+  with open(os.path.join(output, 'nearest.json')) as f:
+    found = json.load(f)
+  rows = [[n['row'] for n in q['neighbours']] for q in found['queries']]
+  np.testing.assert_array_equal(rows, brute_force_nearest(database[[0, 5]], database, 3, [0, 5]))
+  names = t.class_names
+  assert found['queries'][1]['neighbours'][0]['class'] == names[expected['labels'][rows[1][0]]]
+  assert f'5 ({names[expected["labels"][5]]})' in out.stdout
+
+  bad = command(
+      'features',
+      *args[:1],
+      f'--output={tmp_path / "bad"}',
+      '--layer=fc9',
+      env=compilation_cache,
+      cwd=str(tmp_path),
+  )
+  assert_one_paragraph(bad, "no layer 'fc9'", 'conv1, norm1, pool1, conv2, norm2, pool2, conv3')
+  assert not os.path.exists(tmp_path / 'bad')
