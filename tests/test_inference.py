@@ -300,6 +300,7 @@ def test_the_evaluate_command_writes_an_ensembles_metrics(
   out = command('evaluate', f'--workdir={a},{b}', env=compilation_cache, cwd=str(tmp_path))
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'an ensemble of 2' in out.stdout and '160 examples of validation' in out.stdout
+  assert 'read only' not in out.stderr and 'read_only' not in out.stderr  # orbax's notices
   expected = inference.evaluate(trained)
   directory = os.path.join(a, 'eval', 'validation_1crop_ensemble')
   with open(os.path.join(directory, 'metrics.json')) as f:
