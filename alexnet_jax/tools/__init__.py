@@ -1,5 +1,7 @@
 """Secondary commands, each `python -m alexnet_jax.tools.NAME` with an importable function behind
 it: `prepare` (datasets), `colour_statistics`, `benchmark` (the step against PyTorch, whose network
 is `torch_reference`), `loop_benchmark`, `pipeline_benchmark` and `communication` (what each
-strategy sends). Training does not need any of them.
+strategy sends); and for a trained workdir, around `alexnet_jax.inference`: `evaluate` (a network
+or an ensemble on a split), `predict` (image files) and `features` (any layer's activations, and
+nearest neighbours). Training does not need any of them.
 """
