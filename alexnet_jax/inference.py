@@ -343,11 +343,20 @@ def _per_class(labels, top1_wrong, top5_wrong, names) -> pd.DataFrame:
     )
 
 
+def _path_name(split: str) -> str:
+  """A split as part of a directory name: a slice's brackets, colons and % become '_'."""
+  return re.sub(r'[^A-Za-z0-9._-]', '_', split).rstrip('_')
+
+
 def default_eval_dir(workdirs: Sequence[str], split: str, crops: int) -> str:
-  """`<first workdir>/eval/<split>_<crops>crop[_ensemble]`; a slice's brackets become '_'."""
-  name = re.sub(r'[^A-Za-z0-9._-]', '_', split).rstrip('_')
+  """`<first workdir>/eval/<split>_<crops>crop[_ensemble]`."""
   suffix = '_ensemble' if len(workdirs) > 1 else ''
-  return os.path.join(workdirs[0], 'eval', f'{name}_{crops}crop{suffix}')
+  return os.path.join(workdirs[0], 'eval', f'{_path_name(split)}_{crops}crop{suffix}')
+
+
+def default_features_dir(workdir: str, split: str | None, layer: str) -> str:
+  """`<workdir>/features/<split>_<layer>`, or `images_<layer>` for image files (`split` None)."""
+  return os.path.join(workdir, 'features', f'{_path_name(split or "images")}_{layer}')
 
 
 def write_evaluation(evaluation: Evaluation, directory: str) -> list[str]:
@@ -648,6 +657,8 @@ def retrieve(
   file, whose features at the directory's layer `trained` computes. Returns what nearest.json
   holds: the layer, k, and per query its neighbours; 'skipped' names query images not read.
   """
+  if k < 1:
+    raise ConfigError(f'k={k}: ask for at least one nearest row (--k=5, as Figure 4 shows).')
   with open(os.path.join(directory, 'info.json')) as f:
     info = json.load(f)
   database = np.load(os.path.join(directory, 'features.npy'), mmap_mode='r')

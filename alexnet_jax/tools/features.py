@@ -21,7 +21,6 @@ and nothing written; unreadable images among readable ones are skipped and named
 """
 
 import os
-import re
 import sys
 
 from absl import logging
@@ -53,13 +52,12 @@ def main(argv, flags) -> None:
       raise ConfigError('Pass --split or --images, not both: the features are of one or the other.')
     trained = inference.load(flags.workdir, cli.step_flag(flags.step), **overrides)
     (layer,) = inference.check_layers(trained, flags.layer)
-    source = 'images' if images else flags.split or trained.run.data.eval_split
-    name = re.sub(r'[^A-Za-z0-9._-]', '_', source).rstrip('_')
+    split = None if images else flags.split or trained.run.data.eval_split
     if query and isinstance(query[0], int) and not images:  # before the split is read
-      inference.check_rows(query, inference.split_data(trained, flags.split)[1])
-    output = flags.output or os.path.join(flags.workdir, 'features', f'{name}_{layer}')
+      inference.check_rows(query, inference.split_data(trained, split)[1])
+    output = flags.output or inference.default_features_dir(flags.workdir, split, layer)
     with inference.staged(output, replaces=FILES) as stage:
-      info = inference.write_features(trained, stage, layer, flags.split, images, flags.batch_size)
+      info = inference.write_features(trained, stage, layer, split, images, flags.batch_size)
       found = inference.retrieve(stage, query, flags.k, trained) if query else None
       if found:
         inference.write_json(os.path.join(stage, 'nearest.json'), found)
@@ -72,7 +70,7 @@ def main(argv, flags) -> None:
     for image in skipped:
       sys.stderr.write(f'Skipped {role}{image["file"]}: {image["error"]}\n')
   print(
-      f'{layer} of {info["count"]} {"images" if images else "examples of " + source}, '
+      f'{layer} of {info["count"]} {"images" if images else "examples of " + split}, '
       f'shape {tuple(info["shape"])}: written to {output} (features.npy, '
       f'{"files.txt" if images else "labels.npy"}, info.json{", nearest.json" if found else ""})'
   )
@@ -90,8 +88,8 @@ def neighbours_table(found: dict) -> str:
     for rank, n in enumerate(query['neighbours'], 1):
       about = n.get('class', n.get('file'))
       rows.append([shown if rank == 1 else '', rank, n['row'], about, f'{n["distance"]:.4g}'])
-  kind = 'class' if any('class' in q for q in found['queries']) else 'class or file'
-  return cli.table(['query', 'rank', 'row', kind, 'distance'], rows)
+  of_files = any('file' in n for q in found['queries'] for n in q['neighbours'])
+  return cli.table(['query', 'rank', 'row', 'file' if of_files else 'class', 'distance'], rows)
 
 
 def run() -> None:
