@@ -1,8 +1,10 @@
 """What trained networks say: their outputs on a split, ensembles (section 6), the conv1 kernels
 of each tower (Figure 3) and the images nearest in fc7 space (Figure 4).
 
-`restore(config, workdir)` gives the network of a finished (or checkpointed) run, and `outputs`
-runs it over a split, centre crops in the split's order, returning its softmax and fc7 activations.
+`restore(config, workdir)` gives the network of a finished (or checkpointed) run,
+`make_forward` its jitted forward pass to the softmax and any layers (also over section 4.1's ten
+patches), and `outputs` runs it over a split, centre crops in the split's order, returning its
+softmax and fc7 activations (`inference` streams the same forward over any split or image files).
 The rest are functions of arrays. Everything runs on one device: the validation splits of the
 experiments are small, and a researcher inspecting a model should not need a mesh.
 """
@@ -34,26 +36,31 @@ class Trained:
   run: settings.RunConfig
   step: int
   class_names: tuple[str, ...] = ()  # from the checkpoint's meta; () if it has none
+  workdir: str = ''  # where it was restored from
 
   def model(self) -> models.AlexNet:
     return nnx.merge(self.graphdef, self.params, self.batch_stats)
 
 
 def restore(config, workdir: str, step: int | None = None) -> Trained:
-  """The network of the run in `workdir` (its latest checkpoint, or `step`'s); `config` is the
-  config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
+  """The network of the run in `workdir` (its latest checkpoint, or `step`'s), on one device;
+  `config` is the config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
   run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
     step = checkpointer.check_step(step)
-    # Shapes only: building the network for real would draw (and compile) every random init.
-    tx, plateau = optim.create_optimizer(run.optim, 1), optim.create_plateau(run.optim)
-    make = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
-    graphdef = nnx.graphdef(nnx.eval_shape(make))
+    new_model = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
     # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
-    # its schedule's length does not change its structure.
+    # its schedule's length does not change its structure. Only shapes are built: initialising
+    # the weights eagerly, to overwrite them, took seconds, op by op.
+    graphdef = nnx.split(nnx.eval_shape(new_model), nnx.Param, ...)[0]
     abstract = jax.eval_shape(
-        lambda: steps.create_train_state(make(), tx, plateau, run.loop.seed)[1]
+        lambda: steps.create_train_state(
+            new_model(),
+            optim.create_optimizer(run.optim, 1),
+            optim.create_plateau(run.optim),
+            run.loop.seed,
+        )[1]
     )
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     abstract = jax.tree.map(
@@ -62,30 +69,54 @@ def restore(config, workdir: str, step: int | None = None) -> Trained:
     state, _ = checkpointer.restore(abstract, step)
   finally:
     checkpointer.close()
-  return Trained(graphdef, state.params, state.batch_stats, run, int(state.step))
+  return Trained(graphdef, state.params, state.batch_stats, run, int(state.step), workdir=workdir)
+
+
+def joined(towers: list[jax.Array]) -> jax.Array:
+  """One layer's per-tower outputs as one array, the towers side by side on the channel axis."""
+  return towers[0] if len(towers) == 1 else jnp.concatenate(towers, axis=-1)
+
+
+def make_forward(graphdef: nnx.GraphDef, layers: tuple[str, ...] = (), crops: int = 1):
+  """The jitted `(params, batch_stats, images) -> {'log_probs': B x classes, layer: B x ...}`,
+  each layer's towers `joined` (names: the keys of `models.AlexNet.features`).
+
+  `images` are B x H x W x 3, or B x 10 x H x W x 3 with `crops=10`: the ten patches are one
+  batch of B * 10 images, and `log_probs` is the log of their softmax averaged (section 4.1;
+  `steps.crop_averaged_log_probs`, exact where a probability underflows). A layer's activations
+  are always those of the centre patch (view 0 of `augment.ten_crop`).
+  """
+
+  @jax.jit
+  def forward(params, batch_stats, images):
+    model = nnx.merge(graphdef, params, batch_stats)
+    features = model.features(images.reshape((-1,) + images.shape[-3:]), train=False)
+    (logits,) = features['fc8']
+    logits = logits.astype(jnp.float32).reshape((-1, crops, logits.shape[-1]))
+    out = {'log_probs': steps.crop_averaged_log_probs(logits)}
+    for name in layers:
+      layer = joined(features[name]).astype(jnp.float32)
+      out[name] = layer.reshape((-1, crops) + layer.shape[1:])[:, 0]
+    return out
+
+  return forward
 
 
 def outputs(trained: Trained, split: str | None = None) -> dict[str, np.ndarray]:
   """The network's softmax (`probs`, N x classes), fc7 activations (`fc7`, N x units, both towers
   joined) and `labels` on every example of `split` (default: the evaluation split), from the
-  centre crop, in the split's order (index i is `pipeline.decoding_source(...)[i]`)."""
+  centre crop, in the split's order (index i is `pipeline.decoding_source(...)[i]`).
+  `inference.features` gives any layer's, of any split, checked."""
   data = dataclasses.replace(
       trained.run.data, eval_split=split or trained.run.data.eval_split, eval_crops=1
   )
-
-  @jax.jit
-  def forward(params, batch_stats, images):
-    model = nnx.merge(trained.graphdef, params, batch_stats)
-    features = model.features(images, train=False)
-    (logits,) = features['fc8']
-    return jax.nn.softmax(logits.astype(jnp.float32)), jnp.concatenate(features['fc7'], axis=-1)
-
+  forward = make_forward(trained.graphdef, ('fc7',))
   probs, fc7, labels = [], [], []
   for batch in pipeline.eval_batches(data):
     keep = batch['mask'] > 0
-    p, f = forward(trained.params, trained.batch_stats, batch['image'])
-    probs.append(np.asarray(p)[keep])
-    fc7.append(np.asarray(f, np.float32)[keep])
+    out = forward(trained.params, trained.batch_stats, batch['image'])
+    probs.append(np.exp(np.asarray(out['log_probs'])[keep]))
+    fc7.append(np.asarray(out['fc7'])[keep])
     labels.append(batch['label'][keep])
   return {
       'probs': np.concatenate(probs),
@@ -147,10 +178,17 @@ def colour_specificity(kernels: np.ndarray) -> np.ndarray:
   return np.sum((kernels - grey) ** 2, axis=(-3, -2, -1)) / np.maximum(total, 1e-30)
 
 
-def nearest(query: np.ndarray, database: np.ndarray, k: int, exclude_self: bool = False):
+def nearest(
+    query: np.ndarray,
+    database: np.ndarray,
+    k: int,
+    exclude_self: bool = False,
+    exclude: np.ndarray | None = None,
+):
   """Indices of the `k` rows of `database` nearest to each row of `query` in Euclidean distance
-  (Figure 4 uses fc7's 4096 activations), nearest first. With `exclude_self` (query rows are
-  database rows 0..Q-1), each row's own index is skipped."""
+  (Figure 4 uses fc7's 4096 activations), nearest first. `exclude` holds, per query row, a
+  database index to skip (the query's own row) or -1; `exclude_self` (query rows are database
+  rows 0..Q-1) skips each row's own index."""
   query = np.asarray(query, np.float64)
   database = np.asarray(database, np.float64)
   distances = (
@@ -159,7 +197,10 @@ def nearest(query: np.ndarray, database: np.ndarray, k: int, exclude_self: bool 
       + np.sum(database**2, axis=1)[None, :]
   )
   if exclude_self:
-    distances[np.arange(len(query)), np.arange(len(query))] = np.inf
+    exclude = np.arange(len(query))
+  if exclude is not None:
+    rows = np.flatnonzero(np.asarray(exclude) >= 0)
+    distances[rows, np.asarray(exclude)[rows]] = np.inf
   return np.argsort(distances, axis=1, kind='stable')[:, :k]
 
 

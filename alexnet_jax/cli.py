@@ -1,13 +1,16 @@
-"""What our commands share: config flags parsed into one-paragraph errors, and quiet logs.
+"""What our commands share: flags parsed into one-paragraph errors, quiet logs, tables.
 
 `main` (one run) and `sweep` (many) both take `--config=FILE[:ARG]`, `--workdir=DIR` and
-`--config.FIELD=VALUE` overrides; a mistake in any of them should read as a sentence naming the
-fix, not as absl's or ml_collections' traceback.
+`--config.FIELD=VALUE` overrides; the tools that read a trained workdir (evaluate, predict,
+features) take plain flags. A mistake in any of them should read as a sentence naming the fix,
+not as absl's or ml_collections' traceback.
 """
 
 import logging as std_logging
+import os
 import re
 import sys
+from typing import Callable
 
 from absl import flags
 
@@ -15,11 +18,15 @@ from alexnet_jax import configs
 
 
 class QuietLibraries(std_logging.Filter):
-  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up."""
+  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up,
+  except orbax's notices that a checkpoint opened to be read (evaluate, predict) is read-only."""
 
   _SPEAK_AT_INFO = ('alexnet_jax', '/clu/')
+  _EXPECTED = ('Given directory is read only', 'CheckpointManagerOptions.read_only=True')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
+    if 'orbax' in record.pathname and str(record.msg).startswith(self._EXPECTED):
+      return False
     return record.levelno >= std_logging.WARNING or any(
         part in record.pathname for part in self._SPEAK_AT_INFO
     )
@@ -30,12 +37,50 @@ def fail(message: str, code: int = 2):
   sys.exit(code)
 
 
-def check_no_arguments(argv: list[str]) -> None:
+def check_no_arguments(argv: list[str], usage: str | None = None) -> None:
   if len(argv) > 1:
     fail(
         f'unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag: '
-        '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.'
+        + (usage or '--config=FILE, --workdir=DIR and --config.FIELD=VALUE overrides.')
     )
+
+
+def plain_flags_parser(usage: str) -> Callable[[list[str]], list[str]]:
+  """absl's parser for a command without a config: a bad, unknown or missing flag is one
+  paragraph that ends in the command's usage."""
+
+  def parse(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      fail(f'Bad command line: {" ".join(str(e).split()).rstrip(".")}. Usage: {usage}')
+
+  return parse
+
+
+def step_flag(value: str | None) -> int | str | None:
+  """--step: None (the latest checkpoint), a step number, or a name the checkpointer resolves."""
+  if value is None or value in ('', 'latest'):
+    return None
+  return int(value) if value.isdigit() else value
+
+
+def listed(values: list[str] | None) -> list[str]:
+  """A repeated flag whose values may also be comma-separated lists (`--workdir=A,B --workdir=C`);
+  a value that is an existing path is kept whole, commas and all."""
+  return [
+      item
+      for value in values or ()
+      for item in ([value] if os.path.exists(value) else value.split(','))
+      if item
+  ]
+
+
+def table(header: list[str], rows: list[list]) -> str:
+  """Rows of cells as aligned text columns, under a header."""
+  cells = [[str(c) for c in row] for row in [header, *rows]]
+  widths = [max(len(row[i]) for row in cells if i < len(row)) for i in range(len(header))]
+  return '\n'.join('  '.join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
