@@ -31,8 +31,8 @@ class LoopConfig:
   num_epochs: float = 90.0
   log_every_steps: int = 100
   eval_every_steps: int = -1  # -1: once per epoch
-  checkpoint_every_steps: int = 5000
-  keep_checkpoints: int = 3
+  checkpoint_every_steps: int = 5000  # also after each evaluation that is the best so far
+  keep_checkpoints: int = 3  # the last ones; the best evaluated one is kept besides
   profile_steps: int = 5
   final_eval_crops: int = 10  # the final test: section 4.1's ten patches (1: the centre crop)
   # Also evaluate the training split at every evaluation, as the validation split is (centre crop,

@@ -132,6 +132,8 @@ def train_and_evaluate(
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
 
+  # The lowest validation error among the checkpoints: an evaluation below it is saved.
+  best_error = min(checkpointer.evaluated_steps().values(), default=math.inf)
   if checkpointer.latest_step() is not None:
     state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
     if data_state:
@@ -205,10 +207,12 @@ def train_and_evaluate(
           writer.write_scalars(step, {f'train_{k}': v for k, v in merged.compute().items()})
           pending_metrics.clear()
 
+        evaluated = None  # this step's evaluation, as the checkpoint records it
         if step % eval_every == 0 or step == total_steps:
           check_finite(step)
           with report.timed('eval') if report else contextlib.nullcontext():
             eval_metrics = evaluate(data, state, eval_fn, layout)
+          evaluated = {checkpointing.BEST_METRIC: eval_metrics['top1_error']}
           if run.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
@@ -223,9 +227,14 @@ def train_and_evaluate(
               eval_metrics = evaluate(final_data, state, eval_fn, layout)
             writer.write_scalars(step, {f'final_eval_{k}': v for k, v in eval_metrics.items()})
 
-        if step % loop.checkpoint_every_steps == 0 or step == total_steps:
+        # A new best evaluation is saved whatever the checkpoint schedule, so that the best state
+        # exists to be kept (the paper recipe evaluates once per epoch, every 10,009 steps).
+        new_best = evaluated is not None and evaluated[checkpointing.BEST_METRIC] < best_error
+        if new_best:
+          best_error = evaluated[checkpointing.BEST_METRIC]
+        if step % loop.checkpoint_every_steps == 0 or step == total_steps or new_best:
           check_finite(step)
-          checkpointer.save(step, state, data_state, meta)
+          checkpointer.save(step, state, data_state, meta, metrics=evaluated)
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
       eval_metrics = evaluate(final_data, state, eval_fn, layout)
       logging.info('The run in %s had already finished at step %d.', workdir, step)
