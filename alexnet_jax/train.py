@@ -3,7 +3,7 @@
 `train_and_evaluate(config, workdir)` is the whole run; notebooks call it, or its pieces
 (`steps.create_model`, `steps.create_train_state`, `steps.make_train_step`, `evaluate`), directly.
 The loop reads metrics back from the devices only every `log_every_steps`, so steps run back to
-back between logs.
+back between logs. SIGTERM or SIGINT saves the current step and stops (`stopping`).
 """
 
 import contextlib
@@ -26,6 +26,7 @@ from alexnet_jax.data import pipeline
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import steps
+from alexnet_jax import stopping
 from alexnet_jax.errors import ConfigError
 
 
@@ -91,7 +92,8 @@ def train_and_evaluate(
   already typed `settings.RunConfig`. `devices` (default: all) are the devices the mesh spans.
   `step_callback(step, state)`, if given, runs on the host after each step is dispatched (the loop
   benchmark times the loop with it). Returns the final train state and the final evaluation
-  metrics (at `final_eval_crops`).
+  metrics (at `final_eval_crops`). Raises `stopping.Stopped` after saving the step it was in when
+  the process is sent SIGTERM or SIGINT.
   """
   run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   data, loop = run.data, run.loop
@@ -188,7 +190,7 @@ def train_and_evaluate(
 
   step = start_step
   try:
-    with metric_writers.ensure_flushes(writer):
+    with metric_writers.ensure_flushes(writer), stopping.listening() as stop:
       while step < total_steps:
         data_state, batch = next(stream)
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -201,7 +203,11 @@ def train_and_evaluate(
         if step_callback is not None:
           step_callback(step, state)
 
-        if step % loop.log_every_steps == 0 or step == total_steps:
+        log_step = step % loop.log_every_steps == 0 or step == total_steps
+        # Processes compare their stop requests at log steps only (stopping.py); a request in the
+        # last step changes nothing, the run is finishing.
+        stop_signal = stop.agreed(sync_point=log_step) if step < total_steps else 0
+        if log_step or stop_signal:
           check_finite(step)
           merged = functools.reduce(lambda a, b: a.merge(b), pending_metrics)
           writer.write_scalars(step, {f'train_{k}': v for k, v in merged.compute().items()})
@@ -232,9 +238,19 @@ def train_and_evaluate(
         new_best = evaluated is not None and evaluated[checkpointing.BEST_METRIC] < best_error
         if new_best:
           best_error = evaluated[checkpointing.BEST_METRIC]
-        if step % loop.checkpoint_every_steps == 0 or step == total_steps or new_best:
+        if (
+            step % loop.checkpoint_every_steps == 0
+            or step == total_steps
+            or new_best
+            or stop_signal
+        ):
           check_finite(step)
           checkpointer.save(step, state, data_state, meta, metrics=evaluated)
+        if stop_signal:
+          checkpointer.wait()
+          stopped = stopping.Stopped(stop_signal, step, checkpointer.directory)
+          logging.warning('%s', stopped)
+          raise stopped
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
       eval_metrics = evaluate(final_data, state, eval_fn, layout)
       logging.info('The run in %s had already finished at step %d.', workdir, step)
