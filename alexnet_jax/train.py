@@ -3,7 +3,9 @@
 `train_and_evaluate(config, workdir)` is the whole run; notebooks call it, or its pieces
 (`steps.create_model`, `steps.create_train_state`, `steps.make_train_step`, `evaluate`), directly.
 The loop reads metrics back from the devices only every `log_every_steps`, so steps run back to
-back between logs. SIGTERM or SIGINT saves the current step and stops (`stopping`).
+back between logs. Resuming checks that the workdir's checkpoints were trained with the same
+network and data (`check_resumable`); SIGTERM or SIGINT saves the current step and stops
+(`stopping`).
 """
 
 import contextlib
@@ -73,6 +75,39 @@ def _check_workdir(workdir: str) -> None:
     ) from None
 
 
+def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunConfig) -> None:
+  """ConfigError if the latest checkpoint's run had another network or data than `run` (see
+  settings.CHANGEABLE_ON_RESUME), unless run.loop.allow_config_change; logs what else changed."""
+  step = checkpointer.latest_step()
+  recorded = checkpointer.meta(step).get('config')
+  if recorded is None:
+    logging.warning(
+        'The checkpoint of step %d in %s does not record its config (an older alexnet_jax wrote '
+        'it): resuming without checking that this config is the one it was trained with.',
+        step,
+        checkpointer.directory,
+    )
+    return
+  fixed, free = settings.resume_differences(recorded, run.source)
+  if free:
+    logging.info('Resuming step %d with changed settings: %s.', step, '; '.join(free))
+  if fixed and run.loop.allow_config_change:
+    logging.warning(
+        'allow_config_change=True: resuming step %d with another network or data: %s.',
+        step,
+        '; '.join(fixed),
+    )
+  elif fixed:
+    shown = '; '.join(fixed[:8]) + (f'; and {len(fixed) - 8} more' if len(fixed) > 8 else '')
+    raise ConfigError(
+        f'{os.path.dirname(checkpointer.directory)} holds a run trained with another config ('
+        f'{shown}; "there" is its checkpoint of step {step}). These fields change the network or '
+        'the data it learns from, so the resumed run would be neither that run nor one of this '
+        'config. Use a new --workdir for this config, or pass --config.allow_config_change=True '
+        '(in Python: config.allow_config_change = True) to continue that run with it anyway.'
+    )
+
+
 def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
   """(iterator state after this batch, batch) pairs."""
   while True:
@@ -111,6 +146,14 @@ def train_and_evaluate(
   eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
   final_data = dataclasses.replace(data, eval_crops=loop.final_eval_crops)
   trainset_data = dataclasses.replace(data, eval_split=data.train_split, eval_crops=1)
+  checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
+  resumed = checkpointer.latest_step() is not None
+  if resumed:
+    try:  # before anything is built or written: a refused resumption costs seconds, changes nothing
+      check_resumable(checkpointer, run)
+    except ConfigError:
+      checkpointer.close()
+      raise
 
   model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
   schedule = optim.learning_rate_schedule(run.optim, total_steps)
@@ -126,20 +169,23 @@ def train_and_evaluate(
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True
-  )
-  checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
   meta = {'config': run.source, 'class_names': list(info.class_names)}
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
-
   # The lowest validation error among the checkpoints: an evaluation below it is saved.
   best_error = min(checkpointer.evaluated_steps().values(), default=math.inf)
-  if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
+  if resumed:
+    try:  # before the writers start: a checkpoint that does not fit leaves the workdir as it was
+      state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
+    except ConfigError:
+      checkpointer.close()
+      raise
     if data_state:
       train_iter.set_state(data_state)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True
+  )
+  if resumed:
     logging.info(
         'Resumed from the checkpoint at step %d in %s.', int(state.step), checkpointer.directory
     )

@@ -135,6 +135,11 @@ def paper() -> ml_collections.ConfigDict:
   # Also evaluate the training split at every evaluation (centre crop, no dropout), as
   # trainset_*: how far the model overfits (section 4.2).
   c.eval_trainset = False
+  # Running the same command again resumes from the workdir's latest checkpoint, and stops if the
+  # config changes a field that changes the network or its data (model.*, dataset, augment.*,
+  # batch_size, seed, optim.*, ...; settings.CHANGEABLE_ON_RESUME lists what may change). True:
+  # continue anyway.
+  c.allow_config_change = False
   return c
 
 

@@ -123,8 +123,8 @@ def command_env(compilation_cache):
 @pytest.fixture(scope='session')
 def evaluated_run(tiny_command, command_env, tmp_path_factory):
   """The workdir of `tiny_command` evaluated every 6 steps and checkpointed every 4, keeping 2:
-  test_checkpointing checks which checkpoints it kept, test_stopping compares a run stopped and
-  resumed with its parameters. Its best evaluation comes before its
+  test_checkpointing checks which checkpoints it kept and resumes copies of it, test_stopping
+  compares a run stopped and resumed with its parameters. Its best evaluation comes before its
   last checkpoints (step 24's 0.875, which step 54 only equals)."""
   workdir = str(tmp_path_factory.mktemp('evaluated') / 'run')
   flags = ('--config.eval_every_steps=6', '--config.checkpoint_every_steps=4')

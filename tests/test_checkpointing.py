@@ -1,4 +1,10 @@
-"""Which checkpoints stay (the last K and the best evaluated one), and naming one by 'best'."""
+"""Which checkpoints stay (the last K and the best evaluated one), naming one by 'best', and
+resuming a workdir only under a config of the same network and data."""
+
+import json
+import logging
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -7,6 +13,8 @@ import pytest
 from alexnet_jax import checkpointing
 from alexnet_jax import history
 from alexnet_jax import inference
+from alexnet_jax import settings
+from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
 
 
@@ -80,3 +88,93 @@ def test_a_run_keeps_its_best_evaluation_and_its_last_checkpoints(evaluated_run)
   checkpointer.close()
   config, _ = inference.stored_config(workdir, step='best')  # what the commands after training read
   assert config.eval_every_steps == 6
+
+
+def _listing(workdir):
+  return sorted(
+      (os.path.relpath(os.path.join(d, f), workdir), os.path.getsize(os.path.join(d, f)))
+      for d, _, files in os.walk(workdir)
+      for f in files
+  )
+
+
+@pytest.mark.slow
+def test_resuming_under_another_network_is_refused_unless_allowed(
+    evaluated_run, tiny_config, tmp_path
+):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(evaluated_run, workdir)
+  before = _listing(workdir)
+  config = tiny_config()  # the command's config, in Python
+  config.num_train_steps, config.eval_every_steps, config.checkpoint_every_steps = 60, 6, 4
+  config.keep_checkpoints = 2
+
+  changed = config.copy_and_resolve_references()
+  changed.model.norm = 'none'
+  with pytest.raises(ConfigError) as refused:
+    train.train_and_evaluate(changed, workdir, jax.devices()[:1])
+  message = str(refused.value)
+  assert "model.norm: 'lrn' there, 'none' now" in message
+  assert '--workdir' in message and '--config.allow_config_change=True' in message
+  assert '\n' not in message
+  assert _listing(workdir) == before  # no events file, history or checkpoint touched
+
+  # How long it trains, how often it evaluates and where the data lives may change.
+  other = config.copy_and_resolve_references()
+  other.num_train_steps, other.eval_every_steps = 100, 10
+  other.data_dir = str(tmp_path / 'moved')
+  checkpointer = checkpointing.Checkpointer(workdir, 2)
+  train.check_resumable(checkpointer, settings.from_config(other))
+  checkpointer.close()
+
+  changed.allow_config_change = True
+  changed.num_train_steps = 61
+  state, _ = train.train_and_evaluate(changed, workdir, jax.devices()[:1])
+  assert int(state.step) == 61
+  stored, _ = inference.stored_config(workdir, 61)
+  assert stored.model.norm == 'none'  # the new checkpoint records the config it continued with
+
+
+def test_what_may_change_on_resume(tiny_config):
+  recorded = json.loads(json.dumps(tiny_config().to_dict()))  # as checkpoints store it: lists...
+  current = tiny_config()
+  current.num_train_steps, current.eval_every_steps, current.data_dir = 100, 10, '/elsewhere'
+  current.mesh.data, current.keep_checkpoints = 2, 7
+  fixed, free = settings.resume_differences(recorded, current.to_dict())
+  assert fixed == []  # ...compare equal to the configs' tuples (augment.mean_rgb and others)
+  assert [f.split(':')[0] for f in free] == [
+      'data_dir',
+      'eval_every_steps',
+      'keep_checkpoints',
+      'mesh.data',
+      'num_train_steps',
+  ]
+  current.model.norm, current.optim.learning_rate, current.augment.flip = 'none', 0.1, False
+  current.batch_size = 32
+  fixed, _ = settings.resume_differences(recorded, current.to_dict())
+  assert [f.split(':')[0] for f in fixed] == [
+      'augment.flip',
+      'batch_size',
+      'model.norm',
+      'optim.learning_rate',
+  ]
+
+
+def test_a_checkpoint_without_a_recorded_config_resumes_with_a_warning(
+    tmp_path, tiny_config, caplog
+):
+  checkpointer = _save_all(str(tmp_path), [None], keep=3, meta=None)  # as older versions wrote
+  run = settings.from_config(tiny_config())
+  with caplog.at_level(logging.WARNING):
+    train.check_resumable(checkpointer, run)
+  assert 'does not record its config' in caplog.text
+  checkpointer.close()
+
+  recorded = _save_all(str(tmp_path / 'new'), [None], keep=3, meta={'config': run.source})
+  other = tiny_config()
+  other.seed = 1
+  with pytest.raises(ConfigError, match='seed: 0 there, 1 now'):
+    train.check_resumable(recorded, settings.from_config(other))
+  other.allow_config_change = True
+  train.check_resumable(recorded, settings.from_config(other))
+  recorded.close()

@@ -24,6 +24,7 @@ def test_every_installed_config_is_valid(name):
   config = load(name).get_config()
   settings.validate(config)
   models.validate(settings.model_config(config))
+  assert config.allow_config_change is False  # a field, so the command line can set it
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)

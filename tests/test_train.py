@@ -57,6 +57,7 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
 
   exploding = tiny_config()
   exploding.optim.learning_rate = 1e30
+  exploding.allow_config_change = True  # resuming under another learning rate is refused without
   with pytest.raises(steps.TrainingDiverged, match='NaN or infinite'):
     train.train_and_evaluate(exploding, workdir, one_device)
 
