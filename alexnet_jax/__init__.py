@@ -2,7 +2,8 @@
 
 The core: `models` (Figure 2), `layers` (towers), `kernels` (LRN, pooling), `optim` (section 5),
 `steps` (pure train and eval steps), `train` (the loop), `sharding` (placement), `checkpointing`,
-`settings` (a run's config, checked and typed). `data/`: augmentation, the input pipeline, colour
+`stopping` (SIGTERM and SIGINT: save the step, then stop), `settings` (a run's config, checked and
+typed). `data/`: augmentation, the input pipeline, colour
 statistics, datasets. `tools/`: the secondary commands (prepare, colour statistics, benchmarks,
 the PyTorch twin). `configs` (the repository's top-level configs/, installed with the package):
 the recipes.

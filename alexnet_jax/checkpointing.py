@@ -4,7 +4,12 @@ A checkpoint holds the whole train state (parameters, batch-norm statistics, opt
 plateau schedule's state, step and RNG key) and the grain iterator's state, so running
 the same command again continues the same data stream from the same step. Orbax writes each
 checkpoint under a temporary name and renames it when complete, so a run killed mid-save keeps its
-previous checkpoint; `max_to_keep` bounds the disk used.
+previous checkpoint.
+
+Which checkpoints stay is orbax's preservation policy: the last `max_to_keep`, whatever they
+followed, and besides them the one with the lowest validation top-1 error, which orbax records
+with each checkpoint saved after an evaluation (`save(..., metrics=...)`). `best_step()` names it,
+and every command that reads a run takes `step='best'` (`check_step`).
 
 Each checkpoint also holds `meta`: the run's config (`settings.RunConfig.source`) and its
 dataset's class names, so a workdir alone says what network it holds (`read_meta`); evaluation,
@@ -19,6 +24,14 @@ import orbax.checkpoint as ocp
 
 from alexnet_jax.errors import ConfigError
 
+# The metric orbax ranks checkpoints by, as the loop names it in its logs and metrics.jsonl.
+BEST_METRIC = 'eval_top1_error'
+
+
+def _error(metrics: dict) -> float:
+  """The ranked value of a checkpoint's metrics; one saved without an evaluation ranks last."""
+  return metrics.get(BEST_METRIC, float('inf'))
+
 
 class Checkpointer:
   """Saves and restores (train state, data iterator state) pairs by step."""
@@ -32,10 +45,26 @@ class Checkpointer:
           'Pass the --workdir of a run that saved one, or train it first: python -m '
           'alexnet_jax.main --config=... --workdir=DIR.'
       )
+    policies = ocp.checkpoint_managers
+    keep = policies.AnyPreservationPolicy(
+        [
+            # The last K whether or not an evaluation came before them: a run resumes from them.
+            policies.LatestN(n=max_to_keep),
+            # The best evaluated one; the latest of equals, as best_step() says. Checkpoints
+            # without an evaluation are kept only as the last K, not forever.
+            policies.BestN(
+                get_metric_fn=_error, reverse=True, n=1, keep_checkpoints_without_metrics=False
+            ),
+        ]
+    )
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=None if read_only else max_to_keep,
+            # best_fn makes orbax write the metrics given to save() beside each checkpoint; which
+            # checkpoints stay is decided by `keep` alone.
+            best_fn=_error,
+            best_mode='min',
+            preservation_policy=None if read_only else keep,
             create=not read_only,
             read_only=read_only,
         ),
@@ -49,10 +78,17 @@ class Checkpointer:
     return sorted(self.manager.all_steps())
 
   def save(
-      self, step: int, state: Any, data_state: dict | None, meta: dict | None = None, **kwargs
+      self,
+      step: int,
+      state: Any,
+      data_state: dict | None,
+      meta: dict | None = None,
+      metrics: dict | None = None,
+      **kwargs,
   ) -> None:
-    """Starts an asynchronous save; the training step goes on while it is written. `kwargs` go
-    to orbax's `CheckpointManager.save` (e.g. `metrics`)."""
+    """Starts an asynchronous save; the training step goes on while it is written. `metrics`:
+    those of the evaluation just made (at least BEST_METRIC), or None if none was. `kwargs` go to
+    orbax's `CheckpointManager.save`."""
     self.manager.save(
         step,
         args=ocp.args.Composite(
@@ -60,11 +96,29 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state or {}),
             meta=ocp.args.JsonSave(meta or {}),
         ),
+        # {} rather than None: orbax warns at every save without metrics once it tracks them.
+        metrics=metrics or {},
         **kwargs,
     )
 
-  def check_step(self, step: int | None) -> int:
-    """`step` if a checkpoint of it exists (None: the latest); ConfigError naming those there."""
+  def evaluated_steps(self) -> dict[int, float]:
+    """{step: validation top-1 error} of the checkpoints here saved after an evaluation."""
+    errors = {}
+    for step in self.all_steps():
+      metrics = self.manager.metrics(step) or {}
+      if BEST_METRIC in metrics:
+        errors[step] = metrics[BEST_METRIC]
+    return errors
+
+  def best_step(self) -> int | None:
+    """The checkpoint with the lowest validation top-1 error (the latest of equals, the one the
+    preservation policy keeps); None if no checkpoint here was saved after an evaluation."""
+    errors = self.evaluated_steps()
+    return min(errors, key=lambda s: (errors[s], -s)) if errors else None
+
+  def check_step(self, step: int | str | None) -> int:
+    """The step of an existing checkpoint that `step` names: a number, 'best' (`best_step`), or
+    None or 'latest' (the latest); ConfigError naming those there."""
     found = self.all_steps()
     if not found:
       raise ConfigError(
@@ -72,33 +126,57 @@ class Checkpointer:
           'empty). Pass the --workdir of a run that saved one, or train it first: python -m '
           'alexnet_jax.main --config=... --workdir=DIR.'
       )
-    if step is None:
+    if isinstance(step, str) and step.strip().isdigit():  # a command's flag
+      step = int(step)
+    if step is None or step == 'latest':
       return found[-1]
+    if step == 'best':
+      best = self.best_step()
+      if best is None:
+        raise ConfigError(
+            f'No checkpoint in {self.directory} was saved after an evaluation, so none is best by '
+            f'validation top-1 error; it has steps {found}. Pass one of them as --step, or leave '
+            '--step out for the latest (a run evaluated every --config.eval_every_steps saves '
+            'its evaluated steps).'
+        )
+      return best
+    if isinstance(step, bool) or not isinstance(step, int):
+      raise ConfigError(
+          f'step={step!r} names no checkpoint: pass a step number (this run has {found}), '
+          "'best' (the lowest validation top-1 error) or 'latest'."
+      )
     if step not in found:
       raise ConfigError(
           f'{self.directory} has no checkpoint of step {step}; it has steps {found}. Pass one '
-          'of them as --step, or leave --step out for the latest.'
+          "of them as --step, 'best', or leave --step out for the latest."
       )
     return step
 
-  def read_meta(self, step: int | None = None) -> dict:
-    """The `meta` of a checkpoint (the latest by default): {'config': ..., 'class_names': ...}."""
+  def meta(self, step: int | str | None = None) -> dict:
+    """The `meta` of a checkpoint (the latest by default); {} for one written before meta was."""
     step = self.check_step(step)
     try:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, FileNotFoundError):
-      meta = None
-    if not meta or not meta['meta'] or 'config' not in meta['meta']:
+      return {}
+    return dict(meta['meta'] or {}) if meta else {}
+
+  def read_meta(self, step: int | str | None = None) -> dict:
+    """The `meta` of a checkpoint (the latest by default): {'config': ..., 'class_names': ...}."""
+    step = self.check_step(step)
+    meta = self.meta(step)
+    if 'config' not in meta:
       raise ConfigError(
           f'The checkpoint of step {step} in {self.directory} does not record its config (it was '
           'written by an older alexnet_jax). Pass the config it was trained with as --config, '
           'or resume the run with this version for one more checkpoint.'
       )
-    return meta['meta']
+    return meta
 
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict]:
-    """Restores into the shapes, dtypes and shardings of `abstract_state` (see jax.eval_shape)."""
-    step = self.latest_step() if step is None else step
+  def restore(self, abstract_state: Any, step: int | str | None = None) -> tuple[Any, dict]:
+    """Restores into the shapes, dtypes and shardings of `abstract_state` (see jax.eval_shape);
+    `step` as `check_step` takes it."""
+    step = self.check_step(step)
     try:
       restored = self.manager.restore(
           step,

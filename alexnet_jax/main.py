@@ -6,7 +6,14 @@ command works without a clone. Any config field can be overridden on the command
 `--config.batch_size=64` or `--config.model.norm=batchnorm`. Running the same command again
 resumes from the latest checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which
 notebooks import directly; this file tunes the process (`runtime.configure`) and parses flags.
+
+Exit status: 0 when the run finished; 2 for a bad config, workdir or dataset (one paragraph
+saying what to do); 3 when training diverged; 128 + the signal's number when it was asked to stop
+(143 for SIGTERM, 130 for SIGINT: the step it was in is saved first, see `alexnet_jax.stopping`),
+so a scheduler sees an unfinished job, and the same command resumes it.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -18,6 +25,7 @@ from alexnet_jax import cli
 from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
+from alexnet_jax import stopping
 from alexnet_jax import train
 from alexnet_jax.errors import ConfigError
 
@@ -61,6 +69,8 @@ def main(argv):
     cli.fail(str(e))
   except steps.TrainingDiverged as e:
     cli.fail(str(e), code=3)
+  except stopping.Stopped as e:  # the loop has logged it and saved the step
+    sys.exit(e.exit_code)
 
 
 def run():

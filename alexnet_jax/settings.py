@@ -31,14 +31,17 @@ class LoopConfig:
   num_epochs: float = 90.0
   log_every_steps: int = 100
   eval_every_steps: int = -1  # -1: once per epoch
-  checkpoint_every_steps: int = 5000
-  keep_checkpoints: int = 3
+  checkpoint_every_steps: int = 5000  # also after each evaluation that is the best so far
+  keep_checkpoints: int = 3  # the last ones; the best evaluated one is kept besides
   profile_steps: int = 5
   final_eval_crops: int = 10  # the final test: section 4.1's ten patches (1: the centre crop)
   # Also evaluate the training split at every evaluation, as the validation split is (centre crop,
   # no dropout), written as trainset_*: the train-vs-validation gap of section 4.2.
   eval_trainset: bool = False
   seed: int = 0
+  # Resume a workdir's checkpoints under a config that differs in a field outside
+  # CHANGEABLE_ON_RESUME (one that changes the network or its data), instead of stopping.
+  allow_config_change: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -78,6 +81,55 @@ NOT_IDENTITY = (
 ADDED_LATER = {'init_from': None, 'optim': {'freeze': (), 'new_layer_lr_mult': 1.0}}
 
 
+# What a run may change when it resumes from its workdir's checkpoints (a field, or a whole section
+# such as `mesh`): how long it trains (a cosine or step schedule then stretches to the new length
+# from the step it resumes at), how often it logs, evaluates (which moves the plateau schedule's
+# decisions) and saves, where its data lives, how it is loaded and placed, and its last evaluation.
+# Every other field changes the network or the data it learns from: model.*, dataset, the splits,
+# resize_size, image_size, eval_crops (the metric the plateau schedule and the best checkpoint go
+# by), augment.*, batch_size, seed, optim.*; `train` refuses to resume under another value of one,
+# unless allow_config_change=True.
+CHANGEABLE_ON_RESUME = NOT_IDENTITY + (
+    'num_train_steps',
+    'num_epochs',
+    'log_every_steps',
+    'eval_every_steps',
+    'eval_batch_size',  # the last batch is padded and masked: the same metrics
+    'final_eval_crops',
+    'eval_trainset',
+    'strategy',  # placement only: orbax restores into the new shardings
+    'mesh',
+    'sweep',  # the sweep runner's own section, not the run's
+)
+
+
+def resume_differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list, list]:
+  """(fields that change the network or its data, the others), each as 'field: A there, B now',
+  between a checkpoint's config (`RunConfig.source`, through JSON) and the current one. Fields
+  only one of them has (added or removed by an upgrade) are not compared."""
+  old, new = flatten(_tuples(recorded)), flatten(_tuples(current))
+  changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+  free = [
+      k
+      for k in changed
+      if any(k == name or k.startswith(name + '.') for name in CHANGEABLE_ON_RESUME)
+  ]
+
+  def shown(names):
+    return [f'{k}: {old[k]!r} there, {new[k]!r} now' for k in names]
+
+  return shown([k for k in changed if k not in free]), shown(free)
+
+
+def _tuples(value):
+  """JSON's lists as the configs' tuples, so that a stored config compares equal to its source."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
 def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
   """The config's fields that change what a run computes, flattened to dotted names."""
   tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
@@ -94,15 +146,7 @@ def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:
   """The ConfigDict of a stored `RunConfig.source`; JSON's lists become the configs' tuples."""
-
-  def tuples(value):
-    if isinstance(value, dict):
-      return {k: tuples(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-      return tuple(tuples(v) for v in value)
-    return value
-
-  return ml_collections.ConfigDict(tuples(tree))
+  return ml_collections.ConfigDict(_tuples(tree))
 
 
 def from_config(config: ml_collections.ConfigDict) -> RunConfig:

@@ -33,6 +33,7 @@ from alexnet_jax import history
 from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
+from alexnet_jax import stopping
 from alexnet_jax import train
 from alexnet_jax.configs import common
 from alexnet_jax.data import pipeline
@@ -481,6 +482,8 @@ def main(argv):
     _, summary, figures = run_and_collect(config, flags.FLAGS.workdir)
   except ConfigError as e:
     cli.fail(str(e))
+  except stopping.Stopped as e:  # SIGTERM or SIGINT: the running run saved its step (main.py)
+    raise SystemExit(e.exit_code) from None
   spec = sweep_settings(config)[1] if 'sweep' in config else {}
   metric = spec.get('metric', 'eval_top1_error')
   print(f'{metric} (%), mean +- std over seeds:', flush=True)

@@ -3,7 +3,9 @@
 `train_and_evaluate(config, workdir)` is the whole run; notebooks call it, or its pieces
 (`steps.create_model`, `steps.create_train_state`, `steps.make_train_step`, `evaluate`), directly.
 The loop reads metrics back from the devices only every `log_every_steps`, so steps run back to
-back between logs.
+back between logs. Resuming checks that the workdir's checkpoints were trained with the same
+network and data (`check_resumable`); SIGTERM or SIGINT saves the current step and stops
+(`stopping`).
 """
 
 import contextlib
@@ -27,6 +29,7 @@ from alexnet_jax.data import pipeline
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import steps
+from alexnet_jax import stopping
 from alexnet_jax.errors import ConfigError
 
 
@@ -73,6 +76,39 @@ def _check_workdir(workdir: str) -> None:
     ) from None
 
 
+def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunConfig) -> None:
+  """ConfigError if the latest checkpoint's run had another network or data than `run` (see
+  settings.CHANGEABLE_ON_RESUME), unless run.loop.allow_config_change; logs what else changed."""
+  step = checkpointer.latest_step()
+  recorded = checkpointer.meta(step).get('config')
+  if recorded is None:
+    logging.warning(
+        'The checkpoint of step %d in %s does not record its config (an older alexnet_jax wrote '
+        'it): resuming without checking that this config is the one it was trained with.',
+        step,
+        checkpointer.directory,
+    )
+    return
+  fixed, free = settings.resume_differences(recorded, run.source)
+  if free:
+    logging.info('Resuming step %d with changed settings: %s.', step, '; '.join(free))
+  if fixed and run.loop.allow_config_change:
+    logging.warning(
+        'allow_config_change=True: resuming step %d with another network or data: %s.',
+        step,
+        '; '.join(fixed),
+    )
+  elif fixed:
+    shown = '; '.join(fixed[:8]) + (f'; and {len(fixed) - 8} more' if len(fixed) > 8 else '')
+    raise ConfigError(
+        f'{os.path.dirname(checkpointer.directory)} holds a run trained with another config ('
+        f'{shown}; "there" is its checkpoint of step {step}). These fields change the network or '
+        'the data it learns from, so the resumed run would be neither that run nor one of this '
+        'config. Use a new --workdir for this config, or pass --config.allow_config_change=True '
+        '(in Python: config.allow_config_change = True) to continue that run with it anyway.'
+    )
+
+
 def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
   """(iterator state after this batch, batch) pairs."""
   while True:
@@ -92,7 +128,8 @@ def train_and_evaluate(
   already typed `settings.RunConfig`. `devices` (default: all) are the devices the mesh spans.
   `step_callback(step, state)`, if given, runs on the host after each step is dispatched (the loop
   benchmark times the loop with it). Returns the final train state and the final evaluation
-  metrics (at `final_eval_crops`).
+  metrics (at `final_eval_crops`). Raises `stopping.Stopped` after saving the step it was in when
+  the process is sent SIGTERM or SIGINT.
   """
   run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   data, loop = run.data, run.loop
@@ -110,6 +147,14 @@ def train_and_evaluate(
   eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
   final_data = dataclasses.replace(data, eval_crops=loop.final_eval_crops)
   trainset_data = dataclasses.replace(data, eval_split=data.train_split, eval_crops=1)
+  checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
+  resumed = checkpointer.latest_step() is not None
+  if resumed:
+    try:  # before anything is built or written: a refused resumption costs seconds, changes nothing
+      check_resumable(checkpointer, run)
+    except ConfigError:
+      checkpointer.close()
+      raise
 
   model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
   # Fine-tuning (finetune.py): a fresh run takes init_from's weights where they fit; fresh or
@@ -128,18 +173,23 @@ def train_and_evaluate(
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True
-  )
-  checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
   meta = {'config': run.source, 'class_names': list(info.class_names), 'init_from': start.to_json()}
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
-
-  if checkpointer.latest_step() is not None:
-    state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
+  # The lowest validation error among the checkpoints: an evaluation below it is saved.
+  best_error = min(checkpointer.evaluated_steps().values(), default=math.inf)
+  if resumed:
+    try:  # before the writers start: a checkpoint that does not fit leaves the workdir as it was
+      state, data_state = checkpointer.restore(checkpointing.abstract_like(state))
+    except ConfigError:
+      checkpointer.close()
+      raise
     if data_state:
       train_iter.set_state(data_state)
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True
+  )
+  if resumed:
     logging.info(
         'Resumed from the checkpoint at step %d in %s.', int(state.step), checkpointer.directory
     )
@@ -190,7 +240,7 @@ def train_and_evaluate(
 
   step = start_step
   try:
-    with metric_writers.ensure_flushes(writer):
+    with metric_writers.ensure_flushes(writer), stopping.listening() as stop:
       while step < total_steps:
         data_state, batch = next(stream)
         with jax.profiler.StepTraceAnnotation('train', step_num=step):
@@ -203,16 +253,22 @@ def train_and_evaluate(
         if step_callback is not None:
           step_callback(step, state)
 
-        if step % loop.log_every_steps == 0 or step == total_steps:
+        log_step = step % loop.log_every_steps == 0 or step == total_steps
+        # Processes compare their stop requests at log steps only (stopping.py); a request in the
+        # last step changes nothing, the run is finishing.
+        stop_signal = stop.agreed(sync_point=log_step) if step < total_steps else 0
+        if log_step or stop_signal:
           check_finite(step)
           merged = functools.reduce(lambda a, b: a.merge(b), pending_metrics)
           writer.write_scalars(step, {f'train_{k}': v for k, v in merged.compute().items()})
           pending_metrics.clear()
 
+        evaluated = None  # this step's evaluation, as the checkpoint records it
         if step % eval_every == 0 or step == total_steps:
           check_finite(step)
           with report.timed('eval') if report else contextlib.nullcontext():
             eval_metrics = evaluate(data, state, eval_fn, layout)
+          evaluated = {checkpointing.BEST_METRIC: eval_metrics['top1_error']}
           if run.optim.schedule == 'plateau':
             state = steps.plateau_update(plateau, state, eval_metrics['top1_error'])
           writer.write_scalars(step, {f'eval_{k}': v for k, v in eval_metrics.items()})
@@ -227,9 +283,24 @@ def train_and_evaluate(
               eval_metrics = evaluate(final_data, state, eval_fn, layout)
             writer.write_scalars(step, {f'final_eval_{k}': v for k, v in eval_metrics.items()})
 
-        if step % loop.checkpoint_every_steps == 0 or step == total_steps:
+        # A new best evaluation is saved whatever the checkpoint schedule, so that the best state
+        # exists to be kept (the paper recipe evaluates once per epoch, every 10,009 steps).
+        new_best = evaluated is not None and evaluated[checkpointing.BEST_METRIC] < best_error
+        if new_best:
+          best_error = evaluated[checkpointing.BEST_METRIC]
+        if (
+            step % loop.checkpoint_every_steps == 0
+            or step == total_steps
+            or new_best
+            or stop_signal
+        ):
           check_finite(step)
-          checkpointer.save(step, state, data_state, meta)
+          checkpointer.save(step, state, data_state, meta, metrics=evaluated)
+        if stop_signal:
+          checkpointer.wait()
+          stopped = stopping.Stopped(stop_signal, step, checkpointer.directory)
+          logging.warning('%s', stopped)
+          raise stopped
     if not eval_metrics:  # resumed a finished run: report its final evaluation again
       eval_metrics = evaluate(final_data, state, eval_fn, layout)
       logging.info('The run in %s had already finished at step %d.', workdir, step)

@@ -138,12 +138,17 @@ def paper() -> ml_collections.ConfigDict:
   c.seed = 0
   c.log_every_steps = 100
   c.eval_every_steps = -1  # -1: once per epoch (the plateau schedule is driven by it)
-  c.checkpoint_every_steps = 5000
-  c.keep_checkpoints = 3
+  c.checkpoint_every_steps = 5000  # and after every evaluation that is the best so far
+  c.keep_checkpoints = 3  # the last ones; the best evaluated one is kept besides
   c.profile_steps = 5  # clu Profile: trace this many steps once, early in the run (0: off)
   # Also evaluate the training split at every evaluation (centre crop, no dropout), as
   # trainset_*: how far the model overfits (section 4.2).
   c.eval_trainset = False
+  # Running the same command again resumes from the workdir's latest checkpoint, and stops if the
+  # config changes a field that changes the network or its data (model.*, dataset, augment.*,
+  # batch_size, seed, optim.*, ...; settings.CHANGEABLE_ON_RESUME lists what may change). True:
+  # continue anyway.
+  c.allow_config_change = False
   return c
 
 

@@ -15,7 +15,10 @@ import jax  # noqa: E402
 jax.config.update('jax_num_cpu_devices', 8)
 
 import atexit  # noqa: E402
+import os  # noqa: E402
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 
 # One persistent compilation cache for the whole test process, its subprocesses and notebook
@@ -32,6 +35,8 @@ import pytest  # noqa: E402
 
 from alexnet_jax.configs import quickstart  # noqa: E402
 from alexnet_jax.data import datasets  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='session')
@@ -85,3 +90,51 @@ def compilation_cache():
       'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0.2',
       'JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES': '0',
   }
+
+
+@pytest.fixture(scope='session')
+def tiny_command(tiny_data_dir):
+  """A function of (workdir, *flags) returning the argv of `python -m alexnet_jax.main` for a
+  60-step tiny run (one device) on the session's tiny data, with those flags besides."""
+
+  def argv(workdir, *flags: str) -> list[str]:
+    return [
+        sys.executable,
+        '-m',
+        'alexnet_jax.main',
+        f'--workdir={workdir}',
+        '--config=configs/quickstart.py:tiny',
+        f'--config.data_dir={tiny_data_dir}',
+        '--config.num_train_steps=60',
+        *flags,
+    ]
+
+  return argv
+
+
+@pytest.fixture(scope='session')
+def command_env(compilation_cache):
+  """The environment of a command run from this checkout, sharing the compilation cache."""
+  env = dict(os.environ, **compilation_cache)
+  env['PYTHONPATH'] = REPO + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+@pytest.fixture(scope='session')
+def evaluated_run(tiny_command, command_env, tmp_path_factory):
+  """The workdir of `tiny_command` evaluated every 6 steps and checkpointed every 4, keeping 2:
+  test_checkpointing checks which checkpoints it kept and resumes copies of it, test_stopping
+  compares a run stopped and resumed with its parameters. Its best evaluation comes before its
+  last checkpoints (step 24's 0.875, which step 54 only equals)."""
+  workdir = str(tmp_path_factory.mktemp('evaluated') / 'run')
+  flags = ('--config.eval_every_steps=6', '--config.checkpoint_every_steps=4')
+  out = subprocess.run(
+      tiny_command(workdir, *flags, '--config.keep_checkpoints=2'),
+      cwd=REPO,
+      env=command_env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  return workdir

@@ -27,6 +27,7 @@ def test_every_installed_config_is_valid(name):
   config = load(name).get_config(REQUIRED_ARGS.get(name))
   settings.validate(config)
   models.validate(settings.model_config(config))
+  assert config.allow_config_change is False  # a field, so the command line can set it
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)
