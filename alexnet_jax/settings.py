@@ -252,11 +252,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
 
   try:
-    models.validate(model_config(config))
+    model = model_config(config)
+    models.validate(model)
   except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
-  if config.image_size < models.min_image_size(config.model.pool):
+  smallest = models.min_image_size(model.pool, model.conv1_padding)
+  if config.image_size < smallest:
     raise ConfigError(
         f"image_size={config.image_size} is too small for AlexNet's five layers "
-        f'of pooling; use at least {models.min_image_size(config.model.pool)}.'
+        f'of pooling; use at least {smallest}.'
     )
