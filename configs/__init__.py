@@ -3,6 +3,8 @@ top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
 
 - `alexnet.py`: the paper's ImageNet recipe; every field with its meaning.
 - `quickstart.py`: the paper's network on the built-in dataset, for a laptop CPU.
+- `torchvision.py`: torchvision's AlexNet (`models.TORCHVISION`) with torchvision's preprocessing,
+  the config of its pretrained weights (`python -m alexnet_jax.tools.import_weights`).
 - `common.py`: the arguments they take (`:tiny`, `:runlocal`, `variant=...`) and the paper's
   ablations as named variants.
 - `ablation.py`: the run the paper's experiments vary, and the experiments themselves, each a
@@ -21,6 +23,7 @@ import os
 NAMES = (
     'alexnet',
     'quickstart',
+    'torchvision',
     'ablation',
     'relu_tanh',
     'normalisation',

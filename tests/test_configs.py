@@ -12,7 +12,8 @@ from alexnet_jax.configs import ablation
 from alexnet_jax.configs import common
 
 # Every installed config but the recipes and the base the experiments share is an experiment.
-EXPERIMENTS = tuple(n for n in configs.NAMES if n not in ('alexnet', 'quickstart', 'ablation'))
+RECIPES = ('alexnet', 'quickstart', 'torchvision', 'ablation')
+EXPERIMENTS = tuple(n for n in configs.NAMES if n not in RECIPES)
 
 
 def load(name):
