@@ -107,6 +107,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+  # ml_dtypes gives numpy a bfloat16, so bfloat16 files read (jax has imported it already).
+  import ml_dtypes  # pylint: disable=g-import-not-at-top,unused-import
   from safetensors import SafetensorError  # pylint: disable=g-import-not-at-top
   from safetensors import numpy as safetensors_numpy  # pylint: disable=g-import-not-at-top
 
@@ -250,7 +252,7 @@ def _check_names(state_dict: Mapping[str, Any], expected: dict, source: str) -> 
         f'{source} is not a torchvision AlexNet state_dict: it has {len(have)} tensors, '
         f'{_looks_like(sorted(have))}, and lacks {len(missing)} of the {len(expected)} of '
         'torchvision.models.alexnet (features.0.weight ... classifier.6.bias). Pass the weights of '
-        'an AlexNet (torchvision publishes alexnet-owt-7be5be79.pth); this network is AlexNet only.'
+        'an AlexNet (torchvision publishes alexnet-owt-7be5be79.pth): alexnet_jax builds no other.'
     )
   if missing or extra:
     problems = []
@@ -288,7 +290,7 @@ def _check_shapes(
   not_float = [
       f'{name} is {np.asarray(state_dict[name]).dtype}'
       for name in expected
-      if not np.issubdtype(np.asarray(state_dict[name]).dtype, np.floating)
+      if not jnp.issubdtype(np.asarray(state_dict[name]).dtype, jnp.floating)  # bfloat16 too
   ]
   if wrong:
     raise ConfigError(

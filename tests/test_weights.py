@@ -131,7 +131,7 @@ def test_the_configs_preprocessing_is_torchvisions_eval_transform():
   """configs/torchvision.py through our evaluation pipeline equals torchvision's Resize(256),
   CenterCrop(224), ToTensor, Normalize. 300x400 needs a resize, and its sizes round the same way
   in both (the config's docstring says where they can differ by a pixel)."""
-  torchvision = import_torchvision()
+  import_torchvision()
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from torchvision import transforms  # pylint: disable=g-import-not-at-top
 
@@ -146,7 +146,6 @@ def test_the_configs_preprocessing_is_torchvisions_eval_transform():
           transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
       ]
   )(Image.fromarray(image))
-  assert torchvision.__version__  # the real package's transforms, not a copy
   np.testing.assert_allclose(ours['image'], theirs.numpy().transpose(1, 2, 0), rtol=1e-5, atol=1e-5)
 
 
@@ -263,6 +262,24 @@ def test_missing_extra_and_misshapen_tensors_are_named(torchvision_net):
   with pytest.raises(ConfigError) as error:
     weights.from_torchvision(wider)
   assert_paragraph(error, 'features.0.weight is (96, 3, 11, 11), not (64, 3, 11, 11)')
+
+
+def test_half_precision_files_are_read_as_float32(torchvision_net, tmp_path):
+  """bfloat16 and float16 state_dicts (safetensors keeps the dtype) become float32 parameters."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / 'half.safetensors')
+  save_file(
+      {'a': torch.ones(2, dtype=torch.bfloat16), 'b': torch.ones(2, dtype=torch.float16)}, path
+  )
+  assert [str(v.dtype) for v in weights.read_state_dict(path).values()] == ['bfloat16', 'float16']
+  tensors = state_dict(torchvision_net[0])
+  tensors['features.0.weight'] = tensors['features.0.weight'].astype(jnp.bfloat16)
+  kernel = weights.from_torchvision(tensors)['conv1']['kernel']
+  assert kernel.dtype == np.float32
+  want = state_dict(torchvision_net[0])['features.0.weight'].transpose(2, 3, 1, 0)
+  np.testing.assert_allclose(kernel, want, rtol=1e-2, atol=1e-3)  # bfloat16's 8 bits
 
 
 def test_fewer_classes_are_read_and_checked_against_the_config(torchvision_net):
