@@ -46,13 +46,20 @@ def restore(config, workdir: str, step: int | None = None) -> Trained:
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
     step = checkpointer.check_step(step)
-    model = steps.create_model(run.model, run.data.image_size, run.loop.seed)
+    # Shapes only: building the network for real would draw (and compile) every random init.
+    tx, plateau = optim.create_optimizer(run.optim, 1), optim.create_plateau(run.optim)
+    make = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
+    graphdef = nnx.graphdef(nnx.eval_shape(make))
     # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
     # its schedule's length does not change its structure.
-    graphdef, state = steps.create_train_state(
-        model, optim.create_optimizer(run.optim, 1), optim.create_plateau(run.optim), run.loop.seed
+    abstract = jax.eval_shape(
+        lambda: steps.create_train_state(make(), tx, plateau, run.loop.seed)[1]
     )
-    state, _ = checkpointer.restore(checkpointing.abstract_like(state), step)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
+    )
+    state, _ = checkpointer.restore(abstract, step)
   finally:
     checkpointer.close()
   return Trained(graphdef, state.params, state.batch_stats, run, int(state.step))

@@ -530,3 +530,10 @@ def min_image_size(pool: str = 'overlapping', conv1_padding: int | str = 'ceil')
 
 def count_params(model: nnx.Module) -> int:
   return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def layer_names(config: ModelConfig) -> tuple[str, ...]:
+  """The layers of the network of `config` that hold parameters (the top-level keys of its
+  parameters, e.g. norm1 only with batch norm), from a build that computes shapes only."""
+  model = nnx.eval_shape(lambda: AlexNet(config, min_image_size(config.pool), rngs=nnx.Rngs(0)))
+  return tuple(nnx.to_pure_dict(nnx.state(model, nnx.Param)))

@@ -19,12 +19,23 @@ Schedules (`schedule`):
   lives in the train state and so in checkpoints; the train step only reads its `scale`.
 - `step`: multiply by `step_factor` at each of `step_boundaries` (fractions of the run).
 - `cosine`: linear warm-up for `warmup_steps`, then cosine decay to 0, for modern runs.
+
+Fine-tuning (alexnet_jax/finetune.py) adds two transforms, each only when asked for, so the
+paper's chain is unchanged without them:
+- `new_layer_lr_mult`, Caffe's per-layer `lr_mult`, for the layers `init_from` did not load: a
+  learning rate, so it scales the step (weight decay included) before it enters the momentum
+  buffer, as `eps` does in the rule above.
+- `freeze`: the updates of the named layers are set to zero at the end of the chain, after weight
+  decay and momentum, so their parameters stay bit for bit what they were. Their momentum buffers
+  stay in the state (unused): it keeps the shape of the parameters, which is what `sharding`
+  places and checkpoints hold.
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ('plateau', 'step', 'cosine')
@@ -47,6 +58,12 @@ class OptimConfig:
   step_boundaries: tuple[float, ...] = (0.33, 0.67, 0.9)  # schedule='step': fractions of the run
   step_factor: float = 0.1
   warmup_steps: int = 0  # schedule='cosine'
+  # Fine-tuning (finetune.py). Layers whose parameters do not change, e.g. ('conv1', 'conv2') or
+  # 'conv1,conv2'; batch-norm statistics of a frozen norm layer still follow the data.
+  freeze: tuple[str, ...] = ()
+  # Caffe's lr_mult for the layers init_from did not load (e.g. fc8 for new classes); 1 without
+  # init_from.
+  new_layer_lr_mult: float = 1.0
 
 
 def decay_mask(params: Any, decay_biases: bool) -> Any:
@@ -57,6 +74,40 @@ def decay_mask(params: Any, decay_biases: bool) -> Any:
     return name == 'kernel' or decay_biases
 
   return jax.tree_util.tree_map_with_path(leaf_decays, params)
+
+
+def layer_list(value: str | Sequence[str]) -> tuple[str, ...]:
+  """Layer names from 'conv1,conv2', ('conv1', 'conv2') or the command line's ('conv1,conv2',)."""
+  parts = [value] if isinstance(value, str) else list(value)
+  return tuple(name.strip() for part in parts for name in part.split(',') if name.strip())
+
+
+def layer_mask(params: Any, layers: Sequence[str]) -> Any:
+  """True for every leaf of the named layers (top-level keys of `params`); ValueError naming the
+  model's layers for a name it does not have."""
+  unknown = sorted(set(layers) - set(params))
+  if unknown:
+    raise ValueError(
+        f'optim.freeze names {unknown}, which this model does not have; its layers are '
+        f'{sorted(params)}.'
+    )
+  return {name: jax.tree.map(lambda _: name in layers, tree) for name, tree in params.items()}
+
+
+def scale_by_layer(multipliers: dict[str, float]) -> optax.GradientTransformation:
+  """Multiplies the updates of each layer in `multipliers` (a top-level key of the parameters) by
+  its value; other layers pass unchanged. Stateless."""
+
+  def update(updates, state, params=None):
+    del params
+
+    def scale(path, u):
+      multiplier = multipliers.get(getattr(path[0], 'key', None), 1.0)
+      return u if multiplier == 1.0 else u * jnp.asarray(multiplier, u.dtype)
+
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def learning_rate_schedule(
@@ -93,18 +144,31 @@ def scale_by_plateau() -> optax.GradientTransformationExtraArgs:
 
 
 def create_optimizer(
-    config: OptimConfig, num_train_steps: int
+    config: OptimConfig, num_train_steps: int, new_layers: Sequence[str] = ()
 ) -> optax.GradientTransformationExtraArgs:
-  """Section 5's SGD: call `update(grads, state, params, plateau_scale=s)`."""
+  """Section 5's SGD: call `update(grads, state, params, plateau_scale=s)`.
+
+  `new_layers`: the layers init_from did not load (`finetune.Report.new_layers`); they learn at
+  `config.new_layer_lr_mult` times the rate. The state's structure depends on the config alone,
+  never on `new_layers`, so a checkpoint restores without knowing them.
+  """
   schedule = learning_rate_schedule(config, num_train_steps)
-  return optax.chain(
+  transforms = [
       optax.add_decayed_weights(
           config.weight_decay, mask=lambda p: decay_mask(p, config.decay_biases)
       ),
       optax.scale_by_learning_rate(schedule),
       scale_by_plateau(),
-      optax.trace(decay=config.momentum),
-  )
+  ]
+  # getattr: a config of the paper's fields alone (written before these) is the paper's chain.
+  multiplier = getattr(config, 'new_layer_lr_mult', 1.0)
+  if multiplier != 1.0:
+    transforms.append(scale_by_layer({name: multiplier for name in new_layers}))
+  transforms.append(optax.trace(decay=config.momentum))
+  frozen = layer_list(getattr(config, 'freeze', ()))
+  if frozen:
+    transforms.append(optax.masked(optax.set_to_zero(), lambda p: layer_mask(p, frozen)))
+  return optax.chain(*transforms)
 
 
 def create_plateau(config: OptimConfig) -> optax.GradientTransformationExtraArgs:

@@ -54,6 +54,8 @@ class RunConfig:
   # The ConfigDict this was made from, as plain nested dicts: what checkpoints store, so that a
   # workdir alone rebuilds its network (`config_from_dict`).
   source: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # A trained run's workdir or a weights file a fresh run starts from (finetune.py); None: none.
+  init_from: str | None = None
 
 
 # Fields that change how a run is carried out, not what it computes: a run made with other values
@@ -71,6 +73,11 @@ NOT_IDENTITY = (
 )
 
 
+# Fields added after runs were first recorded, at the value every run made before them had: a
+# record without one of them is the same run as a config that leaves it there.
+ADDED_LATER = {'init_from': None, 'optim': {'freeze': (), 'new_layer_lr_mult': 1.0}}
+
+
 def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
   """The config's fields that change what a run computes, flattened to dotted names."""
   tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
@@ -79,6 +86,8 @@ def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
   """'field: A there, B now' for each field where two `identity` dicts differ, sorted."""
+  defaults = flatten(ADDED_LATER)
+  recorded, current = {**defaults, **recorded}, {**defaults, **current}
   names = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
   return [f'{k}: {recorded.get(k)!r} there, {current.get(k)!r} now' for k in names]
 
@@ -135,13 +144,18 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
   return RunConfig(
       model=model_config(config),
       optim=optim.OptimConfig(
-          **{**config.optim.to_dict(), 'step_boundaries': tuple(config.optim.step_boundaries)}
+          **{
+              **config.optim.to_dict(),
+              'step_boundaries': tuple(config.optim.step_boundaries),
+              'freeze': optim.layer_list(config.optim.get('freeze', ())),
+          }
       ),
       data=data,
       mesh=sharding.MeshConfig(config.strategy, config.mesh.data, config.mesh.model),
       loop=loop,
       hparams=flatten(config.to_dict()),
       source=config.to_dict(),
+      init_from=config.get('init_from') or None,
   )
 
 
@@ -184,7 +198,8 @@ def _vector(config, field: str, shape: tuple[int, ...]) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError for the first field that cannot work; normalises `augment.std_rgb`."""
+  """Raises ConfigError for the first field that cannot work; normalises `augment.std_rgb` and
+  `optim.freeze`."""
   _positive(
       config,
       'log_every_steps',
@@ -261,4 +276,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"image_size={config.image_size} is too small for AlexNet's five layers "
         f'of pooling; use at least {smallest}.'
+    )
+  _validate_finetuning(config)
+
+
+def _validate_finetuning(config: ml_collections.ConfigDict) -> None:
+  init_from = config.get('init_from')
+  if init_from is not None and not isinstance(init_from, str):
+    raise ConfigError(
+        f"init_from={init_from!r} must be a path: a trained run's workdir or a weights file."
+    )
+  multiplier = config.optim.get('new_layer_lr_mult', 1.0)
+  if not 0 <= multiplier < float('inf'):  # also NaN
+    raise ConfigError(
+        f'optim.new_layer_lr_mult={multiplier} must be a number >= 0: it multiplies the '
+        'learning rate of the layers init_from did not load (Caffe fine-tunes with 10).'
+    )
+  frozen = optim.layer_list(config.optim.get('freeze', ()))
+  if isinstance(config.optim.get('freeze'), tuple):
+    # The command line's ('conv1,conv2',) as ('conv1', 'conv2'): one spelling in checkpoints and
+    # in the identity the sweep compares.
+    config.optim.freeze = frozen
+  if not frozen:
+    return
+  layers = models.layer_names(model_config(config))
+  unknown = [name for name in frozen if name not in layers]
+  if unknown:
+    raise ConfigError(
+        f'optim.freeze names {unknown}, which this model does not have; its layers are '
+        f'{list(layers)}, e.g. --config.optim.freeze=conv1,conv2.'
+    )
+  if set(layers) <= set(frozen):
+    raise ConfigError(
+        f'optim.freeze={",".join(frozen)} freezes every layer of the model, so training would '
+        'change nothing. Leave at least one layer out (e.g. fc8).'
     )

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
+from alexnet_jax import finetune
 from alexnet_jax import history
 from alexnet_jax import settings
 from alexnet_jax.data import pipeline
@@ -111,8 +112,11 @@ def train_and_evaluate(
   trainset_data = dataclasses.replace(data, eval_split=data.train_split, eval_crops=1)
 
   model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
+  # Fine-tuning (finetune.py): a fresh run takes init_from's weights where they fit; fresh or
+  # resumed, the layers it did not load learn at optim.new_layer_lr_mult.
+  start = finetune.start(run, workdir, model)
   schedule = optim.learning_rate_schedule(run.optim, total_steps)
-  tx = optim.create_optimizer(run.optim, total_steps)
+  tx = optim.create_optimizer(run.optim, total_steps, start.new_layers)
   plateau = optim.create_plateau(run.optim)
   graphdef, state = steps.create_train_state(model, tx, plateau, loop.seed)
   del model
@@ -128,7 +132,7 @@ def train_and_evaluate(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True
   )
   checkpointer = checkpointing.Checkpointer(workdir, loop.keep_checkpoints)
-  meta = {'config': run.source, 'class_names': list(info.class_names)}
+  meta = {'config': run.source, 'class_names': list(info.class_names), 'init_from': start.to_json()}
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
 

@@ -124,8 +124,17 @@ def paper() -> ml_collections.ConfigDict:
   c.num_train_steps = -1  # > 0 overrides num_epochs
   # Every field, its meaning and the paper's value (section 5): optim.OptimConfig, e.g.
   # optim.learning_rate, momentum, weight_decay, decay_biases, schedule (plateau | step | cosine),
-  # plateau_{factor, patience, cooldown, rtol, max_reductions}, step_boundaries, warmup_steps.
+  # plateau_{factor, patience, cooldown, rtol, max_reductions}, step_boundaries, warmup_steps;
+  # for fine-tuning, freeze and new_layer_lr_mult (below).
   c.optim = from_dataclass(optim.OptimConfig())
+
+  # --- Fine-tuning (alexnet_jax/finetune.py; configs/ifood2019.py, configs/finetune_folder.py) ---
+  # A trained run's workdir or a weights file (torchvision's .pth / .safetensors): a fresh run
+  # starts from its weights in every layer whose shapes fit this model, the others (e.g. fc8 for
+  # other classes) keep model.init's; a resumed run ignores it. None: train from scratch. With it,
+  # optim.freeze (layers that do not change) and optim.new_layer_lr_mult (Caffe's lr_mult for the
+  # layers it did not load).
+  c.init_from = ml_collections.config_dict.placeholder(str)
 
   # --- Loop ---
   c.seed = 0

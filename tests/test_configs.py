@@ -11,9 +11,11 @@ from alexnet_jax import settings
 from alexnet_jax.configs import ablation
 from alexnet_jax.configs import common
 
+RECIPES = ('alexnet', 'quickstart', 'finetune_folder', 'ifood2019', 'torchvision')
 # Every installed config but the recipes and the base the experiments share is an experiment.
-RECIPES = ('alexnet', 'quickstart', 'torchvision', 'ablation')
-EXPERIMENTS = tuple(n for n in configs.NAMES if n not in RECIPES)
+EXPERIMENTS = tuple(n for n in configs.NAMES if n not in RECIPES + ('ablation',))
+# The arguments a config cannot do without.
+REQUIRED_ARGS = {'finetune_folder': 'dataset=my_images,num_classes=3'}
 
 
 def load(name):
@@ -22,7 +24,7 @@ def load(name):
 
 @pytest.mark.parametrize('name', configs.NAMES)
 def test_every_installed_config_is_valid(name):
-  config = load(name).get_config()
+  config = load(name).get_config(REQUIRED_ARGS.get(name))
   settings.validate(config)
   models.validate(settings.model_config(config))
 
