@@ -75,7 +75,11 @@ NOT_IDENTITY = (
 
 # Fields added after runs were first recorded, at the value every run made before them had: a
 # record without one of them is the same run as a config that leaves it there.
-ADDED_LATER = {'init_from': None, 'optim': {'freeze': (), 'new_layer_lr_mult': 1.0}}
+ADDED_LATER = {
+    'init_from': None,
+    'optim': {'freeze': (), 'new_layer_lr_mult': 1.0},
+    'model': {'conv1_padding': 'ceil', 'adaptive_avg_pool': 0, 'dropout_placement': 'after'},
+}
 
 
 def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
