@@ -1,5 +1,6 @@
-"""The two ops of AlexNet that need more than a stock layer: LRN (section 3.3) and max pooling
-(section 3.4), each a pure function of an array with a hand-written gradient.
+"""The ops of AlexNet that need more than a stock layer: LRN (section 3.3) and max pooling
+(section 3.4), each a pure function of an array with a hand-written gradient, and PyTorch's
+adaptive average pooling, which torchvision's AlexNet has and no JAX library does.
 
 Local response normalisation:
 
@@ -199,3 +200,31 @@ def _max_pool_bwd(window, stride, residuals, g):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# --- Adaptive average pooling (torchvision's AlexNet) ---
+
+
+def adaptive_avg_pool(x: Array, size: int) -> Array:
+  """PyTorch's `AdaptiveAvgPool2d(size)` on NHWC maps: `size` x `size` outputs from any input.
+
+  Along an axis of length n, output i averages inputs floor(i * n / size) to
+  ceil((i + 1) * n / size) - 1, PyTorch's definition, so the bins overlap where `size` does not
+  divide n (and repeat inputs where n < size). A rectangle's mean is the mean over its rows of the
+  means over its columns, so the two axes pool one after the other. With n == size it is the
+  identity: torchvision's AlexNet at 224 pixels, whose pool5 is already 6x6.
+  """
+
+  def pool_axis(x: Array, axis: int) -> Array:
+    n = x.shape[axis]
+    if n == size:
+      return x
+    bins = [
+        jax.lax.slice_in_dim(x, i * n // size, -(-(i + 1) * n // size), axis=axis).mean(
+            axis=axis, keepdims=True
+        )
+        for i in range(size)
+    ]
+    return jnp.concatenate(bins, axis=axis)
+
+  return pool_axis(pool_axis(x, 1), 2)

@@ -37,6 +37,11 @@ other layers. `init='caffe'` gives Caffe's reference variant: those biases 0.1, 
 `init='he'` is the modern fan-in-scaled N(0, 2/fan_in) with zero biases, for ablations: with the
 paper's init the input signal fades layer by layer (fc8's outputs barely differ between images at
 the start), which is why the paper's runs spend their first epochs near chance.
+
+torchvision's AlexNet. `TORCHVISION` is the one-tower net of Krizhevsky's 2014 "one weird trick"
+paper as torchvision builds it, the one whose ImageNet weights `alexnet_jax.weights` imports. Three
+fields say where it departs from Figure 2 (`conv1_padding`, `adaptive_avg_pool`,
+`dropout_placement`); at their defaults the network is the paper's.
 """
 
 import dataclasses
@@ -48,6 +53,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from alexnet_jax import layers
+from alexnet_jax.kernels import adaptive_avg_pool
 from alexnet_jax.kernels import local_response_norm
 from alexnet_jax.kernels import max_pool
 from alexnet_jax.layers import TowerLayer
@@ -82,12 +88,42 @@ class ModelConfig:
   # The paper's one-GPU comparison net (section 3.2, footnote 3) is one tower with half the kernels
   # in conv1-conv4: (48, 128, 192, 192, 256).
   conv_channels: tuple[int, ...] | None = None
+  # Where torchvision's AlexNet (`TORCHVISION`) departs from the paper, besides its channels:
+  # conv1's padding: 'ceil' (cuda-convnet's, see "224 or 227" above) | pixels padded on every side
+  # (torchvision: 2).
+  conv1_padding: int | str = 'ceil'
+  # > 0: pool5's maps averaged into this many bins a side (PyTorch's AdaptiveAvgPool2d), so every
+  # image size gives fc6 the same inputs (torchvision: 6); 0: off, the paper.
+  adaptive_avg_pool: int = 0
+  # after: dropout zeroes fc6's and fc7's outputs (section 4.2) | before: fc6's and fc7's inputs,
+  # i.e. the pooled features and fc6's outputs (torchvision).
+  dropout_placement: str = 'after'
   lrn: LRNConfig = LRNConfig()
   tower_axis: str | None = None  # mesh axis holding one tower per device, inside jax.shard_map
   batch_axis: str | None = None  # mesh axis splitting the batch, inside jax.shard_map
   # "One weird trick" (Krizhevsky 2014): mesh axis over which fc6/fc7 units are split, after every
   # device has gathered the conv features of the whole batch over it.
   fc_axis: str | None = None
+
+  def __post_init__(self):
+    # The command line types a field by its default, so the paper's 'ceil' makes
+    # --config.model.conv1_padding=2 arrive as the string '2'.
+    if isinstance(self.conv1_padding, str) and self.conv1_padding.strip().isdigit():
+      object.__setattr__(self, 'conv1_padding', int(self.conv1_padding))
+
+
+# Krizhevsky's 2014 "one weird trick" net as torchvision builds it, the AlexNet whose pretrained
+# weights most people have (`alexnet_jax.weights` reads them): one tower of 64, 192, 384, 256 and
+# 256 kernels, no LRN, conv1 padded by 2 pixels on every side, pool5 averaged to 6x6, and dropout on
+# fc6's and fc7's inputs. Its 3x3/2 pooling and 'SAME' conv2-conv5 are the paper's.
+TORCHVISION = ModelConfig(
+    towers=1,
+    norm='none',
+    conv_channels=(64, 192, 384, 256, 256),
+    conv1_padding=2,
+    adaptive_avg_pool=6,
+    dropout_placement='before',
+)
 
 
 # (name, kernel size, stride, output channels, sees both towers). Section 3.5 and Figure 2.
@@ -107,6 +143,7 @@ ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh}
 POOLS = {'overlapping': (3, 2), 'plain': (2, 2)}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 INITS = ('paper', 'caffe', 'he')
+DROPOUT_PLACEMENTS = ('after', 'before')
 
 
 def validate(config: ModelConfig) -> None:
@@ -117,6 +154,7 @@ def validate(config: ModelConfig) -> None:
       'pool': (config.pool, tuple(POOLS)),
       'dtype': (config.dtype, tuple(DTYPES)),
       'init': (config.init, INITS),
+      'dropout_placement': (config.dropout_placement, DROPOUT_PLACEMENTS),
   }
   for field, (value, allowed) in choices.items():
     if value not in allowed:
@@ -127,6 +165,18 @@ def validate(config: ModelConfig) -> None:
     raise ValueError(f'model.dropout_rate={config.dropout_rate} must be in [0, 1).')
   if config.num_classes < 1:
     raise ValueError(f'model.num_classes={config.num_classes} must be positive.')
+  pad = config.conv1_padding
+  if pad != 'ceil' and not (_is_int(pad) and 0 <= pad <= 5):
+    raise ValueError(
+        f"model.conv1_padding={pad!r} must be 'ceil' (cuda-convnet's bottom and right padding to "
+        'a ceiling-sized output, the paper) or the pixels padded on every side, 0 to 5 (at most '
+        'half the 11-pixel kernel, as PyTorch allows; torchvision: 2).'
+    )
+  if not (_is_int(config.adaptive_avg_pool) and config.adaptive_avg_pool >= 0):
+    raise ValueError(
+        f'model.adaptive_avg_pool={config.adaptive_avg_pool!r} must be a whole number of bins a '
+        "side: 0 (off, the paper) or e.g. 6 (torchvision's AlexNet)."
+    )
   smallest, layer, channels = min_width(config.towers)
   if not smallest <= config.width < math.inf:  # also NaN
     raise ValueError(
@@ -154,6 +204,10 @@ def validate(config: ModelConfig) -> None:
           f' channels, which {config.towers} towers cannot split evenly; the next width that'
           f' splits every layer is {working_width(config.width, config.towers)}.'
       )
+
+
+def _is_int(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
 
 
 def working_width(width: float, towers: int) -> float:
@@ -187,14 +241,18 @@ def scaled(channels: int, width: float) -> int:
   return int(round(channels * width))
 
 
-def _conv1_size(image_size: int) -> int:
-  return math.ceil((image_size - 11) / 4) + 1  # cuda-convnet's ceiling, see module docstring
+def _conv1_size(image_size: int, padding: int | str = 'ceil') -> int:
+  if padding == 'ceil':
+    return math.ceil((image_size - 11) / 4) + 1  # cuda-convnet's ceiling, see module docstring
+  return (image_size + 2 * padding - 11) // 4 + 1
 
 
-def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
+def feature_sizes(
+    image_size: int, pool: str = 'overlapping', conv1_padding: int | str = 'ceil'
+) -> dict[str, int]:
   """Spatial size of each layer's output maps, by the arithmetic of the layers (paper's Figure 2)."""
   window, stride = POOLS[pool]
-  conv1 = _conv1_size(image_size)
+  conv1 = _conv1_size(image_size, conv1_padding)
   pool1 = (conv1 - window) // stride + 1
   pool2 = (pool1 - window) // stride + 1
   pool5 = (pool2 - window) // stride + 1
@@ -210,7 +268,10 @@ def feature_sizes(image_size: int, pool: str = 'overlapping') -> dict[str, int]:
   }
 
 
-def conv1_padding(image_size: int) -> list[tuple[int, int]]:
+def conv1_padding(image_size: int, padding: int | str = 'ceil') -> list[tuple[int, int]]:
+  """conv1's (before, after) padding of the rows and the columns, for `ModelConfig.conv1_padding`."""
+  if padding != 'ceil':
+    return [(padding, padding), (padding, padding)]
   extra = (_conv1_size(image_size) - 1) * 4 + 11 - image_size
   return [(0, extra), (0, extra)]
 
@@ -222,10 +283,10 @@ class AlexNet(nnx.Module):
     validate(config)
     self.config = config
     self.image_size = image_size
-    if feature_sizes(image_size, config.pool)['pool5'] < 1:
+    if feature_sizes(image_size, config.pool, config.conv1_padding)['pool5'] < 1:
       raise ValueError(
           f"image_size={image_size} is too small for AlexNet's five layers of "
-          f'pooling; use at least {min_image_size(config.pool)}.'
+          f'pooling; use at least {min_image_size(config.pool, config.conv1_padding)}.'
       )
     dtype = DTYPES[config.dtype]
     towers = config.towers
@@ -243,7 +304,7 @@ class AlexNet(nnx.Module):
     for (name, size, stride, _, crosses), channels in zip(CONV_LAYERS, conv_channels(config)[0]):
       # A tower-local layer sees its own tower's share of the previous layer; conv1 sees the image.
       fan_in = channels_in if (crosses or name == 'conv1') else channels_in // towers
-      padding = conv1_padding(image_size) if name == 'conv1' else 'SAME'
+      padding = conv1_padding(image_size, config.conv1_padding) if name == 'conv1' else 'SAME'
       setattr(
           self,
           name,
@@ -261,9 +322,12 @@ class AlexNet(nnx.Module):
       layer_channels[name] = channels
       channels_in = channels
 
-    pool5 = feature_sizes(image_size, config.pool)['pool5']
+    pooled = (
+        config.adaptive_avg_pool
+        or feature_sizes(image_size, config.pool, config.conv1_padding)['pool5']
+    )
     fc_units = scaled(FC_UNITS, config.width)
-    fc6_in = pool5 * pool5 * channels_in
+    fc6_in = pooled * pooled * channels_in
     self.fc6 = TowerLayer(
         (fc6_in, fc_units),
         towers,
@@ -343,9 +407,10 @@ class AlexNet(nnx.Module):
   ) -> dict[str, list[Array]]:
     """Every layer's output as a list of per-tower arrays (fc8: one array, the logits).
 
-    Keys: conv1..conv5 (after the activation), norm1, norm2, pool1, pool2, pool5, fc6, fc7 (after
-    activation and dropout) and fc8. Under `jax.jit` the unused ones cost nothing. Under the 2014
-    scheme (`fc_axis`) fc6 and fc7 hold this device's units for the whole gathered batch.
+    Keys: conv1..conv5 (after the activation), norm1, norm2, pool1, pool2, pool5, avgpool (with
+    `adaptive_avg_pool`), fc6, fc7 (after activation and dropout) and fc8. Under `jax.jit` the
+    unused ones cost nothing. Under the 2014 scheme (`fc_axis`) fc6 and fc7 hold this device's units
+    for the whole gathered batch.
     """
     axis = self.config.tower_axis
     local_towers = self.config.towers
@@ -362,6 +427,9 @@ class AlexNet(nnx.Module):
     out['conv4'] = xs = self._activation(self.conv4(xs))
     out['conv5'] = xs = self._activation(self.conv5(xs))
     out['pool5'] = xs = self._pool(xs)
+    if self.config.adaptive_avg_pool:
+      size = self.config.adaptive_avg_pool
+      out['avgpool'] = xs = [adaptive_avg_pool(x, size) for x in xs]
 
     flat = cross_tower(xs, axis)
     flat = flat.reshape(flat.shape[0], -1)
@@ -371,14 +439,39 @@ class AlexNet(nnx.Module):
       # of the fc units for all of them, and keeps its own rows of the logits.
       fc_axis, fc_towers = self.config.fc_axis, 1
       flat = layers.gather_batch(flat, fc_axis)
+    # Both placements drop fc6's outputs; the paper also drops fc7's, torchvision fc6's inputs.
+    before = self.config.dropout_placement == 'before'
+    if before:
+      flat = self._dropout_features(flat, train, dropout_rng)
     xs = self.fc6([flat] * fc_towers)
     out['fc6'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=6)
-    xs = self.fc7([cross_tower(xs, fc_axis)] * fc_towers)
-    out['fc7'] = xs = self._dropout(self._activation(xs), train, dropout_rng, layer=7)
+    xs = self._activation(self.fc7([cross_tower(xs, fc_axis)] * fc_towers))
+    out['fc7'] = xs = xs if before else self._dropout(xs, train, dropout_rng, layer=7)
     out['fc8'] = self.fc8([cross_tower(xs, fc_axis)])
     if self.config.fc_axis is not None:
       out['fc8'] = [layers.local_rows(out['fc8'][0], self.config.fc_axis)]
     return out
+
+  def _dropout_features(self, x: Array, train: bool, rng: Array | None) -> Array:
+    """torchvision's dropout of fc6's inputs, the pooled features of both towers joined.
+
+    Every tower, and every device of a tower or fc axis, reads these same features, so the mask
+    depends only on the example and the feature: drawn for the global batch (under the 2014 scheme
+    `x` already is the gathered batch), each device keeping its own rows.
+    """
+    rate = self.config.dropout_rate
+    if not train or rate == 0.0:
+      return x
+    if rng is None:
+      raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
+    shards, shard = 1, 0
+    if self.config.batch_axis is not None and self.config.fc_axis is None:
+      shards = jax.lax.axis_size(self.config.batch_axis)
+      shard = jax.lax.axis_index(self.config.batch_axis)
+    key = jax.random.fold_in(rng, 5)  # fc6 and fc7 fold in 6 and 7
+    keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0] * shards,) + x.shape[1:])
+    keep = jax.lax.dynamic_slice_in_dim(keep, shard * x.shape[0], x.shape[0])
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
   def _dropout(
       self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
@@ -428,9 +521,9 @@ class AlexNet(nnx.Module):
     return outputs
 
 
-def min_image_size(pool: str = 'overlapping') -> int:
+def min_image_size(pool: str = 'overlapping', conv1_padding: int | str = 'ceil') -> int:
   size = 11
-  while feature_sizes(size, pool)['pool5'] < 1:
+  while feature_sizes(size, pool, conv1_padding)['pool5'] < 1:
     size += 1
   return size
 

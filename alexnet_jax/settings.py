@@ -78,7 +78,11 @@ NOT_IDENTITY = (
 
 # Fields added after runs were first recorded, at the value every run made before them had: a
 # record without one of them is the same run as a config that leaves it there.
-ADDED_LATER = {'init_from': None, 'optim': {'freeze': (), 'new_layer_lr_mult': 1.0}}
+ADDED_LATER = {
+    'init_from': None,
+    'optim': {'freeze': (), 'new_layer_lr_mult': 1.0},
+    'model': {'conv1_padding': 'ceil', 'adaptive_avg_pool': 0, 'dropout_placement': 'after'},
+}
 
 
 # What a run may change when it resumes from its workdir's checkpoints (a field, or a whole section
@@ -311,13 +315,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     )
 
   try:
-    models.validate(model_config(config))
+    model = model_config(config)
+    models.validate(model)
   except (TypeError, ValueError) as e:
     raise ConfigError(str(e)) from None
-  if config.image_size < models.min_image_size(config.model.pool):
+  smallest = models.min_image_size(model.pool, model.conv1_padding)
+  if config.image_size < smallest:
     raise ConfigError(
         f"image_size={config.image_size} is too small for AlexNet's five layers "
-        f'of pooling; use at least {models.min_image_size(config.model.pool)}.'
+        f'of pooling; use at least {smallest}.'
     )
   _validate_finetuning(config)
 

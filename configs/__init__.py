@@ -5,6 +5,8 @@ top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
 - `quickstart.py`: the paper's network on the built-in dataset, for a laptop CPU.
 - `finetune_folder.py`, `ifood2019.py`: fine-tuning a trained run (`init_from`) on your own
   images and on iFood 2019.
+- `torchvision.py`: torchvision's AlexNet (`models.TORCHVISION`) with torchvision's preprocessing,
+  the config of its pretrained weights (`python -m alexnet_jax.tools.import_weights`).
 - `common.py`: the arguments they take (`:tiny`, `:runlocal`, `variant=...`) and the paper's
   ablations as named variants.
 - `ablation.py`: the run the paper's experiments vary, and the experiments themselves, each a
@@ -25,6 +27,7 @@ NAMES = (
     'quickstart',
     'finetune_folder',
     'ifood2019',
+    'torchvision',
     'ablation',
     'relu_tanh',
     'normalisation',

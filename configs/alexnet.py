@@ -102,7 +102,9 @@ def paper() -> ml_collections.ConfigDict:
   # Every field, its meaning and the paper's value: models.ModelConfig (and LRNConfig), e.g.
   # model.towers (2 | 1), model.norm (lrn | batchnorm | none), model.activation (relu | tanh),
   # model.pool (overlapping | plain), model.dropout_rate, model.init (paper | caffe | he),
-  # model.width, model.dtype, model.lrn.{size, k, alpha, beta, alpha_over_n}.
+  # model.width, model.dtype, model.lrn.{size, k, alpha, beta, alpha_over_n}, and where
+  # torchvision's AlexNet differs (configs/torchvision.py): model.conv1_padding (ceil | pixels),
+  # model.adaptive_avg_pool (0 | bins), model.dropout_placement (after | before).
   c.model = from_dataclass(models.ModelConfig(), skip=('tower_axis', 'batch_axis', 'fc_axis'))
 
   # --- Devices (alexnet_jax/sharding.py) ---

@@ -11,7 +11,7 @@ from alexnet_jax import settings
 from alexnet_jax.configs import ablation
 from alexnet_jax.configs import common
 
-RECIPES = ('alexnet', 'quickstart', 'finetune_folder', 'ifood2019')
+RECIPES = ('alexnet', 'quickstart', 'finetune_folder', 'ifood2019', 'torchvision')
 # Every installed config but the recipes and the base the experiments share is an experiment.
 EXPERIMENTS = tuple(n for n in configs.NAMES if n not in RECIPES + ('ablation',))
 # The arguments a config cannot do without.
@@ -87,3 +87,17 @@ def test_an_experiments_own_variant_is_planned_from_its_sweep_section(tmp_path):
   assert tanh_lr.model.activation == 'tanh' and tanh_lr.seed == 0
   assert tanh_lr.optim.learning_rate == pytest.approx(config.optim.learning_rate / 4)
   assert runs[3].config.optim.learning_rate == config.optim.learning_rate  # `tanh` keeps it
+
+
+def test_records_made_before_the_torchvision_fields_are_the_same_run():
+  """A sweep's run recorded before model.conv1_padding, adaptive_avg_pool and dropout_placement
+  existed had their defaults: resuming it is the same run, and changing one is a difference."""
+  config = load('alexnet').get_config()
+  now = settings.identity(config)
+  added = ('model.conv1_padding', 'model.adaptive_avg_pool', 'model.dropout_placement')
+  before = {k: v for k, v in now.items() if k not in added}
+  assert settings.differences(before, now) == []
+  config.model.dropout_placement = 'before'
+  assert settings.differences(before, settings.identity(config)) == [
+      "model.dropout_placement: 'after' there, 'before' now"
+  ]

@@ -269,6 +269,11 @@ def test_dropout_masks_differ_between_towers_and_steps():
         ('dtype', 'float16'),
         ('init', 'xavier'),
         ('dropout_rate', 1.0),
+        ('conv1_padding', 'floor'),
+        ('conv1_padding', 6),
+        ('conv1_padding', True),
+        ('adaptive_avg_pool', -1),
+        ('dropout_placement', 'middle'),
     ],
 )
 def test_bad_choices_name_the_field(field, value):
@@ -378,3 +383,90 @@ def test_towers_reading_one_input_equal_per_tower_slices(kernel_shape):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def naive_adaptive_avg_pool(x, size):
+  """PyTorch's AdaptiveAvgPool2d by its definition, one output at a time: output (i, j) is the
+  mean of rows floor(i * H / size) .. ceil((i + 1) * H / size) - 1 and likewise of columns."""
+  n, height, width, channels = x.shape
+  out = np.zeros((n, size, size, channels), np.float64)
+  for i in range(size):
+    rows = slice(i * height // size, -(-(i + 1) * height // size))
+    for j in range(size):
+      cols = slice(j * width // size, -(-(j + 1) * width // size))
+      out[:, i, j] = x[:, rows, cols].mean(axis=(1, 2))
+  return out
+
+
+@pytest.mark.parametrize('shape', [(2, 7, 7, 3), (1, 13, 11, 2), (1, 6, 6, 2), (1, 3, 5, 2)])
+def test_adaptive_avg_pool_is_pytorchs_bins(shape):
+  x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+  got = np.asarray(models.adaptive_avg_pool(jnp.asarray(x), 6))
+  np.testing.assert_allclose(
+      got, naive_adaptive_avg_pool(x.astype(np.float64), 6), rtol=1e-6, atol=1e-6
+  )
+  if shape[1:3] == (6, 6):
+    np.testing.assert_array_equal(got, x)  # torchvision's AlexNet at 224 pixels
+
+
+TORCHVISION = models.TORCHVISION
+
+
+@pytest.mark.parametrize(
+    'image_size, sizes',
+    [
+        # conv1: floor((224 + 2 * 2 - 11) / 4) + 1 = 55, as torchvision's; pool5 is 6x6 already.
+        (224, {'conv1': 55, 'pool1': 27, 'conv2': 27, 'pool2': 13, 'conv5': 13, 'pool5': 6}),
+        (256, {'conv1': 63, 'pool1': 31, 'conv2': 31, 'pool2': 15, 'conv5': 15, 'pool5': 7}),
+    ],
+)
+def test_torchvision_variant_layer_sizes_and_parameter_count(image_size, sizes):
+  model = nnx.eval_shape(lambda: models.AlexNet(TORCHVISION, image_size, rngs=nnx.Rngs(0)))
+  shapes = jax.eval_shape(
+      lambda x: models.AlexNet(TORCHVISION, image_size, rngs=nnx.Rngs(0)).features(x),
+      jnp.zeros((1, image_size, image_size, 3)),
+  )
+  channels = {'conv1': 64, 'pool1': 64, 'conv2': 192, 'pool2': 192, 'conv5': 256, 'pool5': 256}
+  for name, size in sizes.items():
+    assert [s.shape for s in shapes[name]] == [(1, size, size, channels[name])], name
+  assert [s.shape for s in shapes['avgpool']] == [(1, 6, 6, 256)]  # fc6 reads 6x6 at any size
+  # torchvision's published parameter count of its AlexNet (AlexNet_Weights.meta['num_params']).
+  assert models.count_params(model) == 61_100_840
+  assert 'norm1' not in nnx.to_pure_dict(nnx.state(model))  # no LRN, no batch norm
+
+
+def test_the_command_lines_padding_string_is_a_number_of_pixels():
+  # The paper config's field is the string 'ceil', so --config.model.conv1_padding=2 gives '2'.
+  assert dataclasses.replace(PAPER, conv1_padding='2').conv1_padding == 2
+  assert models.conv1_padding(224, 2) == [(2, 2), (2, 2)]
+  assert models.conv1_padding(224) == [(0, 3), (0, 3)]  # the paper's: ceil((224 - 11) / 4) + 1
+
+
+@pytest.mark.parametrize('towers', [1, 2])
+def test_dropout_placement_drops_fc6s_inputs_or_fc7s_outputs(towers):
+  """Both placements drop fc6's outputs; the paper's also fc7's, torchvision's fc6's inputs."""
+  rate = 0.5
+  outputs = {}
+  for placement in ('after', 'before'):
+    config = _small(towers=towers, dropout_placement=placement, adaptive_avg_pool=6)
+    model = models.AlexNet(config, 67, rngs=nnx.Rngs(0))
+    images = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 50
+    out = model.features(images, train=True, dropout_rng=jax.random.key(2))
+    flat = jnp.concatenate(out['avgpool'], -1).reshape(4, -1)  # before any dropout
+    fc6 = np.asarray(jnp.concatenate(out['fc6'], -1))
+    undropped6 = np.asarray(jax.nn.relu(flat @ model.fc6.kernel + model.fc6.bias))
+    fc7 = np.asarray(jnp.concatenate(out['fc7'], -1))
+    undropped7 = np.asarray(jax.nn.relu(fc6 @ model.fc7.kernel + model.fc7.bias))
+    outputs[placement] = (fc6, undropped6, fc7, undropped7)
+  # The paper: fc6 and fc7 are their undropped outputs, each unit kept (x 1 / (1 - rate)) or 0.
+  fc6, undropped6, fc7, undropped7 = outputs['after']
+  for got, full in ((fc6, undropped6), (fc7, undropped7)):
+    kept = got != 0
+    np.testing.assert_allclose(got[kept], full[kept] / (1 - rate), rtol=1e-5)
+    assert 0.3 < np.mean(~kept[full > 0]) < 0.7  # about half the active units dropped
+  # torchvision: fc6 read dropped inputs, so it is not its undropped output thinned; fc7 is
+  # exactly its own output, nothing dropped after it.
+  fc6, undropped6, fc7, undropped7 = outputs['before']
+  kept = fc6 != 0
+  assert not np.allclose(fc6[kept], undropped6[kept] / (1 - rate), rtol=1e-3)
+  np.testing.assert_allclose(fc7, undropped7, rtol=1e-5, atol=1e-6)

@@ -202,3 +202,23 @@ def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
       jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params), strict=True
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('strategy', ['towers', 'owt'])
+def test_dropout_of_fc6s_inputs_is_what_one_device_drops(strategy, one_device):
+  """torchvision's placement drops the features every device of a tower or fc axis reads: one
+  mask for them all, the one a single device draws, so the runs agree step by step."""
+
+  def before(strategy):
+    config = small_config(strategy)
+    config.model.dropout_placement = 'before'
+    return config
+
+  reference = run_steps(before('data'), one_device, n=2)
+  spread = run_steps(before(strategy), jax.devices(), n=2)
+  np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)
+  for a, b in zip(
+      jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params), strict=True
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -47,6 +47,12 @@ class TorchAlexNet(nn.Module):
     models.validate(config)
     if config.norm not in ('lrn', 'none'):
       raise ValueError(f'torch_reference mirrors norm lrn and none, not {config.norm!r}.')
+    torchvision_fields = ('conv1_padding', 'adaptive_avg_pool', 'dropout_placement')
+    if any(getattr(config, f) != getattr(models.ModelConfig(), f) for f in torchvision_fields):
+      raise ValueError(
+          f'torch_reference mirrors the paper\'s {", ".join(torchvision_fields)}; torchvision\'s '
+          'own AlexNet (torchvision.models.alexnet) is the reference of models.TORCHVISION.'
+      )
     self.config = config
     self.towers = config.towers
     self.conv1_extra = models.conv1_padding(image_size)[0][1]

@@ -1,0 +1,333 @@
+"""Pretrained weights against torchvision itself: its own AlexNet class with random weights, saved
+as .pth and .safetensors, imported into `models.TORCHVISION`, gives torchvision's logits; the
+import command writes a workdir that `inference.load` reads; bad files are one paragraph each."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import types
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from alexnet_jax import inference
+from alexnet_jax import models
+from alexnet_jax import settings
+from alexnet_jax import weights
+from alexnet_jax.data import pipeline
+from alexnet_jax.errors import ConfigError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_FILE = os.path.join(REPO, 'configs', 'torchvision.py')
+
+
+def import_torchvision():
+  """torchvision, importable next to a CPU-only torch.
+
+  The pinned torchvision wheel is a CUDA build: its import registers fake kernels of its C ops
+  (torchvision._meta_registrations) that a CPU torch lacks, and fails with "operator
+  torchvision::nms does not exist". Those are the detection ops' only; models.alexnet is pure
+  Python, so that one module is stood in for by an empty one.
+  """
+  pytest.importorskip('torch')
+  if 'torchvision' not in sys.modules:
+    stub = types.ModuleType('torchvision._meta_registrations')
+    sys.modules.setdefault('torchvision._meta_registrations', stub)
+  return pytest.importorskip('torchvision')
+
+
+def torchvision_config(arg=None):
+  """configs/torchvision.py of this checkout, by file, as the commands' tests pass
+  --config=configs/...: `alexnet_jax.configs` may be installed from another checkout."""
+  spec = importlib.util.spec_from_file_location('torchvision_config', CONFIG_FILE)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.fixture(scope='module')
+def torchvision_net(tmp_path_factory):
+  """torchvision's AlexNet with random weights (seeded), and its state_dict in both formats."""
+  torchvision = import_torchvision()
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
+  torch.manual_seed(0)
+  net = torchvision.models.alexnet().eval()
+  directory = tmp_path_factory.mktemp('torchvision')
+  paths = {
+      'pth': str(directory / 'alexnet.pth'),
+      'safetensors': str(directory / 'alexnet.safetensors'),
+  }
+  torch.save(net.state_dict(), paths['pth'])
+  save_file(net.state_dict(), paths['safetensors'])
+  return net, paths
+
+
+@pytest.fixture(scope='module')
+def imported(torchvision_net):
+  return weights.read(torchvision_net[1]['pth'])
+
+
+def our_logits(params, images):
+  """models.AlexNet of configs/torchvision.py with `params` (never randomly initialised), in
+  eval mode, jitted: one compilation, where op-by-op dispatch would compile every op."""
+  config = settings.model_config(torchvision_config())
+  abstract = nnx.eval_shape(lambda: models.AlexNet(config, images.shape[1], rngs=nnx.Rngs(0)))
+  graphdef, _, rest = nnx.split(abstract, nnx.Param, ...)
+  rest = nnx.to_pure_dict(rest)
+  forward = jax.jit(lambda p, x: nnx.merge(graphdef, p, rest)(x, train=False))
+  return np.asarray(forward(params, jnp.asarray(images)))
+
+
+def test_both_formats_read_the_same_parameters_in_our_tree(torchvision_net, imported):
+  """.safetensors (no torch needed) and .pth give the same arrays, shaped as our model's."""
+  from_safetensors = weights.read(torchvision_net[1]['safetensors'])
+  config = settings.model_config(torchvision_config())
+  abstract = nnx.eval_shape(lambda: models.AlexNet(config, 224, rngs=nnx.Rngs(0)))
+  want = nnx.to_pure_dict(nnx.state(abstract, nnx.Param))
+  assert sorted(imported) == sorted(from_safetensors) == sorted(want)
+  for layer, arrays in want.items():
+    for name, abstract_array in arrays.items():
+      assert imported[layer][name].shape == abstract_array.shape, (layer, name)
+      assert imported[layer][name].dtype == np.float32
+      np.testing.assert_array_equal(imported[layer][name], from_safetensors[layer][name])
+
+
+@pytest.mark.parametrize('image_size', [224, 256])
+def test_imported_weights_give_torchvisions_logits(torchvision_net, imported, image_size):
+  """At 224 pool5 is 6x6 and the average pool is the identity; at 256 it is 7x7 and the pool's
+  overlapping bins matter. Same random batch, eval mode (no dropout), float32."""
+  import torch  # pylint: disable=g-import-not-at-top
+
+  net = torchvision_net[0]
+  images = np.random.default_rng(image_size).normal(size=(2, image_size, image_size, 3))
+  images = images.astype(np.float32)
+  with torch.no_grad():
+    theirs = net(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+  ours = our_logits(imported, images)
+  scale = np.abs(theirs).max()
+  assert scale > 0 and np.std(theirs) > 0.1 * scale  # logits that differ between classes
+  np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_adaptive_avg_pool_is_torchs():
+  import_torchvision()
+  import torch  # pylint: disable=g-import-not-at-top
+
+  pool = jax.jit(models.adaptive_avg_pool, static_argnums=1)
+  for height, width in ((7, 7), (13, 3)):  # overlapping bins; and fewer columns than bins
+    x = np.random.default_rng(height).normal(size=(2, height, width, 4)).astype(np.float32)
+    want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2)), 6)
+    got = np.asarray(pool(jnp.asarray(x), 6))
+    np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+
+
+def test_the_configs_preprocessing_is_torchvisions_eval_transform():
+  """configs/torchvision.py through our evaluation pipeline equals torchvision's Resize(256),
+  CenterCrop(224), ToTensor, Normalize. 300x400 needs a resize, and its sizes round the same way
+  in both (the config's docstring says where they can differ by a pixel)."""
+  import_torchvision()
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from torchvision import transforms  # pylint: disable=g-import-not-at-top
+
+  run = settings.from_config(torchvision_config())
+  image = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+  ours = pipeline.EvalTransform(run.data).map({pipeline.IMAGE_KEY: image, pipeline.LABEL_KEY: 0})
+  theirs = transforms.Compose(
+      [
+          transforms.Resize(256),
+          transforms.CenterCrop(224),
+          transforms.ToTensor(),
+          transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+      ]
+  )(Image.fromarray(image))
+  np.testing.assert_allclose(ours['image'], theirs.numpy().transpose(1, 2, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_the_tiny_preset_builds_the_same_network_small():
+  config = torchvision_config('tiny')
+  run = settings.from_config(config)
+  assert run.model.conv1_padding == 2 and run.model.dropout_placement == 'before'
+  model = nnx.eval_shape(lambda: models.AlexNet(run.model, run.data.image_size, rngs=nnx.Rngs(0)))
+  assert model.fc6.kernel.shape == (6 * 6 * 64, 1024)  # a quarter of the channels, 6x6 pooled
+
+
+def run_import(*args):
+  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  return subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.tools.import_weights', *args],
+      cwd=REPO,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+
+
+@pytest.mark.slow
+def test_the_command_writes_a_workdir_that_inference_loads(torchvision_net, imported, tmp_path):
+  (tmp_path / 'runs').mkdir()
+  workdir = tmp_path / 'runs' / 'imported'
+  out = run_import(
+      f'--weights={torchvision_net[1]["safetensors"]}',
+      f'--workdir={workdir}',
+      '--config=configs/torchvision.py',
+      f'--config.data_dir={tmp_path / "no_data"}',
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Imported' in out.stdout
+  assert os.listdir(tmp_path / 'runs') == ['imported']  # no staging directory left beside it
+  trained = inference.load(str(workdir))
+  assert trained.step == 0
+  assert trained.run.model == settings.model_config(torchvision_config())
+  for layer, arrays in imported.items():
+    for name, array in arrays.items():
+      np.testing.assert_array_equal(np.asarray(trained.params[layer][name]), array)
+  # Without the dataset prepared: torchvision's category names if its install imports, else the
+  # class indices (in a subprocess torchvision is imported without the stand-in above).
+  categories = weights.torchvision_categories()
+  assert list(trained.class_names) in ([str(i) for i in range(1000)], categories)
+
+
+def test_a_workdir_that_is_not_empty_is_left_alone(torchvision_net, tmp_path):
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'notes.txt').write_text('mine')
+  with pytest.raises(ConfigError, match='overwrites nothing'):
+    weights.import_to_workdir(
+        torchvision_config(), torchvision_net[1]['safetensors'], str(tmp_path / 'run')
+    )
+  assert os.listdir(tmp_path) == ['run'] and os.listdir(tmp_path / 'run') == ['notes.txt']
+
+
+def test_weights_that_do_not_fit_the_config_write_nothing(imported, tmp_path):
+  """The paper's network (or any other width) cannot take torchvision's weights."""
+  config = torchvision_config('tiny')
+  config.model.num_classes = 1000
+  with pytest.raises(ConfigError, match='--config=torchvision') as error:
+    weights.params_to_workdir(config, imported, str(tmp_path / 'run'))
+  assert "['conv1']['kernel']: (11, 11, 3, 64) in the weights" in str(error.value)
+  assert os.listdir(tmp_path) == []
+
+
+def test_torchvision_categories_are_the_installed_packages():
+  torchvision = import_torchvision()
+  categories = weights.torchvision_categories()
+  assert categories == list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta['categories'])
+  assert len(categories) == 1000 and categories[0] == 'tench'
+
+
+# --- Bad input: one paragraph naming the problem and the fix ---
+
+
+def state_dict(net) -> dict[str, np.ndarray]:
+  return {name: t.numpy() for name, t in net.state_dict().items()}
+
+
+def assert_paragraph(error, *phrases):
+  message = str(error.value)
+  assert '\n' not in message, message
+  for phrase in phrases:
+    assert phrase in message, (phrase, message)
+
+
+def test_a_resnet_is_named_as_one(tmp_path):
+  torchvision = import_torchvision()
+  import torch  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / 'resnet18.pth')
+  torch.save(torchvision.models.resnet18().state_dict(), path)
+  with pytest.raises(ConfigError) as error:
+    weights.read(path)
+  assert_paragraph(error, 'not a torchvision AlexNet state_dict', 'a ResNet', 'layer1', "'bn1.")
+
+
+def test_missing_extra_and_misshapen_tensors_are_named(torchvision_net):
+  tensors = state_dict(torchvision_net[0])
+  fewer = {k: v for k, v in tensors.items() if not k.startswith('classifier.4.')}
+  with pytest.raises(ConfigError) as error:
+    weights.from_torchvision(fewer)
+  assert_paragraph(error, "lacks ['classifier.4.weight', 'classifier.4.bias']")
+
+  more = dict(tensors, **{'features.1.weight': np.zeros(3, np.float32)})
+  with pytest.raises(ConfigError) as error:
+    weights.from_torchvision(more)
+  assert_paragraph(error, "does not: ['features.1.weight']")
+
+  wider = dict(tensors, **{'features.0.weight': np.zeros((96, 3, 11, 11), np.float32)})
+  with pytest.raises(ConfigError) as error:
+    weights.from_torchvision(wider)
+  assert_paragraph(error, 'features.0.weight is (96, 3, 11, 11), not (64, 3, 11, 11)')
+
+
+def test_half_precision_files_are_read_as_float32(torchvision_net, tmp_path):
+  """bfloat16 and float16 state_dicts (safetensors keeps the dtype) become float32 parameters."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / 'half.safetensors')
+  save_file(
+      {'a': torch.ones(2, dtype=torch.bfloat16), 'b': torch.ones(2, dtype=torch.float16)}, path
+  )
+  assert [str(v.dtype) for v in weights.read_state_dict(path).values()] == ['bfloat16', 'float16']
+  tensors = state_dict(torchvision_net[0])
+  tensors['features.0.weight'] = tensors['features.0.weight'].astype(jnp.bfloat16)
+  kernel = weights.from_torchvision(tensors)['conv1']['kernel']
+  assert kernel.dtype == np.float32
+  want = state_dict(torchvision_net[0])['features.0.weight'].transpose(2, 3, 1, 0)
+  np.testing.assert_allclose(kernel, want, rtol=1e-2, atol=1e-3)  # bfloat16's 8 bits
+
+
+def test_fewer_classes_are_read_and_checked_against_the_config(torchvision_net):
+  tensors = state_dict(torchvision_net[0])
+  tensors['classifier.6.weight'] = tensors['classifier.6.weight'][:10]
+  tensors['classifier.6.bias'] = tensors['classifier.6.bias'][:10]
+  assert weights.from_torchvision(tensors)['fc8']['kernel'].shape == (4096, 10)
+  with pytest.raises(ConfigError) as error:
+    weights.from_torchvision(tensors, num_classes=1000)
+  assert_paragraph(error, 'for 10 classes', '--config.model.num_classes=10')
+
+
+def test_unreadable_files_say_what_they_are(tmp_path):
+  import_torchvision()
+  import torch  # pylint: disable=g-import-not-at-top
+
+  cases = {
+      'missing.pth': (None, 'No weights file'),
+      'garbage.pth': (b'<html>Not Found</html>', "starts with b'<htm'"),
+      'truncated.pth': (b'PK\x03\x04 and no more', 'Cannot read'),
+      'corrupt.pth': (b'\x80\x02garbage', 'not a pickle of tensors'),
+      'garbage.safetensors': (b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":', 'safetensors file'),
+      'weights.h5': (b'whatever', "suffix '.h5'"),
+  }
+  for name, (content, phrase) in cases.items():
+    if content is not None:
+      (tmp_path / name).write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+      weights.read(str(tmp_path / name))
+    assert_paragraph(error, phrase)
+
+  checkpoint = str(tmp_path / 'checkpoint.pth')
+  torch.save({'epoch': 3, 'state_dict': {'features.0.bias': torch.zeros(64)}}, checkpoint)
+  with pytest.raises(ConfigError) as error:
+    weights.read(checkpoint)
+  assert_paragraph(error, 'training checkpoint', "['state_dict']")
+
+  pickled_model = str(tmp_path / 'model.pth')
+  torch.save(torch.nn.Linear(2, 2), pickled_model)  # a whole module: code, not just tensors
+  with pytest.raises(ConfigError) as error:
+    weights.read(pickled_model)
+  assert_paragraph(error, 'torch.save(model.state_dict(), PATH)', 'torch.nn.modules.linear.Linear')
+  assert 'weights_only=False' not in str(error.value)  # never advise running the file's code
+
+
+def test_a_pth_file_without_torch_says_how_to_get_it(torchvision_net, monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # `import torch` raises ImportError
+  with pytest.raises(ConfigError) as error:
+    weights.read(torchvision_net[1]['pth'])
+  assert_paragraph(error, 'needs PyTorch', 'pip install torch', '.safetensors needs no torch')
+  assert weights.read(torchvision_net[1]['safetensors'])['conv1']['kernel'].shape[-1] == 64
