@@ -104,6 +104,8 @@ CHANGEABLE_ON_RESUME = NOT_IDENTITY + (
     'strategy',  # placement only: orbax restores into the new shardings
     'mesh',
     'sweep',  # the sweep runner's own section, not the run's
+    # Read only when a fine-tuning run starts; a resumed one has the weights in its checkpoint.
+    'init_from',
 )
 
 
