@@ -22,3 +22,15 @@ def test_quickstart_command_names_existing_config():
   quickstart = readme_commands()[0]
   for config in re.findall(r'--config=(\S+)', quickstart):
     assert os.path.exists(os.path.join(REPO, config)), config
+
+
+def test_every_command_the_readme_names_is_a_module_of_the_package():
+  import importlib.util  # pylint: disable=g-import-not-at-top
+
+  text = open(os.path.join(REPO, 'README.md')).read()
+  modules = set(re.findall(r'python -m (alexnet_jax[\w.]*)', text))
+  assert {'alexnet_jax.main', 'alexnet_jax.tools.evaluate', 'alexnet_jax.tools.export'} <= modules
+  missing = [
+      m for m in sorted(modules - {'alexnet_jax.tools.NAME'}) if not importlib.util.find_spec(m)
+  ]
+  assert not missing, missing
