@@ -16,6 +16,8 @@ dataset's class names, so a workdir alone says what network it holds (`read_meta
 prediction and export need nothing else.
 """
 
+import contextlib
+import logging
 import os
 from typing import Any
 
@@ -31,6 +33,22 @@ BEST_METRIC = 'eval_top1_error'
 def _error(metrics: dict) -> float:
   """The ranked value of a checkpoint's metrics; one saved without an evaluation ranks last."""
   return metrics.get(BEST_METRIC, float('inf'))
+
+
+_READ_ONLY_NOTICES = ('Given directory is read only', 'CheckpointManagerOptions.read_only=True')
+
+
+@contextlib.contextmanager
+def _quiet_read_only_notices():
+  """orbax warns, at every read-only open, that it is read-only: expected when reading a run."""
+  notices = logging.Filter()
+  notices.filter = lambda record: not str(record.msg).startswith(_READ_ONLY_NOTICES)
+  logger = logging.getLogger('absl')
+  logger.addFilter(notices)
+  try:
+    yield
+  finally:
+    logger.removeFilter(notices)
 
 
 class Checkpointer:
@@ -57,7 +75,11 @@ class Checkpointer:
             ),
         ]
     )
-    self.manager = ocp.CheckpointManager(
+    with _quiet_read_only_notices() if read_only else contextlib.nullcontext():
+      self.manager = self._manager(read_only, keep)
+
+  def _manager(self, read_only: bool, keep) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             # best_fn makes orbax write the metrics given to save() beside each checkpoint; which

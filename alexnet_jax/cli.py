@@ -18,15 +18,11 @@ from alexnet_jax import configs
 
 
 class QuietLibraries(std_logging.Filter):
-  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up,
-  except orbax's notices that a checkpoint opened to be read (evaluate, predict) is read-only."""
+  """Keeps our INFO lines and clu's progress and metric lines; libraries speak from WARNING up."""
 
   _SPEAK_AT_INFO = ('alexnet_jax', '/clu/')
-  _EXPECTED = ('Given directory is read only', 'CheckpointManagerOptions.read_only=True')
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if 'orbax' in record.pathname and str(record.msg).startswith(self._EXPECTED):
-      return False
     return record.levelno >= std_logging.WARNING or any(
         part in record.pathname for part in self._SPEAK_AT_INFO
     )
