@@ -17,6 +17,7 @@ import pytest
 
 from alexnet_jax import analysis
 from alexnet_jax import inference
+from alexnet_jax import retrieval
 from alexnet_jax import train
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
@@ -247,12 +248,12 @@ def test_nearest_in_chunks_is_a_brute_force_search():
   query = np.concatenate([database[[4, 30]], rng.normal(size=(1, 3, 4))])
   own = [4, 30, -1]
   for chunk in (7, 50):
-    rows, distances = inference.nearest(query, database, 6, exclude=own, chunk_rows=chunk)
+    rows, distances = retrieval.nearest(query, database, 6, exclude=own, chunk_rows=chunk)
     np.testing.assert_array_equal(rows, brute_force_nearest(query, database, 6, own))
     for q, row, distance in zip(query, rows, distances):
       np.testing.assert_allclose(distance, np.linalg.norm(database[row] - q, axis=(1, 2)))
   # k beyond the database: every other row, once.
-  rows, _ = inference.nearest(database[:2], database[:3], 5, exclude=[0, 1], chunk_rows=2)
+  rows, _ = retrieval.nearest(database[:2], database[:3], 5, exclude=[0, 1], chunk_rows=2)
   np.testing.assert_array_equal(rows, brute_force_nearest(database[:2], database[:3], 2, [0, 1]))
 
 
@@ -269,7 +270,7 @@ def test_bad_input_is_a_config_error_and_writes_nothing(runs, trained, tmp_path)
   output = tmp_path / 'new' / 'features'
   with pytest.raises(ConfigError, match='no layer'):
     with inference.staged(str(output)) as stage:
-      inference.write_features(trained[0], stage, layer='fc9')
+      retrieval.write_features(trained[0], stage, layer='fc9')
   assert os.listdir(tmp_path) == []  # not even the parent it made
 
 

@@ -27,6 +27,7 @@ from absl import logging
 
 from alexnet_jax import cli
 from alexnet_jax import inference
+from alexnet_jax import retrieval
 from alexnet_jax import runtime
 from alexnet_jax.errors import ConfigError
 
@@ -54,11 +55,11 @@ def main(argv, flags) -> None:
     (layer,) = inference.check_layers(trained, flags.layer)
     split = None if images else flags.split or trained.run.data.eval_split
     if query and isinstance(query[0], int) and not images:  # before the split is read
-      inference.check_rows(query, inference.split_data(trained, split)[1])
+      retrieval.check_rows(query, inference.split_data(trained, split)[1])
     output = flags.output or inference.default_features_dir(flags.workdir, split, layer)
     with inference.staged(output, replaces=FILES) as stage:
-      info = inference.write_features(trained, stage, layer, split, images, flags.batch_size)
-      found = inference.retrieve(stage, query, flags.k, trained) if query else None
+      info = retrieval.write_features(trained, stage, layer, split, images, flags.batch_size)
+      found = retrieval.retrieve(stage, query, flags.k, trained) if query else None
       if found:
         inference.write_json(os.path.join(stage, 'nearest.json'), found)
   except ConfigError as e:
