@@ -2,6 +2,7 @@
 as .pth and .safetensors, imported into `models.TORCHVISION`, gives torchvision's logits; the
 import command writes a workdir that `inference.load` reads; bad files are one paragraph each."""
 
+import dataclasses
 import importlib.util
 import os
 import subprocess
@@ -331,3 +332,38 @@ def test_a_pth_file_without_torch_says_how_to_get_it(torchvision_net, monkeypatc
     weights.read(torchvision_net[1]['pth'])
   assert_paragraph(error, 'needs PyTorch', 'pip install torch', '.safetensors needs no torch')
   assert weights.read(torchvision_net[1]['safetensors'])['conv1']['kernel'].shape[-1] == 64
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_torchvision_weights(
+    torchvision_net, imported, tiny_config, tmp_path
+):
+  """init_from=<the .safetensors file> through the training loop, on the built-in 10-class data:
+  every layer but fc8 is the file's (frozen here, so the trained run still holds them bit for
+  bit), fc8 is new with 10 outputs and trained, and the network's fc7 on an image is
+  torchvision's own fc7 (its classifier[:6]) from the same weights."""
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+
+  config = tiny_config()
+  for field, value in dataclasses.asdict(models.TORCHVISION).items():
+    if field in config.model and field not in ('num_classes', 'lrn'):  # conv1_padding: a str
+      config.model[field] = str(value) if isinstance(config.model[field], str) else value
+  config.init_from = torchvision_net[1]['safetensors']
+  config.optim.freeze = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
+  config.num_train_steps = 2
+  config.final_eval_crops = 1
+  workdir = str(tmp_path / 'finetuned')
+  train.train_and_evaluate(config, workdir, devices=jax.devices()[:1])
+  trained = inference.load(workdir)
+  for layer in config.optim.freeze:
+    for name, array in imported[layer].items():
+      np.testing.assert_array_equal(np.asarray(trained.params[layer][name]), array)
+  assert trained.params['fc8']['kernel'].shape == (4096, 10)
+  images = np.random.default_rng(0).uniform(-2, 2, (2, 67, 67, 3)).astype(np.float32)
+  ours = jnp.concatenate(trained.model().features(images)['fc7'], axis=-1)
+  net = torchvision_net[0]
+  with torch.no_grad():
+    x = net.avgpool(net.features(torch.from_numpy(images).permute(0, 3, 1, 2)))
+    theirs = net.classifier[:6](torch.flatten(x, 1)).numpy()
+  np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
