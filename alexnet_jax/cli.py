@@ -13,8 +13,10 @@ import sys
 from typing import Callable
 
 from absl import flags
+from absl import logging
 
 from alexnet_jax import configs
+from alexnet_jax import runtime
 
 
 class QuietLibraries(std_logging.Filter):
@@ -26,6 +28,13 @@ class QuietLibraries(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or any(
         part in record.pathname for part in self._SPEAK_AT_INFO
     )
+
+
+def begin(argv: list[str], usage: str | None = None) -> None:
+  """What every command does first: no stray arguments, quiet library logs, the process tuned."""
+  check_no_arguments(argv, usage)
+  logging.get_absl_handler().addFilter(QuietLibraries())
+  runtime.configure()
 
 
 def fail(message: str, code: int = 2):

@@ -10,16 +10,13 @@ of the softmax (averaged over section 4.1's ten patches with `crops=10`) and any
 activations, never holding more than a batch of images. Images are prepared exactly as the run's
 evaluation prepared its own: `pipeline.decode_image`, then `pipeline.EvalTransform` (resize,
 centre crop or ten patches, mean and std). The commands in `alexnet_jax.tools` (evaluate,
-predict, features) are flags around the functions here and in `retrieval`; `write_*` put results in a `staged`
+predict, features) are flags around the functions here and in `retrieval`; `write_*` put results in a `files.staged`
 directory, which appears all at once or not at all."""
 
-import contextlib
 import dataclasses
 import json
 import os
 import re
-import shutil
-import tempfile
 from typing import Callable, Iterable, Iterator, Sequence
 
 from flax import nnx
@@ -362,7 +359,7 @@ def default_features_dir(workdir: str, split: str | None, layer: str) -> str:
 
 def write_evaluation(evaluation: Evaluation, directory: str) -> list[str]:
   """metrics.json (the metrics, split, crops, workdirs and steps) and per_class.csv, written into
-  `directory` (a `staged` one for all or nothing); returns their paths."""
+  `directory` (a `files.staged` one for all or nothing); returns their paths."""
   paths = [os.path.join(directory, 'metrics.json'), os.path.join(directory, 'per_class.csv')]
   record = {
       **evaluation.metrics,
@@ -541,57 +538,3 @@ def image_features(
   out['probs'] = np.exp(out.pop('log_probs'))
   out['skipped'] = skipped
   return out
-
-
-def write_json(path: str, value) -> None:
-  """Written under a temporary name and renamed: a crash never leaves half a file."""
-  tmp = f'{path}.tmp-{os.getpid()}'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
-
-
-# --- Writing ---
-
-
-def check_writable(directory: str) -> None:
-  """ConfigError unless `directory` can be created (or written) here, before any work starts."""
-  existing = os.path.abspath(directory)
-  while not os.path.exists(existing):
-    existing = os.path.dirname(existing)
-  if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
-    raise ConfigError(
-        f'Cannot write to {directory!r}: {existing} is not a directory you can write to. Pass '
-        'an --output in a writable directory.'
-    )
-
-
-@contextlib.contextmanager
-def staged(directory: str, replaces: Sequence[str] = ()):
-  """A scratch directory whose files move into `directory` when the block ends without an error;
-  after an error, `directory` is as it was (not even created). Files named in `replaces` that the
-  block did not write are removed from `directory`, so no earlier result stays beside new ones."""
-  directory = os.path.abspath(directory)
-  check_writable(directory)
-  parent = os.path.dirname(directory)
-  first_new = None
-  path = parent
-  while not os.path.exists(path):
-    first_new, path = path, os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  stage = tempfile.mkdtemp(prefix=f'.{os.path.basename(directory)}.tmp-', dir=parent)
-  done = False
-  try:
-    yield stage
-    os.makedirs(directory, exist_ok=True)
-    written = sorted(os.listdir(stage))
-    for name in written:
-      os.replace(os.path.join(stage, name), os.path.join(directory, name))
-    for name in set(replaces) - set(written):
-      if os.path.isfile(os.path.join(directory, name)):
-        os.remove(os.path.join(directory, name))
-    done = True
-  finally:
-    shutil.rmtree(stage, ignore_errors=True)
-    if not done and first_new is not None:
-      shutil.rmtree(first_new, ignore_errors=True)

@@ -22,7 +22,6 @@ import jax
 from ml_collections import config_flags
 
 from alexnet_jax import cli
-from alexnet_jax import runtime
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import stopping
@@ -50,9 +49,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  cli.check_no_arguments(argv)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv)
   try:
     sharding.initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   except ConfigError as e:

@@ -49,7 +49,7 @@ def write_features(
     batch_size: int | None = None,
 ) -> dict:
   """One layer's activations (centre crop, towers joined) of every example of `split`, or of
-  image files, streamed into `directory` (a `staged` one for all or nothing): features.npy
+  image files, streamed into `directory` (a `files.staged` one for all or nothing): features.npy
   (float32, N x ...), labels.npy (split) or files.txt (images, one per line), and info.json,
   which this returns."""
   (layer,) = inference.check_layers(trained, layer)

@@ -29,6 +29,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from alexnet_jax import files
 from alexnet_jax import history
 from alexnet_jax import settings
 from alexnet_jax import sharding
@@ -150,16 +151,8 @@ def _claim(run: Run) -> bool:
   elif jax.process_index() == 0:
     # A record of a run that never trained (a sweep stopped by a later variant's error) is
     # rewritten: nothing was computed under it.
-    _write_json(path, {'variant': run.variant, 'seed': run.seed, 'config': identity})
+    files.write_json(path, {'variant': run.variant, 'seed': run.seed, 'config': identity})
   return os.path.exists(os.path.join(run.workdir, DONE_FILE))
-
-
-def _write_json(path: str, value) -> None:
-  """Written under a temporary name and renamed: a crash never leaves half a file."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(value, f, indent=1)
-  os.replace(tmp, path)
 
 
 def status(run: Run) -> str:
@@ -334,7 +327,7 @@ def run_sweep(
   os.makedirs(parent, exist_ok=True)
   if jax.process_index() == 0:
     names = list(dict.fromkeys(r.variant for r in runs))
-    _write_json(
+    files.write_json(
         os.path.join(parent, history.PLAN_FILE),
         {'variants': names, 'seeds': [int(s) for s in seeds]},
     )
@@ -386,11 +379,11 @@ def run_sweep(
       except steps.TrainingDiverged as e:
         logging.warning('%s diverged: %s', run.name, e)
         if jax.process_index() == 0:
-          _write_json(os.path.join(run.workdir, FAILED_FILE), {'message': str(e)})
+          files.write_json(os.path.join(run.workdir, FAILED_FILE), {'message': str(e)})
         progress.finished(run, diverged=True)
       else:
         if jax.process_index() == 0:
-          _write_json(os.path.join(run.workdir, DONE_FILE), metrics)
+          files.write_json(os.path.join(run.workdir, DONE_FILE), metrics)
         progress.finished(run)
     except BaseException:
       stop.set()  # set here, not by the thread that waits: no queued run starts in between
@@ -469,11 +462,8 @@ def _check_logged(config: ml_collections.ConfigDict, field: str, metric: str) ->
 def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
 
-  cli.check_no_arguments(argv)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv)
   logging.set_verbosity(logging.WARNING)  # the progress line speaks; the runs' metrics go to files
   from alexnet_jax import results  # pylint: disable=g-import-not-at-top
 

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import math
 import os
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 from absl import logging
 from clu import parameter_overview

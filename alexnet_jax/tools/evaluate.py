@@ -14,11 +14,9 @@ step or split that does not exist, runs that cannot be one ensemble) is one para
 exit status 2, and nothing written.
 """
 
-from absl import logging
-
 from alexnet_jax import cli
+from alexnet_jax import files
 from alexnet_jax import inference
-from alexnet_jax import runtime
 from alexnet_jax.errors import ConfigError
 
 USAGE = (
@@ -28,18 +26,16 @@ USAGE = (
 
 
 def main(argv, flags) -> None:
-  cli.check_no_arguments(argv, USAGE)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv, USAGE)
   workdirs = cli.listed(flags.workdir)
   overrides = {'data_dir': flags.data_dir} if flags.data_dir else {}
   try:
     members = inference.load_ensemble(workdirs, cli.step_flag(flags.step), **overrides)
     split = flags.split or members[0].run.data.eval_split
     output = flags.output or inference.default_eval_dir(workdirs, split, flags.eval_crops)
-    inference.check_writable(output)
+    files.check_writable(output)
     evaluation = inference.evaluate(members, split, flags.eval_crops, flags.batch_size)
-    with inference.staged(output) as stage:
+    with files.staged(output) as stage:
       inference.write_evaluation(evaluation, stage)
   except ConfigError as e:
     cli.fail(str(e))

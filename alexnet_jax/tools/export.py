@@ -13,11 +13,9 @@ import json
 import os
 import sys
 
-from absl import logging
 
 from alexnet_jax import cli
 from alexnet_jax import exporting
-from alexnet_jax import runtime
 from alexnet_jax.errors import ConfigError
 
 COMMAND = 'python -m alexnet_jax.tools.export'
@@ -29,10 +27,7 @@ USAGE = (
 
 def main(argv, flags) -> None:
   """The command, given absl's parsed flags (or any object with the same attributes)."""
-  if len(argv) > 1:
-    cli.fail(f'unexpected arguments {" ".join(argv[1:])!r}. Everything is a flag. {USAGE}')
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv, USAGE)
   try:
     output = exporting.export(
         flags.workdir,

@@ -23,12 +23,11 @@ and nothing written; unreadable images among readable ones are skipped and named
 import os
 import sys
 
-from absl import logging
 
 from alexnet_jax import cli
+from alexnet_jax import files
 from alexnet_jax import inference
 from alexnet_jax import retrieval
-from alexnet_jax import runtime
 from alexnet_jax.errors import ConfigError
 
 USAGE = (
@@ -40,9 +39,7 @@ FILES = ('features.npy', 'labels.npy', 'files.txt', 'info.json', 'nearest.json')
 
 
 def main(argv, flags) -> None:
-  cli.check_no_arguments(argv, USAGE)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv, USAGE)
   images = cli.listed(flags.images) or None
   query = cli.listed(flags.query)
   if query and all(q.isdigit() for q in query):
@@ -57,11 +54,11 @@ def main(argv, flags) -> None:
     if query and isinstance(query[0], int) and not images:  # before the split is read
       retrieval.check_rows(query, inference.split_data(trained, split)[1])
     output = flags.output or inference.default_features_dir(flags.workdir, split, layer)
-    with inference.staged(output, replaces=FILES) as stage:
+    with files.staged(output, replaces=FILES) as stage:
       info = retrieval.write_features(trained, stage, layer, split, images, flags.batch_size)
       found = retrieval.retrieve(stage, query, flags.k, trained) if query else None
       if found:
-        inference.write_json(os.path.join(stage, 'nearest.json'), found)
+        files.write_json(os.path.join(stage, 'nearest.json'), found)
   except ConfigError as e:
     cli.fail(str(e))
   for role, skipped in [

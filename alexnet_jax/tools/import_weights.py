@@ -12,10 +12,8 @@ become the step-0 checkpoint of the new workdir DIR, which records the config (d
 """
 
 from absl import flags
-from absl import logging
 
 from alexnet_jax import cli
-from alexnet_jax import runtime
 from alexnet_jax import weights
 from alexnet_jax.errors import ConfigError
 
@@ -29,9 +27,7 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv):
-  cli.check_no_arguments(argv)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv)
   values = flags.FLAGS
   try:
     report = weights.import_to_workdir(values.config, values.weights, values.workdir)

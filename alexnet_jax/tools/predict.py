@@ -19,11 +19,10 @@ if none could be read (or for other bad input: one paragraph on stderr, nothing 
 import os
 import sys
 
-from absl import logging
 
 from alexnet_jax import cli
+from alexnet_jax import files
 from alexnet_jax import inference
-from alexnet_jax import runtime
 from alexnet_jax.errors import ConfigError
 
 USAGE = (
@@ -33,12 +32,10 @@ USAGE = (
 
 
 def main(argv, flags) -> None:
-  cli.check_no_arguments(argv, USAGE)
-  logging.get_absl_handler().addFilter(cli.QuietLibraries())
-  runtime.configure()
+  cli.begin(argv, USAGE)
   try:
     if flags.json:
-      inference.check_writable(os.path.dirname(os.path.abspath(flags.json)))
+      files.check_writable(os.path.dirname(os.path.abspath(flags.json)))
     trained = inference.load(flags.workdir, cli.step_flag(flags.step))
     predictions = inference.predict(
         trained, cli.listed(flags.images), flags.crops, flags.batch_size
@@ -53,7 +50,7 @@ def main(argv, flags) -> None:
   print(cli.table(header, rows))
   if flags.json:
     os.makedirs(os.path.dirname(os.path.abspath(flags.json)), exist_ok=True)
-    inference.write_json(flags.json, record(trained, predictions))
+    files.write_json(flags.json, record(trained, predictions))
     print(f'written to {flags.json}')
 
 
