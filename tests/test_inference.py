@@ -16,6 +16,7 @@ from PIL import Image
 import pytest
 
 from alexnet_jax import analysis
+from alexnet_jax import files
 from alexnet_jax import inference
 from alexnet_jax import retrieval
 from alexnet_jax import train
@@ -269,7 +270,7 @@ def test_bad_input_is_a_config_error_and_writes_nothing(runs, trained, tmp_path)
     inference.evaluate(trained[0], crops=3)
   output = tmp_path / 'new' / 'features'
   with pytest.raises(ConfigError, match='no layer'):
-    with inference.staged(str(output)) as stage:
+    with files.staged(str(output)) as stage:
       retrieval.write_features(trained[0], stage, layer='fc9')
   assert os.listdir(tmp_path) == []  # not even the parent it made
 

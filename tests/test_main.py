@@ -6,20 +6,13 @@ import sys
 
 import pytest
 
+from tests import commands
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_main(*args, env=None):
-  full_env = dict(os.environ, **(env or {}))
-  full_env['PYTHONPATH'] = REPO + os.pathsep + full_env.get('PYTHONPATH', '')
-  return subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.main', *args],
-      cwd=REPO,
-      env=full_env,
-      capture_output=True,
-      text=True,
-      timeout=300,
-  )
+  return commands.run_module('alexnet_jax.main', *args, env=env)
 
 
 def tiny_args(data_dir, workdir):

@@ -1,15 +1,13 @@
 """Two processes on 127.0.0.1 (gloo collectives, 2 CPU devices each) train like one process."""
 
 import os
-import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from alexnet_jax import train
+from tests import commands
 
 pytestmark = pytest.mark.slow  # two training processes, then a third run in this one
 
@@ -38,29 +36,10 @@ if jax.process_index() == 0:
 """
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def run_two_processes(data_dir, workdir, strategy):
-  address = f'127.0.0.1:{free_port()}'
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='')
-  procs = [
-      subprocess.Popen(
-          [sys.executable, '-c', WORKER, address, str(i), data_dir, workdir, strategy],
-          cwd=REPO,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  outputs = [p.communicate(timeout=300)[0] for p in procs]
-  for p, out in zip(procs, outputs, strict=True):
-    assert p.returncode == 0, out[-3000:]
+  results = commands.two_processes(WORKER, data_dir, workdir, strategy, timeout=300)
+  for code, out in results:
+    assert code == 0, out[-3000:]
   return np.load(os.path.join(workdir, 'params.npz'))
 
 

@@ -4,9 +4,7 @@ step, and the command stopped and run again ending where an uninterrupted run en
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -18,6 +16,7 @@ from alexnet_jax import checkpointing
 from alexnet_jax import history
 from alexnet_jax import inference
 from alexnet_jax import stopping
+from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -84,25 +83,10 @@ print('stopped', step, agreed, stop.signum, flush=True)
 
 @pytest.mark.slow
 def test_processes_stop_at_the_same_sync_point_when_one_is_told():
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    address = f'127.0.0.1:{s.getsockname()[1]}'
-  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='')
-  procs = [
-      subprocess.Popen(
-          [sys.executable, '-c', AGREEING, address, str(i)],
-          cwd=REPO,
-          env=env,
-          stdout=subprocess.PIPE,
-          stderr=subprocess.STDOUT,
-          text=True,
-      )
-      for i in range(2)
-  ]
-  outputs = [p.communicate(timeout=120)[0] for p in procs]
+  results = commands.two_processes(AGREEING, timeout=120)
   lines = []
-  for p, out in zip(procs, outputs, strict=True):
-    assert p.returncode == 0, out[-3000:]
+  for code, out in results:
+    assert code == 0, out[-3000:]
     lines.append([line for line in out.splitlines() if line.startswith('stopped')][-1])
   term = int(signal.SIGTERM)
   # Both at step 5, the first sync point after the signal; process 0 on process 1's signal.

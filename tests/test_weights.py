@@ -5,7 +5,6 @@ import command writes a workdir that `inference.load` reads; bad files are one p
 import dataclasses
 import importlib.util
 import os
-import subprocess
 import sys
 import types
 
@@ -21,6 +20,7 @@ from alexnet_jax import settings
 from alexnet_jax import weights
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO, 'configs', 'torchvision.py')
@@ -159,15 +159,7 @@ def test_the_tiny_preset_builds_the_same_network_small():
 
 
 def run_import(*args):
-  env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  return subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.tools.import_weights', *args],
-      cwd=REPO,
-      env=env,
-      capture_output=True,
-      text=True,
-      timeout=300,
-  )
+  return commands.run_module('alexnet_jax.tools.import_weights', *args)
 
 
 @pytest.mark.slow
