@@ -69,6 +69,7 @@ NOT_IDENTITY = (
     'data_workers',
     'data_threads',
     'prefetch_batches',
+    'device_augment',  # where the augmentation is computed, not what it is
     'keep_checkpoints',
     'checkpoint_every_steps',
     'profile_steps',
@@ -182,10 +183,11 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
       **{
           f.name: config[f.name]
           for f in dataclasses.fields(pipeline.DataConfig)
-          if f.name not in ('augment', 'manual_dir', 'eval_crops')
+          if f.name not in ('augment', 'manual_dir', 'eval_crops', 'device_augment')
       },
       manual_dir=config.get('manual_dir'),
       eval_crops=config.get('eval_crops', 1),
+      device_augment=bool(config.get('device_augment', True)),  # older configs lack it
       augment=augment,
   )
   loop = LoopConfig(

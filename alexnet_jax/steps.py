@@ -19,6 +19,7 @@ import optax
 
 from alexnet_jax import models
 from alexnet_jax import sharding
+from alexnet_jax.data import device_augment
 
 
 class TrainingDiverged(RuntimeError):
@@ -142,16 +143,27 @@ def _average(sums: dict, name: str) -> metrics.Average:
 
 
 def train_step(
-    state: TrainState, batch: dict, *, graphdef, tx, schedule, distribute
+    state: TrainState,
+    batch: dict,
+    *,
+    graphdef,
+    tx,
+    schedule,
+    distribute,
+    preprocess: Callable[[dict], jax.Array] = device_augment.images,
 ) -> tuple[TrainState, TrainMetrics, jax.Array]:
-  """One SGD step on a global batch. Returns the new state, its metrics and a finite flag."""
+  """One SGD step on a global batch. Returns the new state, its metrics and a finite flag.
+
+  `preprocess(shard)` gives the shard's float32 images: `device_augment.DeviceAugment` finishes
+  a uint8 batch's augmentation here, on each device's own rows; the default takes host-made ones.
+  """
   dropout_rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
   def per_shard(params, batch_stats, shard, rng, loss_scale):
+    images = preprocess(shard)
+
     def loss_fn(p):
-      logits, new_stats = _apply(
-          graphdef, p, batch_stats, shard['image'], train=True, dropout_rng=rng
-      )
+      logits, new_stats = _apply(graphdef, p, batch_stats, images, train=True, dropout_rng=rng)
       sums = metric_sums(logits, shard['label'], jnp.ones_like(shard['label'], jnp.float32))
       return sums['loss'] / sums['count'] * loss_scale, (sums, new_stats)
 
@@ -218,12 +230,20 @@ def _one_device(per_shard, *_, grads):
   return sharding.undistributed(per_shard)
 
 
-def make_train_step(graphdef, tx, schedule, layout=None) -> Callable:
-  """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device."""
+def make_train_step(graphdef, tx, schedule, layout=None, preprocess=None) -> Callable:
+  """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device.
+
+  `preprocess`: see `train_step`; None takes the batch's images as they are.
+  """
   distribute = layout.distribute if layout is not None else _one_device
   return jax.jit(
       functools.partial(
-          train_step, graphdef=graphdef, tx=tx, schedule=schedule, distribute=distribute
+          train_step,
+          graphdef=graphdef,
+          tx=tx,
+          schedule=schedule,
+          distribute=distribute,
+          preprocess=preprocess or device_augment.images,
       ),
       donate_argnums=0,
   )

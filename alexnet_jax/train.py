@@ -25,6 +25,7 @@ from alexnet_jax import checkpointing
 from alexnet_jax import finetune
 from alexnet_jax import history
 from alexnet_jax import settings
+from alexnet_jax.data import device_augment
 from alexnet_jax.data import pipeline
 from alexnet_jax import optim
 from alexnet_jax import sharding
@@ -200,7 +201,8 @@ def train_and_evaluate(
   if jax.process_index() == 0:
     writer = metric_writers.MultiWriter([writer, history.HistoryWriter(workdir, start_step)])
 
-  train_fn = steps.make_train_step(graphdef, tx, schedule, layout)
+  preprocess = device_augment.for_data(data) if data.device_augment else None
+  train_fn = steps.make_train_step(graphdef, tx, schedule, layout, preprocess)
   eval_fn = steps.make_eval_step(graphdef, layout)
   hooks = []
   report = None

@@ -79,6 +79,10 @@ def paper() -> ml_collections.ConfigDict:
   c.data_workers = 0  # grain worker processes (0: decode in threads of the training process)
   c.data_threads = 2  # grain reader threads per process (per worker, with data_workers > 0)
   c.prefetch_batches = 2  # batches decoded ahead, and batches put on the devices ahead
+  # True: the host decodes and crops training images to uint8, and the train step reflects them,
+  # adds the PCA colour shift, subtracts the mean and converts to float32 on the device, with the
+  # same draws and the same numbers (alexnet_jax/data/device_augment.py) | False: all on the host.
+  c.device_augment = True
 
   # --- Augmentation (section 4.1) ---
   c.augment = ml_collections.ConfigDict()

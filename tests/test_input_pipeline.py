@@ -34,9 +34,10 @@ def _take(iterator, n):
 def _assert_same_batches(a, b):
   assert len(a) == len(b)
   for x, y in zip(a, b, strict=True):
-    assert sorted(x) == sorted(y) == ['image', 'label']
-    np.testing.assert_array_equal(x['image'], y['image'])
-    np.testing.assert_array_equal(x['label'], y['label'])
+    # A device-augmented batch (the default): uint8 crops with their reflections, shifts, windows.
+    assert sorted(x) == sorted(y) == ['flip', 'image', 'label', 'shift', 'window']
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key])
 
 
 def test_a_restored_iterator_continues_exactly(tiny_data_dir, tiny_config):

@@ -91,6 +91,9 @@ class DataConfig:
   data_workers: int = 0
   data_threads: int = 2
   prefetch_batches: int = 2
+  # Training batches leave the host as uint8 crops; the step reflects, shifts, subtracts the mean
+  # and converts them (device_augment.py). False: the host does it all and sends float32.
+  device_augment: bool = True
   seed: int = 0
   augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
 
@@ -301,17 +304,31 @@ class TrainTransform(grain.transforms.RandomMap):
 
 
 class TrainBatch:
-  """grain batch_fn: `TrainTransform`'s drawn examples -> one float32 training batch.
+  """grain batch_fn: `TrainTransform`'s drawn examples -> one training batch.
 
-  Each image is cut, reflected and converted straight into its row of the batch, with the PCA
-  shift and the mean folded into one per-channel offset (`augment.crop_offset_to_float`): one
-  pass over the output pixels instead of a float image per example and a stack that copies it.
+  Host-augmented (`device_augment=False`): each image is cut, reflected and converted straight
+  into its row of a float32 batch, with the PCA shift and the mean folded into one per-channel
+  offset (`augment.crop_offset_to_float`): one pass over the output pixels instead of a float
+  image per example and a stack that copies it.
+
+  Device-augmented (`device_augment=True`): each crop is copied into a uint8 batch as it is, with
+  the example's reflection, colour shift and window beside it; the jitted step finishes the image
+  (`device_augment.DeviceAugment`, which documents the batch).
   """
 
-  def __init__(self, transform: TrainTransform):
+  def __init__(self, transform: TrainTransform, device_augment: bool = False):
     kw = transform.kwargs
     self.size, self.resize_size = kw['image_size'], kw['resize_size']
     self.mean = np.asarray(kw['mean'], np.float32)
+    self.device_augment = device_augment
+    s = self.size
+    if self.mean.ndim > 1 and self.mean.shape not in ((s, s, 3), (self.resize_size,) * 2 + (3,)):
+      raise ValueError(
+          f'mean must be (3,), ({s}, {s}, 3) or ({self.resize_size}, {self.resize_size}, 3); '
+          f'got {self.mean.shape}'
+      )
+    # Where the mean is per channel it folds into each example's shift, as on the host.
+    self.folded_mean = self.mean if self.mean.ndim <= 1 else np.zeros(3, np.float32)
     self.inv_std = transform.inv_std
     # Multiplying by a row-tiled vector keeps numpy's inner loop long (augment._add_per_channel).
     self.inv_std_row = (
@@ -322,6 +339,8 @@ class TrainBatch:
     self.buffers = _BatchBuffers()
 
   def __call__(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    if self.device_augment:
+      return self._uint8(elements)
     s = self.size
     images = self.buffers.get((len(elements), s, s, 3))
     for out, e in zip(images, elements):
@@ -333,9 +352,28 @@ class TrainBatch:
         out.reshape(s, s * 3)[...] *= self.inv_std_row  # same float32 product as image *= inv_std
     return {'image': images, 'label': np.array([e['label'] for e in elements], np.int32)}
 
+  def _uint8(self, elements: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    s, n = self.size, len(elements)
+    images = self.buffers.get((n, s, s, 3), np.uint8)
+    flip, window = np.empty(n, bool), np.empty((n, 2), np.int32)
+    shift = np.empty((n, 3), np.float32)
+    for i, e in enumerate(elements):
+      top, left, flip[i] = e['window']
+      window[i] = top, left
+      images[i] = e['image'][top : top + s, left : left + s]
+      # The host path's float32 offset - mean (augment.crop_offset_to_float), computed as it is.
+      shift[i] = e['offset'] - self.folded_mean
+    return {
+        'image': images,
+        'flip': flip,
+        'shift': shift,
+        'window': window,
+        'label': np.array([e['label'] for e in elements], np.int32),
+    }
+
 
 class _BatchBuffers:
-  """Float32 batch arrays, handed out again once nothing references them any more.
+  """Batch arrays, handed out again once nothing references them any more.
 
   The first write to a freshly allocated 77 MB ImageNet batch pays its page faults, so writing
   224x224 crops into a new array is slower than into a reused one (the pipeline benchmark's
@@ -353,12 +391,12 @@ class _BatchBuffers:
     # on the same code path (the exact count differs between Python versions).
     self._unreferenced = max(sys.getrefcount(a) for a in [np.empty(0)])
 
-  def get(self, shape: tuple[int, ...]) -> np.ndarray:
+  def get(self, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     with self._lock:
       for a in self._arrays:
-        if a.shape == shape and sys.getrefcount(a) <= self._unreferenced:
+        if a.shape == shape and a.dtype == dtype and sys.getrefcount(a) <= self._unreferenced:
           return a
-      a = np.empty(shape, np.float32)
+      a = np.empty(shape, dtype)
       if len(self._arrays) < self.keep:
         self._arrays.append(a)
       return a
@@ -488,7 +526,9 @@ def train_dataset(
   stream = _TrainExamples(source, transform, config.seed)
   rows = _ProcessRows(stream, config.batch_size, per_process, process_index)
   ds = grain.MapDataset.range(len(stream) // process_count).map(rows)
-  ds = ds.batch(per_process, drop_remainder=True, batch_fn=TrainBatch(transform))
+  ds = ds.batch(
+      per_process, drop_remainder=True, batch_fn=TrainBatch(transform, config.device_augment)
+  )
   it = ds.to_iter_dataset(_read_options(config))
   if config.data_workers > 0:
     if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks and tests

@@ -3,8 +3,9 @@ r"""Does the training loop keep what the step wins? The real loop against the ba
     python -m alexnet_jax.tools.loop_benchmark --config=configs/quickstart.py --steps=60
 
 Runs, in one process and on the same devices:
-- the *bare* step: `steps.make_train_step` on one batch that already sits on the devices, timed
-  in windows of `--window` steps (the median window is reported);
+- the *bare* step: `steps.make_train_step` (with the device half of the augmentation where
+  `device_augment` is on, as the loop runs it) on one batch of the real pipeline that already sits
+  on the devices, timed in windows of `--window` steps (the median window is reported);
 - the *loop*: `train.train_and_evaluate` itself, with its data pipeline (TFDS ArrayRecord, grain,
   augmentation, host-to-device prefetch), metrics, progress reports and logging, for `--warmup`
   steps and then `--steps` timed steps; evaluation and checkpointing are pushed past the timed
@@ -23,7 +24,6 @@ import time
 from absl import app
 from absl import flags
 import jax
-import numpy as np
 from ml_collections import config_flags
 
 from alexnet_jax import configs
@@ -33,6 +33,8 @@ from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.data import device_augment
+from alexnet_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -65,18 +67,14 @@ def bare_step_times(config, window: int, windows: int, devices=None) -> list[flo
       model, tx, optim.create_plateau(run.optim), run.loop.seed
   )
   state = layout.place_state(state)
+  preprocess = device_augment.for_data(run.data) if run.data.device_augment else None
   train_fn = steps.make_train_step(
-      graphdef, tx, optim.learning_rate_schedule(run.optim, total), layout
+      graphdef, tx, optim.learning_rate_schedule(run.optim, total), layout, preprocess
   )
-  rng = np.random.default_rng(0)
-  per_process = run.data.batch_size // jax.process_count()
-  size = run.data.image_size
-  batch = layout.global_batch(
-      {
-          'image': rng.normal(size=(per_process, size, size, 3)).astype(np.float32),
-          'label': rng.integers(0, run.model.num_classes, per_process).astype(np.int32),
-      }
-  )
+  # The loop's own first batch (uint8 crops and their draws, or float32 images): the same input.
+  pipeline.get_info(run.data)
+  stream = pipeline.create_train_dataset(run.data, jax.process_index(), jax.process_count())
+  batch = layout.global_batch(next(iter(stream)))
   for _ in range(2):  # compile and settle
     state, _, _ = train_fn(state, batch)
   jax.block_until_ready(state)
@@ -124,6 +122,7 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
           'data_workers': config.data_workers,
           'data_threads': config.data_threads,
           'prefetch_batches': config.prefetch_batches,
+          'device_augment': config.get('device_augment', True),
       },
       'devices': [str(d) for d in jax.devices()],
       'bare_ms_per_step': 1e3 * bare,
