@@ -30,11 +30,23 @@ class QuietLibraries(std_logging.Filter):
     )
 
 
+def define_compilation_cache_flag() -> None:
+  """--compilation_cache, for the commands that train (main, sweep); `begin` passes it on."""
+  flags.DEFINE_string(
+      'compilation_cache',
+      None,
+      "Directory of JAX's persistent compilation cache, or 'off'. Default: "
+      f'${runtime.CACHE_VARIABLE}, else ~/.cache/alexnet_jax/jax ($XDG_CACHE_HOME). A second '
+      'start of the same command then compiles nothing (alexnet_jax/runtime.py).',
+  )
+
+
 def begin(argv: list[str], usage: str | None = None) -> None:
   """What every command does first: no stray arguments, quiet library logs, the process tuned."""
   check_no_arguments(argv, usage)
   logging.get_absl_handler().addFilter(QuietLibraries())
-  runtime.configure()
+  cache = flags.FLAGS['compilation_cache'].value if 'compilation_cache' in flags.FLAGS else None
+  runtime.configure(cache_dir=cache)
 
 
 def fail(message: str, code: int = 2):

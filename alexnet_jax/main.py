@@ -45,6 +45,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes in all.')
 flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, 0 to num_processes-1.')
+cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['config', 'workdir'])
 
 

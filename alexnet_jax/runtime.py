@@ -38,7 +38,19 @@ What it sets, each only where the user has not set it already:
    and TF_CPP_MIN_LOG_LEVEL=1 keep them out, so the first lines a user sees are ours; we run no
    TensorFlow math, so its oneDNN kernels change nothing for us. Warnings and errors still show.
 
-What 1 and 2 were measured to do to the step, and with which command, is in BENCHMARKS.md.
+4. JAX's persistent compilation cache (`set_compilation_cache`): compiled programs are stored in
+   `$XDG_CACHE_HOME/alexnet_jax/jax` (default `~/.cache/alexnet_jax/jax`), so a second start of
+   the same command, a resumed run, or the next seed of a sweep loads its executables instead of
+   compiling them (the paper's train step takes seconds to compile on a CPU, more on a GPU with
+   autotuning). Every program is kept, however fast its compile, so the second start compiles
+   nothing. `ALEXNET_JAX_COMPILATION_CACHE=DIR` moves it, `=off` turns it off (as does
+   `--compilation_cache` of `main` and `sweep`); a directory the user gave JAX
+   (`JAX_COMPILATION_CACHE_DIR`, `jax.config`) is left as it is. The cache is keyed by the program,
+   the compile options, XLA_FLAGS and the jax/jaxlib versions, so a hit is the executable a fresh
+   compile would make; JAX never lets a cache error stop a run.
+
+What 1 and 2 were measured to do to the step, and with which command, is in BENCHMARKS.md; the
+first and second start with the cache, in the README.
 """
 
 import ctypes
@@ -82,7 +94,13 @@ ACCELERATOR_MODULES = ('libtpu',)
 
 QUIET = {'TF_ENABLE_ONEDNN_OPTS': '0', 'TF_CPP_MIN_LOG_LEVEL': '1'}
 
+# --- 4. compilation cache ---
+
+CACHE_VARIABLE = 'ALEXNET_JAX_COMPILATION_CACHE'  # a directory, or 'off'
+CACHE_OFF = ('off', 'none', 'false', '0')
+
 _malloc_applied = False
+_cache_dir_set = None  # the directory set_compilation_cache chose, once it has
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +109,7 @@ class Configured:
 
   xla_flags: tuple[str, ...] = ()
   malloc: str = 'not asked'  # 'set', or why not
+  compilation_cache: str = 'not asked'  # the directory, or why none
   environment: tuple[str, ...] = ()
   too_late: tuple[str, ...] = ()
 
@@ -98,6 +117,7 @@ class Configured:
     parts = [
         f'XLA flags {" ".join(self.xla_flags) if self.xla_flags else "unchanged"}',
         f'malloc {self.malloc}',
+        f'compilation cache {self.compilation_cache}',
     ]
     if self.environment:
       parts.append('set ' + ', '.join(self.environment))
@@ -197,16 +217,54 @@ def malloc_applied() -> bool:
   return _malloc_applied
 
 
+def default_cache_dir(environ: Mapping[str, str] = os.environ) -> str:
+  """`$XDG_CACHE_HOME/alexnet_jax/jax`, `~/.cache/alexnet_jax/jax` without it."""
+  root = environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+  return os.path.join(root, 'alexnet_jax', 'jax')
+
+
+def set_compilation_cache(
+    environ: Mapping[str, str] = os.environ, directory: str | None = None
+) -> str:
+  """Points JAX's persistent compilation cache at a directory (module docstring, 4).
+
+  `directory` (a command's --compilation_cache) wins over ALEXNET_JAX_COMPILATION_CACHE, which
+  wins over the default; 'off' in either turns the cache off. Returns the directory, or why none.
+  """
+  import jax  # pylint: disable=g-import-not-at-top  (importing jax starts no backend)
+
+  global _cache_dir_set
+  chosen = directory if directory is not None else environ.get(CACHE_VARIABLE, '')
+  if chosen.strip().lower() in CACHE_OFF:
+    if directory is not None:  # an explicit 'off' also turns off a directory set before
+      jax.config.update('jax_compilation_cache_dir', None)
+    return 'off'
+  current = jax.config.jax_compilation_cache_dir
+  if not chosen and current:
+    return current if current == _cache_dir_set else f'{current} (set by the user)'
+  path = os.path.abspath(os.path.expanduser(chosen or default_cache_dir(environ)))
+  _cache_dir_set = path
+  jax.config.update('jax_compilation_cache_dir', path)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in environ:
+    # JAX keeps only programs that took a second to compile; the loop's small ones (the metric
+    # merges, the evaluation's sums) would be compiled again at every start.
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+  return path
+
+
 def configure(
     environ: MutableMapping[str, str] = os.environ,
     *,
     xla_flags: bool = True,
     malloc: bool = True,
     quiet: bool = True,
+    compilation_cache: bool = True,
+    cache_dir: str | None = None,
 ) -> Configured:
   """Tunes this process for training on XLA:CPU (see the module docstring); returns what it did.
 
-  Call it first, before anything computes with JAX. A setting that can no longer take effect
+  `cache_dir`: a directory for the compilation cache, or 'off' (a command's flag); None: the
+  environment's or the default. Call it first, before anything computes with JAX. A setting that can no longer take effect
   (JAX's backend already started, TensorFlow already imported) is still made, and a
   RuntimeWarning says so. Calling it again adds nothing.
   """
@@ -226,7 +284,8 @@ def configure(
         environment.append(f'{name}={value}')
     if environment and 'tensorflow' in sys.modules:
       too_late.append('quiet TensorFlow (it is already imported)')
-  configured = Configured(tuple(added), malloc_state, tuple(environment), tuple(too_late))
+  cache = set_compilation_cache(environ, cache_dir) if compilation_cache else 'not asked'
+  configured = Configured(tuple(added), malloc_state, cache, tuple(environment), tuple(too_late))
   if too_late:
     warnings.warn(
         'alexnet_jax.runtime.configure() came too late for: '

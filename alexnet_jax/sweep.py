@@ -499,6 +499,7 @@ def run() -> None:
   config_flags.DEFINE_config_file(
       'config', None, 'An experiment config with a `sweep` section, e.g. configs/pooling.py.'
   )
+  cli.define_compilation_cache_flag()
   flags.mark_flags_as_required(['config', 'workdir'])
   app.run(main, flags_parser=cli.parse_flags)
 

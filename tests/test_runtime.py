@@ -1,6 +1,7 @@
 """runtime.configure: XLA flags and malloc settings only where they should be, in effect when
 called first, a warning when called too late, and nothing at all on import."""
 
+import json
 import os
 import subprocess
 import sys
@@ -296,3 +297,62 @@ def test_commands_print_our_lines_first_not_tensorflows():
       'import sys; from alexnet_jax import main; sys.argv = ["main", "--help"]; ' 'main.run()'
   )
   assert 'oneDNN' not in out.stderr and 'InitializeLog' not in out.stderr, out.stderr[:2000]
+
+
+# --- compilation cache ---
+
+# Counts JAX's own compile and cache events (jax.monitoring) around a small training-like start.
+STARTS = """
+import collections, json, sys
+import jax, jax.numpy as jnp
+events = collections.Counter()
+jax.monitoring.register_event_listener(lambda name, **kw: events.update([name]))
+from alexnet_jax import runtime
+c = runtime.configure(cache_dir=None if sys.argv[1] == '-' else sys.argv[1])
+step = jax.jit(lambda w, x: w - 0.1 * jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2))(w))
+w = step(jnp.ones((64, 64)), jnp.ones((8, 64)))
+jnp.sum(w).block_until_ready()
+print(json.dumps({'dir': c.compilation_cache, 'misses': events['/jax/compilation_cache/cache_misses'],
+                  'hits': events['/jax/compilation_cache/cache_hits']}))
+"""
+
+
+def _start(tmp_path, cache_dir='-', **environ):
+  code = STARTS.replace('sys.argv[1]', repr(cache_dir))
+  environ.setdefault('XDG_CACHE_HOME', str(tmp_path / 'xdg'))
+  # The test process's own cache (conftest) must not reach the child.
+  environ.setdefault('JAX_COMPILATION_CACHE_DIR', '')
+  out = run_ok(code, **environ)
+  return json.loads(out.stdout.strip().split('\n')[-1])
+
+
+def test_a_second_start_compiles_nothing(tmp_path):
+  first, second = _start(tmp_path), _start(tmp_path)
+  assert first['dir'] == str(tmp_path / 'xdg' / 'alexnet_jax' / 'jax')
+  assert first['misses'] >= 2 and first['hits'] == 0  # the step and the sum, at least
+  assert second['misses'] == 0 and second['hits'] == first['misses'], (first, second)
+  assert any((tmp_path / 'xdg' / 'alexnet_jax' / 'jax').iterdir())
+
+
+def test_the_cache_moves_and_turns_off(tmp_path):
+  moved = tmp_path / 'elsewhere'
+  for where in ({'cache_dir': str(moved)}, {runtime.CACHE_VARIABLE: str(moved)}):
+    assert _start(tmp_path, **where)['dir'] == str(moved)
+  assert _start(tmp_path, cache_dir=str(moved))['misses'] == 0  # stored there, found there
+  assert not (tmp_path / 'xdg').exists()
+  for off in ({'cache_dir': 'off'}, {runtime.CACHE_VARIABLE: 'off'}):
+    result = _start(tmp_path, **off)
+    assert result['dir'] == 'off' and result['hits'] == 0, result
+  assert not (tmp_path / 'xdg').exists()
+
+
+def test_a_cache_the_user_gave_jax_is_kept(tmp_path):
+  theirs = tmp_path / 'theirs'
+  # Their own threshold too (JAX's default keeps only compiles of a second or more).
+  result = _start(
+      tmp_path,
+      JAX_COMPILATION_CACHE_DIR=str(theirs),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+  )
+  assert result['dir'] == f'{theirs} (set by the user)'
+  assert any(theirs.iterdir()) and not (tmp_path / 'xdg').exists()
