@@ -216,6 +216,16 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
   assert jax_row['mfu'] == pytest.approx(
       flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s']
   )
+  # The machine's limit is the fastest library's matmul, XLA's among them, so never below XLA's.
+  limit = result['machine_limit']['float32']
+  assert 'xla float32' in limit['rates'] and 'numpy float32' in limit['rates']
+  assert limit['flops_per_s'] == max(limit['rates'].values())
+  assert limit['rates'][limit['by']] == limit['flops_per_s']
+  assert jax_row['of_machine_limit'] == pytest.approx(
+      flops / (jax_row['ms_per_step'] / 1e3) / limit['flops_per_s']
+  )
+  assert jax_row['of_machine_limit'] <= jax_row['mfu'] * (1 + 1e-9)
+  assert 'machine limit float32' in proc.stdout and 'images/s at 67px' in proc.stdout
   if torch_flag == 'eager':
     (check,) = result['checks']
     assert check['passed'] and check['loss_rel_diff'] <= 1e-4

@@ -25,6 +25,9 @@ What each row reports:
   matmuls). Model FLOPs are COUNTED from the layer shapes (`count_macs`): 2 FLOPs per
   multiply-add, x3 for forward + backward (the usual convention; it counts conv1's input gradient,
   which no one computes, and ignores LRN, pooling and the optimiser).
+- % of limit: the same model FLOP/s over the MACHINE's limit (`machine_limits`): the fastest
+  matmul of XLA, numpy and torch measured in this run, in the row's dtype or float32. It is
+  printed with the images/s it allows, the most this step could reach here.
 - ratio: torch eager's ms/step over the row's, same batch, dtype and image size (>1: faster than
   torch eager). Reported only when the check below passed.
 
@@ -171,6 +174,61 @@ def measure_peak_flops(dtype: str, size: int, device=None, repeats: int = 5) -> 
   if dtype == 'bfloat16' and vendor:
     result['vendor_flops_per_s'] = vendor[0]
   return result
+
+
+def _library_matmul(library: str, dtype: str, size: int, on_gpu: bool):
+  """A function running one size^3 matmul of `library` (numpy or torch) in `dtype`, or None."""
+  rng = np.random.default_rng(0)
+  a, b = (rng.standard_normal((size, size), np.float32) for _ in range(2))
+  if library == 'numpy':
+    if dtype != 'float32' or on_gpu:  # numpy has no bfloat16 matmul, and runs on the host
+      return None
+    return lambda: a @ b
+  torch = _import_torch()
+  if torch is None:
+    return None
+  device = 'cuda' if on_gpu and torch.cuda.is_available() else 'cpu'
+  if on_gpu and device == 'cpu':
+    return None
+  ta, tb = (torch.from_numpy(m).to(device, getattr(torch, dtype)) for m in (a, b))
+
+  def run():
+    out = ta @ tb
+    if device == 'cuda':
+      torch.cuda.synchronize()
+    return out
+
+  return run
+
+
+def machine_limits(dtypes, size: int, xla_peaks: dict, device, repeats: int = 5) -> dict:
+  """The machine's fastest matmul per dtype: the best of XLA's (`xla_peaks`), numpy's and torch's
+  size^3 matmul, each the median of `repeats`, in that dtype or in float32 where that is faster.
+
+  MFU against XLA's own dot flatters a step that XLA also runs: this limit is what the machine's
+  best library gets, so the fraction says how far the step is from the hardware, not from XLA.
+  """
+  on_gpu = device.platform == 'gpu'
+  rates = {}
+  for dtype in dict.fromkeys(tuple(dtypes) + ('float32',)):
+    rates[dtype] = {'xla': xla_peaks[dtype]['flops_per_s']}
+    for library in ('numpy', 'torch'):
+      fn = _library_matmul(library, dtype, size, on_gpu)
+      if fn is not None:
+        fn()
+        rates[dtype][library] = 2 * size**3 / _median_seconds(fn, repeats)
+  limits = {}
+  for dtype in dtypes:
+    candidates = {f'{lib} {d}': r for d in {dtype, 'float32'} for lib, r in rates[d].items()}
+    best = max(candidates, key=candidates.get)
+    limits[dtype] = {
+        'flops_per_s': candidates[best],
+        'by': best,
+        'rates': candidates,
+        'source': f'the fastest of XLA, numpy and torch multiplying two {size}x{size} matrices '
+        f'(median of {repeats}), in {dtype} or float32',
+    }
+  return limits
 
 
 # --- Machine ---
@@ -648,6 +706,7 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
       d: measure_peak_flops(d, peak_size, devices[0])
       for d in dict.fromkeys(settings.dtypes + ('float32',))
   }
+  xla_rates = {d: dict(p) for d, p in peaks.items()}  # each dtype's own rate, before the max below
   for dtype, peak in peaks.items():
     # A peak is the fastest the device multiplied matrices in this run: where float32 beats the
     # row's dtype (a CPU without fast bfloat16 matmuls), float32's rate is the peak.
@@ -658,6 +717,7 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
           source=f"{peaks['float32']['source']}, faster than the {dtype} matmul "
           f"({peak['flops_per_s'] / 1e12:.3g} TFLOP/s)",
       )
+  limits = machine_limits(settings.dtypes, peak_size, xla_rates, devices[0])
   peaks = {d: peaks[d] for d in settings.dtypes}
   result = {
       'machine': machine_info(),
@@ -665,6 +725,7 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
       'torch_modes': list(modes),
       'flop_convention': FLOP_CONVENTION,
       'peak': peaks,
+      'machine_limit': limits,
       'macs_per_image': {},
       'checks': [],
       'rows': [],
@@ -734,6 +795,9 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
           )
           peak = peaks[dtype]['flops_per_s'] * row['devices']
           row['mfu'] = flops_per_image * batch / (ms / 1e3) / peak
+          limit = limits[dtype]['flops_per_s'] * row['devices']
+          row['of_machine_limit'] = flops_per_image * batch / (ms / 1e3) / limit
+          row['machine_limit_images_per_s'] = limit / flops_per_image
           rows.append(row)
         eager = [r for r in rows if r['framework'] == 'torch' and r['mode'].startswith('eager')]
         for row in rows:
@@ -758,6 +822,7 @@ COLUMNS = (
     'compile s',
     'peak MB',
     'MFU %',
+    '% of limit',
     'vs torch eager',
 )
 
@@ -776,6 +841,7 @@ def _cells(row: dict) -> list[str]:
       fmt(row['compile_s'], '.1f'),
       fmt(row['peak_mb'], '.0f'),
       fmt(100 * row['mfu'], '.1f'),
+      fmt(100 * row['of_machine_limit'], '.1f'),
       '-' if ratio is None else f'{ratio:.2f}x',
   ]
 
@@ -812,6 +878,18 @@ def format_table(result: dict) -> str:
     lines.append(
         f"MFU peak {dtype}: {peak['flops_per_s'] / 1e12:.3g} TFLOP/s ({peak['source']})"
         + (f'; vendor data sheet: {vendor / 1e12:.4g} TFLOP/s' if vendor else '')
+    )
+  for dtype, limit in result['machine_limit'].items():
+    rates = ', '.join(f'{k} {v / 1e12:.3g}' for k, v in sorted(limit['rates'].items()))
+    sizes = sorted({r['image_size'] for r in result['rows']})
+    per_image = {size: 3 * 2 * sum(result['macs_per_image'][str(size)].values()) for size in sizes}
+    lines.append(
+        f"machine limit {dtype}: {limit['flops_per_s'] / 1e12:.3g} TFLOP/s ({limit['by']}; "
+        f'{limit["source"]}; TFLOP/s: {rates}), so at most '
+        + ', '.join(
+            f"{limit['flops_per_s'] / f:.1f} images/s at {s}px" for s, f in per_image.items()
+        )
+        + ' per device for this step; "% of limit" is each row\'s share of it.'
     )
   lines.append(f"FLOPs: {result['flop_convention']}.")
   sources = sorted({r['peak_source'] for r in result['rows'] if r['peak_mb'] is not None})
