@@ -129,7 +129,7 @@ def categorise(ins: Instruction, batch: int) -> str:
     return 'SGD update (optax)'
   if any('optax/losses' in file for file, _ in ins.frames):
     return 'loss'
-  if backward and re.fullmatch(r'f32\[\d+\]', ins.shape):
+  if backward and re.fullmatch(r'(f32|bf16)\[\d+\]', ins.shape):
     return 'bias gradients'
   for file, function in ins.frames:
     if file.endswith('alexnet_jax/models.py') and '_activation' in function:
