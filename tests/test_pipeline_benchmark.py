@@ -64,4 +64,6 @@ def test_the_benchmark_runs_and_reports_both_pipelines(records):
   assert row['ours'] > 0 and row['tf.data'] > 0
   assert row['ratio']['ours'] == pytest.approx(row['ours'] / row['tf.data'])
   assert set(row['stages']) >= {'decode_us', 'draws_us', 'batch_assembly_us'}
+  assert row['ours, uint8'] > 0 and 'uint8_batch_assembly_us' in row['stages']
   assert '| tiny | threads | 1 |' in pb.table(result)
+  assert '| tiny | threads, uint8 to the device | 1 |' in pb.table(result)

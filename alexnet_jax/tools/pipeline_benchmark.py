@@ -8,7 +8,11 @@ built-in `synthetic_shapes` drawer, JPEG quality 90 with 4:2:0 chroma like most 
 section 4.1's augmentation: decode, random crop, random horizontal flip, PCA colour noise with the
 same eigen-values, mean subtraction.
 - ours: `pipeline.train_dataset` exactly as training builds it (grain, `DecodingSource`,
-  `TrainTransform`, `TrainBatch`), with `data_threads` threads and no worker processes;
+  `TrainTransform`, `TrainBatch`), with `data_threads` threads and no worker processes, making
+  float32 batches (`device_augment=False`), like for like with tf.data;
+- ours, uint8: the same with `device_augment=True` (the default in training): uint8 crops and
+  each example's draws, the rest left to the train step (`device_augment.py`). Its images/s per
+  core is what a training host spends per image;
 - tf.data: `tf.io.decode_jpeg` (integer-accurate DCT, as libjpeg-turbo's default that we use),
   crop, `tf.reverse`, cast, one add of (PCA shift - mean), `map(num_parallel_calls=k)`,
   `batch(128)`. When the stored images are larger than resize_size, each side uses the same trick:
@@ -33,9 +37,8 @@ as a multiple of each.
 `stages` times the pieces of ours on one core, without grain (medians of 5 passes over a batch):
 decoding (and, for comparison, PIL's decode with `Image.draft`), the per-example draws
 (`TrainTransform.random_map`), the batch assembly (`TrainBatch`, the only pass over the output
-pixels) into a fresh array and into a reused one, the uint8 crop and stack alone and the float
-conversion alone (together what the host would do if the float conversion, PCA shift and mean
-subtraction moved into the jitted step).
+pixels) into a fresh array and into a reused one, the uint8 batch `device_augment` sends instead,
+and, for reference, a uint8 crop and stack alone and the float conversion alone.
 """
 
 import dataclasses
@@ -109,6 +112,7 @@ def pipeline_config(
       data_threads=threads,
       data_workers=0,
       prefetch_batches=2,
+      device_augment=False,  # float32 batches, as tf.data's: like for like
   )
 
 
@@ -213,6 +217,8 @@ def _serve(conn, kind: str, records, config, stored_size, cores: set[int], worke
   if kind == 'tf.data':
     it = tf_pipeline(records, config, stored_size)
   else:
+    if kind == 'ours, uint8':  # what the host does when the step finishes the augmentation
+      config = dataclasses.replace(config, device_augment=True)
     it = ours(records, config, workers)
   next(it)  # start threads and workers, trace tf functions
   conn.send('ready')
@@ -300,7 +306,13 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
   t2b = time.perf_counter()
   assemble(drawn)  # into the first call's array, as in a running pipeline
   t3 = time.perf_counter()
+  uint8 = pipeline.TrainBatch(transform, device_augment=True)
+  uint8(drawn)
+  t3a = time.perf_counter()
+  uint8(drawn)  # reused, as above
+  t3b = time.perf_counter()
   s = config.image_size
+  t3 = time.perf_counter()
   crops = np.stack(
       [augment.window_rows(e['image'], *e['window'][:2], s, e['window'][2]) for e in drawn]
   )
@@ -314,6 +326,7 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
       'draws_us': us(t1, t2),
       'batch_assembly_fresh_array_us': us(t2, t2b),
       'batch_assembly_us': us(t2b, t3),
+      'uint8_batch_assembly_us': us(t3a, t3b),
       'uint8_crop_and_stack_us': us(t3, t4),
       'float_conversion_alone_us': us(t4, t5),
   }
@@ -340,7 +353,11 @@ def run(
     if cores == 1:  # medians of 5 passes over one batch of images
       passes = [stages(records[:batch_size], config) for _ in range(5)]
       stage_times = {k: statistics.median(p[k] for p in passes) for k in passes[0]}
-    pipelines = {'ours': ('ours', 0), 'tf.data': ('tf.data', 0)}
+    pipelines = {
+        'ours': ('ours', 0),
+        'tf.data': ('tf.data', 0),
+        'ours, uint8': ('ours, uint8', 0),
+    }
     if cores > 1:  # threads share the GIL for the per-example Python work; processes do not
       pipelines['ours, processes'] = ('ours', cores)
     rates = compare(
@@ -389,6 +406,8 @@ def table(result: dict[str, Any]) -> str:
   for r in result['rows']:
     for k, ratio in r['ratio'].items():
       how = 'processes' if 'processes' in k else 'threads'
+      if 'uint8' in k:  # not like for like: the device does the rest
+        how = 'threads, uint8 to the device'
       lines.append(
           f"| {r['name']} | {how} | {r['cores']} | {r[k]:.0f} | {r['tf.data']:.0f} | "
           f"{ratio:.2f} | {r['per_core'][k]:.0f} | {r[k] / need[0]:.0f}x | "
