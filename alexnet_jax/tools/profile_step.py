@@ -14,7 +14,9 @@ the HLO instruction's name. Each instruction is put in a category from the compi
 It prints the milliseconds per step of each category and the instructions that take longest. The
 SGD update's row counts its passes over fc6's and fc7's kernels (the 218 MB that dominate it).
 
-Ops can run side by side on XLA:CPU's threads, so the per-op milliseconds may add up to more than
+XLA:CPU runs convolutions and Eigen's dots asynchronously, so the trace times only their launch:
+each of them is rebuilt from the HLO as an op of its own and timed alone (`replays`). Ops can run
+side by side on XLA:CPU's threads, so the per-op milliseconds may add up to more than
 the step's wall time; both are printed. This module imports no TensorFlow.
 """
 
@@ -143,11 +145,7 @@ def categorise(ins: Instruction, batch: int) -> str:
   return f'other: {_stem(ins.name)}'
 
 
-# --- Convolutions, replayed one by one ---
-#
-# XLA:CPU runs a convolution asynchronously on its Eigen threads, and the trace's event for it
-# covers only the launch. So each convolution of the compiled step is rebuilt from its HLO (operand
-# shapes, window, dimension labels) as a `lax.conv_general_dilated` of its own, and timed alone.
+# --- Convolutions and Eigen dots, replayed one by one (`replays`) ---
 
 _DTYPES = {'f32': 'float32', 'bf16': 'bfloat16', 'f16': 'float16'}
 _LHS = {'b': 'N', 'f': 'C', '0': 'H', '1': 'W'}
@@ -169,58 +167,81 @@ def _pairs(text: str, key: str, default: int) -> tuple:
   )
 
 
-def convolution_replays(text: str, instructions: dict[str, Instruction]) -> dict[str, callable]:
-  """A function per convolution instruction that runs it alone and waits for it."""
+def _conv(strides, pad, lhs_dilation, rhs_dilation, spec, groups, batch_groups):
+  return jax.jit(
+      lambda a, b: jax.lax.conv_general_dilated(
+          a,
+          b,
+          strides,
+          pad,
+          lhs_dilation,
+          rhs_dilation,
+          spec,
+          feature_group_count=groups,
+          batch_group_count=batch_groups,
+      )
+  )
+
+
+def _dims_list(line: str, key: str) -> tuple[int, ...]:
+  m = re.search(rf'{key}=\{{([\d,]*)\}}', line)
+  return tuple(int(d) for d in m.group(1).split(',') if d) if m else ()
+
+
+def replays(text: str, instructions: dict[str, Instruction]) -> dict[str, callable]:
+  """A function per convolution and Eigen dot of the step that runs it alone and waits for it.
+
+  XLA:CPU runs these two asynchronously on its Eigen threads, and the trace's event for one
+  covers only its launch, so each is rebuilt from its HLO (operand shapes, window, dimension
+  labels or contracting dimensions) as a `lax` op of its own and timed alone. (YNNPACK's dots,
+  `ynn_fusion`, run synchronously: the trace times them.)
+  """
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  replays = {}
+  out = {}
   entry = text[text.index('\nENTRY ') :]
   for line in entry.splitlines():
-    m = re.match(r'^\s*(?:ROOT )?%([\w.\-]+) = \S+ convolution\(%([\w.\-]+), %([\w.\-]+)\)', line)
+    m = re.match(
+        r'^\s*(?:ROOT )?%([\w.\-]+) = \S+ (convolution|dot)\(%([\w.\-]+), %([\w.\-]+)\)', line
+    )
     if not m:
       continue
-    name, lhs_name, rhs_name = m.groups()
-    labels = re.search(r'dim_labels=(\w+)_(\w+)->(\w+)', line).groups()
-    spec = (
-        ''.join(_LHS[c] for c in labels[0]),
-        ''.join(_RHS[c] for c in labels[1]),
-        ''.join(_LHS[c] for c in labels[2]),
-    )
-    window = re.search(r'window=\{([^}]*)\}', line).group(1)
-    size = _pairs(window, 'size', 1)
-    ones = (1,) * len(size)
-    strides = _pairs(window, 'stride', 1) or ones
-    pad = _pairs(window, 'pad', 0) or ((0, 0),) * len(size)
-    lhs_dilation = _pairs(window, 'lhs_dilate', 1) or ones
-    rhs_dilation = _pairs(window, 'rhs_dilate', 1) or ones
-    if re.search(r'rhs_reversal=', window):
-      continue  # not made by this model's step; skipped rather than replayed wrongly
-    groups = re.search(r'feature_group_count=(\d+)', line)
-    batch_groups = re.search(r'batch_group_count=(\d+)', line)
+    name, opcode, lhs_name, rhs_name = m.groups()
     lhs, rhs = (
         jnp.zeros(_dims(instructions[n].shape), _DTYPES[instructions[n].shape.split('[')[0]])
         for n in (lhs_name, rhs_name)
     )
-    conv = jax.jit(
-        lambda a, b, strides=strides, pad=pad, l=lhs_dilation, r=rhs_dilation, spec=spec, g=int(
-            groups.group(1)
-        ) if groups else 1, bg=int(
-            batch_groups.group(1)
-        ) if batch_groups else 1: jax.lax.conv_general_dilated(
-            a,
-            b,
-            strides,
-            pad,
-            l,
-            r,
-            spec,
-            feature_group_count=g,
-            batch_group_count=bg,
-            precision=jax.lax.Precision.DEFAULT,
-        )
-    )
-    replays[name] = lambda conv=conv, lhs=lhs, rhs=rhs: conv(lhs, rhs).block_until_ready()
-  return replays
+    if opcode == 'dot':
+      dims = (
+          (_dims_list(line, 'lhs_contracting_dims'), _dims_list(line, 'rhs_contracting_dims')),
+          (_dims_list(line, 'lhs_batch_dims'), _dims_list(line, 'rhs_batch_dims')),
+      )
+      fn = jax.jit(lambda a, b, dims=dims: jax.lax.dot_general(a, b, dims))
+    else:
+      window = re.search(r'window=\{([^}]*)\}', line).group(1)
+      if 'rhs_reversal=' in window:
+        continue  # not made by this model's step; skipped rather than replayed wrongly
+      labels = re.search(r'dim_labels=(\w+)_(\w+)->(\w+)', line).groups()
+      spec = (
+          ''.join(_LHS[c] for c in labels[0]),
+          ''.join(_RHS[c] for c in labels[1]),
+          ''.join(_LHS[c] for c in labels[2]),
+      )
+      size = _pairs(window, 'size', 1)
+      ones = (1,) * len(size)
+      groups = re.search(r'feature_group_count=(\d+)', line)
+      batch_groups = re.search(r'batch_group_count=(\d+)', line)
+      fn = _conv(
+          _pairs(window, 'stride', 1) or ones,
+          _pairs(window, 'pad', 0) or ((0, 0),) * len(size),
+          _pairs(window, 'lhs_dilate', 1) or ones,
+          _pairs(window, 'rhs_dilate', 1) or ones,
+          spec,
+          int(groups.group(1)) if groups else 1,
+          int(batch_groups.group(1)) if batch_groups else 1,
+      )
+    out[name] = lambda fn=fn, lhs=lhs, rhs=rhs: fn(lhs, rhs).block_until_ready()
+  return out
 
 
 def _seconds(fn) -> float:
@@ -279,7 +300,7 @@ def profile(
   per_event = trace_times(step, steps)
   ops = {n: us / 1e3 for n, us in per_event.items() if n in instructions}
   replayed = {}
-  for name, replay in convolution_replays(compiled.as_text(), instructions).items():
+  for name, replay in replays(compiled.as_text(), instructions).items():
     replay()
     replayed[name] = 1e3 * statistics.median(_seconds(replay) for _ in range(steps))
   ops.update(replayed)
@@ -303,7 +324,7 @@ def profile(
       'device': jax.devices()[0].device_kind,
       'wall_ms_per_step': 1e3 * statistics.median(walls),
       'op_ms_per_step': sum(ops.values()),
-      'replayed_convolutions_ms': sum(replayed.values()),
+      'replayed_ms': sum(replayed.values()),
       'categories': dict(sorted(categories.items(), key=lambda kv: -kv[1]['ms'])),
       'update_passes_over_fc6_fc7_kernels': len(update),
       'update_fc6_fc7_ms': sum(ops[n] for n in update),
@@ -324,8 +345,8 @@ def format_profile(result: dict, top: int = 15) -> str:
   lines = [
       f"train step, batch {result['batch']}, {result['image_size']}px, {result['dtype']}, "
       f"{result['device']}: {result['wall_ms_per_step']:.0f} ms wall per step; the ops' own "
-      f"times add up to {op_total:.0f} ms, of which {result['replayed_convolutions_ms']:.0f} ms "
-      'are the convolutions, each replayed alone (XLA:CPU runs them asynchronously, so the '
+      f"times add up to {op_total:.0f} ms, of which {result['replayed_ms']:.0f} ms are the "
+      'convolutions and Eigen dots, each replayed alone (XLA:CPU runs them asynchronously, so the '
       'trace does not time them)',
       '',
       '| category | ms/step | % of op time | ops |',
