@@ -1,6 +1,7 @@
 """The ops of AlexNet that need more than a stock layer: LRN (section 3.3) and max pooling
-(section 3.4), each a pure function of an array with a hand-written gradient, and PyTorch's
-adaptive average pooling, which torchvision's AlexNet has and no JAX library does.
+(section 3.4), each a pure function of an array with a hand-written gradient, a bias add whose
+gradient is a matrix product (`add_bias`), and PyTorch's adaptive average pooling, which
+torchvision's AlexNet has and no JAX library does.
 
 Local response normalisation:
 
@@ -200,6 +201,54 @@ def _max_pool_bwd(window, stride, residuals, g):
 
 
 max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+# --- Bias ---
+
+
+def add_bias(y: Array, bias: Array) -> Array:
+  """`y + bias` over the last (channel) axis, whose bias gradient is a matrix product.
+
+  The gradient of a bias is its channel's sum of the output gradient over the batch and the
+  positions. XLA:CPU's reduction of conv1's (32, 55, 55, 96) gradient to 96 numbers took 24 ms on
+  the project's 2-core machine; the same sum as a product with a vector of ones took 1.6 ms
+  (`BENCHMARKS.md`), which is why the paper's step computes it this way. The product contracts
+  every axis but the last (no reshape, so the batch axis keeps its sharding) and accumulates in
+  float32 at full precision (never TF32), whatever the dtype.
+
+  Inside shard_map, a bias replicated over an axis that `y` varies along is first cast to varying
+  there, as `y + bias` itself would be: the cast's transpose then adds up the devices' gradients.
+  """
+  varying = lambda x: jax.typeof(x).manual_axis_type.varying
+  missing = tuple(sorted(varying(y) - varying(bias)))
+  if missing:
+    bias = jax.lax.pcast(bias, missing, to='varying')
+  return _add_bias(y, bias)
+
+
+@jax.custom_vjp
+def _add_bias(y: Array, bias: Array) -> Array:
+  return y + bias
+
+
+def _add_bias_fwd(y, bias):
+  return y + bias, jnp.zeros((0,), bias.dtype)  # the residual only carries the bias's dtype
+
+
+def _add_bias_bwd(empty, g):
+  axes = tuple(range(g.ndim - 1))
+  ones = jnp.ones(g.shape[:-1], g.dtype)
+  db = jax.lax.dot_general(
+      ones,
+      g,
+      ((axes, axes), ((), ())),
+      precision=jax.lax.Precision.HIGHEST,
+      preferred_element_type=jnp.float32,
+  )
+  return g, db.astype(empty.dtype)
+
+
+_add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
 
 
 # --- Adaptive average pooling (torchvision's AlexNet) ---

@@ -18,6 +18,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from alexnet_jax import kernels
+
 Array = jax.Array
 
 
@@ -129,4 +131,4 @@ class TowerLayer(nnx.Module):
           self.padding,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       )
-    return y + bias.astype(self.dtype)
+    return kernels.add_bias(y, bias.astype(self.dtype))

@@ -117,6 +117,8 @@ def categorise(ins: Instruction, batch: int) -> str:
   batch_first = ins.shape.split('[', 1)[-1].startswith(f'{batch},')
   # A kernel's gradient is shaped like the kernel; XLA may write it as a forward-looking op.
   direction = 'backward-filter' if not batch_first else 'backward-data' if backward else 'forward'
+  if backward and re.fullmatch(r'(f32|bf16)\[\d+\]', ins.shape):
+    return 'bias gradients'  # (kernels.add_bias: a product with ones, so a dot)
   if ins.opcode == 'convolution':
     return f'convolution {direction}'
   if ins.opcode == 'dot' or (ins.opcode == 'fusion' and ins.name.startswith('ynn_fusion')):
@@ -127,12 +129,12 @@ def categorise(ins: Instruction, batch: int) -> str:
       return f'LRN {pass_}'
     if 'pool' in function:
       return f'max pooling {pass_}'
+  if any(function == 'global_norm' for _, function in ins.frames):
+    return 'gradient norm (train_grad_norm, the finite check)'
   if any(any(part in file for part in UPDATE_FILES) for file, _ in ins.frames):
     return 'SGD update (optax)'
   if any('optax/losses' in file for file, _ in ins.frames):
     return 'loss'
-  if backward and re.fullmatch(r'(f32|bf16)\[\d+\]', ins.shape):
-    return 'bias gradients'
   for file, function in ins.frames:
     if file.endswith('alexnet_jax/models.py') and '_activation' in function:
       return f'ReLU {pass_}'

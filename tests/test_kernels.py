@@ -1,10 +1,12 @@
-"""local_response_norm against the paper's formula written as a naive loop over channels."""
+"""kernels.py: local_response_norm against the paper's formula written as a naive loop over
+channels; add_bias's gradient against a numpy sum."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from alexnet_jax import kernels
 from alexnet_jax.kernels import local_response_norm
 
 
@@ -106,3 +108,39 @@ def test_analytic_gradient_matches_autodiff_of_the_formula(size):
   # The cross-channel term (through the sum) must be visible, or the test proves little.
   diagonal_only = np.asarray(weights) * (2.0 + 1e-4 * np.asarray(x) ** 2) ** -0.75
   assert np.max(np.abs(np.asarray(want) - diagonal_only)) > 1e-3 * np.max(np.abs(np.asarray(want)))
+
+
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
+@pytest.mark.parametrize('shape', [(4, 7, 5, 6), (9, 6)])
+def test_add_bias_gradient_is_the_sum_over_all_but_channels(shape, dtype):
+  rng = np.random.default_rng(0)
+  y = jnp.asarray(rng.normal(size=shape), dtype)
+  bias = jnp.asarray(rng.normal(size=shape[-1]), dtype)
+  weights = rng.normal(size=shape)  # a loss whose output gradient is these weights
+  loss = lambda y, b: jnp.sum(kernels.add_bias(y, b).astype(jnp.float32) * weights)
+  gy, gb = jax.grad(loss, argnums=(0, 1))(y, bias)
+  np.testing.assert_array_equal(kernels.add_bias(y, bias), y + bias)
+  assert gb.dtype == bias.dtype and gy.dtype == y.dtype
+  want = weights.reshape(-1, shape[-1]).sum(0)  # float64
+  tol = 1e-5 if dtype == 'float32' else 1e-2  # bfloat16 rounds the gradient it is given
+  np.testing.assert_allclose(np.asarray(gb, np.float64), want, rtol=tol, atol=tol * 10)
+  np.testing.assert_allclose(np.asarray(gy, np.float64), weights, rtol=tol, atol=tol)
+
+
+def test_add_bias_in_shard_map_adds_up_the_devices_gradients():
+  """A replicated bias over batch-sharded rows: its gradient is the whole batch's sum."""
+  devices = jax.devices()[:2]
+  if len(devices) < 2:
+    pytest.skip('needs two devices')
+  mesh = jax.make_mesh((2,), ('data',), devices=devices)
+  rows = np.random.default_rng(1).normal(size=(8, 3, 5)).astype(np.float32)
+  y = jax.device_put(rows, jax.NamedSharding(mesh, jax.P('data')))
+  bias = jax.device_put(np.zeros(5, np.float32), jax.NamedSharding(mesh, jax.P()))
+
+  def local(y, b):
+    return jax.lax.psum(jnp.sum(kernels.add_bias(y, b) ** 2), 'data')
+
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(jax.P('data'), jax.P()), out_specs=jax.P())
+  with jax.set_mesh(mesh):
+    gb = jax.jit(jax.grad(sharded, argnums=1))(y, bias)
+  np.testing.assert_allclose(gb, 2 * rows.reshape(-1, 5).sum(0), rtol=1e-5)
