@@ -20,6 +20,7 @@ def test_the_profile_finds_each_convolution_pass_and_the_papers_ops():
   assert convs['backward-data'] == convs['forward'] - 1  # but the image does not
   fc = {k: rows[f'fc matmul {k}']['ops'] for k in ('forward', 'backward-data', 'backward-filter')}
   assert fc == {'forward': 3, 'backward-data': 3, 'backward-filter': 3}  # fc6, fc7, fc8
+  assert rows['bias gradients']['ops'] >= 8  # one per layer at least, as products with ones
   for row in ('LRN forward', 'LRN backward', 'max pooling forward', 'max pooling backward'):
     assert rows[row]['ops'] >= 1 and rows[row]['ms'] > 0, row
   # SGD with momentum and decay reads and writes fc6's and fc7's kernels at least once each.

@@ -117,8 +117,13 @@ def categorise(ins: Instruction, batch: int) -> str:
   batch_first = ins.shape.split('[', 1)[-1].startswith(f'{batch},')
   # A kernel's gradient is shaped like the kernel; XLA may write it as a forward-looking op.
   direction = 'backward-filter' if not batch_first else 'backward-data' if backward else 'forward'
-  if backward and re.fullmatch(r'(f32|bf16)\[\d+\]', ins.shape):
-    return 'bias gradients'  # (kernels.add_bias: a product with ones, so a dot)
+  # kernels.add_bias's products with ones, which XLA rewrites as (1, n) x (n, C) dots without
+  # metadata, or a reduction to one vector.
+  one_row = ins.opcode == 'dot' and not ins.op_name and re.fullmatch(r'\w+\[1,\d+\]', ins.shape)
+  if one_row or any(function == '_add_bias_bwd' for _, function in ins.frames):
+    return 'bias gradients'
+  if backward and re.fullmatch(r'\w+\[\d+\]', ins.shape):
+    return 'bias gradients'
   if ins.opcode == 'convolution':
     return f'convolution {direction}'
   if ins.opcode == 'dot' or (ins.opcode == 'fusion' and ins.name.startswith('ynn_fusion')):
