@@ -210,11 +210,10 @@ def add_bias(y: Array, bias: Array) -> Array:
   """`y + bias` over the last (channel) axis, whose bias gradient is a matrix product.
 
   The gradient of a bias is its channel's sum of the output gradient over the batch and the
-  positions. XLA:CPU's reduction of conv1's (32, 55, 55, 96) gradient to 96 numbers took 24 ms on
-  the project's 2-core machine; the same sum as a product with a vector of ones took 1.6 ms
-  (`BENCHMARKS.md`), which is why the paper's step computes it this way. The product contracts
-  every axis but the last (no reshape, so the batch axis keeps its sharding) and accumulates in
-  float32 at full precision (never TF32), whatever the dtype.
+  positions. XLA:CPU's reduction of conv1's gradient to its 96 sums was over ten times slower
+  than the same sums as a product with a vector of ones (BENCHMARKS.md, issue 13), hence this.
+  The product contracts every axis but the last (no reshape, so the batch axis keeps its
+  sharding) and accumulates in float32 at full precision (never TF32), whatever the dtype.
 
   Inside shard_map, a bias replicated over an axis that `y` varies along is first cast to varying
   there, as `y + bias` itself would be: the cast's transpose then adds up the devices' gradients.

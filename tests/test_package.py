@@ -208,7 +208,9 @@ GPU_SIDE = (
     'optim',
     'sharding',
     'runtime',
+    'data.device_augment',
     'tools.benchmark',
+    'tools.profile_step',
 )
 # The GPU machines lack these (tools/benchmark.py's docstring): neither may come in.
 ABSENT_THERE = ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections')

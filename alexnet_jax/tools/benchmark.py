@@ -15,7 +15,8 @@ What each row reports:
   steps; the host waits for the devices only at the end of each window (`block_until_ready`,
   `torch.cuda.synchronize()`). The frameworks' windows are interleaved (jax, torch, jax, ...), so
   load from other processes hits both alike. img/s = batch / (ms/step).
-- compile s: JAX: `lower` + `compile` wall time; torch.compile: the first step's wall time.
+- compile s: JAX: `lower` + `compile` wall time (the command turns the persistent compilation
+  cache off, so this is a real compile); torch.compile: the first step's wall time.
 - peak MB: GPU: the allocator's peak (`Device.memory_stats()['peak_bytes_in_use']`, the process's
   high-water mark, read after the row's warm-up; torch: `max_memory_allocated` after a reset). CPU:
   the compiled program's `memory_analysis()` (arguments + outputs - donated + temporaries); none for
@@ -226,7 +227,7 @@ def machine_limits(dtypes, size: int, xla_peaks: dict, device, repeats: int = 5)
         'by': best,
         'rates': candidates,
         'source': f'the fastest of XLA, numpy and torch multiplying two {size}x{size} matrices '
-        f'(median of {repeats}), in {dtype} or float32',
+        f'(median of {repeats}), in ' + (dtype if dtype == 'float32' else f'{dtype} or float32'),
     }
   return limits
 
@@ -974,7 +975,8 @@ def settings_from_flags() -> Settings:
 
 def main(argv):
   del argv
-  runtime.configure()
+  # No persistent compilation cache: "compile s" is the time XLA takes to compile the step.
+  runtime.configure(compilation_cache=False)
   # Share the GPU with torch: JAX would otherwise take 75% of its memory at start.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   try:

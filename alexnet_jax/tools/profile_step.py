@@ -39,6 +39,14 @@ import jax
 from alexnet_jax import runtime
 from alexnet_jax.tools import benchmark
 
+LRN_FUNCTIONS = (
+    'local_response_norm',
+    '_lrn',
+    '_lrn_fwd',
+    '_lrn_bwd',
+    '_window_sum',
+    '_negative_power',
+)
 UPDATE_FILES = ('optax/_src', 'optax/transforms', 'optax/tree_utils', 'alexnet_jax/optim.py')
 
 
@@ -76,7 +84,8 @@ def parse_hlo(text: str) -> dict[str, Instruction]:
   frames = {}
   for k, v in sections['StackFrames'].items():
     fields = dict(re.findall(r'(\w+)=(\d+)', v))
-    frames[k] = (int(fields['file_location_id']), int(fields['parent_frame_id']))
+    # The text prints a frame's parent as its id + 1 (0: a root frame, whose printed id is 1).
+    frames[k] = (int(fields['file_location_id']), int(fields['parent_frame_id']) - 1)
 
   def stack(frame_id: int) -> list:
     out, seen = [], set()
@@ -130,9 +139,9 @@ def categorise(ins: Instruction, batch: int) -> str:
     return f'fc matmul {direction}'
   pass_ = 'backward' if backward else 'forward'
   for file, function in ins.frames:
-    if file.endswith('alexnet_jax/kernels.py') and 'pool' not in function:
+    if file.endswith('alexnet_jax/kernels.py') and function in LRN_FUNCTIONS:
       return f'LRN {pass_}'
-    if 'pool' in function:
+    if 'max_pool' in function or function.endswith('_pool'):
       return f'max pooling {pass_}'
   if any(function == 'global_norm' for _, function in ins.frames):
     return 'gradient norm (train_grad_norm, the finite check)'
