@@ -75,6 +75,24 @@ def plain_flags_parser(usage: str) -> Callable[[list[str]], list[str]]:
   return parse
 
 
+def define_reading_flags(batch_size: bool = True, data_dir: bool = True) -> None:
+  """--data_dir and --batch_size, as every command that reads a trained workdir's data has them."""
+  if data_dir:
+    flags.DEFINE_string('data_dir', None, "Read the dataset from here, not the run's data_dir.")
+  if batch_size:
+    flags.DEFINE_integer(
+        'batch_size', None, "Images per batch (default: the run's eval_batch_size)."
+    )
+
+
+def run_plain_command(main: Callable, usage: str, required: tuple[str, ...] = ('workdir',)):
+  """absl's app.run of `main(argv, FLAGS)` with `plain_flags_parser(usage)` and `required` flags."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+
+  flags.mark_flags_as_required(list(required))
+  app.run(lambda argv: main(argv, flags.FLAGS), flags_parser=plain_flags_parser(usage))
+
+
 def step_flag(value: str | None) -> int | str | None:
   """--step: None (the latest checkpoint), a step number, or a name the checkpointer resolves."""
   if value is None or value in ('', 'latest'):

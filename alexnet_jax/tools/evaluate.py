@@ -61,7 +61,6 @@ def summary(evaluation: inference.Evaluation, output: str) -> str:
 
 def run() -> None:
   # Flags are defined here, not at import, so that importing this module changes nothing.
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_multi_string(
@@ -74,11 +73,9 @@ def run() -> None:
   flags.DEFINE_string(
       'step', None, "The checkpoint step of every workdir (default: each one's latest)."
   )
-  flags.DEFINE_string('data_dir', None, "Read the dataset from here, not the run's data_dir.")
-  flags.DEFINE_integer('batch_size', None, "Images per batch (default: the run's eval_batch_size).")
+  cli.define_reading_flags()
   flags.DEFINE_string('output', None, 'Directory for metrics.json and per_class.csv.')
-  flags.mark_flags_as_required(['workdir'])
-  app.run(lambda argv: main(argv, flags.FLAGS), flags_parser=cli.plain_flags_parser(USAGE))
+  cli.run_plain_command(main, USAGE)
 
 
 if __name__ == '__main__':

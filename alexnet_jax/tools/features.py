@@ -92,7 +92,6 @@ def neighbours_table(found: dict) -> str:
 
 def run() -> None:
   # Flags are defined here, not at import, so that importing this module changes nothing.
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_string('workdir', None, 'A trained run.')
@@ -108,11 +107,9 @@ def run() -> None:
   )
   flags.DEFINE_integer('k', 5, 'How many nearest rows per query.')
   flags.DEFINE_string('step', None, 'The checkpoint step (default: the latest).')
-  flags.DEFINE_string('data_dir', None, "Read the dataset from here, not the run's data_dir.")
-  flags.DEFINE_integer('batch_size', None, "Images per batch (default: the run's eval_batch_size).")
+  cli.define_reading_flags()
   flags.DEFINE_string('output', None, 'Directory for features.npy and the rest.')
-  flags.mark_flags_as_required(['workdir'])
-  app.run(lambda argv: main(argv, flags.FLAGS), flags_parser=cli.plain_flags_parser(USAGE))
+  cli.run_plain_command(main, USAGE)
 
 
 if __name__ == '__main__':

@@ -70,7 +70,6 @@ def record(trained, predictions: inference.Predictions) -> dict:
 
 def run() -> None:
   # Flags are defined here, not at import, so that importing this module changes nothing.
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
 
   flags.DEFINE_string('workdir', None, 'A trained run.')
@@ -82,9 +81,8 @@ def run() -> None:
   )
   flags.DEFINE_string('step', None, 'The checkpoint step (default: the latest).')
   flags.DEFINE_string('json', None, 'Also write the predictions to this JSON file.')
-  flags.DEFINE_integer('batch_size', None, "Images per batch (default: the run's eval_batch_size).")
-  flags.mark_flags_as_required(['workdir', 'images'])
-  app.run(lambda argv: main(argv, flags.FLAGS), flags_parser=cli.plain_flags_parser(USAGE))
+  cli.define_reading_flags(data_dir=False)
+  cli.run_plain_command(main, USAGE, ('workdir', 'images'))
 
 
 if __name__ == '__main__':
