@@ -107,3 +107,35 @@ def test_training_gives_the_same_parameters_either_way(tiny_data_dir, tiny_confi
     finals[on_device] = (jax.tree.map(np.asarray, state.params), metrics)
   jax.tree.map(np.testing.assert_array_equal, finals[True][0], finals[False][0])
   assert finals[True][1] == finals[False][1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('strategy', ['data', 'towers'])
+def test_a_mean_image_trains_the_same_either_way_on_two_devices(tiny_config, tmp_path, strategy):
+  """Section 2's mean image, cut with each crop on the devices of a mesh: the batch split over
+  them (`data`) or each tower on its own (`towers`, inside shard_map). A gather of the mean image
+  by batch-split windows once failed to trace under the mesh's explicit axes."""
+  path = str(tmp_path / 'stats.npz')
+  rng = np.random.default_rng(0)
+  np.savez(
+      path,
+      mean_image=rng.uniform(0, 255, (76, 76, 3)).astype(np.float32),
+      mean_rgb=np.full(3, 120.0),
+      pca_eigval=np.asarray((0.2, 0.02, 0.005)),
+      pca_eigvec=np.eye(3),
+      resize_size=np.int64(76),
+  )
+  finals = {}
+  for on_device in (True, False):
+    config = tiny_config()
+    config.augment.mean, config.augment.stats_file = 'image', path
+    config.num_train_steps = config.eval_every_steps = 2
+    config.final_eval_crops = 1
+    config.strategy = strategy
+    config.device_augment = on_device
+    state, metrics = train.train_and_evaluate(
+        config, str(tmp_path / str(on_device)), jax.devices()[:2]
+    )
+    finals[on_device] = (jax.tree.map(np.asarray, state.params), metrics)
+  jax.tree.map(np.testing.assert_array_equal, finals[True][0], finals[False][0])
+  assert finals[True][1] == finals[False][1]

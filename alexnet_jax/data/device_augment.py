@@ -64,9 +64,20 @@ class DeviceAugment:
 
 
 def _windows(mean_image: jax.Array, window: jax.Array, size: int) -> jax.Array:
-  """(B, size, size, 3): each row's crop window of the mean image."""
-  cut = lambda w: jax.lax.dynamic_slice(mean_image, (w[0], w[1], 0), (size, size, 3))
-  return jax.vmap(cut)(window)
+  """(B, size, size, 3): each row's crop window of the mean image.
+
+  One gather whose output is split over the batch as `window` is: under a mesh of explicit axes
+  JAX cannot tell on its own where a gather of the (replicated) mean image by batch-split indices
+  belongs, and refuses to trace it (a vmapped dynamic_slice included)."""
+  rows = window[:, 0, None] + jnp.arange(size)  # (B, size)
+  cols = window[:, 1, None] + jnp.arange(size)
+  split = jax.typeof(window).sharding
+  batch = None
+  if not split.mesh.empty:  # under a mesh: the output's rows where the windows' rows are
+    batch = split.update(spec=jax.sharding.PartitionSpec(split.spec[0] if split.spec else None))
+  return mean_image.at[rows[:, :, None], cols[:, None, :]].get(
+      out_sharding=batch, mode='promise_in_bounds'
+  )
 
 
 def for_data(data_config) -> DeviceAugment:
