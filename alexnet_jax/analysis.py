@@ -45,10 +45,14 @@ class Trained:
 def restore(config, workdir: str, step: int | None = None) -> Trained:
   """The network of the run in `workdir` (its latest checkpoint, or `step`'s), on one device;
   `config` is the config it was trained with (a ConfigDict or a `settings.RunConfig`)."""
-  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
     step = checkpointer.check_step(step)
+    if not isinstance(config, settings.RunConfig):
+      # The checkpoint carries its statistics file's colour statistics: the file may have moved.
+      carried = settings.carried_colour_statistics(config, [checkpointer.meta(step)])
+      config = settings.from_config(config, carried)
+    run = config
     new_model = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
     # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
     # its schedule's length does not change its structure. Only shapes are built: initialising

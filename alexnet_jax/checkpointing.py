@@ -221,6 +221,19 @@ class Checkpointer:
     self.manager.close()
 
 
+def latest_meta(workdir: str, step: int | str | None = None) -> dict | None:
+  """The `meta` of the latest checkpoint in `workdir` (or `step`'s); None where it has none."""
+  if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
+    return None
+  checkpointer = Checkpointer(workdir, max_to_keep=None, read_only=True)
+  try:
+    if checkpointer.latest_step() is None:
+      return None
+    return checkpointer.meta(step)
+  finally:
+    checkpointer.close()
+
+
 def abstract_like(tree: Any) -> Any:
   """ShapeDtypeStructs (with shardings) of a tree of arrays, for restoring into."""
   return jax.tree.map(

@@ -253,12 +253,16 @@ def take_network(config: ml_collections.ConfigDict, source: str) -> ml_collectio
     stored, _ = inference.stored_config(source)
   except ConfigError as e:
     raise ConfigError(f'init_from={source!r}: {e}') from None
-  for name, value in stored.model.items():
-    if name != 'num_classes' and name in config.model:
-      config.model[name] = value
-  for name in _NETWORK_FIELDS:
-    config[name] = stored[name]
-  for name in _INPUT_FIELDS:
-    if name in stored.augment and name in config.augment:
-      config.augment[name] = stored.augment[name]
+  # The stored values replace the config's whatever their types: a field may hold either of two
+  # (model.conv1_padding is the paper's 'ceil' or torchvision's 2 pixels), and ml_collections
+  # would refuse to cast an int into the paper's str field.
+  with config.ignore_type():
+    for name, value in stored.model.items():
+      if name != 'num_classes' and name in config.model:
+        config.model[name] = value
+    for name in _NETWORK_FIELDS:
+      config[name] = stored[name]
+    for name in _INPUT_FIELDS:
+      if name in stored.augment and name in config.augment:
+        config.augment[name] = stored.augment[name]
   return config

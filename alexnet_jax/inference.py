@@ -31,6 +31,7 @@ from alexnet_jax import analysis
 from alexnet_jax import checkpointing
 from alexnet_jax import settings
 from alexnet_jax import steps
+from alexnet_jax.data import imagenet
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
 
@@ -82,8 +83,11 @@ def load_ensemble(
 
 
 def class_names(trained: analysis.Trained) -> tuple[str, ...]:
-  """The run's class names (from its checkpoint), or the label numbers where it has none."""
-  return trained.class_names or tuple(str(i) for i in range(trained.run.model.num_classes))
+  """The run's class names (from its checkpoint; ImageNet's WordNet ids as their names), or the
+  label numbers where it has none."""
+  if trained.class_names:
+    return imagenet.readable(trained.class_names)
+  return tuple(str(i) for i in range(trained.run.model.num_classes))
 
 
 def check_ensemble(members: Sequence[analysis.Trained]) -> None:

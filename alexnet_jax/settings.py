@@ -77,15 +77,6 @@ NOT_IDENTITY = (
 )
 
 
-# Fields added after runs were first recorded, at the value every run made before them had: a
-# record without one of them is the same run as a config that leaves it there.
-ADDED_LATER = {
-    'init_from': None,
-    'optim': {'freeze': (), 'new_layer_lr_mult': 1.0},
-    'model': {'conv1_padding': 'ceil', 'adaptive_avg_pool': 0, 'dropout_placement': 'after'},
-}
-
-
 # What a run may change when it resumes from its workdir's checkpoints (a field, or a whole section
 # such as `mesh`): how long it trains (a cosine or step schedule then stretches to the new length
 # from the step it resumes at), how often it logs, evaluates (which moves the plateau schedule's
@@ -144,11 +135,11 @@ def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """'field: A there, B now' for each field where two `identity` dicts differ, sorted."""
-  defaults = flatten(ADDED_LATER)
-  recorded, current = {**defaults, **recorded}, {**defaults, **current}
-  names = sorted(k for k in set(recorded) | set(current) if recorded.get(k) != current.get(k))
-  return [f'{k}: {recorded.get(k)!r} there, {current.get(k)!r} now' for k in names]
+  """'field: A there, B now' for each field where two `identity` dicts differ, sorted. Fields only
+  one of them has (added or removed by an upgrade since the record was made) are not compared, as
+  in `resume_differences`: a new field needs no entry here for old records to keep matching."""
+  names = sorted(k for k in set(recorded) & set(current) if recorded[k] != current[k])
+  return [f'{k}: {recorded[k]!r} there, {current[k]!r} now' for k in names]
 
 
 def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -156,19 +147,31 @@ def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(_tuples(tree))
 
 
-def from_config(config: ml_collections.ConfigDict) -> RunConfig:
-  """The typed settings of `config`; ConfigError for the first field that cannot work."""
+def from_config(
+    config: ml_collections.ConfigDict, colour_statistics: dict[str, Any] | None = None
+) -> RunConfig:
+  """The typed settings of `config`; ConfigError for the first field that cannot work.
+
+  `colour_statistics` ({'mean', 'eigval', 'eigvec'}, as `carried_colour_statistics` reads them
+  from a checkpoint) replace what `augment.stats_file` holds, which is then not read: a trained
+  run carries the statistics it was trained with, so it loads after that file has moved.
+  """
   validate(config)
   aug = config.augment
-  mean, eigval, eigvec = colour.load_colour_statistics(
-      mean=aug.get('mean', 'rgb'),
-      stats_file=aug.get('stats_file'),
-      mean_rgb=aug.mean_rgb,
-      pca_eigval=aug.pca_eigval,
-      pca_eigvec=aug.pca_eigvec,
-      resize_size=config.resize_size,
-      dataset=config.dataset,
-  )
+  if colour_statistics is not None and aug.get('stats_file'):
+    mean, eigval, eigvec = (
+        np.asarray(colour_statistics[k], np.float32) for k in ('mean', 'eigval', 'eigvec')
+    )
+  else:
+    mean, eigval, eigvec = colour.load_colour_statistics(
+        mean=aug.get('mean', 'rgb'),
+        stats_file=aug.get('stats_file'),
+        mean_rgb=aug.mean_rgb,
+        pca_eigval=aug.pca_eigval,
+        pca_eigvec=aug.pca_eigvec,
+        resize_size=config.resize_size,
+        dataset=config.dataset,
+    )
   std = aug.std_rgb
   augment = pipeline.AugmentConfig(
       flip=bool(aug.flip),
@@ -209,6 +212,36 @@ def from_config(config: ml_collections.ConfigDict) -> RunConfig:
       source=config.to_dict(),
       init_from=config.get('init_from') or None,
   )
+
+
+def colour_statistics(run: RunConfig) -> dict[str, Any] | None:
+  """What a checkpoint's meta carries of the colour statistics file a run was trained with (the
+  mean, a pixel's or section 2's mean image, and the PCA of section 4.1), as JSON lists; None for a
+  run without `augment.stats_file`, whose constants are in its config."""
+  if not run.source.get('augment', {}).get('stats_file'):
+    return None
+  aug = run.data.augment
+  return {'mean': aug.mean.tolist(), 'eigval': aug.eigval.tolist(), 'eigvec': aug.eigvec.tolist()}
+
+
+def carried_colour_statistics(
+    config: ml_collections.ConfigDict, metas: list[dict | None]
+) -> dict[str, Any] | None:
+  """The colour statistics that the first of `metas` (checkpoints' meta: the run's own, or the
+  run it fine-tunes from) carries for the same `augment.stats_file` and `augment.mean` as
+  `config`; None if the config has no statistics file or none carries them."""
+  aug = config.augment
+  if not aug.get('stats_file'):
+    return None
+  for meta in metas:
+    if not meta or not meta.get('colour_statistics'):
+      continue
+    recorded = meta.get('config', {}).get('augment', {})
+    if recorded.get('stats_file') == aug.stats_file and recorded.get('mean', 'rgb') == aug.get(
+        'mean', 'rgb'
+    ):
+      return meta['colour_statistics']
+  return None
 
 
 def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:

@@ -110,6 +110,21 @@ def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunC
     )
 
 
+def run_settings(config: ml_collections.ConfigDict | settings.RunConfig, workdir: str):
+  """`settings.from_config(config)` for a run in `workdir`: a statistics file's colour statistics
+  come from the checkpoint the run resumes, or else from the one init_from names, where one
+  carries them, so the file may have moved since (`settings.carried_colour_statistics`)."""
+  if isinstance(config, settings.RunConfig):
+    return config
+  metas = []
+  if config.augment.get('stats_file'):
+    metas.append(checkpointing.latest_meta(workdir))
+    source = config.get('init_from')
+    if source and os.path.isdir(source):
+      metas.append(checkpointing.latest_meta(source))
+  return settings.from_config(config, settings.carried_colour_statistics(config, metas))
+
+
 def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
   """(iterator state after this batch, batch) pairs."""
   while True:
@@ -132,7 +147,7 @@ def train_and_evaluate(
   metrics (at `final_eval_crops`). Raises `stopping.Stopped` after saving the step it was in when
   the process is sent SIGTERM or SIGINT.
   """
-  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
+  run = run_settings(config, workdir)
   data, loop = run.data, run.loop
   _check_workdir(workdir)
   layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
@@ -174,7 +189,12 @@ def train_and_evaluate(
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
-  meta = {'config': run.source, 'class_names': list(info.class_names), 'init_from': start.to_json()}
+  meta = {
+      'config': run.source,
+      'class_names': list(info.class_names),
+      'init_from': start.to_json(),
+      'colour_statistics': settings.colour_statistics(run),
+  }
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())
   train_iter = iter(train_ds)
   # The lowest validation error among the checkpoints: an evaluation below it is saved.

@@ -39,6 +39,7 @@ from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
+from alexnet_jax.data import imagenet
 from alexnet_jax.errors import ConfigError
 
 # torchvision's module names, in the order of the layers.
@@ -415,8 +416,8 @@ def _check_fits(params: dict, model_params: dict, source: str) -> None:
 
 def class_names(run: settings.RunConfig) -> tuple[list[str], str]:
   """The class names to record, and where they came from: the dataset's when it is prepared (what
-  evaluation will read), else torchvision's ImageNet categories when torchvision is installed and
-  there are its 1000 classes, else the class indices as strings."""
+  evaluation will read; ImageNet's WordNet ids as their names), else ImageNet's names
+  (`data.imagenet`, shipped with the package) for 1000 classes, else the class indices."""
   count = run.model.num_classes
   names = _prepared_dataset_names(run)
   if names is not None:
@@ -426,11 +427,9 @@ def class_names(run: settings.RunConfig) -> tuple[list[str], str]:
           'Set --config.dataset to the dataset the weights were trained on (imagenet2012 for '
           "torchvision's)."
       )
-    return list(names), f'of dataset {run.data.dataset}'
-  if count == 1000:
-    categories = torchvision_categories()
-    if categories is not None:
-      return categories, "of torchvision's ImageNet weights"
+    return list(imagenet.readable(names)), f'of dataset {run.data.dataset}'
+  if count == imagenet.NUM_CLASSES:
+    return list(imagenet.names()), "of ImageNet (torchvision's weights are in its label order)"
   return [str(i) for i in range(count)], 'as indices (the dataset is not prepared)'
 
 
@@ -448,13 +447,3 @@ def _prepared_dataset_names(run: settings.RunConfig) -> list[str] | None:
     return None
   label = builder.info.features[pipeline.LABEL_KEY]
   return list(label.names or (str(i) for i in range(label.num_classes)))
-
-
-def torchvision_categories() -> list[str] | None:
-  """torchvision's names of ImageNet's 1000 classes ('tench', 'goldfish', ...), in label order,
-  from the installed torchvision (no network); None where it cannot be imported."""
-  try:
-    from torchvision.models import AlexNet_Weights  # pylint: disable=g-import-not-at-top
-  except (ImportError, RuntimeError):  # RuntimeError: a torchvision built for another torch
-    return None
-  return list(AlexNet_Weights.IMAGENET1K_V1.meta['categories'])

@@ -207,3 +207,46 @@ def test_command_line(tiny_data_dir, tmp_path):
   )
   assert bad.returncode == 2 and 'Traceback' not in bad.stderr, bad.stderr[-3000:]
   assert 'Pass a path in a writable directory' in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_run_carries_its_statistics_when_the_file_moves(stats_file, tiny_config, tmp_path):
+  """Trained with the mean image of a statistics file that is then moved away: the run still
+  loads with the file's statistics bit for bit, resumes, and is fine-tuned from (init_from)."""
+  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+
+  path = str(tmp_path / 'stats.npz')
+  colour_statistics.save(stats_file[1], path)
+
+  def config(steps):
+    c = tiny_config()
+    c.augment.mean, c.augment.stats_file = 'image', path
+    c.num_train_steps = steps
+    c.checkpoint_every_steps = c.eval_every_steps = c.log_every_steps = 2
+    return c
+
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config(2), workdir, jax.devices()[:1])
+  before = inference.load(workdir)
+  os.rename(path, path + '.moved')
+  with pytest.raises(ConfigError, match='does not exist'):  # the file is what it was read from
+    settings.from_config(config(2))
+
+  after = inference.load(workdir)  # failed before checkpoints carried the statistics
+  for field in ('mean', 'eigval', 'eigvec'):
+    want = getattr(before.run.data.augment, field)
+    np.testing.assert_array_equal(getattr(after.run.data.augment, field), want)
+  np.testing.assert_array_equal(after.run.data.augment.mean, stats_file[1]['mean_image'])
+
+  state, _ = train.train_and_evaluate(config(4), workdir, jax.devices()[:1])  # resumes
+  assert int(state.step) == 4
+
+  tuned = config(2)
+  tuned.init_from = workdir
+  tuned_dir = str(tmp_path / 'tuned')
+  train.train_and_evaluate(tuned, tuned_dir, jax.devices()[:1])
+  np.testing.assert_array_equal(
+      inference.load(tuned_dir).run.data.augment.mean, stats_file[1]['mean_image']
+  )

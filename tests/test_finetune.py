@@ -7,7 +7,8 @@ fine-tuned config's fresh initialisation (fc8 must have moved from it) and the m
 written out by hand.
 """
 
-import importlib
+import dataclasses
+import importlib.util
 import os
 import sys
 import types
@@ -32,6 +33,7 @@ from alexnet_jax import train
 from alexnet_jax.configs import alexnet
 from alexnet_jax.errors import ConfigError
 from alexnet_jax.tools import prepare
+from tests import commands
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7', 'fc8')
@@ -39,11 +41,15 @@ FROZEN = ('conv1', 'conv2')
 
 
 def checkout_config(name: str):
-  """This checkout's configs/<name>.py, as alexnet_jax.configs.<name>: an editable install may
-  map alexnet_jax.configs to another checkout's configs/."""
-  if CONFIGS not in alexnet_jax.configs.__path__:
-    alexnet_jax.configs.__path__.insert(0, CONFIGS)
-  return importlib.import_module(f'alexnet_jax.configs.{name}')
+  """This checkout's configs/<name>.py, loaded from its file as a module of its own (an editable
+  install may map alexnet_jax.configs to another checkout's configs/). Nothing global changes:
+  neither alexnet_jax.configs' path nor sys.modules, so no other test sees this one's import."""
+  spec = importlib.util.spec_from_file_location(
+      f'checkout_{name}', os.path.join(CONFIGS, name + '.py')
+  )
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def _bytes(tree) -> list[bytes]:
@@ -209,6 +215,51 @@ def test_layer_lists_and_the_checks_on_freeze_and_lr_mult(tiny_config):
       settings.validate(config)
 
 
+@pytest.mark.parametrize(
+    'fields,image_size',
+    [
+        ({}, 67),
+        ({'norm': 'batchnorm', 'towers': 1}, 67),
+        ({'conv1_padding': 0}, 67),  # once refused: the names were read off a build at 63 pixels
+        (dataclasses.asdict(models.TORCHVISION), 224),
+    ],
+)
+def test_layer_names_are_those_of_the_built_network(fields, image_size):
+  """models.layer_names reads the names off the config; the reference is a network built (shapes
+  only) at the run's own image size."""
+  config = dataclasses.replace(models.ModelConfig(width=0.25), **fields)
+  config = dataclasses.replace(config, lrn=models.LRNConfig(), width=0.25)
+  built = nnx.eval_shape(lambda: models.AlexNet(config, image_size, rngs=nnx.Rngs(0)))
+  assert models.layer_names(config) == tuple(nnx.to_pure_dict(nnx.state(built, nnx.Param)))
+
+
+def test_a_frozen_conv1_without_padding_trains_from_the_command_line(tiny_data_dir, tmp_path):
+  """conv1_padding=0 at 67 pixels builds (pool5 is 1x1); freezing conv1 checked the names on a
+  network built at the paper padding's smallest size, which this padding cannot take, and ended
+  in a traceback."""
+  out = commands.run_module(
+      'alexnet_jax.main',
+      '--config=configs/quickstart.py:tiny',
+      f'--workdir={tmp_path / "run"}',
+      f'--config.data_dir={tiny_data_dir}',
+      '--config.model.conv1_padding=0',
+      '--config.optim.freeze=conv1',
+      '--config.num_train_steps=2',
+      '--config.eval_every_steps=2',
+      '--config.profile_steps=0',
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr
+  trained = inference.load(str(tmp_path / 'run'))
+  assert trained.run.model.conv1_padding == 0 and trained.run.optim.freeze == ('conv1',)
+
+
+def test_loading_a_checkout_config_changes_nothing_global():
+  path = list(alexnet_jax.configs.__path__)
+  checkout_config('ifood2019')
+  assert list(alexnet_jax.configs.__path__) == path
+
+
 def _layer(shape, value=0.0):
   return {
       'kernel': np.full(shape, value, np.float32),
@@ -287,12 +338,18 @@ def test_fine_tuning_configs():
 
 
 def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):
+  """A record lacks the fields added after it was made: they are not compared (whatever their
+  value now), while a field both have that differs is named."""
   config = tiny_config()
   now = settings.identity(config)
   added = ('init_from', 'optim.freeze', 'optim.new_layer_lr_mult')
   before = {k: v for k, v in now.items() if k not in added}
   assert settings.differences(before, now) == []
   config.optim.new_layer_lr_mult = 10.0
+  assert settings.differences(before, settings.identity(config)) == []
+  config.optim.learning_rate = 0.5
   assert settings.differences(before, settings.identity(config)) == [
-      'optim.new_layer_lr_mult: 1.0 there, 10.0 now'
+      f'optim.learning_rate: {now["optim.learning_rate"]!r} there, 0.5 now'
   ]
+  # A field the record has and the config no longer has (removed by an upgrade) is not compared.
+  assert settings.differences({**now, 'model.retired': 3}, now) == []

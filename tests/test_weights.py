@@ -18,6 +18,7 @@ from alexnet_jax import inference
 from alexnet_jax import models
 from alexnet_jax import settings
 from alexnet_jax import weights
+from alexnet_jax.data import imagenet
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
 from tests import commands
@@ -181,10 +182,11 @@ def test_the_command_writes_a_workdir_that_inference_loads(torchvision_net, impo
   for layer, arrays in imported.items():
     for name, array in arrays.items():
       np.testing.assert_array_equal(np.asarray(trained.params[layer][name]), array)
-  # Without the dataset prepared: torchvision's category names if its install imports, else the
-  # class indices (in a subprocess torchvision is imported without the stand-in above).
-  categories = weights.torchvision_categories()
-  assert list(trained.class_names) in ([str(i) for i in range(1000)], categories)
+  # Without the dataset prepared, and without torchvision (a subprocess cannot import it): ImageNet's
+  # names from the package's list, which equal torchvision's own (see the test below).
+  assert 'class names of ImageNet' in out.stdout
+  assert trained.class_names[:2] == ('tench', 'goldfish') and trained.class_names[417] == 'balloon'
+  assert trained.class_names == imagenet.names()
 
 
 def test_a_workdir_that_is_not_empty_is_left_alone(torchvision_net, tmp_path):
@@ -207,11 +209,19 @@ def test_weights_that_do_not_fit_the_config_write_nothing(imported, tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-def test_torchvision_categories_are_the_installed_packages():
+def test_the_shipped_imagenet_classes_are_torchvisions_names_and_tfds_ids():
+  """The package's list against both sources it was made from: torchvision's categories of its
+  ImageNet weights (label order) and TFDS's imagenet2012 labels.txt (the WordNet ids, sorted)."""
   torchvision = import_torchvision()
-  categories = weights.torchvision_categories()
-  assert categories == list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta['categories'])
-  assert len(categories) == 1000 and categories[0] == 'tench'
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  categories = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta['categories']
+  assert list(imagenet.names()) == list(categories)
+  labels = os.path.join(os.path.dirname(tfds.__file__), 'datasets', 'imagenet2012', 'labels.txt')
+  with open(labels) as f:
+    assert list(imagenet.wnids()) == f.read().split()
+  assert imagenet.readable(imagenet.wnids()) == imagenet.names()
+  assert imagenet.readable(('a', 'b')) == ('a', 'b')
 
 
 # --- Bad input: one paragraph naming the problem and the fix ---
@@ -359,3 +369,158 @@ def test_fine_tuning_starts_from_the_torchvision_weights(
     x = net.avgpool(net.features(torch.from_numpy(images).permute(0, 3, 1, 2)))
     theirs = net.classifier[:6](torch.flatten(x, 1)).numpy()
   np.testing.assert_allclose(np.asarray(ours), theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
+
+
+# --- The README's path: torchvision's weights -> import_weights -> predict -> fine-tuning ---
+
+BALLOON = 417  # ImageNet's label of 'balloon' (n02782093)
+FROZEN = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5', 'fc6', 'fc7')
+
+
+@pytest.fixture(scope='module')
+def balloon_weights(torchvision_net, tmp_path_factory):
+  """torchvision's AlexNet (random weights) whose fc8 favours `balloon`, as a network and a file:
+  a prediction with a clear winner, as pretrained weights give."""
+  import copy  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
+
+  net = copy.deepcopy(torchvision_net[0])
+  with torch.no_grad():
+    net.classifier[6].bias[BALLOON] += 8.0
+    net.classifier[6].bias[:5] += 5.0  # runners-up, so the top five are not noise
+  path = str(tmp_path_factory.mktemp('balloon') / 'alexnet.safetensors')
+  save_file(net.state_dict(), path)
+  return net, path
+
+
+def _ifood_layout(root, rng) -> None:
+  """iFood 2019 as it ships (configs/ifood2019.py): class_list.txt of its 251 classes, the image
+  folders and the CSVs; a few small images of three of the classes."""
+  os.makedirs(root / 'train_set')
+  os.makedirs(root / 'val_set')
+  (root / 'class_list.txt').write_text(''.join(f'{i} food_{i}\n' for i in range(251)))
+  for split, count in (('train', 12), ('val', 6)):
+    rows = ['img_name,label']
+    for i in range(count):
+      name = f'{split}_{i:03d}.png'
+      _save_png(rng, root / f'{split}_set' / name)
+      rows.append(f'{name},{i % 3}')
+    (root / f'{split}_labels.csv').write_text('\n'.join(rows) + '\n')
+
+
+def _save_png(rng, path, size=(80, 96)) -> None:
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  Image.fromarray(rng.integers(0, 256, size + (3,), np.uint8)).save(path)
+
+
+def _fine_tune(config: str, workdir, data_dir) -> None:
+  """`python -m alexnet_jax.main --config=CONFIG` as the README gives it, shrunk to two steps of 67
+  pixels (torchvision's net takes any size: pool5 is averaged to 6x6), with every layer but the
+  new fc8 frozen."""
+  out = commands.run_module(
+      'alexnet_jax.main',
+      f'--config={config}',
+      f'--workdir={workdir}',
+      f'--config.data_dir={data_dir}',
+      '--config.image_size=67',
+      '--config.resize_size=76',
+      '--config.batch_size=4',
+      '--config.eval_batch_size=6',
+      '--config.num_train_steps=2',
+      '--config.final_eval_crops=1',
+      '--config.profile_steps=0',
+      f'--config.optim.freeze={",".join(FROZEN)}',
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_torchvision_weights_predict_imagenet_names_and_fine_tune_through_the_commands(
+    balloon_weights, tmp_path
+):
+  """What the README tells a user to type, in order: the imported workdir predicts a photo with
+  ImageNet's names and torchvision's own probabilities (its eval transform and network on the
+  same file), and both fine-tuning configs start from it: every frozen layer stays the file's bit
+  for bit, fc8 is new for the dataset's classes. The configs once stopped at once, unable to hold
+  torchvision's conv1 padding."""
+  import torch  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from torchvision import transforms  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.tools import prepare  # pylint: disable=g-import-not-at-top
+
+  net, weights_file = balloon_weights
+  imported_dir = tmp_path / 'runs' / 'torchvision'
+  out = run_import(
+      f'--weights={weights_file}', f'--workdir={imported_dir}', f'--config.data_dir={tmp_path}'
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+
+  rng = np.random.default_rng(0)
+  photo = tmp_path / 'photo.png'
+  _save_png(rng, photo, (300, 400))
+  out = commands.run_module(
+      'alexnet_jax.tools.predict',
+      f'--workdir={imported_dir}',
+      f'--images={photo}',
+      f'--json={tmp_path / "predictions.json"}',
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'balloon' in out.stdout and ' 417 ' not in out.stdout
+  eval_transform = transforms.Compose(
+      [
+          transforms.Resize(256),
+          transforms.CenterCrop(224),
+          transforms.ToTensor(),
+          transforms.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+      ]
+  )
+  with torch.no_grad():
+    logits = net(eval_transform(Image.open(photo).convert('RGB'))[None])
+    theirs = torch.softmax(logits, -1)[0].numpy()
+  import json  # pylint: disable=g-import-not-at-top
+
+  predicted = json.loads((tmp_path / 'predictions.json').read_text())['predictions'][0]['top5']
+  top5 = np.argsort(-theirs)[:5]
+  assert top5[0] == BALLOON
+  assert [p['class'] for p in predicted] == [imagenet.names()[i] for i in top5]
+  np.testing.assert_allclose([p['probability'] for p in predicted], theirs[top5], rtol=1e-4)
+
+  imported = weights.read(weights_file)
+  data_dir = str(tmp_path / 'data')
+  _ifood_layout(tmp_path / 'ifood', rng)
+  ifood = tmp_path / 'ifood'
+  prepare.prepare_images(
+      csv=str(ifood / 'train_labels.csv'),
+      images=str(ifood / 'train_set'),
+      classes=str(ifood / 'class_list.txt'),
+      val_csv=str(ifood / 'val_labels.csv'),
+      val_images=str(ifood / 'val_set'),
+      name='ifood2019',
+      resize=76,
+      data_dir=data_dir,
+  )
+  for name in ('cat', 'dog', 'bird'):
+    os.makedirs(tmp_path / 'pets' / name)
+    for i in range(6):
+      _save_png(rng, tmp_path / 'pets' / name / f'{i}.png')
+  prepare.prepare_images(folder=str(tmp_path / 'pets'), resize=76, data_dir=data_dir)
+
+  runs = {
+      'ifood': (f'configs/ifood2019.py:init_from={imported_dir}', 251),
+      'pets': (
+          f'configs/finetune_folder.py:dataset=pets,num_classes=3,init_from={imported_dir}',
+          3,
+      ),
+  }
+  for name, (config, classes) in runs.items():
+    workdir = str(tmp_path / 'runs' / name)
+    _fine_tune(config, workdir, data_dir)
+    tuned = inference.load(workdir)
+    assert tuned.step == 2 and tuned.run.model.conv1_padding == 2, name
+    for layer in FROZEN:
+      for leaf, array in imported[layer].items():
+        np.testing.assert_array_equal(np.asarray(tuned.params[layer][leaf]), array, err_msg=layer)
+    assert tuned.params['fc8']['kernel'].shape == (4096, classes), name
