@@ -209,6 +209,23 @@ def test_predictions_prepare_image_files_as_the_evaluation_prepares_examples(
     inference.predict(t, [str(tmp_path / 'images' / 'broken.jpg'), str(tmp_path / 'gone.png')])
 
 
+def test_a_sixteen_bit_png_predicts_as_its_eight_bit_copy(trained, tmp_path):
+  """A 16-bit greyscale PNG (PIL mode I;16) is its top 8 bits, not the white PIL's RGB conversion
+  clips it to: the probabilities of the same picture saved with 8 bits."""
+  t = trained[0]
+  pixels = pipeline.decoding_source(t.run.data, 'validation')[3]['image']
+  grey = np.asarray(Image.fromarray(pixels).convert('L'))
+  low = np.random.default_rng(0).integers(0, 256, grey.shape)  # the bits 8-bit storage drops
+  paths = {name: str(tmp_path / f'{name}.png') for name in ('grey16', 'grey8', 'white')}
+  Image.fromarray((grey.astype(np.uint16) << 8) | low.astype(np.uint16)).save(paths['grey16'])
+  Image.fromarray(grey).save(paths['grey8'])
+  Image.fromarray(np.full_like(grey, 255)).save(paths['white'])
+  assert Image.open(paths['grey16']).mode == 'I;16'
+  probs = inference.predict(t, [paths['grey16'], paths['grey8'], paths['white']]).probs
+  np.testing.assert_allclose(probs[0], probs[1], rtol=1e-5, atol=1e-7)
+  assert not np.allclose(probs[2], probs[1], atol=1e-4)  # the network tells white from the picture
+
+
 def test_features_of_any_layer_join_the_towers(trained, single):
   t = trained[0]
   layers = ('conv2', 'pool5', 'fc7', 'fc8')

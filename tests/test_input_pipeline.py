@@ -3,6 +3,9 @@
 import dataclasses
 import io
 import logging
+import multiprocessing
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -132,6 +135,75 @@ def test_decoding_at_a_dct_scale_covers_the_size_and_matches_a_full_decode():
   np.testing.assert_array_equal(pipeline.decode_image(buf.getvalue(), 76), image)
 
 
+def _sixteen_bit_gradient():
+  """A 16 x 256 greyscale image whose top byte runs 0..255 along each row, with random low bytes
+  (so scaling by 255 / 65535 or clipping would show), as uint16."""
+  low = np.random.default_rng(0).integers(0, 256, (16, 256))
+  return (np.arange(256)[None, :] * 256 + low).astype(np.uint16)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+  return struct.pack('>I', len(body)) + kind + body + struct.pack('>I', zlib.crc32(kind + body))
+
+
+def _rgb48_png(pixels: np.ndarray) -> bytes:
+  """A 16-bit-per-channel RGB PNG written by hand (PNG spec: IHDR colour type 2, bit depth 16)."""
+  h, w, _ = pixels.shape
+  rows = b''.join(b'\x00' + row.astype('>u2').tobytes() for row in pixels)  # filter 0 per row
+  header = struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0)
+  return (
+      b'\x89PNG\r\n\x1a\n'
+      + _png_chunk(b'IHDR', header)
+      + _png_chunk(b'IDAT', zlib.compress(rows))
+      + _png_chunk(b'IEND', b'')
+  )
+
+
+def _encoded(array, fmt):
+  buf = io.BytesIO()
+  Image.fromarray(array).save(buf, format=fmt)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    'mode, encode',
+    [
+        ('I;16', lambda g: _encoded(g, 'PNG')),
+        ('I;16B', lambda g: _encoded(g.astype('>u2'), 'TIFF')),
+        ('I', lambda g: b'P5 256 16 65535\n' + g.astype('>u2').tobytes()),  # 16-bit PGM
+        ('I', lambda g: _encoded(g.astype(np.int32), 'TIFF')),
+        ('F', lambda g: _encoded(g.astype(np.float32) + 0.5, 'TIFF')),
+    ],
+    ids=['png_I;16', 'tiff_I;16B', 'pgm_I', 'tiff_I', 'tiff_F'],
+)
+def test_sixteen_bit_greyscale_keeps_its_top_eight_bits(mode, encode):
+  grey = _sixteen_bit_gradient()
+  data = encode(grey)
+  assert Image.open(io.BytesIO(data)).mode == mode  # the PIL mode this case is about
+  expected = np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=-1)
+  decoded = pipeline.decode_image(data)
+  assert decoded.dtype == np.uint8
+  np.testing.assert_array_equal(decoded, expected)
+  np.testing.assert_array_equal(pipeline.decode_image(data, min_size=8), expected)
+
+
+def test_sixteen_bit_colour_and_out_of_range_values_decode_like_greyscale():
+  # PIL opens a 48-bit RGB PNG as 8-bit RGB, keeping each channel's top byte: the same rule.
+  rgb = np.stack(
+      [_sixteen_bit_gradient(), _sixteen_bit_gradient()[::-1], 65535 - _sixteen_bit_gradient()], -1
+  )
+  np.testing.assert_array_equal(pipeline.decode_image(_rgb48_png(rgb)), rgb >> 8)
+  # Float and 32-bit pixels outside 0..65535 are clipped as 16-bit values would be; NaN is black.
+  floats = np.array([[np.nan, -3.0, 255.9, 256.0, 65535.0, 1e9]], np.float32)
+  np.testing.assert_array_equal(
+      pipeline.decode_image(_encoded(floats, 'TIFF'))[..., 0], [[0, 0, 0, 1, 255, 255]]
+  )
+  ints = np.array([[-70000, -1, 511, 512, 70000]], np.int32)
+  np.testing.assert_array_equal(
+      pipeline.decode_image(_encoded(ints, 'TIFF'))[..., 0], [[0, 0, 1, 2, 255]]
+  )
+
+
 class _Corrupted:
   """A list-like source with some records' bytes replaced."""
 
@@ -194,6 +266,74 @@ def test_prefetch_buffer_counts_batches_not_examples(tiny_data_dir, tiny_config)
   )
   options = pipeline._read_options(config)
   assert (options.num_threads, options.prefetch_buffer_size) == (3, 3)
+
+
+def test_worker_shared_memory_is_the_batches_grain_holds_with_margin():
+  # ImageNet's device-augmented batches of 128: 128 x 224 x 224 x 3 bytes = 4704 pages, plus a
+  # page for each of label, flip, shift and window; 2 workers hold 4 each, the loop 2 + 2.
+  config = pipeline.DataConfig('imagenet2012', data_workers=2, prefetch_batches=2)
+  assert pipeline.worker_shm_bytes(config, 128) == 1.5 * (4 * 2 + 2 + 2) * (4704 + 4) * 4096
+  host_float = dataclasses.replace(config, device_augment=False)  # float32: 4 bytes a value
+  assert pipeline.worker_shm_bytes(host_float, 128) == 1.5 * 12 * (4 * 4704 + 4) * 4096
+  assert pipeline.workers_fit(None, 10**15)  # no /dev/shm to measure (macOS, Windows)
+  assert pipeline.workers_fit(10**9, 10**9) and not pipeline.workers_fit(10**9 - 1, 10**9)
+
+
+def test_a_missing_dev_shm_is_measured_without_crashing(tmp_path, monkeypatch):
+  missing = str(tmp_path / 'no_shm')
+  assert pipeline.shm_free_bytes(missing, platform='linux') == 0  # Linux needs it for workers
+  assert pipeline.shm_free_bytes(missing, platform='darwin') is None  # macOS shares without it
+  monkeypatch.delattr(pipeline.os, 'statvfs')  # Windows has no statvfs
+  assert pipeline.shm_free_bytes() is None
+
+
+def test_too_little_shared_memory_reads_the_same_batches_with_threads(
+    tiny_data_dir, tiny_config, monkeypatch, caplog
+):
+  config = dataclasses.replace(_config(tiny_config(), workers=2), data_threads=3)
+  needed = pipeline.worker_shm_bytes(config, config.batch_size)
+  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: needed)
+  assert pipeline.create_train_dataset(config).workers == 2  # just enough: worker processes
+
+  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: needed - 1)
+  children = set(multiprocessing.active_children())
+  with caplog.at_level(logging.WARNING):
+    stream = pipeline.create_train_dataset(config)
+    got = _take(iter(stream), 5)
+  assert (stream.workers, stream.read_options.num_threads) == (0, 2 * 3)  # the workers' threads
+  assert set(multiprocessing.active_children()) <= children  # no worker process started
+  notes = [r.getMessage() for r in caplog.records if '/dev/shm' in r.getMessage()]
+  assert len(notes) == 1 and '\n' not in notes[0]
+  assert 'data_workers=2' in notes[0] and '--shm-size' in notes[0]
+  assert '--config.data_workers=0' in notes[0]
+  threads = dataclasses.replace(config, data_workers=0)
+  _assert_same_batches(got, _take(iter(pipeline.create_train_dataset(threads)), 5))
+
+
+def test_a_data_state_restores_under_any_number_of_workers(tiny_data_dir, tiny_config):
+  threads = _config(tiny_config())
+  expected = _take(iter(pipeline.create_train_dataset(threads)), 42)[38:]
+  first = iter(pipeline.create_train_dataset(_config(tiny_config(), workers=1)))
+  _take(first, 38)
+  state = first.get_state()
+  first.close()
+  restored = iter(pipeline.create_train_dataset(threads))  # e.g. the fallback on another host
+  restored.set_state(state)
+  _assert_same_batches(_take(restored, 4), expected)
+  # A state grain's mp_prefetch wrote before the state was one number: 2 workers, 19 batches each.
+  legacy = {
+      'next_index_in_cycle': 0,
+      'next_index_in_datasets': 2,
+      'iterators_in_use_indices': [0, 1],
+      'iterators_in_use_states': [{'next_index': 19}, {'next_index': 19}],
+      'exhausted': [0, 0],
+      'future_states': {},
+  }
+  restored = iter(pipeline.create_train_dataset(threads))
+  restored.set_state(legacy)
+  _assert_same_batches(_take(restored, 4), expected)
+  with pytest.raises(pipeline.ConfigError, match='another --workdir'):
+    restored.set_state({'position': 3})
 
 
 def test_batch_arrays_are_reused_only_when_nothing_holds_them(tiny_data_dir, tiny_config):

@@ -33,6 +33,7 @@ many processes share them, and no process decodes another's images. Evaluation r
 import dataclasses
 import io
 import math
+import os
 import sys
 import threading
 from typing import Any, Iterator, Sequence
@@ -175,6 +176,9 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   a full-size ImageNet photo then costs a fraction of a full decode. Other formats (PNG) and
   JPEGs libjpeg-turbo cannot convert to RGB (CMYK) go through PIL, with `Image.draft` for the
   same downscaling.
+
+  16-bit greyscale (PNG, PGM, TIFF: PIL's modes I;16*, I) and float (F) pixels are scaled to
+  8 bits by `wide_grey_to_rgb`, not clipped to white by PIL's conversion.
   """
   if data[:2] == b'\xff\xd8':
     try:
@@ -184,7 +188,24 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   with Image.open(io.BytesIO(data)) as image:
     if min_size > 0:
       image.draft('RGB', (min_size, min_size))  # JPEG only; never below the requested size
+    if image.mode in ('I', 'F') or image.mode.startswith('I;16'):
+      return wide_grey_to_rgb(np.asarray(image))
     return np.asarray(image.convert('RGB'))
+
+
+def wide_grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
+  """uint8 HxWx3 RGB of 16-bit (0..65535) greyscale pixels: the top 8 bits (value >> 8), in R,
+  G and B; int32 and float values beyond 0..65535 (NaN: 0) are clipped, as if 16-bit.
+
+  PIL's own conversion clips such values to 0..255, so all but the darkest pixels turn white.
+  The top byte is what PIL keeps of a 16-bit RGB PNG (which it opens as 8-bit RGB) and what
+  `datasets.image_folder` stores of 16-bit greyscale (value / 256, floored), so every 16-bit
+  file, and a prepared copy of it, decodes to the same pixels. (value * 255 / 65535, rounded,
+  would differ from those by one level in a quarter of the values.)
+  """
+  scaled = np.floor(np.nan_to_num(np.asarray(pixels, np.float64), nan=0.0) / 256)
+  grey = np.clip(scaled, 0, 255).astype(np.uint8)
+  return np.repeat(grey[..., None], 3, axis=-1)
 
 
 class DecodingSource:
@@ -428,13 +449,14 @@ class EvalTransform(grain.transforms.Map):
     return {'image': image, 'label': np.int32(element[LABEL_KEY]), 'mask': np.float32(1.0)}
 
 
-def _read_options(config: DataConfig) -> grain.ReadOptions:
-  """`data_threads` threads, each making whole batches; `prefetch_batches` batches ready ahead.
+def _read_options(config: DataConfig, threads: int | None = None) -> grain.ReadOptions:
+  """`data_threads` (or `threads`) threads, each making whole batches; `prefetch_batches` batches
+  ready ahead.
 
   The datasets batch before `to_iter_dataset`, so grain's buffer counts batches (at least one per
   thread, or threads would idle), not examples: 2 x 128 examples would be 256 ImageNet batches.
   """
-  threads = max(0, config.data_threads)
+  threads = max(0, config.data_threads if threads is None else threads)
   return grain.ReadOptions(
       num_threads=threads, prefetch_buffer_size=max(1, config.prefetch_batches, threads)
   )
@@ -504,10 +526,148 @@ class _TrainExamples:
     self.__init__(**state)
 
 
+# Batches each grain worker process keeps in shared memory at once (grain 0.2's `mp_prefetch`,
+# grain/_src/python/dataset/transformations/process_prefetch.py): the one it has copied there and
+# waits to queue, the one in its queue (per_worker_buffer_size=1), and in this process the one the
+# interleave's reader thread holds and the one in that thread's buffer (iter_buffer_size=1). A
+# probe that reads 1, 2 and 3 workers' batches while holding 3 peaked at 3 + 4 per worker.
+SHM_BATCHES_PER_WORKER = 4
+# Room for blocks that are freed late (grain unlinks them on a thread) and for other processes
+# that take /dev/shm after the check; too little room crashes a worker, too much only costs
+# the workers' speed on hosts that are short of it anyway.
+SHM_MARGIN = 1.5
+_PAGE = 4096  # tmpfs allocates whole pages: each array of a batch takes at least one
+
+
+def shm_free_bytes(path: str = '/dev/shm', platform: str = sys.platform) -> int | None:
+  """Free bytes of the shared memory that grain's worker processes hand their batches through
+  (`multiprocessing.shared_memory`); None where it is not a filesystem to measure (macOS,
+  Windows)."""
+  if not hasattr(os, 'statvfs'):
+    return None
+  try:
+    stat = os.statvfs(path)
+  except OSError:
+    # Linux's shared memory lives in /dev/shm: without it the workers could not start.
+    return 0 if platform.startswith('linux') else None
+  return stat.f_bavail * stat.f_frsize
+
+
+def worker_shm_bytes(config: DataConfig, per_process: int) -> int:
+  """Shared memory the `data_workers` processes need at most for `per_process`-row batches,
+  with `SHM_MARGIN`: theirs (`SHM_BATCHES_PER_WORKER` each) and those the training loop holds
+  (`prefetch_batches` on their way to the devices, the one in use and the next)."""
+  image = per_process * config.image_size**2 * 3 * (1 if config.device_augment else 4)
+  batch = math.ceil(image / _PAGE) * _PAGE + 4 * _PAGE  # the images; label, flip, shift, window
+  held = SHM_BATCHES_PER_WORKER * config.data_workers + config.prefetch_batches + 2
+  return math.ceil(SHM_MARGIN * held * batch)
+
+
+def workers_fit(free_bytes: int | None, needed_bytes: int) -> bool:
+  """Whether worker processes may hand batches through shared memory: enough is free, or the
+  platform has no /dev/shm to run out of (`free_bytes` None)."""
+  return free_bytes is None or free_bytes >= needed_bytes
+
+
+def _workers_and_threads(config: DataConfig, per_process: int) -> tuple[int, int]:
+  """(worker processes, read threads) for the training stream: `data_workers` and `data_threads`,
+  or, where /dev/shm cannot hold the workers' batches, none and threads in this process.
+
+  A worker that writes a batch into a full /dev/shm dies of SIGBUS, and the loop then stops or
+  waits for it (Colab and docker give 64 MB by default). The threads make the same batches (the
+  stream depends on the seed alone), as many decoding at once as the workers' threads would.
+  """
+  workers, threads = config.data_workers, config.data_threads
+  if workers <= 0:
+    return 0, threads
+  needed, free = worker_shm_bytes(config, per_process), shm_free_bytes()
+  if workers_fit(free, needed):
+    return workers, threads
+  threads = workers * max(1, threads)
+  logging.warning(
+      '/dev/shm has %.0f MiB free; data_workers=%d worker processes need about %.0f MiB of it '
+      'for their batches, so this process reads them with %d threads instead (the same '
+      'batches). To use worker processes, give the host a larger /dev/shm (docker run '
+      '--shm-size=2g); --config.data_workers=0 reads with threads without this message.',
+      free / 2**20,
+      workers,
+      needed / 2**20,
+      threads,
+  )
+  return 0, threads
+
+
+class TrainStream:
+  """This process' endless training batches (`train_dataset`); iterate it for a `TrainIterator`."""
+
+  def __init__(self, batches: grain.MapDataset, read_options: grain.ReadOptions, workers: int):
+    self.batches, self.read_options, self.workers = batches, read_options, workers
+
+  def __iter__(self) -> 'TrainIterator':
+    return TrainIterator(self)
+
+
+class TrainIterator:
+  """A `TrainStream`'s batches from batch `next_index` on; its checkpointable state is that one
+  integer, however the batches are made.
+
+  grain's own iterator states differ with the number of worker processes (threads:
+  {'next_index': n}; `mp_prefetch`: one state per worker), so a checkpoint written under one
+  data_workers would not restore under another, nor where `train_dataset` falls back to threads.
+  Batch n is a function of n alone, so `set_state` just starts a fresh grain pipeline at n (it is
+  built when the first batch is read).
+  """
+
+  def __init__(self, stream: TrainStream):
+    self.stream, self.next_index = stream, 0
+    self._batches = None
+
+  def __iter__(self) -> 'TrainIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._batches is None:
+      stream = self.stream
+      ds = stream.batches[self.next_index :].to_iter_dataset(stream.read_options)
+      if stream.workers > 0:
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks and tests
+          flags.FLAGS.mark_as_parsed()  # never parse them (main.py does): take the defaults
+        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=stream.workers))
+      self._batches = iter(ds)
+    batch = next(self._batches)
+    self.next_index += 1
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    return {'next_index': self.next_index}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if 'next_index' in state:
+      index = state['next_index']
+    elif 'iterators_in_use_states' in state:
+      # Written by grain's `mp_prefetch` before this class: each worker counts the batches of
+      # its slice (i::workers) that were read, so together they count them all.
+      index = sum(s['next_index'] for s in state['iterators_in_use_states'])
+    else:
+      raise ConfigError(
+          f'The checkpoint holds a data iterator state this pipeline does not know ({state}), so '
+          'the run cannot continue its data stream. Resume with the version of alexnet_jax that '
+          'wrote it, or start a new run in another --workdir.'
+      )
+    self.close()
+    self.next_index = int(index)
+
+  def close(self) -> None:
+    """Stops the pipeline's threads and worker processes; reading again restarts them."""
+    if self._batches is not None:
+      self._batches.close()
+      self._batches = None
+
+
 def create_train_dataset(
     config: DataConfig, process_index: int = 0, process_count: int = 1
-) -> grain.IterDataset:
-  """The endless stream of this process' training batches, as a checkpointable grain dataset."""
+) -> TrainStream:
+  """The endless stream of this process' training batches, with a checkpointable iterator."""
   return train_dataset(
       decoding_source(config, config.train_split), config, process_index, process_count
   )
@@ -518,7 +678,7 @@ def train_dataset(
     config: DataConfig,
     process_index: int = 0,
     process_count: int = 1,
-) -> grain.IterDataset:
+) -> TrainStream:
   """`create_train_dataset` over any random-access `source` of examples with decoded images
   (a `DecodingSource`); the benchmark and the tests pass their own."""
   per_process = config.batch_size // process_count
@@ -529,12 +689,8 @@ def train_dataset(
   ds = ds.batch(
       per_process, drop_remainder=True, batch_fn=TrainBatch(transform, config.device_augment)
   )
-  it = ds.to_iter_dataset(_read_options(config))
-  if config.data_workers > 0:
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; notebooks and tests
-      flags.FLAGS.mark_as_parsed()  # never parse them (main.py does): take the defaults
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data_workers))
-  return it
+  workers, threads = _workers_and_threads(config, per_process)
+  return TrainStream(ds, _read_options(config, threads), workers)
 
 
 def eval_batches(
