@@ -133,6 +133,46 @@ def test_counted_flops_match_xla_and_hand_arithmetic():
   assert benchmark.train_flops_per_image(cfg, 224) == 6 * sum(macs.values())
 
 
+def _naive_macs(cfg, image_size):
+  """Multiply-adds per image of the network `cfg` builds, read off the built model: each layer's
+  kernel (every weight is used once per output position) times the positions of its output in
+  the forward pass (shapes only; nothing is computed)."""
+  model = nnx.eval_shape(lambda: models.AlexNet(cfg, image_size, rngs=nnx.Rngs(params=0)))
+  graphdef, state = nnx.split(model)
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  outputs = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s).features(x), state, images)
+  kernels = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  macs = {}
+  for name, layer in kernels.items():
+    positions = int(np.prod(outputs[name][0].shape[1:-1]))  # H x W for a conv, 1 for an fc layer
+    macs[name] = positions * int(np.prod(layer['kernel'].shape))
+  return macs
+
+
+@pytest.mark.parametrize(
+    'cfg',
+    [
+        models.ModelConfig(),
+        models.TORCHVISION,
+        models.ModelConfig(conv_channels=(48, 128, 192, 192, 256), conv1_padding=0, towers=1),
+        models.ModelConfig(conv_channels=(32, 64, 96, 96, 64), conv1_padding=3, width=0.5),
+        models.ModelConfig(pool='plain', adaptive_avg_pool=4, num_classes=10),
+    ],
+    ids=['paper', 'torchvision', 'one_gpu_padding0', 'custom_width', 'plain_pool_avgpool'],
+)
+@pytest.mark.parametrize('image_size', [224, 131])
+def test_counted_macs_are_those_of_the_network_the_config_builds(cfg, image_size):
+  assert benchmark.count_macs(cfg, image_size) == _naive_macs(cfg, image_size)
+
+
+def test_counted_macs_of_torchvisions_alexnet_are_its_published_figure():
+  # torchvision's model card for AlexNet_Weights.IMAGENET1K_V1 gives 0.71 GFLOPS at 224x224, which
+  # torchvision counts as multiply-adds (its `_ops` field, 0.714 in torchvision/models/alexnet.py).
+  assert sum(benchmark.count_macs(models.TORCHVISION, 224).values()) == pytest.approx(
+      0.714e9, rel=0.01
+  )
+
+
 def test_benchmark_times_the_paper_recipe():
   """The benchmark builds its model and optimiser from the typed defaults (it has no
   ml_collections on the GPU machines); the paper recipe, converted, is exactly those."""

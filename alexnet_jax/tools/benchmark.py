@@ -114,20 +114,24 @@ class Settings:
 
 
 def count_macs(config: models.ModelConfig, image_size: int) -> dict[str, int]:
-  """Multiply-adds per image of each conv and fc layer, from the layer shapes (Figure 2).
+  """Multiply-adds per image of each conv and fc layer of the network `config` builds (Figure 2).
 
   conv: out_h * out_w * k * k * (input channels per group) * output channels, where a tower-local
-  layer (conv2, conv4, conv5) sees 1/towers of its input; fc: in * out.
+  layer (conv2, conv4, conv5) sees 1/towers of its input; fc: in * out. The channels, conv1's
+  padding and fc6's input (pool5's maps, or `adaptive_avg_pool`'s bins) are the model's own
+  (`models.conv_channels`, `models.feature_sizes`), so torchvision's net and ablations count right.
   """
-  sizes = models.feature_sizes(image_size, config.pool)
+  sizes = models.feature_sizes(image_size, config.pool, config.conv1_padding)
   macs, channels_in = {}, 3
-  for name, kernel, _, channels, crosses in models.CONV_LAYERS:
-    channels = models.scaled(channels, config.width)
+  for (name, kernel, _, _, crosses), channels in zip(
+      models.CONV_LAYERS, models.conv_channels(config)[0]
+  ):
     per_group = channels_in if (crosses or name == 'conv1') else channels_in // config.towers
     macs[name] = sizes[name] ** 2 * kernel * kernel * per_group * channels
     channels_in = channels
+  pooled = config.adaptive_avg_pool or sizes['pool5']
   fc_units = models.scaled(models.FC_UNITS, config.width)
-  macs['fc6'] = sizes['pool5'] ** 2 * channels_in * fc_units
+  macs['fc6'] = pooled**2 * channels_in * fc_units
   macs['fc7'] = fc_units * fc_units
   macs['fc8'] = fc_units * config.num_classes
   return macs
