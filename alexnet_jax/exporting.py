@@ -177,11 +177,6 @@ def write_savedmodel(directory: str, trained: analysis.Trained, platforms: Seque
   )
 
 
-def class_names(trained: analysis.Trained) -> tuple[str, ...]:
-  """The run's class names; their indices as names for a checkpoint that has none."""
-  return trained.class_names or tuple(str(i) for i in range(trained.run.model.num_classes))
-
-
 def metadata(
     trained: analysis.Trained,
     workdir: str,
@@ -192,7 +187,7 @@ def metadata(
   data = trained.run.data
   mean, inv_std = crop_preprocessing(data)
   size = data.image_size
-  classes = len(class_names(trained))
+  classes = len(inference.class_names(trained))
   mean_value = mean.tolist()
   if mean.ndim == 3:  # a mean image is too long to list: its shape and average say what it is
     mean_value = {'image': list(mean.shape), 'average': mean.reshape(-1, 3).mean(axis=0).tolist()}
@@ -234,7 +229,7 @@ def metadata(
           'logits': ['batch', classes],
           'probabilities': ['batch', classes],
       },
-      'class_names': list(class_names(trained)),
+      'class_names': list(inference.class_names(trained)),
       'labels': LABELS_FILE,
       'formats': files,
       'model': dataclasses.asdict(trained.run.model),
@@ -308,7 +303,7 @@ def export(
     staging = _beside(output, 'tmp')
     os.mkdir(staging)  # not mkdtemp: its 0700 would become the export's permissions
     with open(os.path.join(staging, LABELS_FILE), 'w') as f:
-      f.write(''.join(f'{name}\n' for name in class_names(trained)))
+      f.write(''.join(f'{name}\n' for name in inference.class_names(trained)))
     if 'jax' in formats:
       write_jax(staging, trained, platforms)
     if 'savedmodel' in formats:

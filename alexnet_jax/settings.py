@@ -103,20 +103,39 @@ CHANGEABLE_ON_RESUME = NOT_IDENTITY + (
 
 def resume_differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list, list]:
   """(fields that change the network or its data, the others), each as 'field: A there, B now',
-  between a checkpoint's config (`RunConfig.source`, through JSON) and the current one. Fields
-  only one of them has (added or removed by an upgrade) are not compared."""
+  between a checkpoint's config (`RunConfig.source`, through JSON) and the current one, as
+  `changed` compares them."""
   old, new = flatten(_tuples(recorded)), flatten(_tuples(current))
-  changed = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+  changed = _changed(old, new)
   free = [
-      k
-      for k in changed
-      if any(k == name or k.startswith(name + '.') for name in CHANGEABLE_ON_RESUME)
+      line
+      for line in changed
+      if any(line.startswith((name + ':', name + '.')) for name in CHANGEABLE_ON_RESUME)
   ]
+  return [line for line in changed if line not in free], free
 
-  def shown(names):
-    return [f'{k}: {old[k]!r} there, {new[k]!r} now' for k in names]
 
-  return shown([k for k in changed if k not in free]), shown(free)
+def recorded_defaults() -> dict[str, Any]:
+  """Each field of the typed settings at its default, flattened as `identity` flattens: what a
+  record made before the field existed ran with (a new field keeps the old behaviour at its
+  default)."""
+  tree = {
+      'model': dataclasses.asdict(models.ModelConfig()),
+      'optim': dataclasses.asdict(optim.OptimConfig()),
+      'init_from': None,
+      **{f.name: f.default for f in dataclasses.fields(LoopConfig)},
+  }
+  return flatten(tree)
+
+
+def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  """'field: A there, B now' for each field of two flattened configs that differs, sorted. A field
+  the old one lacks (added by an upgrade since) counts at its default (`recorded_defaults`), so
+  no table of added fields is kept; one only the old one has (removed since) is not compared."""
+  defaults = recorded_defaults()
+  old = {**{k: defaults[k] for k in set(new) - set(old) if k in defaults}, **old}
+  names = sorted(k for k in set(old) & set(new) if old[k] != new[k])
+  return [f'{k}: {old[k]!r} there, {new[k]!r} now' for k in names]
 
 
 def _tuples(value):
@@ -135,11 +154,9 @@ def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """'field: A there, B now' for each field where two `identity` dicts differ, sorted. Fields only
-  one of them has (added or removed by an upgrade since the record was made) are not compared, as
-  in `resume_differences`: a new field needs no entry here for old records to keep matching."""
-  names = sorted(k for k in set(recorded) & set(current) if recorded[k] != current[k])
-  return [f'{k}: {recorded[k]!r} there, {current[k]!r} now' for k in names]
+  """'field: A there, B now' for each field where two `identity` dicts differ, as `_changed`
+  compares them (the same rule as resuming)."""
+  return _changed(recorded, current)
 
 
 def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:
@@ -236,10 +253,13 @@ def carried_colour_statistics(
   for meta in metas:
     if not meta or not meta.get('colour_statistics'):
       continue
-    recorded = meta.get('config', {}).get('augment', {})
-    if recorded.get('stats_file') == aug.stats_file and recorded.get('mean', 'rgb') == aug.get(
-        'mean', 'rgb'
-    ):
+    recorded = meta.get('config', {})
+    same = (
+        recorded.get('augment', {}).get('stats_file') == aug.stats_file
+        and recorded.get('augment', {}).get('mean', 'rgb') == aug.get('mean', 'rgb')
+        and recorded.get('resize_size') == config.resize_size  # the mean image's size
+    )
+    if same:
       return meta['colour_statistics']
   return None
 

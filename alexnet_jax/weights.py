@@ -371,7 +371,12 @@ def params_to_workdir(
   try:
     checkpointer = checkpointing.Checkpointer(staging, max_to_keep=1)
     try:
-      checkpointer.save(0, state, None, {'config': run.source, 'class_names': names})
+      meta = {
+          'config': run.source,
+          'class_names': names,
+          'colour_statistics': settings.colour_statistics(run),
+      }
+      checkpointer.save(0, state, None, meta)
       checkpointer.wait()
     finally:
       checkpointer.close()

@@ -41,9 +41,9 @@ FROZEN = ('conv1', 'conv2')
 
 
 def checkout_config(name: str):
-  """This checkout's configs/<name>.py, loaded from its file as a module of its own (an editable
-  install may map alexnet_jax.configs to another checkout's configs/). Nothing global changes:
-  neither alexnet_jax.configs' path nor sys.modules, so no other test sees this one's import."""
+  """This checkout's configs/<name>.py, loaded from its file as a module of its own (the recipes it
+  imports come from the installed alexnet_jax.configs). Nothing global changes: neither
+  alexnet_jax.configs' path nor sys.modules, so no other test sees this one's import."""
   spec = importlib.util.spec_from_file_location(
       f'checkout_{name}', os.path.join(CONFIGS, name + '.py')
   )
@@ -338,18 +338,29 @@ def test_fine_tuning_configs():
 
 
 def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):
-  """A record lacks the fields added after it was made: they are not compared (whatever their
-  value now), while a field both have that differs is named."""
+  """A record lacks the fields added after it was made: it ran with their defaults, so a config at
+  those defaults is the same run, and one away from them differs (named at the default)."""
   config = tiny_config()
   now = settings.identity(config)
   added = ('init_from', 'optim.freeze', 'optim.new_layer_lr_mult')
   before = {k: v for k, v in now.items() if k not in added}
   assert settings.differences(before, now) == []
   config.optim.new_layer_lr_mult = 10.0
-  assert settings.differences(before, settings.identity(config)) == []
-  config.optim.learning_rate = 0.5
   assert settings.differences(before, settings.identity(config)) == [
-      f'optim.learning_rate: {now["optim.learning_rate"]!r} there, 0.5 now'
+      'optim.new_layer_lr_mult: 1.0 there, 10.0 now'
   ]
   # A field the record has and the config no longer has (removed by an upgrade) is not compared.
   assert settings.differences({**now, 'model.retired': 3}, now) == []
+
+
+def test_resuming_compares_a_field_the_checkpoint_lacks_at_its_default(tiny_config):
+  """The resume check and the sweep's records follow one rule (settings._changed)."""
+  config = tiny_config()
+  recorded = config.to_dict()
+  del recorded['model']['dropout_placement']  # a checkpoint written before the field existed
+  assert settings.resume_differences(recorded, config.to_dict()) == ([], [])
+  config.model.dropout_placement = 'before'
+  config.num_train_steps = 99
+  fixed, free = settings.resume_differences(recorded, config.to_dict())
+  assert fixed == ["model.dropout_placement: 'after' there, 'before' now"]
+  assert free == [f"num_train_steps: {recorded['num_train_steps']} there, 99 now"]

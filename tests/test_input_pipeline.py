@@ -202,6 +202,11 @@ def test_sixteen_bit_colour_and_out_of_range_values_decode_like_greyscale():
   np.testing.assert_array_equal(
       pipeline.decode_image(_encoded(ints, 'TIFF'))[..., 0], [[0, 0, 1, 2, 255]]
   )
+  # 32-bit and float pixels that stay within 0..255 are 8-bit values, as PIL takes them.
+  for small in (np.array([[0, 17, 255]], np.int32), np.array([[0.0, 17.0, 255.0]], np.float32)):
+    np.testing.assert_array_equal(
+        pipeline.decode_image(_encoded(small, 'TIFF')), np.repeat([[[0], [17], [255]]], 3, -1)
+    )
 
 
 class _Corrupted:

@@ -35,6 +35,6 @@ def names() -> tuple[str, ...]:
 def readable(class_names: Sequence[str]) -> tuple[str, ...]:
   """`class_names` with ImageNet's WordNet ids (what a run trained on TFDS's imagenet2012 records)
   replaced by their names; any other list unchanged."""
-  if tuple(class_names) == wnids():
+  if len(class_names) == NUM_CLASSES and tuple(class_names) == wnids():
     return names()
   return tuple(class_names)

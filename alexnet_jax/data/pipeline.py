@@ -188,8 +188,16 @@ def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
   with Image.open(io.BytesIO(data)) as image:
     if min_size > 0:
       image.draft('RGB', (min_size, min_size))  # JPEG only; never below the requested size
-    if image.mode in ('I', 'F') or image.mode.startswith('I;16'):
+    if image.mode.startswith('I;16'):
       return wide_grey_to_rgb(np.asarray(image))
+    if image.mode in ('I', 'F'):
+      # 32-bit integer or float pixels say nothing of their range: values past 255 are taken
+      # as 16-bit (a 16-bit PGM opens as I); others as 8-bit, as PIL's conversion takes them.
+      pixels = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
+      if pixels.size and pixels.max() > 255:
+        return wide_grey_to_rgb(pixels)
+      grey = np.clip(pixels, 0, 255).astype(np.uint8)
+      return np.repeat(grey[..., None], 3, axis=-1)
     return np.asarray(image.convert('RGB'))
 
 
@@ -588,10 +596,12 @@ def _workers_and_threads(config: DataConfig, per_process: int) -> tuple[int, int
       '/dev/shm has %.0f MiB free; data_workers=%d worker processes need about %.0f MiB of it '
       'for their batches, so this process reads them with %d threads instead (the same '
       'batches). To use worker processes, give the host a larger /dev/shm (docker run '
-      '--shm-size=2g); --config.data_workers=0 reads with threads without this message.',
+      '--shm-size=2g); --config.data_workers=0 --config.data_threads=%d reads so without this '
+      'message.',
       free / 2**20,
       workers,
       needed / 2**20,
+      threads,
       threads,
   )
   return 0, threads
