@@ -19,6 +19,7 @@ prediction and export need nothing else.
 import contextlib
 import logging
 import os
+import threading
 from typing import Any
 
 import jax
@@ -49,6 +50,13 @@ def _quiet_read_only_notices():
     yield
   finally:
     logger.removeFilter(notices)
+
+
+# orbax numbers each save with a process-wide counter and reads the current number back while the
+# save starts (orbax.checkpoint's OperationIdGenerator): two managers starting saves at once (a
+# sweep's runs side by side) get the same number and trip over each other's signals. One save
+# starts at a time; the writing itself still overlaps.
+_SAVE_START = threading.Lock()
 
 
 class Checkpointer:
@@ -111,6 +119,10 @@ class Checkpointer:
     """Starts an asynchronous save; the training step goes on while it is written. `metrics`:
     those of the evaluation just made (at least BEST_METRIC), or None if none was. `kwargs` go to
     orbax's `CheckpointManager.save`."""
+    with _SAVE_START:
+      self._start_save(step, state, data_state, meta, metrics, **kwargs)
+
+  def _start_save(self, step, state, data_state, meta, metrics, **kwargs) -> None:
     self.manager.save(
         step,
         args=ocp.args.Composite(

@@ -21,6 +21,8 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import signal
+import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -284,6 +286,8 @@ def run_sweep(
   this process's; any remainder stays idle); `parallel=1` runs them one after the other on all of
   them, so a run's numbers equal those of a run side by side when both get as many devices. A run
   that diverges is recorded (`diverged.json`) and the sweep goes on; any other error stops it.
+  SIGTERM or SIGINT stops it as it stops a single run (`stopping`): every run training saves the
+  step it is in, queued runs do not start, and `Interrupted` is raised; the same call resumes.
   """
   spec = {}
   if 'sweep' in config:
@@ -312,7 +316,7 @@ def run_sweep(
   # typo in the last variant, or a batch its devices cannot split, costs seconds, not the sweep.
   typed, total = {}, {}
   for r in runs:
-    typed[r.name] = run = settings.from_config(r.config)
+    typed[r.name] = run = train.run_settings(r.config, r.workdir)
     sharding.Layout.create(run.mesh, run.model.towers, groups[0]).check_batch_sizes(
         batch_size=run.data.batch_size, eval_batch_size=run.data.eval_batch_size
     )
@@ -346,14 +350,19 @@ def run_sweep(
   free = list(range(parallel))
   free_lock = threading.Lock()
   stop = threading.Event()  # set when a run side by side fails: the others stop at their next step
+  stopped: dict[str, int] = {}  # run -> the step it saved when a signal stopped it
+  unstarted: list[str] = []  # runs a signal kept from starting
 
   def on_step(run: Run, step: int) -> None:
     if stop.is_set():
       raise SweepStopped(f'{run.name} stopped at step {step}: another run of the sweep failed.')
     progress.update(run, step)
 
-  def execute(run: Run) -> None:
+  def execute(run: Run, request: stopping.StopRequest) -> None:
     if stop.is_set():  # another run failed while this one waited in the queue
+      return
+    if request.signum:
+      unstarted.append(run.name)
       return
     with free_lock:
       group = free.pop()
@@ -385,6 +394,10 @@ def run_sweep(
         if jax.process_index() == 0:
           files.write_json(os.path.join(run.workdir, DONE_FILE), metrics)
         progress.finished(run)
+    except stopping.Stopped as e:
+      # Not `stop`: the runs beside it heard the same signal and stop after their own steps,
+      # saving them; stopped at their next step instead, they would lose those.
+      stopped[run.name] = e.step
     except BaseException:
       stop.set()  # set here, not by the thread that waits: no queued run starts in between
       raise
@@ -392,23 +405,44 @@ def run_sweep(
       with free_lock:
         free.append(group)
 
-  if parallel == 1:
-    for run in todo:
-      execute(run)
-  else:
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-      futures = [pool.submit(execute, run) for run in todo]
-      try:
-        for future in concurrent.futures.as_completed(futures):
-          future.result()  # re-raises a run's error
-      except BaseException:
-        # Stop the sweep: queued runs never start, running ones stop at their next step (their
-        # checkpoints stay, so running the sweep again resumes them).
-        stop.set()
-        for future in futures:
-          future.cancel()
-        raise
+  # The handlers are installed here, in the main thread, and every run's loop listens through
+  # this request (stopping.listening): a signal stops each running run after its step.
+  with stopping.listening() as request:
+    if parallel == 1:
+      for run in todo:
+        execute(run, request)
+    else:
+      with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(execute, run, request) for run in todo]
+        try:
+          for future in concurrent.futures.as_completed(futures):
+            future.result()  # re-raises a run's error
+        except BaseException:
+          # Stop the sweep: queued runs never start, running ones stop at their next step (their
+          # checkpoints stay, so running the sweep again resumes them).
+          stop.set()
+          for future in futures:
+            future.cancel()
+          raise
+  if stopped or unstarted:  # a signal in a run's last step changes nothing: it finished
+    raise Interrupted(request.signum, stopped, parent)
   return runs
+
+
+class Interrupted(stopping.Stopped):
+  """The sweep stopped on a signal, after each run that was training saved its step (`steps`)."""
+
+  def __init__(self, signum: int, steps_saved: Mapping[str, int], parent: str):
+    super().__init__(signum, max(steps_saved.values(), default=0), parent)
+    self.steps, self.parent = dict(sorted(steps_saved.items())), parent
+
+  def __str__(self) -> str:
+    saved = ', '.join(f'{name} at step {step}' for name, step in self.steps.items())
+    return (
+        f'The sweep stopped on {signal.Signals(self.signum).name}: '
+        + (f'{saved} saved in {self.parent}' if saved else 'between runs, with nothing to save')
+        + '. Run the same command again to resume.'
+    )
 
 
 class SweepStopped(RuntimeError):
@@ -472,7 +506,8 @@ def main(argv):
     _, summary, figures = run_and_collect(config, flags.FLAGS.workdir)
   except ConfigError as e:
     cli.fail(str(e))
-  except stopping.Stopped as e:  # SIGTERM or SIGINT: the running run saved its step (main.py)
+  except stopping.Stopped as e:  # SIGTERM or SIGINT: the running runs saved their steps
+    sys.stderr.write(f'\n{e}\n')
     raise SystemExit(e.exit_code) from None
   spec = sweep_settings(config)[1] if 'sweep' in config else {}
   metric = spec.get('metric', 'eval_top1_error')

@@ -1,10 +1,13 @@
 """SIGTERM and SIGINT stop a run after its step, with a checkpoint of it: the handlers (where they
-are installed, what a second signal does), the processes of a multi-process run agreeing on the
-step, and the command stopped and run again ending where an uninterrupted run ends."""
+are installed, what a second signal does, the OS's disposition put back as it was, C handlers
+included), the processes of a multi-process run agreeing on the step, and the command, a single
+run or a sweep's runs side by side, stopped and run again ending where an uninterrupted one ends."""
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -63,6 +66,107 @@ def test_no_handler_is_installed_from_another_thread_or_for_an_ignored_signal():
   finally:
     signal.signal(signal.SIGINT, previous)
   assert _handlers() == before
+
+
+def test_a_block_in_another_thread_shares_the_request_the_main_thread_installed():
+  seen = {}
+  with stopping.listening() as outer:
+
+    def run():  # a sweep's run side by side
+      with stopping.listening() as inner:
+        seen['same'] = inner is outer
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    signal.raise_signal(signal.SIGTERM)
+  assert seen == {'same': True}
+  assert outer.signum == signal.SIGTERM
+
+
+# The OS's disposition of a signal, read and written with libc's sigaction, as C code sets it
+# (JAX's preemption notifier, a launcher's wrapper): Python's signal.getsignal never sees it. The
+# handler's address comes first in struct sigaction; 512 bytes hold the whole struct anywhere.
+DISPOSITIONS = r"""
+import ctypes, json, signal
+libc = ctypes.CDLL(None)
+libc.sigaction.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+def handler(signum):
+  action = ctypes.create_string_buffer(512)
+  assert libc.sigaction(signum, None, action) == 0
+  return ctypes.c_void_p.from_buffer(action).value or 0
+
+def set_handler(signum, address):
+  action = ctypes.create_string_buffer(512)
+  assert libc.sigaction(signum, None, action) == 0
+  ctypes.c_void_p.from_buffer(action).value = address
+  assert libc.sigaction(signum, action, None) == 0
+"""
+
+C_HANDLERS = DISPOSITIONS + r"""
+from alexnet_jax import stopping
+# A C function that is harmless as a handler (getpid(15)) for SIGTERM, and SIGINT ignored, both
+# behind Python's back.
+getpid = ctypes.cast(libc.getpid, ctypes.c_void_p).value
+set_handler(signal.SIGTERM, getpid)
+set_handler(signal.SIGINT, 1)  # SIG_IGN
+seen = {'python': [int(signal.getsignal(s)) if not callable(signal.getsignal(s)) else 'callable'
+                   for s in (signal.SIGTERM, signal.SIGINT)]}
+with stopping.listening() as stop:
+  seen['inside'] = [handler(signal.SIGTERM) == getpid, handler(signal.SIGINT)]
+  signal.raise_signal(signal.SIGTERM)
+  seen['first'] = stop.signum
+  signal.raise_signal(signal.SIGTERM)  # the second goes to getpid: this process lives on
+  seen['after_second'] = handler(signal.SIGTERM) == getpid
+seen['after'] = [handler(signal.SIGTERM) == getpid, handler(signal.SIGINT)]
+print(json.dumps(seen))
+"""
+
+
+def test_a_handler_set_from_c_is_put_back_and_receives_the_second_signal():
+  out = commands.run_script(C_HANDLERS, timeout=120)
+  assert out.returncode == 0, out.stderr[-3000:]  # a second SIGTERM under SIG_DFL would kill it
+  seen = json.loads(out.stdout.splitlines()[-1])
+  assert seen == {
+      'python': [int(signal.SIG_DFL), 'callable'],  # Python believes the defaults
+      'inside': [False, 1],  # ours replaced the C handler; the ignored SIGINT stayed ignored
+      'first': int(signal.SIGTERM),
+      'after_second': True,
+      'after': [True, 1],
+  }
+
+
+DISTRIBUTED = DISPOSITIONS + r"""
+import socket, sys
+import jax
+from alexnet_jax import sharding, train
+from alexnet_jax.configs import quickstart
+with socket.socket() as s:
+  s.bind(('127.0.0.1', 0))
+  address = f'127.0.0.1:{s.getsockname()[1]}'
+sharding.initialize_processes(address, 1, 0)
+before = handler(signal.SIGTERM)  # JAX's preemption notifier, a C++ handler
+config = quickstart.get_config('tiny')
+config.data_dir, config.num_train_steps = sys.argv[1], 1
+train.train_and_evaluate(config, sys.argv[2])
+print(json.dumps({'before': before, 'after': handler(signal.SIGTERM),
+                  'python': int(signal.getsignal(signal.SIGTERM))}))
+"""
+
+
+@pytest.mark.slow
+def test_jax_distributed_sigterm_handler_is_still_there_after_the_training_loop(
+    tiny_data_dir, compilation_cache, tmp_path
+):
+  out = commands.run_script(
+      DISTRIBUTED, tiny_data_dir, str(tmp_path / 'run'), env=compilation_cache, timeout=300
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  seen = json.loads(out.stdout.splitlines()[-1])
+  assert seen['python'] == signal.SIG_DFL  # Python never saw JAX's handler...
+  assert seen['before'] not in (0, 1)  # ...but there is one: the comparison means something
+  assert seen['after'] == seen['before']
 
 
 AGREEING = r"""
@@ -138,3 +242,91 @@ def test_sigterm_saves_the_step_and_the_same_command_finishes_the_run_exactly(
   leaves = jax.tree.leaves_with_path(reference.params)
   for (path, want), got in zip(leaves, jax.tree.leaves(resumed.params), strict=True):
     assert np.array_equal(np.asarray(want), np.asarray(got)), jax.tree_util.keystr(path)
+
+
+# Two runs side by side, one device each, long enough to be signalled mid-run; each saves only
+# when it stops or finishes, so its one checkpoint before the end is the signal's.
+SWEEP_RUNS = ('no_lrn/seed_0', 'paper/seed_0')
+SWEEP_STEPS = 60
+
+
+def _sweep(parent, data_dir, env):
+  return subprocess.Popen(
+      [
+          sys.executable,
+          '-m',
+          'alexnet_jax.sweep',
+          '--config=normalisation:tiny',
+          f'--workdir={parent}',
+          f'--config.data_dir={data_dir}',
+          '--config.sweep.seeds=(0,)',
+          '--config.sweep.parallel=2',
+          f'--config.num_train_steps={SWEEP_STEPS}',
+          f'--config.eval_every_steps={SWEEP_STEPS}',
+          '--config.checkpoint_every_steps=1000',
+      ],
+      cwd=REPO,
+      env=dict(env, JAX_NUM_CPU_DEVICES='2'),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+def _finished(proc) -> str:
+  """The stderr of a sweep once it has exited; killed first if it has not within 300 s."""
+  try:
+    return proc.communicate(timeout=300)[1]
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    pytest.fail(f'The sweep did not end within 300 s: {proc.communicate()[1][-3000:]}')
+  finally:
+    if proc.poll() is None:  # the test failed while it ran
+      proc.kill()
+      proc.communicate()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_exactly(
+    tiny_data_dir, command_env, tmp_path
+):
+  straight = _sweep(tmp_path / 'straight', tiny_data_dir, command_env)
+  stderr = _finished(straight)
+  assert straight.returncode == 0, stderr[-3000:]
+
+  parent = tmp_path / 'stopped'
+  proc = _sweep(parent, tiny_data_dir, command_env)
+  deadline = time.monotonic() + 300
+  while not all(any(r['step'] >= 3 for r in history.read(str(parent / r))) for r in SWEEP_RUNS):
+    if proc.poll() is not None or time.monotonic() > deadline:
+      pytest.fail(f'The runs logged no step 3 (in 300 s): {_finished(proc)[-3000:]}')
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  stderr = _finished(proc)
+  assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+  assert 'Traceback' not in stderr, stderr[-3000:]
+  stopped_at, logged = {}, {}
+  for run in SWEEP_RUNS:
+    checkpointer = checkpointing.Checkpointer(str(parent / run), None, read_only=True)
+    (stopped_at[run],) = checkpointer.all_steps()  # each run saved the step it was in
+    checkpointer.close()
+    assert 3 <= stopped_at[run] < SWEEP_STEPS, stopped_at
+    logged[run] = [r for r in history.read(str(parent / run)) if r['step'] <= stopped_at[run]]
+  saved = ', '.join(f'{run} at step {stopped_at[run]}' for run in SWEEP_RUNS)
+  assert f'\nThe sweep stopped on SIGTERM: {saved} saved in {parent}. Run the same' in stderr
+
+  again = _sweep(parent, tiny_data_dir, command_env)
+  stderr = _finished(again)
+  assert again.returncode == 0, stderr[-3000:]
+  for run in SWEEP_RUNS:
+    # Resumed, not started over: the records up to the saved step are those written before the
+    # signal, wall-clock times and all, which a fresh start would have written anew.
+    assert [r for r in history.read(str(parent / run)) if r['step'] <= stopped_at[run]] == (
+        logged[run]
+    )
+    resumed = inference.load(str(parent / run))
+    reference = inference.load(str(tmp_path / 'straight' / run))
+    assert resumed.step == reference.step == SWEEP_STEPS
+    leaves = jax.tree.leaves_with_path(reference.params)
+    for (path, want), got in zip(leaves, jax.tree.leaves(resumed.params), strict=True):
+      assert np.array_equal(np.asarray(want), np.asarray(got)), (run, jax.tree_util.keystr(path))
