@@ -7,10 +7,12 @@ command works without a clone. Any config field can be overridden on the command
 resumes from the latest checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which
 notebooks import directly; this file tunes the process (`runtime.configure`) and parses flags.
 
-Exit status: 0 when the run finished; 2 for a bad config, workdir or dataset (one paragraph
-saying what to do); 3 when training diverged; 128 + the signal's number when it was asked to stop
-(143 for SIGTERM, 130 for SIGINT: the step it was in is saved first, see `alexnet_jax.stopping`),
-so a scheduler sees an unfinished job, and the same command resumes it.
+Exit status: 0 when the run finished; 2 for a bad config, workdir or dataset, or for processes of
+a multi-process run that did not all join (one paragraph saying what to do); 3 when training
+diverged; 128 + the signal's number when it was asked to stop (143 for SIGTERM, 130 for SIGINT:
+the step it was in is saved first, see `alexnet_jax.stopping`), so a scheduler sees an unfinished
+job, and the same command resumes it. A process of a multi-process run that stops answering ends
+the others (`--heartbeat_timeout`; `sharding.initialize_processes`).
 """
 
 import sys
@@ -45,6 +47,18 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer('num_processes', None, 'Multi-process runs: how many processes in all.')
 flags.DEFINE_integer('process_id', None, 'Multi-process runs: this process, 0 to num_processes-1.')
+flags.DEFINE_integer(
+    'initialization_timeout',
+    300,
+    'Multi-process runs: seconds every process waits for all of them to join; then it exits '
+    'naming the one missing.',
+)
+flags.DEFINE_integer(
+    'heartbeat_timeout',
+    100,
+    'Multi-process runs: seconds without a heartbeat after which a process counts as dead; '
+    'JAX then ends every other one, instead of leaving them waiting for it.',
+)
 cli.define_compilation_cache_flag()
 flags.mark_flags_as_required(['config', 'workdir'])
 
@@ -52,7 +66,13 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   cli.begin(argv)
   try:
-    sharding.initialize_processes(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    sharding.initialize_processes(
+        FLAGS.coordinator_address,
+        FLAGS.num_processes,
+        FLAGS.process_id,
+        initialization_timeout=FLAGS.initialization_timeout,
+        heartbeat_timeout=FLAGS.heartbeat_timeout,
+    )
   except ConfigError as e:
     cli.fail(str(e))
   logging.info(

@@ -28,6 +28,7 @@ it; `Layout.param_spec` maps it onto the mesh.
 import dataclasses
 import os
 import queue
+import socket
 import threading
 from typing import Any, Callable, Iterable, Iterator
 
@@ -46,12 +47,17 @@ STRATEGIES = ('data', 'towers', 'owt')
 # Environment variables by which JAX's cluster detection recognises a multi-process job
 # (SLURM, Open MPI, a TPU pod on GKE).
 _CLUSTER_MARKERS = ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE', 'TPU_WORKER_HOSTNAMES')
+# JAX's own deadline for joining comes this much after ours, so that ours is the one that speaks.
+_JAX_GRACE_S = 60
 
 
 def initialize_processes(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    *,
+    initialization_timeout: int = 300,
+    heartbeat_timeout: int = 100,
 ) -> None:
   """Joins this process to a multi-process run with `jax.distributed.initialize`.
 
@@ -59,6 +65,14 @@ def initialize_processes(
   detect the cluster when the environment is one it knows (SLURM with several tasks, Open MPI,
   a TPU pod), and otherwise stays a single process. Call before anything touches a device. On
   CPUs the processes exchange data through gloo.
+
+  No wait is unbounded. If not every process has joined within `initialization_timeout` seconds,
+  a ConfigError says which one is missing and what to do; the process should then end, as the
+  commands do (JAX itself aborts it a minute later). A process that sends no heartbeat for
+  `heartbeat_timeout` seconds (killed, its host gone) counts as dead, and JAX's coordination
+  service then aborts every other process with a message naming it: they may be waiting for it
+  in a collective, which nothing else would end. (When process 0, the coordinator, dies, the
+  others notice at once.)
   """
   explicit = coordinator_address is not None
   if not explicit:
@@ -70,8 +84,86 @@ def initialize_processes(
         '--coordinator_address needs --num_processes and --process_id too (this '
         "process' index, 0 to num_processes - 1), the same address everywhere."
     )
+  for flag, seconds in (
+      ('initialization_timeout', initialization_timeout),
+      ('heartbeat_timeout', heartbeat_timeout),
+  ):
+    if not isinstance(seconds, int) or seconds <= 0:
+      raise ConfigError(f'--{flag}={seconds!r}: give a positive whole number of seconds.')
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  # jax.distributed.initialize waits in C++ for every process and, past its deadline, aborts the
+  # whole process with a message that names neither the missing process nor the fix. So it runs
+  # in a thread, and this one keeps the earlier deadline.
+  failed = []
+
+  def join():
+    try:
+      jax.distributed.initialize(
+          coordinator_address,
+          num_processes,
+          process_id,
+          initialization_timeout=initialization_timeout + _JAX_GRACE_S,
+          heartbeat_timeout_seconds=heartbeat_timeout,
+      )
+    except BaseException as e:  # noqa: BLE001  (raised again below, in the caller's thread)
+      failed.append(e)
+
+  thread = threading.Thread(target=join, name='jax.distributed.initialize', daemon=True)
+  thread.start()
+  thread.join(initialization_timeout)
+  if thread.is_alive():
+    jax.distributed.shutdown()  # the coordinator's own complaints come before the paragraph
+    raise ConfigError(
+        _not_joined(coordinator_address, num_processes, process_id, initialization_timeout)
+    )
+  if failed:
+    raise failed[0]
+
+
+def _not_joined(address: str | None, count: int | None, index: int | None, timeout: int) -> str:
+  """What a process that waited `timeout` s for the others to join says, and what to do."""
+  same = (
+      f'the same --coordinator_address={address} and --num_processes={count}, each with its own '
+      f'--process_id, within --initialization_timeout ({timeout} s) of each other'
+  )
+  if address is None:
+    return (
+        'The processes of the cluster JAX detected (SLURM, Open MPI or a TPU pod) did not all '
+        f'join within {timeout} seconds. Check that every task started and can reach the first '
+        'one; or name them yourself with --coordinator_address, --num_processes and --process_id.'
+    )
+  if index == 0:
+    missing = (
+        'process 1 did not join' if count == 2 else f'not all of processes 1 to {count - 1} joined'
+    )
+    return (
+        f'Process 0 waited {timeout} seconds at the coordinator address {address}, and {missing} '
+        f'(--num_processes={count}). Start every process with {same}. A process that started but '
+        f'stopped says why in its own output; one that runs but never joined cannot reach '
+        f'{address} from its host (a firewall, or a host name that means another machine there).'
+    )
+  if not _answers(address):
+    return (
+        f'Process {index} could not reach the coordinator at {address} within {timeout} seconds: '
+        f'nothing answers there. Start process 0 (--process_id=0) on the host that address names, '
+        f'with {same}; if it runs, check that {address} is reachable from this host (a firewall, '
+        'or a host name that means another machine here).'
+    )
+  return (
+      f'Process {index} reached the coordinator at {address}, but not all {count} processes '
+      f'joined within {timeout} seconds. Start every process 0 to {count - 1} with {same}; one '
+      'that started but stopped says why in its own output.'
+  )
+
+
+def _answers(address: str) -> bool:
+  """Whether something accepts TCP connections at `address` (host:port)."""
+  host, _, port = address.rpartition(':')
+  try:
+    with socket.create_connection((host.strip('[]'), int(port)), timeout=5):
+      return True
+  except (OSError, ValueError):
+    return False
 
 
 @dataclasses.dataclass(frozen=True)
