@@ -329,6 +329,11 @@ def train_and_evaluate(
       prefix = 'final_eval' if final_data.eval_crops != data.eval_crops else 'eval'
       writer.write_scalars(step, {f'{prefix}_{k}': v for k, v in eval_metrics.items()})
   finally:
+    # The prefetching thread first (it stops after at most one more batch), then the pipeline's
+    # threads and worker processes: not left to the garbage collector, with their shared memory,
+    # while a sweep's next run starts.
+    stream.close()
+    train_iter.close()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
