@@ -370,12 +370,15 @@ def run_sweep(
       progress.started(run)
       typed_run = typed[run.name]
       loop = typed_run.loop
+      data = typed_run.data
       if parallel > 1:
         # JAX traces one profile per process at a time: runs side by side are not profiled.
         loop = dataclasses.replace(loop, profile_steps=0)
+        data = pipeline.side_by_side(data, parallel)  # their workers share one /dev/shm
       typed_run = dataclasses.replace(
           typed_run,
           loop=loop,
+          data=data,
           hparams={**typed_run.hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
       )
       try:

@@ -315,6 +315,26 @@ def test_too_little_shared_memory_reads_the_same_batches_with_threads(
   _assert_same_batches(got, _take(iter(pipeline.create_train_dataset(threads)), 5))
 
 
+def test_runs_side_by_side_read_with_threads_when_their_workers_do_not_all_fit(
+    tiny_config, monkeypatch, caplog
+):
+  """Each run of a sweep side by side checks /dev/shm alone before the others allocate: the
+  sweep checks them together first (one run's need fits, two runs' do not)."""
+  config = dataclasses.replace(_config(tiny_config(), workers=2), data_threads=3)
+  one_run = pipeline.worker_shm_bytes(config, config.batch_size)
+  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: 2 * one_run)
+  assert pipeline.side_by_side(config, 2) is config
+  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: 2 * one_run - 1)
+  with caplog.at_level(logging.WARNING):
+    shared = pipeline.side_by_side(config, 2)
+  assert (shared.data_workers, shared.data_threads) == (0, 2 * 3)
+  for field in dataclasses.fields(config):  # nothing else changes
+    if field.name not in ('data_workers', 'data_threads'):
+      assert getattr(shared, field.name) is getattr(config, field.name), field.name
+  assert any('2 runs side by side' in r.getMessage() for r in caplog.records)
+  assert pipeline.side_by_side(config, 1) is config  # a single run checks itself
+
+
 def test_a_data_state_restores_under_any_number_of_workers(tiny_data_dir, tiny_config):
   threads = _config(tiny_config())
   expected = _take(iter(pipeline.create_train_dataset(threads)), 42)[38:]

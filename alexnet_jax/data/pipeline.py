@@ -577,6 +577,31 @@ def workers_fit(free_bytes: int | None, needed_bytes: int) -> bool:
   return free_bytes is None or free_bytes >= needed_bytes
 
 
+def side_by_side(config: DataConfig, runs: int) -> DataConfig:
+  """`config` for one of `runs` runs that train at once in this process (a sweep's runs side by
+  side, single-process): reading with threads instead of worker processes where /dev/shm cannot
+  hold the batches of all their workers, which each run's own check (alone, before the others
+  start) would not see."""
+  if runs <= 1 or config.data_workers <= 0:
+    return config
+  needed = runs * worker_shm_bytes(config, config.batch_size)
+  free = shm_free_bytes()
+  if workers_fit(free, needed):
+    return config
+  threads = config.data_workers * max(1, config.data_threads)
+  logging.warning(
+      '/dev/shm has %.0f MiB free; %d runs side by side with data_workers=%d worker processes '
+      'each need about %.0f MiB of it, so each run reads with %d threads instead (the same '
+      'batches). Give the host a larger /dev/shm (docker run --shm-size=2g) for the workers.',
+      free / 2**20,
+      runs,
+      config.data_workers,
+      needed / 2**20,
+      threads,
+  )
+  return dataclasses.replace(config, data_workers=0, data_threads=threads)
+
+
 def _workers_and_threads(config: DataConfig, per_process: int) -> tuple[int, int]:
   """(worker processes, read threads) for the training stream: `data_workers` and `data_threads`,
   or, where /dev/shm cannot hold the workers' batches, none and threads in this process.

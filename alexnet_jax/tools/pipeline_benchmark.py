@@ -123,7 +123,13 @@ def ours(
   if workers:
     config = dataclasses.replace(config, data_workers=workers, data_threads=1)
   source = pipeline.DecodingSource(records, min_size=config.resize_size)
-  return iter(pipeline.train_dataset(source, config))
+  stream = pipeline.train_dataset(source, config)
+  if stream.workers != workers:  # /dev/shm too small: a row of threads would pass for workers'
+    raise RuntimeError(
+        f'{workers} grain worker processes do not fit in /dev/shm here (the pipeline would read '
+        'with threads); give the host a larger /dev/shm, or leave the workers rows out.'
+    )
+  return iter(stream)
 
 
 # --- The tf.data reference ---
