@@ -30,6 +30,45 @@ class QuietLibraries(std_logging.Filter):
     )
 
 
+class OursAtInfo(std_logging.Filter):
+  """The terminal of a training command: our INFO lines (the loop's short progress lines among
+  them); every library from WARNING up."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or 'alexnet_jax' in record.pathname
+
+
+class ShortLines(std_logging.Formatter):
+  """A log record as a person reads it: the message, after 'Warning: ' or 'Error: ' from WARNING
+  up; absl's prefix (level, date, time, thread, file:line) stays in the log file."""
+
+  def format(self, record: std_logging.LogRecord) -> str:
+    text = super().format(record)
+    if record.levelno >= std_logging.WARNING:
+      text = f'{record.levelname.capitalize()}: {text}'
+    return text
+
+
+def log_to_workdir(workdir: str, process_index: int = 0) -> None:
+  """What a training command does once its workdir is known: the terminal shows `OursAtInfo`
+  (in `ShortLines`, as `begin` set), and every record `QuietLibraries` keeps goes, with absl's full prefix, to
+  `<workdir>/log.txt` (`log.N.txt` for process N > 0), appended to across restarts. A workdir
+  that cannot be made is left to the trainer, which says so in one paragraph."""
+  name = 'log.txt' if process_index == 0 else f'log.{process_index}.txt'
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    file = std_logging.FileHandler(os.path.join(workdir, name), mode='a', encoding='utf-8')
+  except OSError:
+    return
+  file.setFormatter(logging.PythonFormatter())
+  file.addFilter(QuietLibraries())
+  std_logging.getLogger().addHandler(file)
+  terminal = logging.get_absl_handler()
+  for old in [f for f in terminal.filters if isinstance(f, QuietLibraries)]:
+    terminal.removeFilter(old)
+  terminal.addFilter(OursAtInfo())
+
+
 def define_compilation_cache_flag() -> None:
   """--compilation_cache, for the commands that train (main, sweep); `begin` passes it on."""
   flags.DEFINE_string(
@@ -42,9 +81,11 @@ def define_compilation_cache_flag() -> None:
 
 
 def begin(argv: list[str], usage: str | None = None) -> None:
-  """What every command does first: no stray arguments, quiet library logs, the process tuned."""
+  """What every command does first: no stray arguments, quiet library logs in short lines, the
+  process tuned."""
   check_no_arguments(argv, usage)
   logging.get_absl_handler().addFilter(QuietLibraries())
+  logging.get_absl_handler().setFormatter(ShortLines())
   cache = flags.FLAGS['compilation_cache'].value if 'compilation_cache' in flags.FLAGS else None
   runtime.configure(cache_dir=cache)
 

@@ -12,7 +12,9 @@ import json
 import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
+
+from absl import logging
 
 FILENAME = 'metrics.jsonl'
 # The other files a sweep (alexnet_jax.sweep) leaves, named here so that alexnet_jax.results reads
@@ -86,3 +88,87 @@ class HistoryWriter:
 
   def close(self):
     self._file.close()
+
+
+# What a console line shows of each group of scalars the loop writes, by prefix, in this order.
+_GROUPS = {
+    'train_': 'step',
+    'eval_': 'eval at step',
+    'final_eval_': 'final eval at step',
+    'trainset_': 'train set at step',
+}
+_SHOWN = (
+    ('loss', 'loss', '{:.4g}'),
+    ('top1_error', 'top-1', '{:.4g}%'),
+    ('top5_error', 'top-5', '{:.4g}%'),
+    ('learning_rate', 'lr', '{:.4g}'),
+)
+
+
+class ConsoleWriter:
+  """One short line per write of the loop's scalars, for a person at a terminal:
+  `step 200/800 | loss 2.345 | top-1 67.5% | top-5 30.12% | lr 0.01 | 3.1 steps/s | ETA 3m12s`
+  (an evaluation: `eval at step 200 | loss ... | top-1 ... | top-5 ...`), four significant digits,
+  errors in %. The full records are metrics.jsonl's and TensorBoard's; these go to `log` (absl's
+  INFO: the terminal, and the workdir's log file). clu's MetricWriter methods, as HistoryWriter."""
+
+  def __init__(
+      self, total_steps: int, start_step: int = 0, log: Callable[[str], None] | None = None
+  ):
+    self.total_steps = total_steps
+    self._log = log or (lambda line: logging.info('%s', line))
+    self._last = (start_step, time.monotonic())
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    line = self.line(step, scalars)
+    if line is not None:
+      self._log(line)
+
+  def line(self, step: int, scalars: Mapping[str, Any]) -> str | None:
+    """The line of these scalars; None for those it does not show (clu's steps_per_sec)."""
+    prefix = next((p for p in _GROUPS if any(k.startswith(p) for k in scalars)), '')
+    head = f'{_GROUPS.get(prefix, "step")} {step}'
+    if prefix == 'train_':
+      head += f'/{self.total_steps}'
+    parts = [head]
+    for key, label, form in _SHOWN:
+      value = scalars.get(prefix + key)
+      if value is not None:
+        value = float(value) * (100 if form.endswith('%') else 1)
+        parts.append(f'{label} {form.format(value)}')
+    if len(parts) == 1:
+      return None
+    if prefix == 'train_':
+      parts += self._pace(step)
+    return ' | '.join(parts)
+
+  def _pace(self, step: int) -> list[str]:
+    last_step, last_time = self._last
+    now = time.monotonic()
+    self._last = (step, now)
+    if step <= last_step or now <= last_time:
+      return []
+    rate = (step - last_step) / (now - last_time)
+    left = max(0.0, (self.total_steps - step) / rate)
+    minutes, seconds = divmod(int(round(left)), 60)
+    hours, minutes = divmod(minutes, 60)
+    eta = (
+        f'{hours}h{minutes:02d}m'
+        if hours
+        else f'{minutes}m{seconds:02d}s'
+        if minutes
+        else f'{seconds}s'
+    )
+    return [f'{rate:.3g} steps/s', f'ETA {eta}']
+
+  def _not_shown(self, *args, **kwargs) -> None:
+    del args, kwargs
+
+  write_summaries = write_images = write_videos = write_audios = _not_shown
+  write_texts = write_histograms = write_hparams = _not_shown
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass

@@ -75,6 +75,7 @@ def main(argv):
     )
   except ConfigError as e:
     cli.fail(str(e))
+  cli.log_to_workdir(FLAGS.workdir, jax.process_index())
   logging.info(
       'JAX process %d of %d, local devices: %s',
       jax.process_index(),

@@ -207,9 +207,12 @@ def train_and_evaluate(
       raise
     if data_state:
       train_iter.set_state(data_state)
-  writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True
-  )
+  if jax.process_index() == 0:
+    # TensorBoard, written on a thread; the console's short lines and metrics.jsonl are added
+    # below. (clu's LoggingWriter, whose 17-digit lines a person does not read, is not used.)
+    writer = metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
+  else:  # the other processes only log, to their own logs
+    writer = metric_writers.create_default_writer(just_logging=True, asynchronous=True)
   if resumed:
     logging.info(
         'Resumed from the checkpoint at step %d in %s.', int(state.step), checkpointer.directory
@@ -219,7 +222,13 @@ def train_and_evaluate(
     writer.write_hparams(run.hparams)
   start_step = int(state.step)
   if jax.process_index() == 0:
-    writer = metric_writers.MultiWriter([writer, history.HistoryWriter(workdir, start_step)])
+    writer = metric_writers.MultiWriter(
+        [
+            writer,
+            history.HistoryWriter(workdir, start_step),
+            history.ConsoleWriter(total_steps, start_step),
+        ]
+    )
 
   preprocess = device_augment.for_data(data) if data.device_augment else None
   train_fn = steps.make_train_step(graphdef, tx, schedule, layout, preprocess)

@@ -1,6 +1,7 @@
 """The command line: a short successful run, and one clear paragraph for each kind of bad input."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -42,8 +43,30 @@ def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
   assert any(f.endswith('.xplane.pb') for f in traces), traces  # clu's Profile hook ran
   assert any(f.startswith('events.out.tfevents') for f in files)
   assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['4']
-  assert 'eval_top1_error' in out.stderr  # progress and metrics reach the console
+  # A person's console: a short line per log step and evaluation, no absl prefix, no 17 digits.
+  assert re.search(
+      r'^step 4/4 \| loss [\d.e+-]+ \| top-1 [\d.]+% \| top-5 [\d.]+% \| lr ', out.stderr, re.M
+  )
+  assert re.search(r'^eval at step 4 \| loss [\d.e+-]+ \| top-1 [\d.]+%', out.stderr, re.M)
+  assert not re.search(r'^[IWEF]\d{4} \d\d:\d\d', out.stderr, re.M), out.stderr[:2000]
+  assert not re.search(r'\d\.\d{8,}', out.stderr), out.stderr[:2000]
   assert 'orbax' not in out.stderr.lower()  # library chatter stays out of it
+  # ...and the full records in the workdir: absl's lines in log.txt, every digit in metrics.jsonl.
+  log = (tmp_path / 'run' / 'log.txt').read_text()
+  assert re.search(r'^I\d{4} .*main\.py:\d+\] JAX process 0 of 1', log, re.M)
+  assert 'step 4/4 | loss' in log
+  assert 'eval_top1_error' in (tmp_path / 'run' / 'metrics.jsonl').read_text()
+
+
+@pytest.mark.slow
+def test_preparing_the_built_in_data_leaves_no_progress_bars_in_a_log(tmp_path):
+  """Output to a file, not a terminal: TFDS's progress bars (tqdm redraws with escape codes) are
+  off while the quickstart prepares its dataset."""
+  data_dir = tmp_path / 'fresh'
+  out = run_main(*tiny_args(str(data_dir), tmp_path / 'run'))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (data_dir / 'synthetic_shapes').is_dir()  # prepared by this command
+  assert '\x1b[' not in out.stderr + out.stdout and '\r' not in out.stderr
 
 
 def assert_one_paragraph(out, *phrases):

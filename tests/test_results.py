@@ -202,6 +202,32 @@ def test_history_writer_resumes_where_the_checkpoint_was(tmp_path, monkeypatch):
   assert again[2]['elapsed_s'] == 10.0 + 7.0  # step 20's time, then the 7 s: not the downtime
 
 
+def test_console_lines_are_short_with_four_significant_digits(monkeypatch):
+  """What a person sees at each log step, against values and a pace worked out by hand."""
+  clock = [50.0]
+  monkeypatch.setattr(history.time, 'monotonic', lambda: clock[0])
+  lines = []
+  writer = history.ConsoleWriter(total_steps=800, start_step=100, log=lines.append)
+  clock[0] += 40.0  # 100 steps in 40 s: 2.5 steps/s, 600 steps left: 240 s
+  train = {
+      'train_loss': np.float32(2.3456789),
+      'train_top1_error': 0.675,
+      'train_top5_error': 0.30123456,
+      'train_learning_rate': 0.01,
+      'train_grad_norm': 3.0,  # not shown
+  }
+  writer.write_scalars(200, train)
+  writer.write_scalars(200, {'eval_loss': 1.0, 'eval_top1_error': 0.5, 'eval_top5_error': 0.25})
+  writer.write_scalars(200, {'steps_per_sec': 2.5, 'uptime': 40.0})  # clu's: no line
+  clock[0] += 4000.0  # 100 more steps in 4000 s: 0.025 steps/s, 500 left: 5 h 33 min 20 s
+  writer.write_scalars(300, train)
+  assert lines == [
+      'step 200/800 | loss 2.346 | top-1 67.5% | top-5 30.12% | lr 0.01 | 2.5 steps/s | ETA 4m00s',
+      'eval at step 200 | loss 1 | top-1 50% | top-5 25%',
+      'step 300/800 | loss 2.346 | top-1 67.5% | top-5 30.12% | lr 0.01 | 0.025 steps/s | ETA 5h33m',
+  ]
+
+
 def test_importing_the_sweep_module_defines_no_command_line_flags():
   """The runner is a library: its command's flags are defined when the command runs."""
   import subprocess  # pylint: disable=g-import-not-at-top

@@ -12,6 +12,7 @@ dataset is read back without it.
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import tensorflow_datasets as tfds
 
@@ -54,4 +55,7 @@ def ensure_prepared(name: str, data_dir: str | None = None) -> None:
     return
   if importlib.util.find_spec('tensorflow') is None:
     raise ConfigError(_NEEDS_TF_MSG.format(name=name, data_dir=builder.data_dir_root))
+  if not sys.stderr.isatty():
+    # A log file, not a terminal: tqdm's bars would leave their redraws ('\x1b[A') in it.
+    tfds.disable_progress_bar()
   builder.download_and_prepare(file_format='array_record')
