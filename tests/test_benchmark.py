@@ -1,6 +1,6 @@
-"""The benchmark and its PyTorch reference: a second framework computes our step, the counted
-FLOPs match XLA's, and the command runs (and writes its JSON) with no TensorFlow, tfds, grain or
-ml_collections importable, as on the GPU machines."""
+"""The benchmark (`tools.benchmark`, `step_runners`, `flops`) and its PyTorch reference: a second
+framework computes our step, the counted FLOPs match XLA's, and the command runs (and writes its
+JSON) with no TensorFlow, tfds, grain or ml_collections importable, as on the GPU machines."""
 
 import dataclasses
 import json
@@ -16,11 +16,13 @@ import pytest
 from flax import nnx
 
 from alexnet_jax.tools import benchmark
+from alexnet_jax.tools import flops
+from alexnet_jax.tools import step_runners
 from alexnet_jax import models
 from alexnet_jax import steps
 from alexnet_jax.errors import ConfigError
 
-TINY = benchmark.Settings(width=0.25, num_classes=10, image_sizes=(67,), batch_sizes=(4,))
+TINY = step_runners.Settings(width=0.25, num_classes=10, image_sizes=(67,), batch_sizes=(4,))
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +42,7 @@ def _one_torch_thread():
 
 def _our_steps(cfg, image_size, params, data, n):
   """`n` of the trainer's own steps from `params`; the losses and the final params (numpy)."""
-  state, fn = benchmark._jax_state(cfg, image_size, params, None, seed=0)
+  state, fn = step_runners.jax_state(cfg, image_size, params, None, seed=0)
   losses = []
   for _ in range(n):
     state, metrics, _ = fn(state, {k: jnp.asarray(v) for k, v in data.items()})
@@ -53,9 +55,9 @@ def test_torch_reference_computes_our_training_step():
   torch = pytest.importorskip('torch')
   from alexnet_jax.tools import torch_reference
 
-  cfg = benchmark._model_config(TINY, 'float32', dropout_rate=0.0)
-  params = benchmark.initial_params(TINY, 67)
-  data = benchmark.synthetic_batch(4, 67, 10, seed=1)
+  cfg = step_runners.model_config(TINY, 'float32', dropout_rate=0.0)
+  params = step_runners.initial_params(TINY, 67)
+  data = step_runners.synthetic_batch(4, 67, 10, seed=1)
   losses, ours = _our_steps(cfg, 67, params, data, n=2)
 
   net = torch_reference.build(cfg, 67)
@@ -93,7 +95,7 @@ def test_torch_reference_forward_one_tower_released_alpha():
       lrn=models.LRNConfig(alpha=0.05, alpha_over_n=True),
   )
   rng = np.random.default_rng(3)
-  shapes = nnx.to_pure_dict(nnx.state(benchmark.abstract_model(cfg, 75), nnx.Param))
+  shapes = nnx.to_pure_dict(nnx.state(step_runners.abstract_model(cfg, 75), nnx.Param))
   # Fan-in scaled weights keep the activations O(1), so LRN's alpha matters.
   params = {
       name: {
@@ -104,9 +106,9 @@ def test_torch_reference_forward_one_tower_released_alpha():
       }
       for name, v in shapes.items()
   }
-  model = benchmark.model_with_params(cfg, 75, params)
+  model = step_runners.model_with_params(cfg, 75, params)
   graphdef, state = nnx.split(model)
-  images = benchmark.synthetic_batch(2, 75, 10)['image'] / 32
+  images = step_runners.synthetic_batch(2, 75, 10)['image'] / 32
   ours = np.asarray(jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, jnp.asarray(images)))
   net = torch_reference.build(cfg, 75).eval()
   torch_reference.load_params(net, params)
@@ -117,7 +119,7 @@ def test_torch_reference_forward_one_tower_released_alpha():
 
 def test_counted_flops_match_xla_and_hand_arithmetic():
   cfg = models.ModelConfig()
-  macs = benchmark.count_macs(cfg, 224)
+  macs = flops.count_macs(cfg, 224)
   # By hand from Figure 2: conv1 55x55 outputs x 11x11x3 window x 96 maps; conv2 27x27 x 5x5 x 48
   # (one tower's input) x 256; fc6 6x6x256 -> 4096.
   assert macs['conv1'] == 55 * 55 * 11 * 11 * 3 * 96 == 105_415_200
@@ -130,7 +132,7 @@ def test_counted_flops_match_xla_and_hand_arithmetic():
   forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
   xla_flops = forward.lower(state, jnp.zeros((2, 224, 224, 3))).cost_analysis()['flops'] / 2
   assert 2 * sum(macs.values()) == pytest.approx(xla_flops, rel=0.1)
-  assert benchmark.train_flops_per_image(cfg, 224) == 6 * sum(macs.values())
+  assert flops.train_flops_per_image(cfg, 224) == 6 * sum(macs.values())
 
 
 def _naive_macs(cfg, image_size):
@@ -162,15 +164,13 @@ def _naive_macs(cfg, image_size):
 )
 @pytest.mark.parametrize('image_size', [224, 131])
 def test_counted_macs_are_those_of_the_network_the_config_builds(cfg, image_size):
-  assert benchmark.count_macs(cfg, image_size) == _naive_macs(cfg, image_size)
+  assert flops.count_macs(cfg, image_size) == _naive_macs(cfg, image_size)
 
 
 def test_counted_macs_of_torchvisions_alexnet_are_its_published_figure():
   # torchvision's model card for AlexNet_Weights.IMAGENET1K_V1 gives 0.71 GFLOPS at 224x224, which
   # torchvision counts as multiply-adds (its `_ops` field, 0.714 in torchvision/models/alexnet.py).
-  assert sum(benchmark.count_macs(models.TORCHVISION, 224).values()) == pytest.approx(
-      0.714e9, rel=0.01
-  )
+  assert sum(flops.count_macs(models.TORCHVISION, 224).values()) == pytest.approx(0.714e9, rel=0.01)
 
 
 def test_benchmark_times_the_paper_recipe():
@@ -181,8 +181,8 @@ def test_benchmark_times_the_paper_recipe():
   from alexnet_jax.configs import alexnet
 
   run = settings.from_config(alexnet.get_config())
-  assert benchmark._model_config(benchmark.Settings(), 'float32') == run.model
-  assert benchmark.PAPER_OPTIM == run.optim == optim.OptimConfig()
+  assert step_runners.model_config(step_runners.Settings(), 'float32') == run.model
+  assert step_runners.PAPER_OPTIM == run.optim == optim.OptimConfig()
   # The paper's numbers (section 5), not just whatever the defaults say.
   assert (run.optim.learning_rate, run.optim.momentum, run.optim.weight_decay) == (0.01, 0.9, 5e-4)
   assert (run.model.towers, run.model.norm, run.model.dropout_rate) == (2, 'lrn', 0.5)
@@ -252,9 +252,9 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
   assert jax_row['ms_per_step'] == pytest.approx(4 / jax_row['images_per_s'] * 1e3)
   assert jax_row['compile_s'] > 0 and jax_row['peak_mb'] > 0
   assert 'memory_analysis' in jax_row['peak_source']
-  flops = benchmark.train_flops_per_image(benchmark._model_config(TINY, 'float32'), 67) * 4
+  step_flops = flops.train_flops_per_image(step_runners.model_config(TINY, 'float32'), 67) * 4
   assert jax_row['mfu'] == pytest.approx(
-      flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s']
+      step_flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s']
   )
   # The machine's limit is the fastest library's matmul, XLA's among them, so never below XLA's.
   limit = result['machine_limit']['float32']
@@ -262,7 +262,7 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
   assert limit['flops_per_s'] == max(limit['rates'].values())
   assert limit['rates'][limit['by']] == limit['flops_per_s']
   assert jax_row['of_machine_limit'] == pytest.approx(
-      flops / (jax_row['ms_per_step'] / 1e3) / limit['flops_per_s']
+      step_flops / (jax_row['ms_per_step'] / 1e3) / limit['flops_per_s']
   )
   assert jax_row['of_machine_limit'] <= jax_row['mfu'] * (1 + 1e-9)
   assert 'machine limit float32' in proc.stdout and 'images/s at 67px' in proc.stdout

@@ -171,10 +171,56 @@ def test_no_import_cycles():
   # The parser sees the imports: a few edges checked against the sources by eye.
   assert 'alexnet_jax.data.pipeline' in graph['alexnet_jax.train']  # from alexnet_jax.data import
   assert 'alexnet_jax.kernels' in graph['alexnet_jax.models']  # from alexnet_jax.kernels import f
-  assert 'alexnet_jax.tools.torch_reference' in graph['alexnet_jax.tools.benchmark']  # in a def
+  assert 'alexnet_jax.tools.torch_reference' in graph['alexnet_jax.tools.step_runners']  # in a def
   assert 'alexnet_jax.configs.common' in graph['alexnet_jax.configs.quickstart']
   cycle = find_cycle(graph)
   assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
+
+
+def private_uses(path: str, name: str, modules: dict[str, str]) -> list[str]:
+  """Where the module `name` (source file `path`) uses an underscore name of another module of
+  the package: `module._name` after importing that module, or `from module import _name`."""
+  tree = ast.parse(open(path).read(), path)
+  aliases, found = {}, []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      aliases.update({a.asname or a.name: a.name for a in node.names if a.name in modules})
+    elif isinstance(node, ast.ImportFrom) and not node.level and node.module in modules:
+      for alias in node.names:
+        if f'{node.module}.{alias.name}' in modules:
+          aliases[alias.asname or alias.name] = f'{node.module}.{alias.name}'
+        elif alias.name.startswith('_') and node.module != name:
+          found.append(f'{path}:{node.lineno}: from {node.module} import {alias.name}')
+  for node in ast.walk(tree):
+    if (
+        isinstance(node, ast.Attribute)
+        and node.attr.startswith('_')
+        and not node.attr.startswith('__')
+        and aliases.get(ast.unparse(node.value), name) != name
+    ):
+      found.append(f'{path}:{node.lineno}: {ast.unparse(node)}')
+  return found
+
+
+def test_no_module_uses_another_modules_private_names(tmp_path):
+  """A name with a leading underscore is its module's own: every other module of the package
+  (tools/ included) goes through public names. The finder finds a hand-made offender too."""
+  modules = package_modules()
+  offender = tmp_path / 'offender.py'
+  offender.write_text(
+      'import alexnet_jax.models\n'
+      'from alexnet_jax.tools import benchmark as b\n'
+      'from alexnet_jax.tools.step_runners import _torch_worker\n'
+      'b._cells, alexnet_jax.models._private, b.__doc__\n'
+  )
+  found = private_uses(str(offender), 'alexnet_jax.offender', modules)
+  assert [f.split(': ', 1)[1] for f in found] == [
+      'from alexnet_jax.tools.step_runners import _torch_worker',
+      'b._cells',
+      'alexnet_jax.models._private',
+  ], found
+  found = [f for name, path in modules.items() for f in private_uses(path, name, modules)]
+  assert not found, found
 
 
 def test_every_module_imports():
@@ -209,6 +255,9 @@ GPU_SIDE = (
     'sharding',
     'runtime',
     'data.device_augment',
+    'tools.flops',
+    'tools.machine',
+    'tools.step_runners',
     'tools.benchmark',
     'tools.profile_step',
 )

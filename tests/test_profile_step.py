@@ -4,8 +4,8 @@ import collections
 
 import pytest
 
-from alexnet_jax.tools import benchmark
 from alexnet_jax.tools import profile_step
+from alexnet_jax.tools import step_runners
 
 
 def test_the_profile_finds_each_convolution_pass_and_the_papers_ops():
@@ -34,12 +34,12 @@ def test_the_profile_finds_each_convolution_pass_and_the_papers_ops():
 
 def test_replayed_convolutions_compute_the_steps_shapes():
   """Each convolution (and Eigen dot) rebuilt from the HLO text gives the output shape the compiled step has."""
-  settings = benchmark.Settings(width=0.25, num_classes=10)
-  params = benchmark.initial_params(settings, 67)
-  state, fn = benchmark._jax_state(
-      benchmark._model_config(settings, 'float32'), 67, params, None, 0
+  settings = step_runners.Settings(width=0.25, num_classes=10)
+  params = step_runners.initial_params(settings, 67)
+  state, fn = step_runners.jax_state(
+      step_runners.model_config(settings, 'float32'), 67, params, None, 0
   )
-  text = fn.lower(state, benchmark.synthetic_batch(4, 67, 10)).compile().as_text()
+  text = fn.lower(state, step_runners.synthetic_batch(4, 67, 10)).compile().as_text()
   instructions = profile_step.parse_hlo(text)
   replays = profile_step.replays(text, instructions)
   counts = collections.Counter(

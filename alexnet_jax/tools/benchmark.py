@@ -6,9 +6,13 @@ r"""How fast does the paper's training step run, here, against PyTorch on the sa
 Times the FULL training step the trainer uses (`steps.make_train_step`: forward, backward, section
 5's SGD update, metrics) of the paper's model (`configs/alexnet.py`: 1000 classes, two towers, LRN,
 dropout 0.5, 224x224) on a synthetic batch that already sits on the devices, and the same network
-in PyTorch (`torch_reference`) on the same batch, from the same weights, with the same optimiser.
-PyTorch runs in a process of its own (`torch_process_runner`), as it runs outside this package:
-without the malloc settings `runtime.configure` makes here, which speed up its allocations as well.
+in PyTorch (`torch_reference`) on the same batch, from the same weights, with the same optimiser,
+in a process of its own. This module is the command: the run, its table and its flags. The pieces
+it puts together are modules of their own, each importable from a notebook:
+- `step_runners`: each framework's step, ready to time, and the check that both compute the same
+  step (and how float32 and bfloat16 are run on each side);
+- `flops`: the model FLOPs counted from the layer shapes;
+- `machine`: the measured matmul peaks, the machine's limit and what the machine is.
 
 What each row reports:
 - ms/step: the MEDIAN over `--windows` timed windows of `--steps` steps each, after `--warmup`
@@ -22,629 +26,43 @@ What each row reports:
   the compiled program's `memory_analysis()` (arguments + outputs - donated + temporaries); none for
   torch on CPU. The JSON says which (`peak_source`).
 - MFU: model FLOPs / s over a peak this run MEASURES with a large `jnp.dot` in the row's dtype
-  (median of repeats; float32's rate where that is faster, as on CPUs without fast bfloat16
-  matmuls). Model FLOPs are COUNTED from the layer shapes (`count_macs`): 2 FLOPs per
-  multiply-add, x3 for forward + backward (the usual convention; it counts conv1's input gradient,
-  which no one computes, and ignores LRN, pooling and the optimiser).
-- % of limit: the same model FLOP/s over the MACHINE's limit (`machine_limits`): the fastest
-  matmul of XLA, numpy and torch measured in this run, in the row's dtype or float32. It is
+  (`machine.measure_peak_flops`; float32's rate where that is faster, as on CPUs without fast
+  bfloat16 matmuls). Model FLOPs are COUNTED from the layer shapes (`flops.count_macs`): 2 FLOPs
+  per multiply-add, x3 for forward + backward.
+- % of limit: the same model FLOP/s over the MACHINE's limit (`machine.machine_limits`): the
+  fastest matmul of XLA, numpy and torch measured in this run, in the row's dtype or float32. It is
   printed with the images/s it allows, the most this step could reach here.
 - ratio: torch eager's ms/step over the row's, same batch, dtype and image size (>1: faster than
-  torch eager). Reported only when the check below passed.
+  torch eager). Reported only when the check passed: before any timing, one float32 step of each
+  at full precision, dropout off, from the same weights and batch, must give the same loss and
+  parameter updates (`step_runners.check_same_step`).
 
-The check, before any timing: the same weights, the same batch (`CHECK_BATCH` images), dropout
-off, float32 at full precision (no TF32) -> the first step's loss must agree to 1e-4 relative
-and every parameter's update to 1e-3 relative (L2 norms), plus the float32 rounding of the weight
-itself: a bias of 1 that moves by 1e-7 has an update known only to a few bits.
-
-Float32 on a GPU: JAX's default precision runs float32 matmuls and convolutions in TF32; torch is
-set to do the same (`allow_tf32`) for the timed rows. bfloat16: ours is `model.dtype='bfloat16'`
-(float32 parameters, bfloat16 convs and matmuls, LRN in float32), torch's is
-`torch.autocast(dtype=torch.bfloat16)` + channels_last.
-
-This module imports no TensorFlow, tfds, grain, ml_collections or clu writer (the GPU machines have
-none of them); `steps` needs clu's pure-Python `clu.metrics` only.
+This module and those it imports import no TensorFlow, tfds, grain, ml_collections or clu writer
+(the GPU machines have none of them); `steps` needs clu's pure-Python `clu.metrics` only.
 """
 
 import dataclasses
-import importlib
 import json
-import math
-import multiprocessing
 import os
-import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from absl import app
 from absl import flags
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
 from alexnet_jax import runtime
 from alexnet_jax import models
-from alexnet_jax import optim
 from alexnet_jax import sharding
-from alexnet_jax import steps
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.tools import flops
+from alexnet_jax.tools import machine
+from alexnet_jax.tools import step_runners
+from alexnet_jax.tools.step_runners import Settings
 
 TORCH_MODES = ('eager', 'compile')
-LOSS_TOLERANCE = 1e-4  # relative, first step's loss, float32
-UPDATE_TOLERANCE = 1e-3  # relative, each parameter's first update, float32
-# The check's batch. With random labels the first step's gradients cancel more as the batch grows:
-# at batch 32 (224px) both frameworks' float32 updates of conv1 differ from a float64 torch step by
-# more than UPDATE_TOLERANCE, which would drown a real difference; at batch 4 they agree well
-# within it (BENCHMARKS.md).
-CHECK_BATCH = 4
-FLOP_CONVENTION = (
-    'model FLOPs = 3 (forward + backward) x 2 (FLOPs per multiply-add) x counted '
-    'multiply-adds of the conv and fc layers (count_macs) x batch'
-)
-# Dense bfloat16 tensor-core peaks from the vendor's data sheets (SXM parts), for reference only.
-PAPER_OPTIM = optim.OptimConfig()  # section 5: lr 0.01, momentum 0.9, weight decay 5e-4
-VENDOR_BF16_PEAK = {'H100': 989.4e12, 'H200': 989.4e12, 'A100': 312e12}
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-  """One benchmark run; every field has a command-line flag of the same name."""
-
-  batch_sizes: tuple[int, ...] = (128,)
-  dtypes: tuple[str, ...] = ('float32', 'bfloat16')
-  strategies: tuple[str, ...] = ('data',)
-  image_sizes: tuple[int, ...] = (224,)
-  steps: int = 5  # per timed window
-  windows: int = 5
-  warmup: int = 2
-  torch: tuple[str, ...] | None = None  # None: eager, plus compile on a GPU; (): no torch
-  channels_last: bool = False  # torch float32 in channels_last too (bfloat16 always is)
-  torch_threads: int = 0  # torch CPU threads; 0: torch's default (one per physical core)
-  width: float = 1.0  # the paper's model; tests shrink it
-  num_classes: int = 1000
-  peak_matmul_size: int = 0  # 0: 8192 on a GPU, 2048 on a CPU
-  check: bool = True
-  seed: int = 0
-
-
-# --- Counting ---
-
-
-def count_macs(config: models.ModelConfig, image_size: int) -> dict[str, int]:
-  """Multiply-adds per image of each conv and fc layer of the network `config` builds (Figure 2).
-
-  conv: out_h * out_w * k * k * (input channels per group) * output channels, where a tower-local
-  layer (conv2, conv4, conv5) sees 1/towers of its input; fc: in * out. The channels, conv1's
-  padding and fc6's input (pool5's maps, or `adaptive_avg_pool`'s bins) are the model's own
-  (`models.conv_channels`, `models.feature_sizes`), so torchvision's net and ablations count right.
-  """
-  sizes = models.feature_sizes(image_size, config.pool, config.conv1_padding)
-  macs, channels_in = {}, 3
-  for (name, kernel, _, _, crosses), channels in zip(
-      models.CONV_LAYERS, models.conv_channels(config)[0]
-  ):
-    per_group = channels_in if (crosses or name == 'conv1') else channels_in // config.towers
-    macs[name] = sizes[name] ** 2 * kernel * kernel * per_group * channels
-    channels_in = channels
-  pooled = config.adaptive_avg_pool or sizes['pool5']
-  fc_units = models.scaled(models.FC_UNITS, config.width)
-  macs['fc6'] = pooled**2 * channels_in * fc_units
-  macs['fc7'] = fc_units * fc_units
-  macs['fc8'] = fc_units * config.num_classes
-  return macs
-
-
-def train_flops_per_image(config: models.ModelConfig, image_size: int) -> int:
-  return 3 * 2 * sum(count_macs(config, image_size).values())
-
-
-def _median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
-
-
-def measure_peak_flops(dtype: str, size: int, device=None, repeats: int = 5) -> dict:
-  """FLOP/s of a size^3 `jnp.dot` in `dtype` on one device: median of `repeats` timed batches."""
-  device = device or jax.devices()[0]
-  key = jax.random.key(0)
-  a = jax.device_put(jax.random.normal(key, (size, size), models.DTYPES[dtype]), device)
-  b = jax.device_put(
-      jax.random.normal(jax.random.fold_in(key, 1), (size, size), models.DTYPES[dtype]), device
-  )
-  dot = jax.jit(jnp.dot)
-  per_batch = 10 if device.platform == 'gpu' else 1
-
-  def run():
-    out = [dot(a, b) for _ in range(per_batch)]
-    jax.block_until_ready(out)
-
-  run()
-  seconds = _median_seconds(run, repeats) / per_batch
-  flops = 2 * size**3 / seconds
-  source = (
-      f'measured: jnp.dot of two {size}x{size} {dtype} matrices on {device.device_kind}, '
-      f'median of {repeats} repeats'
-  )
-  if dtype == 'float32' and device.platform == 'gpu':
-    source += " (JAX's default precision: TF32 tensor cores)"
-  result = {'flops_per_s': flops, 'source': source}
-  vendor = [v for k, v in VENDOR_BF16_PEAK.items() if k in device.device_kind]
-  if dtype == 'bfloat16' and vendor:
-    result['vendor_flops_per_s'] = vendor[0]
-  return result
-
-
-def _library_matmul(library: str, dtype: str, size: int, on_gpu: bool):
-  """A function running one size^3 matmul of `library` (numpy or torch) in `dtype`, or None."""
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((size, size), np.float32) for _ in range(2))
-  if library == 'numpy':
-    if dtype != 'float32' or on_gpu:  # numpy has no bfloat16 matmul, and runs on the host
-      return None
-    return lambda: a @ b
-  torch = _import_torch()
-  if torch is None:
-    return None
-  device = 'cuda' if on_gpu and torch.cuda.is_available() else 'cpu'
-  if on_gpu and device == 'cpu':
-    return None
-  ta, tb = (torch.from_numpy(m).to(device, getattr(torch, dtype)) for m in (a, b))
-
-  def run():
-    out = ta @ tb
-    if device == 'cuda':
-      torch.cuda.synchronize()
-    return out
-
-  return run
-
-
-def machine_limits(dtypes, size: int, xla_peaks: dict, device, repeats: int = 5) -> dict:
-  """The machine's fastest matmul per dtype: the best of XLA's (`xla_peaks`), numpy's and torch's
-  size^3 matmul, each the median of `repeats`, in that dtype or in float32 where that is faster.
-
-  MFU against XLA's own dot flatters a step that XLA also runs: this limit is what the machine's
-  best library gets, so the fraction says how far the step is from the hardware, not from XLA.
-  """
-  on_gpu = device.platform == 'gpu'
-  rates = {}
-  for dtype in dict.fromkeys(tuple(dtypes) + ('float32',)):
-    rates[dtype] = {'xla': xla_peaks[dtype]['flops_per_s']}
-    for library in ('numpy', 'torch'):
-      fn = _library_matmul(library, dtype, size, on_gpu)
-      if fn is not None:
-        fn()
-        rates[dtype][library] = 2 * size**3 / _median_seconds(fn, repeats)
-  limits = {}
-  for dtype in dtypes:
-    candidates = {f'{lib} {d}': r for d in {dtype, 'float32'} for lib, r in rates[d].items()}
-    best = max(candidates, key=candidates.get)
-    limits[dtype] = {
-        'flops_per_s': candidates[best],
-        'by': best,
-        'rates': candidates,
-        'source': f'the fastest of XLA, numpy and torch multiplying two {size}x{size} matrices '
-        f'(median of {repeats}), in ' + (dtype if dtype == 'float32' else f'{dtype} or float32'),
-    }
-  return limits
-
-
-# --- Machine ---
-
-
-def cpu_name() -> str:
-  """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or 'unknown'
-
-
-def machine_info() -> dict:
-  cpu = cpu_name()
-  device = jax.devices()[0]
-  import flax, optax  # noqa: E401  (versions only)
-
-  info = {
-      'cpu': cpu,
-      'cpu_cores': os.cpu_count(),
-      'platform': device.platform,
-      'device_kind': device.device_kind,
-      'device_count': jax.device_count(),
-      'python': platform.python_version(),
-      'jax': jax.__version__,
-      'flax': flax.__version__,
-      'optax': optax.__version__,
-      'XLA_FLAGS': os.environ.get('XLA_FLAGS', ''),
-  }
-  torch = _import_torch()
-  if torch is not None:
-    info['torch'] = torch.__version__
-    info['torch_threads'] = torch.get_num_threads()
-    if torch.cuda.is_available():
-      info['torch_device'] = torch.cuda.get_device_name(0)
-  return info
-
-
-def _import_torch():
-  try:
-    import torch
-
-    return torch
-  except ImportError:
-    return None
-
-
-# --- Runners: each times its own step, windows interleaved with the others ---
-
-
-@dataclasses.dataclass
-class Runner:
-  row: dict  # the table row so far (framework, batch, dtype, ...)
-  step: Callable[[int], None]  # runs n steps and waits for the device
-  window_ms: list = dataclasses.field(default_factory=list)
-
-
-def _model_config(
-    settings: Settings, dtype: str, dropout_rate: float = 0.5, **axes
-) -> models.ModelConfig:
-  """configs/alexnet.py's model (the dataclass defaults are the paper's) at this width/dtype."""
-  return models.ModelConfig(
-      num_classes=settings.num_classes,
-      width=settings.width,
-      dtype=dtype,
-      dropout_rate=dropout_rate,
-      **axes,
-  )
-
-
-def synthetic_batch(
-    batch: int, image_size: int, num_classes: int, seed: int = 0
-) -> dict[str, np.ndarray]:
-  """Pixels uniform in [-128, 128) (mean-subtracted 0..255 as in section 2), random labels."""
-  rng = np.random.default_rng(seed)
-  return {
-      'image': rng.uniform(-128, 128, (batch, image_size, image_size, 3)).astype(np.float32),
-      'label': rng.integers(0, num_classes, batch).astype(np.int32),
-  }
-
-
-def abstract_model(model_cfg: models.ModelConfig, image_size: int) -> models.AlexNet:
-  return nnx.eval_shape(lambda: models.AlexNet(model_cfg, image_size, rngs=nnx.Rngs(params=0)))
-
-
-def initial_params(settings: Settings, image_size: int) -> dict:
-  """Section 5's initialisation, N(0, 0.01) weights and biases 1 or 0, drawn with numpy: the
-  weights both frameworks start from. (XLA:CPU would compile a random draw for each layer's
-  shape, a start-up cost numpy does not have.)"""
-  rng = np.random.default_rng(settings.seed)
-  shapes = nnx.to_pure_dict(
-      nnx.state(abstract_model(_model_config(settings, 'float32'), image_size), nnx.Param)
-  )
-  return {
-      layer: {
-          'kernel': rng.normal(0, 0.01, v['kernel'].shape).astype(np.float32),
-          'bias': np.full(v['bias'].shape, float(layer in models.POSITIVE_BIAS_LAYERS), np.float32),
-      }
-      for layer, v in shapes.items()
-  }
-
-
-def model_with_params(
-    model_cfg: models.ModelConfig, image_size: int, params: dict
-) -> models.AlexNet:
-  """An AlexNet holding `params` (our nested dict), without drawing an initialisation."""
-  graphdef, variables = nnx.split(abstract_model(model_cfg, image_size))
-  nnx.replace_by_pure_dict(variables, jax.tree.map(jnp.asarray, params))
-  return nnx.merge(graphdef, variables)
-
-
-def _jax_state(model_cfg, image_size, params, layout, seed):
-  """A TrainState holding `params` (the shared weights) and the jitted step, as the trainer's."""
-  model = model_with_params(model_cfg, image_size, params)
-  opt_cfg = optim.OptimConfig()  # section 5, as configs/alexnet.py
-  tx = optim.create_optimizer(opt_cfg, 1)
-  graphdef, state = steps.create_train_state(model, tx, optim.create_plateau(opt_cfg), seed)
-  if layout is not None:
-    state = layout.place_state(state)
-  fn = steps.make_train_step(graphdef, tx, optim.learning_rate_schedule(opt_cfg, 1), layout)
-  return state, fn
-
-
-def jax_runner(
-    settings: Settings,
-    image_size: int,
-    batch: int,
-    dtype: str,
-    strategy: str,
-    params: dict,
-    data: dict,
-    devices,
-) -> Runner:
-  """Our train step under `strategy`; ConfigError (a skip reason) if the devices do not fit."""
-  layout = sharding.Layout.create(sharding.MeshConfig(strategy), towers=2, devices=devices)
-  if strategy == 'owt' and layout.data_size < 2:
-    # owt on a one-device data axis computes what data parallelism does: nothing new to time.
-    raise ConfigError(
-        'owt splits the fc layers over the devices of the data axis; with '
-        f'{layout.data_size} device it is plain data parallelism.'
-    )
-  if batch % layout.data_size:
-    raise ConfigError(
-        f'batch {batch} does not split over the {layout.data_size} devices of the ' 'data axis.'
-    )
-  cfg = _model_config(settings, dtype, **layout.model_axes())
-  state, fn = _jax_state(cfg, image_size, params, layout, settings.seed)
-  placed = jax.device_put(data, layout.batch_sharding())
-  start = time.perf_counter()
-  compiled = fn.lower(state, placed).compile()
-  compile_s = time.perf_counter() - start
-  holder = {'state': state}
-
-  def step(n):
-    state = holder['state']
-    for _ in range(n):
-      state, _, _ = compiled(state, placed)
-    holder['state'] = jax.block_until_ready(state)
-
-  step(settings.warmup)
-  mem = compiled.memory_analysis()
-  program = (
-      mem.argument_size_in_bytes
-      + mem.output_size_in_bytes
-      - mem.alias_size_in_bytes
-      + mem.temp_size_in_bytes
-  )
-  device = devices[0]
-  stats = device.memory_stats() if hasattr(device, 'memory_stats') else None
-  if stats and 'peak_bytes_in_use' in stats:
-    peak, source = stats['peak_bytes_in_use'], 'memory_stats peak_bytes_in_use (process high-water)'
-  else:
-    peak = program
-    source = 'compiled memory_analysis (arguments + outputs - donated + temporaries), per device'
-  row = {
-      'framework': 'jax',
-      'mode': 'jit',
-      'strategy': strategy,
-      'devices': len(devices),
-      'compile_s': compile_s,
-      'peak_mb': peak / 2**20,
-      'peak_source': source,
-      'program_mb': program / 2**20,
-  }
-  return Runner(row, step)
-
-
-def _torch_device(torch) -> str:
-  return 'cuda' if jax.devices()[0].platform == 'gpu' and torch.cuda.is_available() else 'cpu'
-
-
-def torch_runner(
-    settings: Settings,
-    image_size: int,
-    dtype: str,
-    mode: str,
-    params: dict,
-    data: dict,
-    device: str | None = None,
-) -> Runner:
-  """torch_reference's step, eager or torch.compile'd; bfloat16 via autocast + channels_last.
-
-  `device` ('cuda' or 'cpu'): None asks JAX which platform it runs on.
-  """
-  import torch
-  from alexnet_jax.tools import torch_reference
-
-  device = device or _torch_device(torch)
-  if device == 'cuda':  # float32 as JAX runs it on a GPU: TF32 matmuls and convolutions
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick, as XLA autotunes
-    torch.cuda.reset_peak_memory_stats()
-  channels_last = dtype == 'bfloat16' or settings.channels_last
-  net = torch_reference.build(_model_config(settings, 'float32'), image_size)
-  torch_reference.load_params(net, params)
-  memory_format = torch.channels_last if channels_last else torch.preserve_format
-  net = net.to(device, memory_format=memory_format)
-  opt = torch_reference.make_optimizer(
-      net, PAPER_OPTIM.learning_rate, PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay
-  )
-  images = torch_reference.to_nchw(data['image'], device, channels_last)
-  labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
-  model = torch.compile(net) if mode == 'compile' else net
-  autocast = torch.bfloat16 if dtype == 'bfloat16' else None
-
-  def step(n):
-    for _ in range(n):
-      torch_reference.train_step(model, opt, images, labels, autocast)
-    if device == 'cuda':
-      torch.cuda.synchronize()  # on a CPU every op has finished when it returns
-
-  start = time.perf_counter()
-  step(1)
-  compile_s = time.perf_counter() - start if mode == 'compile' else None
-  step(max(settings.warmup - 1, 0))
-  if device == 'cuda':
-    peak, source = torch.cuda.max_memory_allocated(), 'torch.cuda.max_memory_allocated'
-  else:
-    peak, source = None, 'not measured for torch on a CPU'
-  row = {
-      'framework': 'torch',
-      'mode': mode + ('+channels_last' if channels_last else ''),
-      'strategy': '-',
-      'devices': 1,
-      'compile_s': compile_s,
-      'peak_mb': None if peak is None else peak / 2**20,
-      'peak_source': source,
-  }
-  return Runner(row, step)
-
-
-def _torch_worker(
-    conn,
-    settings: dict,
-    image_size: int,
-    dtype: str,
-    mode: str,
-    params: dict,
-    data: dict,
-    device: str,
-) -> None:
-  """The torch process: builds the runner, then runs `n` steps per message until None."""
-  settings = Settings(**settings)
-  try:
-    if settings.torch_threads:
-      import torch
-
-      torch.set_num_threads(settings.torch_threads)
-    runner = torch_runner(settings, image_size, dtype, mode, params, data, device)
-  except Exception as e:  # e.g. torch.compile without a C++ compiler: the parent skips the row
-    conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
-    return
-  conn.send(
-      dict(
-          runner.row,
-          pid=os.getpid(),
-          malloc='alexnet_jax settings' if runtime.malloc_applied() else 'glibc defaults',
-      )
-  )
-  try:
-    while (n := conn.recv()) is not None:
-      runner.step(n)
-      conn.send(True)
-  except EOFError:  # the benchmark process is gone
-    pass
-
-
-def torch_process_runner(
-    settings: Settings, image_size: int, dtype: str, mode: str, params: dict, data: dict
-) -> tuple[Runner, Callable[[], None]]:
-  """`torch_runner` in a process of its own; returns the runner and a function that ends it.
-
-  PyTorch runs as it does outside this package: this process's malloc settings
-  (`runtime.configure`, which speed up torch's allocations as well as XLA's) and thread pools stay out
-  of its way, and its spinning OpenMP threads out of ours. The windows are still interleaved:
-  each `step` waits for the process to finish its steps.
-  """
-  import torch
-
-  device = _torch_device(torch)  # asked here: the child never starts a JAX backend
-  context = multiprocessing.get_context('spawn')
-  parent, child = context.Pipe()
-  # By the importable module's name, not __main__'s, so the child can unpickle it however this
-  # module was started; Settings goes as a dict for the same reason. The child imports the
-  # package and never calls runtime.configure(): glibc's malloc stays as it is outside our commands.
-  worker = importlib.import_module('alexnet_jax.tools.benchmark')._torch_worker
-  # Not a daemon: torch.compile may start compile workers of its own.
-  process = context.Process(
-      target=worker,
-      args=(child, dataclasses.asdict(settings), image_size, dtype, mode, params, data, device),
-  )
-  process.start()
-
-  def receive():
-    while not parent.poll(1.0):
-      if not process.is_alive():
-        raise RuntimeError(f'the torch process exited with code {process.exitcode}')
-    return parent.recv()
-
-  row = receive()
-  if isinstance(row, str):  # the child's error, 'Type: message'
-    process.join()
-    raise RuntimeError(row)
-
-  def step(n):
-    parent.send(n)
-    receive()
-
-  def close():
-    try:
-      parent.send(None)
-    except OSError:
-      pass
-    process.join(timeout=60)
-    if process.is_alive():
-      process.terminate()
-
-  return Runner(row, step), close
-
-
-# --- The check: both frameworks compute the same step ---
-
-
-def check_same_step(settings: Settings, image_size: int, params: dict, data: dict) -> dict:
-  """One float32 step of each, dropout off, full precision: loss and parameter updates agree?"""
-  import torch
-  from alexnet_jax.tools import torch_reference
-
-  device = _torch_device(torch)
-  cfg = _model_config(settings, 'float32', dropout_rate=0.0)
-  with jax.default_matmul_precision('highest'):
-    state, fn = _jax_state(cfg, image_size, params, None, settings.seed)
-    state, metrics, _ = fn(state, {k: jnp.asarray(v) for k, v in data.items()})
-    loss_jax = float(metrics.loss.compute())
-  ours = torch_reference.torch_layout(jax.tree.map(np.asarray, state.params))
-
-  tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-  try:
-    net = torch_reference.build(cfg, image_size)
-    torch_reference.load_params(net, params)
-    net = net.to(device)
-    opt = torch_reference.make_optimizer(
-        net, PAPER_OPTIM.learning_rate, PAPER_OPTIM.momentum, PAPER_OPTIM.weight_decay
-    )
-    labels = torch.from_numpy(data['label'].astype(np.int64)).to(device)
-    loss_torch = float(
-        torch_reference.train_step(net, opt, torch_reference.to_nchw(data['image'], device), labels)
-    )
-    theirs = {k: v.detach().cpu().numpy() for k, v in net.state_dict().items()}
-  finally:
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-
-  # An update far smaller than its weight (a bias of 1 moving by 1e-7) is only known to the float32
-  # rounding of the weight: allow that rounding on top of the relative tolerance.
-  before = torch_reference.torch_layout(params)
-  update_rel, over_allowance = {}, {}
-  for key in before:
-    ours_update, their_update = ours[key] - before[key], theirs[key] - before[key]
-    diff = float(np.linalg.norm(ours_update - their_update))
-    scale = float(np.linalg.norm(their_update))
-    rounding = 2 * float(np.finfo(np.float32).eps) * float(np.linalg.norm(theirs[key]))
-    update_rel[key] = 0.0 if diff == 0.0 else (diff / scale if scale > 0 else math.inf)
-    over_allowance[key] = diff / (UPDATE_TOLERANCE * scale + rounding + 1e-30)
-  loss_rel = abs(loss_jax - loss_torch) / max(abs(loss_torch), 1e-30)
-  worst = max(over_allowance, key=over_allowance.get)
-  passed = loss_rel <= LOSS_TOLERANCE and over_allowance[worst] <= 1.0
-  return {
-      'image_size': image_size,
-      'batch': int(data['label'].shape[0]),
-      'passed': passed,
-      'loss_jax': loss_jax,
-      'loss_torch': loss_torch,
-      'loss_rel_diff': loss_rel,
-      'worst_parameter': worst,
-      'worst_update_rel_diff': update_rel[worst],
-      'worst_update_diff_over_allowance': over_allowance[worst],
-      'update_rel_diff': update_rel,
-      'tolerances': {
-          'loss': f'relative {LOSS_TOLERANCE}',
-          'update': f'|ours - torch| <= {UPDATE_TOLERANCE} |torch update| + 2 eps32'
-          ' |weight| (L2 norms per parameter)',
-      },
-      'precision': 'float32, no TF32 (jax highest; torch allow_tf32=False), dropout 0',
-  }
 
 
 # --- The run ---
@@ -653,7 +71,7 @@ def check_same_step(settings: Settings, image_size: int, params: dict, data: dic
 def validate(settings: Settings) -> None:
   problems = []
   try:
-    models.validate(_model_config(settings, 'float32'))
+    models.validate(step_runners.model_config(settings, 'float32'))
   except ValueError as e:
     problems.append(f'--width and --num_classes: {str(e).rstrip(".")}')
   if not settings.batch_sizes or min(settings.batch_sizes) < 1:
@@ -682,11 +100,11 @@ def validate(settings: Settings) -> None:
 
 def torch_modes(settings: Settings) -> tuple[str, ...]:
   """The torch variants to time; ConfigError if torch was asked for and is missing."""
-  torch = _import_torch()
+  torch = machine.import_torch()
   if settings.torch is None:
     if torch is None:
       return ()
-    return ('eager', 'compile') if _torch_device(torch) == 'cuda' else ('eager',)
+    return ('eager', 'compile') if step_runners.torch_device(torch) == 'cuda' else ('eager',)
   if settings.torch and torch is None:
     raise ConfigError(
         "--torch needs PyTorch, which is not installed: pip install -e '.[bench]' "
@@ -708,7 +126,7 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
   platform_name = devices[0].platform
   peak_size = settings.peak_matmul_size or (8192 if platform_name == 'gpu' else 2048)
   peaks = {
-      d: measure_peak_flops(d, peak_size, devices[0])
+      d: machine.measure_peak_flops(d, peak_size, devices[0])
       for d in dict.fromkeys(settings.dtypes + ('float32',))
   }
   xla_rates = {d: dict(p) for d, p in peaks.items()}  # each dtype's own rate, before the max below
@@ -722,13 +140,13 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
           source=f"{peaks['float32']['source']}, faster than the {dtype} matmul "
           f"({peak['flops_per_s'] / 1e12:.3g} TFLOP/s)",
       )
-  limits = machine_limits(settings.dtypes, peak_size, xla_rates, devices[0])
+  limits = machine.machine_limits(settings.dtypes, peak_size, xla_rates, devices[0])
   peaks = {d: peaks[d] for d in settings.dtypes}
   result = {
-      'machine': machine_info(),
+      'machine': machine.machine_info(),
       'settings': dataclasses.asdict(settings),
       'torch_modes': list(modes),
-      'flop_convention': FLOP_CONVENTION,
+      'flop_convention': flops.FLOP_CONVENTION,
       'peak': peaks,
       'machine_limit': limits,
       'macs_per_image': {},
@@ -738,27 +156,32 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
   }
   result['machine']['benchmark_devices'] = len(devices)
   for image_size in settings.image_sizes:
-    macs = count_macs(_model_config(settings, 'float32'), image_size)
+    macs = flops.count_macs(step_runners.model_config(settings, 'float32'), image_size)
     result['macs_per_image'][str(image_size)] = macs
     flops_per_image = 3 * 2 * sum(macs.values())
-    params = initial_params(settings, image_size)
+    params = step_runners.initial_params(settings, image_size)
     check = None
     if modes and settings.check:
-      check_batch = synthetic_batch(
-          min(CHECK_BATCH, *settings.batch_sizes), image_size, settings.num_classes, settings.seed
+      check_batch = step_runners.synthetic_batch(
+          min(step_runners.CHECK_BATCH, *settings.batch_sizes),
+          image_size,
+          settings.num_classes,
+          settings.seed,
       )
-      check = check_same_step(settings, image_size, params, check_batch)
+      check = step_runners.check_same_step(settings, image_size, params, check_batch)
       result['checks'].append(check)
       log(_check_line(check))
     for batch in sorted(settings.batch_sizes):
-      data = synthetic_batch(batch, image_size, settings.num_classes, settings.seed)
+      data = step_runners.synthetic_batch(batch, image_size, settings.num_classes, settings.seed)
       for dtype in settings.dtypes:
         variant = {'batch': batch, 'dtype': dtype, 'image_size': image_size}
         runners = []
         for strategy in settings.strategies:
           try:
             runners.append(
-                jax_runner(settings, image_size, batch, dtype, strategy, params, data, devices)
+                step_runners.jax_runner(
+                    settings, image_size, batch, dtype, strategy, params, data, devices
+                )
             )
           except ConfigError as e:
             result['skipped'].append(
@@ -767,7 +190,9 @@ def run(settings: Settings, devices=None, log: Callable[[str], None] = print) ->
         closers = []
         for mode in modes:
           try:
-            runner, close = torch_process_runner(settings, image_size, dtype, mode, params, data)
+            runner, close = step_runners.torch_process_runner(
+                settings, image_size, dtype, mode, params, data
+            )
             runners.append(runner)
             closers.append(close)
           except Exception as e:  # e.g. torch.compile without a C++ compiler: skip, say why

@@ -59,7 +59,7 @@ from alexnet_jax import runtime
 from alexnet_jax import settings
 from alexnet_jax.configs import alexnet
 from alexnet_jax.data import augment
-from alexnet_jax.tools import benchmark
+from alexnet_jax.tools import machine
 from alexnet_jax.data import pipeline
 from alexnet_jax.data.datasets import synthetic_shapes
 
@@ -397,7 +397,7 @@ def run(
       'batch_size': batch_size,
       'batches_per_timing': batches,
       'repeats': repeats,
-      'cpu': benchmark.cpu_name(),
+      'cpu': machine.cpu_name(),
       'cores_available': len(all_cores),
   }
 

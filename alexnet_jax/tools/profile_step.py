@@ -37,7 +37,7 @@ from absl import flags
 import jax
 
 from alexnet_jax import runtime
-from alexnet_jax.tools import benchmark
+from alexnet_jax.tools import step_runners
 
 LRN_FUNCTIONS = (
     'local_response_norm',
@@ -291,11 +291,11 @@ def profile(
     num_classes: int = 1000,
 ) -> dict:
   """The profile as a dict: categories and instructions in ms per step, and the wall step time."""
-  settings = benchmark.Settings(batch_sizes=(batch,), width=width, num_classes=num_classes)
-  params = benchmark.initial_params(settings, image_size)
-  cfg = benchmark._model_config(settings, dtype)
-  state, fn = benchmark._jax_state(cfg, image_size, params, None, settings.seed)
-  data = jax.device_put(benchmark.synthetic_batch(batch, image_size, settings.num_classes))
+  settings = step_runners.Settings(batch_sizes=(batch,), width=width, num_classes=num_classes)
+  params = step_runners.initial_params(settings, image_size)
+  cfg = step_runners.model_config(settings, dtype)
+  state, fn = step_runners.jax_state(cfg, image_size, params, None, settings.seed)
+  data = jax.device_put(step_runners.synthetic_batch(batch, image_size, settings.num_classes))
   compiled = fn.lower(state, data).compile()
   instructions = parse_hlo(compiled.as_text())
   for ins in instructions.values():
