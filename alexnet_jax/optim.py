@@ -15,8 +15,9 @@ by default, as in cuda-convnet's layer definitions, where weight cost applies to
 Schedules (`schedule`):
 - `plateau`, the paper's: "divide the learning rate by 10 when the validation error rate stopped
   improving", reduced three times in all. This is `optax.contrib.reduce_on_plateau`, driven by the
-  validation top-1 error once per evaluation (`plateau_step`), never by the training loss. Its state
-  lives in the train state and so in checkpoints; the train step only reads its `scale`.
+  validation top-1 error once per evaluation (`steps.plateau_update`), never by the training
+  loss. Its state lives in the train state and so in checkpoints; the train step only reads its
+  `scale`.
 - `step`: multiply by `step_factor` at each of `step_boundaries` (fractions of the run).
 - `cosine`: linear warm-up for `warmup_steps`, then cosine decay to 0, for modern runs.
 
