@@ -459,19 +459,15 @@ class AlexNet(nnx.Module):
     depends only on the example and the feature: drawn for the global batch (under the 2014 scheme
     `x` already is the gathered batch), each device keeping its own rows.
     """
-    rate = self.config.dropout_rate
-    if not train or rate == 0.0:
+    rate = self._dropout_rate(train, rng)
+    if not rate:
       return x
-    if rng is None:
-      raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
     shards, shard = 1, 0
     if self.config.batch_axis is not None and self.config.fc_axis is None:
       shards = jax.lax.axis_size(self.config.batch_axis)
       shard = jax.lax.axis_index(self.config.batch_axis)
     key = jax.random.fold_in(rng, 5)  # fc6 and fc7 fold in 6 and 7
-    keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0] * shards,) + x.shape[1:])
-    keep = jax.lax.dynamic_slice_in_dim(keep, shard * x.shape[0], x.shape[0])
-    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+    return _dropped(x, _rows_kept(key, rate, x.shape, shards, shard), rate)
 
   def _dropout(
       self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
@@ -482,11 +478,9 @@ class AlexNet(nnx.Module):
     drawn for the global batch and each device keeps its rows, so a run split over devices
     drops exactly the units one device would.
     """
-    rate = self.config.dropout_rate
-    if not train or rate == 0.0:
+    rate = self._dropout_rate(train, rng)
+    if not rate:
       return list(xs)
-    if rng is None:
-      raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
     if self.config.fc_axis is not None:
       # A slice of the units (within one tower, or whole towers on a one-device axis) for the
       # whole batch: draw every tower's mask as one device would, keep this device's columns.
@@ -505,7 +499,7 @@ class AlexNet(nnx.Module):
           axis=1,
       )
       keep = jax.lax.dynamic_slice_in_dim(keep, first_unit, x.shape[-1], axis=1)
-      return [jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)]
+      return [_dropped(x, keep, rate)]
     first_tower, shards, shard = 0, 1, 0
     if self.config.tower_axis is not None:
       first_tower = jax.lax.axis_index(self.config.tower_axis) * len(xs)
@@ -515,10 +509,29 @@ class AlexNet(nnx.Module):
     outputs = []
     for t, x in enumerate(xs):
       key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
-      keep = jax.random.bernoulli(key, 1.0 - rate, (x.shape[0] * shards,) + x.shape[1:])
-      keep = jax.lax.dynamic_slice_in_dim(keep, shard * x.shape[0], x.shape[0])
-      outputs.append(jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype))
+      outputs.append(_dropped(x, _rows_kept(key, rate, x.shape, shards, shard), rate))
     return outputs
+
+  def _dropout_rate(self, train: bool, rng: Array | None) -> float:
+    """The rate dropout applies now: 0 outside training or without dropout."""
+    rate = self.config.dropout_rate
+    if not train or rate == 0.0:
+      return 0.0
+    if rng is None:
+      raise ValueError('AlexNet(train=True) needs a dropout_rng when dropout_rate > 0.')
+    return rate
+
+
+def _rows_kept(key: Array, rate: float, shape: tuple[int, ...], shards: int, shard: int) -> Array:
+  """This device's rows of a keep-mask drawn for the global batch (`shards` devices' rows of
+  `shape`), so that a run split over devices drops exactly the units one device would."""
+  keep = jax.random.bernoulli(key, 1.0 - rate, (shape[0] * shards,) + tuple(shape[1:]))
+  return jax.lax.dynamic_slice_in_dim(keep, shard * shape[0], shape[0])
+
+
+def _dropped(x: Array, keep: Array, rate: float) -> Array:
+  """Units where `keep` is False zeroed, the others scaled by 1 / (1 - rate) (inverted dropout)."""
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
 
 
 def min_image_size(pool: str = 'overlapping', conv1_padding: int | str = 'ceil') -> int:
