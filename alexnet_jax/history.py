@@ -168,7 +168,7 @@ class ConsoleWriter:
   write_texts = write_histograms = write_hparams = _not_shown
 
   def flush(self):
-    pass
+    """Nothing is buffered here: each line went to the log when it was written."""
 
   def close(self):
-    pass
+    """Nothing to release: the log belongs to absl."""

@@ -143,12 +143,10 @@ def cpu_name() -> str:
   """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
   try:
     with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or 'unknown'
+      names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+  except OSError:  # no /proc (not Linux): what the platform module knows
+    names = []
+  return names[0] if names else platform.processor() or platform.machine() or 'unknown'
 
 
 def machine_info() -> dict:

@@ -25,6 +25,7 @@ none of them); `steps` needs clu's pure-Python `clu.metrics` only. torch and `to
 imported inside the functions that run torch.
 """
 
+import contextlib
 import dataclasses
 import math
 import multiprocessing
@@ -281,23 +282,15 @@ def torch_runner(
   return Runner(row, step)
 
 
-def _torch_worker(
-    conn,
-    settings: Settings,
-    image_size: int,
-    dtype: str,
-    mode: str,
-    params: dict,
-    data: dict,
-    device: str,
-) -> None:
-  """The torch process: builds the runner, then runs `n` steps per message until None."""
+def _torch_worker(conn, threads: int, runner_args: tuple) -> None:
+  """The torch process: builds `torch_runner(*runner_args)` with `threads` (0: torch's default),
+  then runs `n` steps per message until None."""
   try:
-    if settings.torch_threads:
+    if threads:
       import torch
 
-      torch.set_num_threads(settings.torch_threads)
-    runner = torch_runner(settings, image_size, dtype, mode, params, data, device)
+      torch.set_num_threads(threads)
+    runner = torch_runner(*runner_args)
   except Exception as e:  # e.g. torch.compile without a C++ compiler: the parent skips the row
     conn.send(f'{type(e).__name__}: {e}'.splitlines()[0])
     return
@@ -312,8 +305,8 @@ def _torch_worker(
     while (n := conn.recv()) is not None:
       runner.step(n)
       conn.send(True)
-  except EOFError:  # the benchmark process is gone
-    pass
+  except EOFError:
+    return  # the benchmark process is gone, and with it the steps to run: end quietly
 
 
 def torch_process_runner(
@@ -337,7 +330,11 @@ def torch_process_runner(
   # Not a daemon: torch.compile may start compile workers of its own.
   process = context.Process(
       target=_torch_worker,
-      args=(child, settings, image_size, dtype, mode, params, data, device),
+      args=(
+          child,
+          settings.torch_threads,
+          (settings, image_size, dtype, mode, params, data, device),
+      ),
   )
   process.start()
 
@@ -357,10 +354,9 @@ def torch_process_runner(
     receive()
 
   def close():
-    try:
+    # A worker that already exited has closed its pipe: there is nothing to tell it.
+    with contextlib.suppress(OSError):
       parent.send(None)
-    except OSError:
-      pass
     process.join(timeout=60)
     if process.is_alive():
       process.terminate()
