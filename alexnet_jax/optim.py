@@ -33,10 +33,12 @@ paper's chain is unchanged without them:
 """
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ('plateau', 'step', 'cosine')
@@ -174,8 +176,10 @@ def create_optimizer(
 
 def create_plateau(config: OptimConfig) -> optax.GradientTransformationExtraArgs:
   """Reduce-on-plateau on the validation error: at most `max_reductions` divisions by 1/factor."""
-  # A hair below factor**n so float rounding of the repeated product cannot block the n-th step.
-  min_scale = config.plateau_factor**config.plateau_max_reductions * (1 - 1e-4)
+  # The scale after n cuts, multiplied in float32 as optax multiplies it: rounding cannot block the
+  # n-th cut, and a further plateau leaves the scale where it is (a floor a hair below factor**n
+  # let an (n+1)-th cut of 0.01% through).
+  min_scale = math.prod([np.float32(config.plateau_factor)] * config.plateau_max_reductions)
   return optax.contrib.reduce_on_plateau(
       factor=config.plateau_factor,
       patience=config.plateau_patience,

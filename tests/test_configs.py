@@ -1,12 +1,15 @@
 """Every config in configs/ builds, passes the checks a run makes, and means what its docstring
 says: the experiments' sweeps, their CPU and paper scales, and every named variant."""
 
+import dataclasses
 import importlib
+import math
 
 import pytest
 
 from alexnet_jax import configs
 from alexnet_jax import models
+from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax.configs import ablation
 from alexnet_jax.configs import common
@@ -102,3 +105,49 @@ def test_records_made_before_the_torchvision_fields_are_the_same_run():
   assert settings.differences(before, settings.identity(config)) == [
       "model.dropout_placement: 'after' there, 'before' now"
   ]
+
+
+def test_runlocal_is_the_paper_recipe_on_the_built_in_data_at_112_pixels_for_200_steps():
+  """configs/alexnet.py's docstring: `:runlocal` runs this recipe on the built-in dataset at 112
+  pixels for 200 steps. Only the data and the loop's length change: the network, the optimiser,
+  the schedule and the augmentation stay the paper's (their typed defaults, section 3 to 5)."""
+  config = load('alexnet').get_config('runlocal')
+  run = settings.from_config(config)
+  assert run.data.dataset == 'synthetic_shapes' and run.model.num_classes == 10
+  assert (run.data.image_size, run.data.resize_size) == (112, 128)  # 224 / 256 of the paper
+  assert run.loop.num_train_steps == 200
+  assert run.model == dataclasses.replace(models.ModelConfig(), num_classes=10)
+  assert run.optim == optim.OptimConfig() and run.optim.schedule == 'plateau'
+  assert (run.data.augment.flip, run.data.augment.random_crop) == (True, True)
+  assert run.data.augment.pca_std == 0.1 and run.data.augment.inv_std is None  # 0..255 pixels
+  # Everything but the scale is the paper config's: the recipe, not a quickstart.
+  paper = load('alexnet').get_config()
+  scale = {'dataset', 'model.num_classes', 'resize_size', 'image_size', 'batch_size'}
+  scale |= {'eval_batch_size', 'num_train_steps', 'log_every_steps', 'eval_every_steps'}
+  scale |= {'checkpoint_every_steps', 'final_eval_crops', 'profile_steps'}
+  changed = {
+      line.split(':')[0]
+      for line in settings.differences(
+          settings.flatten(paper.to_dict()), settings.flatten(config.to_dict())
+      )
+  }
+  assert changed == scale
+  # It takes a variant too.
+  assert load('alexnet').get_config('runlocal,variant=no_lrn').model.norm == 'none'
+
+
+@pytest.mark.slow
+def test_runlocal_trains_two_steps(tiny_data_dir, tmp_path, one_device):
+  """The runlocal recipe, full width at 112 pixels, for two steps and its final evaluation; on the
+  built-in dataset's tiny split (the same classes and kind of images, prepared in a second, not
+  the default split's 10,000)."""
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+
+  config = load('alexnet').get_config('runlocal')
+  config.dataset, config.data_dir = 'synthetic_shapes/tiny', tiny_data_dir
+  config.num_train_steps = 2
+  state, metrics = train.train_and_evaluate(config, str(tmp_path / 'run'), one_device)
+  assert int(state.step) == 2
+  assert set(metrics) == {'loss', 'top1_error', 'top5_error'}
+  assert all(math.isfinite(v) for v in metrics.values())
+  assert 0.0 <= metrics['top1_error'] <= 1.0

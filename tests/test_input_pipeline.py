@@ -59,6 +59,7 @@ def test_a_restored_iterator_continues_exactly(tiny_data_dir, tiny_config):
   assert not np.array_equal(expected[1]['image'], expected[2]['image'])
 
 
+@pytest.mark.slow
 def test_worker_processes_yield_the_same_stream_and_restore_exactly(tiny_data_dir, tiny_config):
   threads = iter(pipeline.create_train_dataset(_config(tiny_config())))
   expected = _take(threads, 42)[38:]
@@ -390,3 +391,63 @@ def test_a_slice_of_a_split_is_a_smaller_training_set(tiny_data_dir, tiny_config
   np.testing.assert_array_equal(first[99]['image'], whole[99]['image'])  # the first 100, in order
   with pytest.raises(pipeline.ConfigError, match=r"no split 'trian'.*'train\[:1000\]'"):
     pipeline.get_info(dataclasses.replace(config, train_split='trian'))
+
+
+def _placements(resized: np.ndarray, image: np.ndarray, size: int) -> set[tuple[int, int, bool]]:
+  """The (top, left, reflected) windows of `resized` whose pixels are `image`, found by trying
+  every one."""
+  windows = np.lib.stride_tricks.sliding_window_view(resized, (size, size, 3))[:, :, 0]
+  found = set()
+  for flipped, view in ((False, image), (True, image[:, ::-1])):
+    error = np.abs(windows - view).max(axis=(-3, -2, -1))
+    found |= {(int(t), int(l), flipped) for t, l in zip(*np.nonzero(error < 1e-3))}
+  return found
+
+
+@pytest.mark.parametrize('device_augment', [True, False], ids=['device', 'host'])
+@pytest.mark.parametrize(
+    'flip, random_crop', [(False, False), (True, False), (False, True), (True, True)]
+)
+def test_flip_and_random_crop_switch_off_in_the_training_stream(
+    tiny_data_dir, tiny_config, flip, random_crop, device_augment
+):
+  """Section 4.1's translations and reflections, each on or off (the `no_flip` and `no_crop_flip`
+  variants), through the training stream and, by default, the step's device half: every image is
+  found by trying every window of its example's resized image (PIL) and its mirror."""
+  from alexnet_jax.data import device_augment as device  # pylint: disable=g-import-not-at-top
+
+  config = _config(tiny_config(), pca_std=0.0)  # 40-pixel crops of 48: 9 x 9 windows
+  config = dataclasses.replace(
+      config,
+      device_augment=device_augment,
+      augment=dataclasses.replace(config.augment, flip=flip, random_crop=random_crop),
+  )
+  finish = device.for_data(config)  # what the train step does to a batch (train.py)
+  batches = _take(iter(pipeline.create_train_dataset(config)), 10)  # 80 examples
+  source = pipeline.decoding_source(config, config.train_split)
+  # Epoch 0's order (the pipeline's docstring): which example each row is.
+  order = np.random.default_rng([config.seed, 0]).permutation(len(source))
+  mean, std = np.asarray(augment.IMAGENET_MEAN_RGB), np.asarray(augment.IMAGENET_STD_RGB)
+  seen = set()
+  for b, batch in enumerate(batches):
+    assert ('flip' in batch) == device_augment  # uint8 crops with their reflections, or floats
+    images = np.asarray(finish(batch))
+    for row, image in enumerate(images):
+      example = source[int(order[b * 8 + row])]
+      assert batch['label'][row] == example['label']
+      resized = np.asarray(
+          Image.fromarray(example['image']).resize((48, 48), Image.Resampling.BILINEAR)
+      )
+      found = _placements((resized - mean) / std, image, 40)
+      assert len(found) == 1, found  # noisy pixels: no other window, nor the mirror, looks alike
+      top, left, flipped = found.pop()
+      if not random_crop:
+        assert (top, left) == (4, 4)  # the centre: (48 - 40) // 2
+      if not flip:
+        assert not flipped
+      seen.add((top, left, flipped))
+  # With each on, its draws do vary (so the checks above could fail): both reflections, and many
+  # of the 81 windows.
+  assert {f for _, _, f in seen} == ({False, True} if flip else {False})
+  offsets = {(t, l) for t, l, _ in seen}
+  assert len(offsets) > 20 if random_crop else offsets == {(4, 4)}

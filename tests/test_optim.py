@@ -1,7 +1,10 @@
 """The optimiser against section 5's update rule, and the schedules against their formulas."""
 
+import dataclasses
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -126,3 +129,79 @@ def test_step_and_cosine_schedules():
   )
   with pytest.raises(ValueError, match='optim.schedule'):
     optim.learning_rate_schedule(optim_config(schedule='linear'), 10)
+
+
+def naive_plateau(errors, *, factor, patience, rtol, cooldown, max_reductions):
+  """Section 5's rule as the recipe states it, in plain Python: an error counts as progress only
+  if it is below the best so far by more than `rtol` of it; after `patience` evaluations without
+  progress the rate is divided by 1 / factor (at most `max_reductions` times), and the next
+  `cooldown` evaluations neither count towards a plateau nor cut (a new best still counts)."""
+  best, since_progress, cooling, cuts, rate, rates = math.inf, 0, 0, 0, 1.0, []
+  for error in errors:
+    progress = error < best * (1 - rtol)
+    if progress:
+      best = error
+    if cooling:
+      cooling -= 1
+      since_progress = 0
+    else:
+      since_progress = 0 if progress else since_progress + 1
+      if since_progress == patience:
+        if cuts < max_reductions:
+          cuts += 1
+          rate = factor**cuts
+        since_progress, cooling = 0, cooldown
+    rates.append(rate)
+  return rates
+
+
+# Validation errors that stall within the recipe's 0.1% (0.4996 is 0.08% below 0.5): no progress
+# at rtol=1e-3, progress at 1e-6. A new best (0.45) comes 2 evaluations after the first cut, then
+# a long plateau, also within 0.1% of it, that outlasts every cooldown.
+STALLING_ERRORS = [0.6, 0.5, 0.4996, 0.4997, 0.4996, 0.4998, 0.4996, 0.4996, 0.45]
+STALLING_ERRORS += [0.4496, 0.4497, 0.4496, 0.4498] + [0.4496] * 14
+
+
+@pytest.mark.parametrize('cooldown', [None, 3])  # None: the recipe's own
+def test_plateau_at_the_paper_recipes_threshold_and_cooldown(cooldown):
+  from alexnet_jax import settings  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.configs import alexnet  # pylint: disable=g-import-not-at-top
+
+  recipe = settings.from_config(alexnet.get_config()).optim
+  # The README's "Reduce on plateau": factor 0.1, at most 3 reductions, patience 5 evaluations,
+  # 0.1% of the error as progress, no cooldown.
+  assert (recipe.plateau_factor, recipe.plateau_max_reductions) == (0.1, 3)
+  assert (recipe.plateau_patience, recipe.plateau_rtol, recipe.plateau_cooldown) == (5, 1e-3, 0)
+  if cooldown is not None:
+    recipe = dataclasses.replace(recipe, plateau_cooldown=cooldown)
+  rule = dict(factor=0.1, patience=5, rtol=1e-3, max_reductions=3)
+  want = naive_plateau(STALLING_ERRORS, cooldown=recipe.plateau_cooldown, **rule)
+
+  # The trainer's path: steps.plateau_update on a train state, once per evaluation.
+  plateau = optim.create_plateau(recipe)
+  state = steps.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params={},
+      batch_stats={},
+      opt_state=(),
+      plateau=plateau.init(None),
+      rng=jnp.zeros((2,), jnp.uint32),
+  )
+  update = jax.jit(functools.partial(steps.plateau_update, plateau))  # one compile, not 27 traces
+  got = []
+  for error in STALLING_ERRORS:
+    state = update(state, error)
+    got.append(float(state.plateau.scale))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+
+  # The sequence tells the settings apart: the cuts come where the recipe's threshold and this
+  # cooldown put them, and nowhere a smaller threshold or another cooldown would.
+  cuts = [i for i in range(1, len(want)) if want[i] < want[i - 1]]
+  assert cuts == ([6, 13, 18] if cooldown is None else [6, 14, 22])
+  assert want[-1] == pytest.approx(0.001)  # three cuts, and no fourth
+  assert (
+      naive_plateau(STALLING_ERRORS, cooldown=recipe.plateau_cooldown, **rule | {'rtol': 1e-6})
+      != want
+  )
+  assert naive_plateau(STALLING_ERRORS, cooldown=3 if cooldown is None else 0, **rule) != want

@@ -1,6 +1,7 @@
 """The training loop end to end on the built-in dataset: resumption, divergence, evaluation."""
 
 import dataclasses
+import math
 import os
 
 import jax
@@ -78,6 +79,7 @@ def _setup(config, devices):
   return run, model, graphdef, layout.place_state(state), layout
 
 
+@pytest.mark.slow
 def test_evaluation_counts_every_example_once(tiny_data_dir, one_device, tiny_config):
   config = tiny_config()  # 160 validation examples in batches of 64: 64, 64, 32+pad
   run, model, graphdef, state, layout = _setup(config, one_device)
@@ -158,6 +160,7 @@ def test_ten_crop_evaluation_equals_patches_cut_by_hand(tiny_data_dir, one_devic
   assert abs(want['loss'] - centre['loss']) > 1e-3  # the ten patches do change the prediction
 
 
+@pytest.mark.slow
 def test_the_final_evaluation_uses_final_eval_crops(tmp_path, one_device, tiny_config):
   """The paper's recipe ends with section 4.1's ten-patch test; earlier evaluations (which drive
   the plateau schedule) stay centre crops. A resumed finished run reports the same final test."""
@@ -172,3 +175,43 @@ def test_the_final_evaluation_uses_final_eval_crops(tmp_path, one_device, tiny_c
   _, centre = train.train_and_evaluate(config, workdir, one_device)
   assert 'center_top1_error' not in centre
   np.testing.assert_allclose(centre['top1_error'], final['center_top1_error'], atol=1e-6)
+
+
+def test_the_paper_recipe_derives_its_steps_from_epochs_and_evaluates_every_epoch(
+    tmp_path, one_device, tiny_config
+):
+  """configs/alexnet.py leaves num_train_steps and eval_every_steps at -1: the run lasts
+  num_epochs passes over the training set, rounded up to a whole step, and evaluates at the end
+  of every epoch (and at the last step, however the epochs fall)."""
+  from alexnet_jax import history
+  from alexnet_jax.configs import alexnet
+
+  paper = alexnet.paper()
+  assert (paper.num_train_steps, paper.eval_every_steps) == (-1, -1)
+  config = tiny_config()
+  config.num_train_steps = paper.num_train_steps  # what the tiny preset overrode, back
+  config.eval_every_steps = paper.eval_every_steps
+  config.checkpoint_every_steps = 1000
+  config.num_epochs = 2.1
+  config.train_split, config.eval_split = 'train[:64]', 'validation[:64]'  # a few steps
+  workdir = str(tmp_path / 'run')
+  state, _ = train.train_and_evaluate(config, workdir, one_device)
+
+  # Arithmetic: 64 training examples in the tiny preset's batches of 16, 4 steps an epoch.
+  examples, batch = 64, 16
+  assert config.batch_size == batch
+  total = math.ceil(2.1 * examples / batch)  # 8.4 steps: the last tenth of an epoch takes a step
+  assert int(state.step) == total == 9
+  epoch_ends = [e * examples // batch for e in (1, 2)]
+  evaluated = [r['step'] for r in history.read(workdir) if 'eval_top1_error' in r]
+  assert evaluated == epoch_ends + [total] == [4, 8, 9]
+
+
+def test_the_paper_scale_run_is_its_epochs_rounded_up_to_a_step():
+  """90 epochs of ILSVRC-2012's 1,281,167 training images in batches of 128 (section 5)."""
+  loop = settings.LoopConfig()  # num_train_steps=-1, num_epochs=90: the paper's
+  info = train.pipeline.DatasetInfo(
+      num_classes=1000, num_train_examples=1281167, num_eval_examples=50000
+  )
+  assert train.num_train_steps(loop, 128, info) == 900821  # 900,820.55 steps, rounded up
+  assert train.num_train_steps(dataclasses.replace(loop, num_train_steps=7), 128, info) == 7
