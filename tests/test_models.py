@@ -1,6 +1,7 @@
 """The model against the paper: parameter count, layer sizes, towers, initialisation, variants."""
 
 import dataclasses
+import math
 
 from flax import nnx
 import jax
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import models
+from alexnet_jax.configs import common
 
 PAPER = models.ModelConfig()
 
@@ -442,6 +444,7 @@ def test_the_command_lines_padding_string_is_a_number_of_pixels():
   assert models.conv1_padding(224) == [(0, 3), (0, 3)]  # the paper's: ceil((224 - 11) / 4) + 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('towers', [1, 2])
 def test_dropout_placement_drops_fc6s_inputs_or_fc7s_outputs(towers):
   """Both placements drop fc6's outputs; the paper's also fc7's, torchvision's fc6's inputs."""
@@ -470,3 +473,209 @@ def test_dropout_placement_drops_fc6s_inputs_or_fc7s_outputs(towers):
   kept = fc6 != 0
   assert not np.allclose(fc6[kept], undropped6[kept] / (1 - rate), rtol=1e-3)
   np.testing.assert_allclose(fc7, undropped7, rtol=1e-5, atol=1e-6)
+
+
+# --- Every variant against the paper's network written independently (tests/torch_alexnet.py) ---
+
+# The configs' model ablations (the others change the data) and the bfloat16 compute dtype.
+MODEL_VARIANTS = tuple(
+    name
+    for name, changes in common.VARIANTS.items()
+    if all(field.startswith('model.') for field in changes)
+)
+# 96 pixels: conv1 pads its bottom and right edges by 3 (a ceiling-sized 23x23 output) and pool5 is
+# 2x2 with either pooling, so fc6's row order matters; at width 0.25 each forward pass is cheap.
+REFERENCE_IMAGE_SIZE = 96
+# Relative to the logits' scale (their largest magnitude: 3.4 with tanh, 8.5 with batch norm, 640
+# without LRN, 44-76 otherwise). float32 rounds each product and sum to ~6e-8; through conv fan-ins
+# of up to 864 and eight layers we measured at most 6.6e-7 against float64 (XLA:CPU), in eval and
+# train mode and in batch norm's running statistics.
+FLOAT32_TOLERANCE = 1e-5
+# bfloat16 keeps 8 significant bits: every conv and matmul rounds its inputs and output to ~4e-3,
+# so the logits are good to ~1e-2 of their scale; we measured 7.9e-3.
+BFLOAT16_TOLERANCE = 3e-2
+
+
+@pytest.fixture(scope='module')
+def reference():
+  """tests/torch_alexnet.py. torch is in the `bench` extra, not `test`: without it these skip."""
+  pytest.importorskip('torch')
+  from tests import torch_alexnet
+
+  return torch_alexnet
+
+
+def _variant(name):
+  if name == 'bfloat16':
+    return _small(dtype='bfloat16')
+  return _small(**{field.removeprefix('model.'): v for field, v in common.VARIANTS[name].items()})
+
+
+def _choices(reference, model, **changes):
+  """The reference's choices for `model`'s config; LRN's constants are the reference's own."""
+  config = model.config
+  assert config.lrn == models.LRNConfig()  # the paper's, which the reference writes out itself
+  epsilon = model.norm1.epsilon if config.norm == 'batchnorm' else 1e-5
+  choices = reference.Choices(
+      towers=config.towers,
+      activation=config.activation,
+      norm=config.norm,
+      pool=config.pool,
+      dropout_rate=config.dropout_rate,
+      bn_epsilon=epsilon,
+  )
+  return dataclasses.replace(choices, **changes)
+
+
+def _images(seed=1, batch=2):
+  """Mean-subtracted pixels (section 2) have a standard deviation of ~50."""
+  size = REFERENCE_IMAGE_SIZE
+  return np.random.default_rng(seed).normal(0.0, 50.0, (batch, size, size, 3)).astype(np.float32)
+
+
+def _reference_model(config, reference):
+  """`config`'s model with weights that keep activations O(1)-O(100), and its parameters as numpy.
+
+  Kernels are fan-in scaled, N(0, 2 / fan_in), so conv1's outputs are ~70 on 50-sized pixels and
+  LRN's alpha term (1e-4 x the sum of 5 squares, ~2.5) is as large as its k = 2: a wrong LRN, pool,
+  activation or tower split moves the logits by far more than the tolerance
+  (`test_the_reference_tells_the_variants_apart`). Biases and batch norm's scale and offset are
+  random, so that each tower's slice of them matters; batch norm's running statistics are the
+  reference's batch statistics of other images.
+  """
+  # Shapes only: every array is replaced below, and drawing them in JAX would cost a compile each.
+  model = nnx.eval_shape(lambda: models.AlexNet(config, REFERENCE_IMAGE_SIZE, rngs=nnx.Rngs(0)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  pure = nnx.to_pure_dict(params)
+  rng = np.random.default_rng(0)
+  for layer in pure.values():
+    if 'kernel' in layer:
+      shape = layer['kernel'].shape
+      layer['kernel'] = rng.normal(0.0, math.sqrt(2.0 / math.prod(shape[:-1])), shape)
+      layer['bias'] = rng.normal(0.0, 1.0, layer['bias'].shape)
+    else:  # batch norm
+      layer['scale'] = 1.0 + 0.2 * rng.normal(size=layer['scale'].shape)
+      layer['bias'] = 0.5 * rng.normal(size=layer['bias'].shape)
+  pure = jax.tree.map(lambda x: np.asarray(x, np.float32), pure)
+  nnx.replace_by_pure_dict(params, pure)
+  if config.norm == 'batchnorm':
+    choices = _choices(reference, model)
+    _, stats = reference.forward(pure, _images(seed=5, batch=4), choices, train=True)
+    running = nnx.to_pure_dict(rest)
+    for name, (mean, var) in stats.items():
+      running[name] = {'mean': np.float32(mean.numpy()), 'var': np.float32(var.numpy())}
+      pure[name].update(running[name])
+    nnx.replace_by_pure_dict(rest, running)
+  return nnx.merge(graphdef, params, rest), pure
+
+
+@nnx.jit(static_argnames='train')
+def _outputs(model, images, train=False, dropout_rng=None):
+  out = model.features(images, train=train, dropout_rng=dropout_rng)
+  return {name: out[name] for name in ('fc6', 'fc7', 'fc8')}
+
+
+def _error(got, want):
+  """max |got - want| relative to the largest |want|."""
+  want = np.asarray(want, np.float64)
+  return float(np.max(np.abs(np.asarray(got, np.float64) - want)) / np.max(np.abs(want)))
+
+
+def _tolerance(config):
+  return BFLOAT16_TOLERANCE if config.dtype == 'bfloat16' else FLOAT32_TOLERANCE
+
+
+@pytest.mark.parametrize('variant', MODEL_VARIANTS + ('bfloat16',))
+def test_variant_computes_what_its_name_claims(variant, reference):
+  """Eval-mode logits against the paper's network in float64, with the variant's one change."""
+  config = _variant(variant)
+  model, params = _reference_model(config, reference)
+  images = _images()
+  want, _ = reference.forward(params, images, _choices(reference, model))
+  got = _outputs(model, jnp.asarray(images))['fc8'][0]
+  assert _error(got, want) < _tolerance(config), variant
+
+
+def test_the_reference_tells_the_variants_apart(reference):
+  """The comparison is not blind: on these weights and images, each mistake the model could make
+  moves the reference's logits by far more than either tolerance."""
+  model, params = _reference_model(_small(), reference)
+  images = _images()
+  paper = reference.forward(params, images, _choices(reference, model))[0]
+  lrn_over_n = dict(reference.PAPER_LRN, alpha=reference.PAPER_LRN['alpha'] / 5)
+  mistakes = {
+      'no LRN': _choices(reference, model, norm='none'),
+      "LRN's alpha / n (cuda-convnet's)": _choices(reference, model, lrn=lrn_over_n),
+      'LRN across both towers': _choices(reference, model, lrn_per_tower=False),
+      'tanh': _choices(reference, model, activation='tanh'),
+      '2x2 pooling': _choices(reference, model, pool='plain'),
+  }
+  errors = {
+      what: _error(reference.forward(params, images, c)[0], paper) for what, c in mistakes.items()
+  }
+  # The towers' halves of conv1 swapped: conv2's towers read each other's maps.
+  flipped = dict(params)
+  half = params['conv1']['kernel'].shape[-1] // 2
+  flipped['conv1'] = {k: np.roll(v, half, axis=-1) for k, v in params['conv1'].items()}
+  errors['towers swapped'] = _error(
+      reference.forward(flipped, images, _choices(reference, model))[0], paper
+  )
+  for what, error in errors.items():
+    assert error > 100 * FLOAT32_TOLERANCE, (what, error)
+    # LRN over the joined towers changes only the channels at the towers' border (~2e-2 here), so
+    # the bfloat16 case cannot tell it apart; the float32 ones do, and it sees every other mistake.
+    if what != 'LRN across both towers':
+      assert error > 3 * BFLOAT16_TOLERANCE, (what, error)
+
+
+@pytest.mark.parametrize('variant', ['paper', 'batchnorm', 'no_dropout'])
+def test_train_mode_computes_what_the_paper_says(variant, reference):
+  """Training logits with the model's own dropout masks (read off its zeroed fc6/fc7 units; a unit
+  the ReLU zeroed is 0 either way), kept units scaled by 1 / (1 - p); batch norm with the batch's
+  statistics, and its running statistics updated by the formula."""
+  config = _variant(variant)
+  model, params = _reference_model(config, reference)
+  images = _images()
+  choices = _choices(reference, model)
+  out = _outputs(model, jnp.asarray(images), train=True, dropout_rng=jax.random.key(3))
+  rate = config.dropout_rate
+  masks = None
+  if rate:
+    masks = {
+        name: np.concatenate([np.asarray(t) != 0 for t in out[name]], -1) for name in ('fc6', 'fc7')
+    }
+  want, stats = reference.forward(params, images, choices, train=True, dropout_masks=masks)
+  assert _error(out['fc8'][0], want) < FLOAT32_TOLERANCE
+  if rate:
+    # Dropout happened, and the kept units' 1 / (1 - p) is what matches.
+    undropped = reference.forward(params, images, choices, train=True)[0]
+    unscaled = reference.forward(
+        params,
+        images,
+        dataclasses.replace(choices, dropout_rate=0.0),
+        train=True,
+        dropout_masks=masks,
+    )[0]
+    assert _error(undropped, want) > 100 * FLOAT32_TOLERANCE
+    assert _error(unscaled, want) > 100 * FLOAT32_TOLERANCE
+  else:
+    eval_logits = _outputs(model, jnp.asarray(images))['fc8'][0]
+    np.testing.assert_array_equal(np.asarray(out['fc8'][0]), np.asarray(eval_logits))
+  if config.norm == 'batchnorm':
+    # flax's BatchNorm: running = m * running + (1 - m) * batch statistic, with the batch's BIASED
+    # variance (mean of squares minus squared mean), the one it also normalises with. torch's
+    # F.batch_norm would update with the unbiased one, N / (N - 1) larger.
+    momentum = model.norm1.momentum
+    assert model.norm2.momentum == momentum
+    running = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+    for name, (mean, var) in stats.items():
+      old = params[name]
+      want_mean = momentum * old['mean'] + (1 - momentum) * mean.numpy()
+      want_var = momentum * old['var'] + (1 - momentum) * var.numpy()
+      side = models.feature_sizes(REFERENCE_IMAGE_SIZE, config.pool)['conv' + name[-1]]
+      count = images.shape[0] * side * side  # values per channel
+      unbiased = momentum * old['var'] + (1 - momentum) * var.numpy() * count / (count - 1)
+      assert _error(running[name]['mean'], want_mean) < FLOAT32_TOLERANCE, name
+      assert _error(running[name]['var'], want_var) < FLOAT32_TOLERANCE, name
+      # ...which this test tells apart: (1 - m) / (N - 1) is 9e-5 (norm1) and 4e-4 (norm2) here.
+      assert _error(running[name]['var'], unbiased) > 3 * FLOAT32_TOLERANCE, name
