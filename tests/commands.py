@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -33,10 +34,39 @@ def _run(argv: list[str], env: dict | None, timeout: int):
 
 
 def free_address() -> str:
-  """127.0.0.1:PORT with a port nothing listens on (the OS's pick), for a JAX coordinator."""
+  """127.0.0.1:PORT with a port nothing listens on (the OS's pick), for an address that must stay
+  unanswered. For a coordinator that will listen there, `start_processes` holds the port instead
+  (`_reserved_port`): a port freed here may be taken by another process before JAX binds it."""
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return f'127.0.0.1:{s.getsockname()[1]}'
+
+
+def _reserved_port() -> socket.socket:
+  """A socket bound to a port of the OS's pick on 127.0.0.1, with SO_REUSEPORT, not listening.
+
+  While it is open no other process can take the port: the kernel never hands out a bound port
+  to bind(0) or connect(), and an explicit bind without SO_REUSEPORT fails. JAX's coordinator (a
+  gRPC server, which sets SO_REUSEPORT) can bind it all the same, and, as the only socket there
+  that listens, receives every connection."""
+  s = socket.socket()
+  s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+  s.bind(('127.0.0.1', 0))
+  return s
+
+
+def _wait_until_listening(address: str, coordinator: subprocess.Popen) -> None:
+  """Returns once something accepts connections at `address`, or `coordinator` has exited (its
+  own output then says why), or 300 s have passed (the callers' timeouts take over)."""
+  host, port = address.rsplit(':', 1)
+  for _ in range(3000):
+    if coordinator.poll() is not None:
+      return
+    try:
+      socket.create_connection((host, int(port)), timeout=1).close()
+      return
+    except OSError:  # refused: the coordinator is not up yet
+      time.sleep(0.1)
 
 
 # `python -m alexnet_jax.main` as one of two processes, for `start_processes`: the arguments after
@@ -57,24 +87,37 @@ def start_processes(
   """`python -c script ADDRESS PROCESS_ID *args` as processes 0 and 1 of one JAX cluster on
   127.0.0.1, started. Each one's stdout and stderr go together to its stdout, a pipe, or with
   `log_dir` to LOG_DIR/process_I.log (nothing blocks on a full pipe nobody reads). `env`:
-  variables besides this checkout on the path and no XLA_FLAGS (device counts come from `env`)."""
-  address = free_address()
+  variables besides this checkout on the path and no XLA_FLAGS (device counts come from `env`).
+
+  The coordinator's port stays reserved (`_reserved_port`) until process 0 listens on it, so no
+  other process can take it in between."""
+  reservation = _reserved_port()
+  address = f'127.0.0.1:{reservation.getsockname()[1]}'
   full_env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS='', **(env or {}))
   procs = []
-  for i in range(2):
-    log = open(os.path.join(log_dir, f'process_{i}.log'), 'w') if log_dir else None
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, '-c', script, address, str(i), *args],
-            cwd=REPO,
-            env=full_env,
-            stdout=log or subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    )
-    if log:
-      log.close()  # the process has its own copy
+  try:
+    for i in range(2):
+      log = open(os.path.join(log_dir, f'process_{i}.log'), 'w') if log_dir else None
+      procs.append(
+          subprocess.Popen(
+              [sys.executable, '-c', script, address, str(i), *args],
+              cwd=REPO,
+              env=full_env,
+              stdout=log or subprocess.PIPE,
+              stderr=subprocess.STDOUT,
+              text=True,
+          )
+      )
+      if log:
+        log.close()  # the process has its own copy
+    _wait_until_listening(address, procs[0])
+  except BaseException:
+    for p in procs:
+      p.kill()
+      p.communicate()
+    raise
+  finally:
+    reservation.close()
   return procs
 
 

@@ -5,6 +5,7 @@ JSON) with no TensorFlow, tfds, grain or ml_collections importable, as on the GP
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -117,14 +118,38 @@ def test_torch_reference_forward_one_tower_released_alpha():
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(theirs).max())
 
 
+# Multiply-adds per image of each layer, by hand from Figure 2 (conv: output positions x window x
+# input channels per tower for the tower-local conv2, conv4, conv5 x output channels; fc: in x out).
+PAPER_MACS_224 = {
+    'conv1': 55 * 55 * 11 * 11 * 3 * 96,
+    'conv2': 27 * 27 * 5 * 5 * (96 // 2) * 256,
+    'conv3': 13 * 13 * 3 * 3 * 256 * 384,  # conv3 reads both towers' maps
+    'conv4': 13 * 13 * 3 * 3 * (384 // 2) * 384,
+    'conv5': 13 * 13 * 3 * 3 * (384 // 2) * 256,
+    'fc6': 6 * 6 * 256 * 4096,
+    'fc7': 4096 * 4096,
+    'fc8': 4096 * 1000,
+}
+# TINY (a quarter of the channels: 24, 64, 96, 96, 64 and 1024 fc units, 10 classes) at 67 px:
+# conv1 (67 + 3 - 11) // 4 + 1 = 15, pool 7, conv2 7, pool 3, conv3-5 3, pool5 1.
+TINY_MACS_67 = {
+    'conv1': 15 * 15 * 11 * 11 * 3 * 24,
+    'conv2': 7 * 7 * 5 * 5 * (24 // 2) * 64,
+    'conv3': 3 * 3 * 3 * 3 * 64 * 96,
+    'conv4': 3 * 3 * 3 * 3 * (96 // 2) * 96,
+    'conv5': 3 * 3 * 3 * 3 * (96 // 2) * 64,
+    'fc6': 1 * 1 * 64 * 1024,
+    'fc7': 1024 * 1024,
+    'fc8': 1024 * 10,
+}
+
+
 def test_counted_flops_match_xla_and_hand_arithmetic():
   cfg = models.ModelConfig()
   macs = flops.count_macs(cfg, 224)
-  # By hand from Figure 2: conv1 55x55 outputs x 11x11x3 window x 96 maps; conv2 27x27 x 5x5 x 48
-  # (one tower's input) x 256; fc6 6x6x256 -> 4096.
-  assert macs['conv1'] == 55 * 55 * 11 * 11 * 3 * 96 == 105_415_200
-  assert macs['conv2'] == 223_948_800
-  assert macs['fc6'] == 37_748_736
+  assert macs == PAPER_MACS_224  # every layer, exactly
+  assert macs['conv1'] == 105_415_200 and macs['conv2'] == 223_948_800
+  assert flops.count_macs(step_runners.model_config(TINY, 'float32'), 67) == TINY_MACS_67
   # XLA's own count of the forward pass (it skips the zero padding at the borders, so a few
   # percent lower).
   model = nnx.eval_shape(lambda: models.AlexNet(cfg, 224, rngs=nnx.Rngs(params=0)))
@@ -132,7 +157,7 @@ def test_counted_flops_match_xla_and_hand_arithmetic():
   forward = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))
   xla_flops = forward.lower(state, jnp.zeros((2, 224, 224, 3))).cost_analysis()['flops'] / 2
   assert 2 * sum(macs.values()) == pytest.approx(xla_flops, rel=0.1)
-  assert flops.train_flops_per_image(cfg, 224) == 6 * sum(macs.values())
+  assert flops.train_flops_per_image(cfg, 224) == 3 * 2 * sum(PAPER_MACS_224.values())
 
 
 def _naive_macs(cfg, image_size):
@@ -188,44 +213,86 @@ def test_benchmark_times_the_paper_recipe():
   assert (run.model.towers, run.model.norm, run.model.dropout_rate) == (2, 'lrn', 0.5)
 
 
-def test_bad_flags_are_config_errors():
-  for bad in (
-      dict(dtypes=('float16',)),
-      dict(strategies=('pipeline',)),
-      dict(batch_sizes=(0,)),
-      dict(image_sizes=(32,)),
-      dict(torch=('jit',)),
-      dict(width=-1.0),
-      dict(width=0.01),
-  ):
-    with pytest.raises(ConfigError):
-      benchmark.validate(dataclasses.replace(TINY, **bad))
+def test_the_tiny_settings_are_valid():
+  benchmark.validate(TINY)  # the baseline each bad input below changes in one field
+
+
+WIDTH_TOO_SMALL = r'--width and --num_classes: model.width=.* must be finite and at least 2/96'
+
+
+@pytest.mark.parametrize(
+    'bad, message',
+    [
+        (
+            dict(dtypes=('float16',)),
+            r"--dtypes must be among \('float32', 'bfloat16'\), not \['float16'\]",
+        ),
+        (
+            dict(strategies=('pipeline',)),
+            r"--strategies must be among \(.*'owt'\), not \['pipeline'\]",
+        ),
+        (dict(batch_sizes=(0,)), r'--batch_sizes must list positive batch sizes, e.g. 32,128'),
+        (
+            dict(image_sizes=(32,)),
+            r'--image_sizes must be at least 64 \(five layers of pooling\), not \[32\]',
+        ),
+        (
+            dict(torch=('jit',)),
+            r"--torch must be among \('eager', 'compile', 'none'\), not \['jit'\]",
+        ),
+        (dict(width=-1.0), WIDTH_TOO_SMALL.replace('.*', '-1.0')),
+        (dict(width=0.01), WIDTH_TOO_SMALL.replace('.*', '0.01')),
+    ],
+    ids=['dtype', 'strategy', 'batch', 'image_size', 'torch', 'negative_width', 'width_too_small'],
+)
+def test_bad_flags_are_config_errors_naming_the_flag(bad, message):
+  with pytest.raises(ConfigError, match=message) as error:
+    benchmark.validate(dataclasses.replace(TINY, **bad))
+  # One problem, one sentence: no other flag is blamed.
+  assert str(error.value).count('--') == (2 if 'width' in bad else 1), str(error.value)
+
+
+def test_variants_the_devices_cannot_run_are_skipped_with_the_reason():
+  """On one device: towers needs an even number, owt would be data parallelism. Nothing is
+  compiled for them; the run records each skip and has no row."""
+  settings = dataclasses.replace(
+      TINY, dtypes=('float32',), strategies=('towers', 'owt'), torch=(), peak_matmul_size=64
+  )
+  result = benchmark.run(settings, jax.devices()[:1], log=lambda line: None)
+  assert result['rows'] == [] and result['checks'] == []
+  reasons = {skip['strategy']: skip['reason'] for skip in result['skipped']}
+  assert set(reasons) == {'towers', 'owt'}
+  assert 'even number of devices' in reasons['towers']
+  assert 'with 1 device it is plain data parallelism' in reasons['owt']
+  assert result['macs_per_image'] == {'67': TINY_MACS_67}
 
 
 @pytest.mark.slow
 def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path):
+  """One run of the command covering each variant: float32 and bfloat16, data parallelism and owt
+  on two simulated devices, torch eager and torch.compile (which needs a C++ compiler on a CPU)."""
   output = tmp_path / 'bench.json'
-  torch_flag = 'eager' if _has_torch() else 'none'
+  torch_flag = 'eager,compile' if _has_torch() else 'none'
   script = textwrap.dedent(f"""
       import os, runpy, sys
       for name in ('tensorflow', 'tensorflow_datasets', 'grain', 'ml_collections',
                    'clu.metric_writers'):
         sys.modules[name] = None  # any import of them fails
       sys.argv = ['benchmark', '--width=0.25', '--num_classes=10', '--image_sizes=67',
-                  '--batch_sizes=4', '--dtypes=float32', '--strategies=data,towers',
+                  '--batch_sizes=4', '--dtypes=float32,bfloat16', '--strategies=data,owt',
                   '--steps=1', '--windows=1', '--warmup=0', '--peak_matmul_size=256',
                   '--torch={torch_flag}', '--torch_threads=1', '--output={output}']
       print('benchmark pid', os.getpid())
       runpy.run_module('alexnet_jax.tools.benchmark', run_name='__main__')
   """)
-  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu')
+  env = dict(os.environ, XLA_FLAGS='', JAX_PLATFORMS='cpu', JAX_NUM_CPU_DEVICES='2')
   proc = subprocess.run(
       [sys.executable, '-c', script],
       capture_output=True,
       text=True,
       env=env,
       cwd=os.path.dirname(os.path.dirname(__file__)),
-      timeout=300,
+      timeout=600,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
   result = json.loads(output.read_text())
@@ -240,46 +307,99 @@ def test_command_runs_without_tensorflow_and_writes_its_table_and_json(tmp_path)
       'rows',
       'skipped',
   } <= set(result)
-  assert result['machine']['cpu'] and result['machine']['jax'] == jax.__version__
-  assert result['machine']['device_count'] == 1
-  assert result['peak']['float32']['flops_per_s'] > 0
-  assert 'jnp.dot' in result['peak']['float32']['source']
-  # towers needs two devices: skipped, with the reason.
-  (skip,) = result['skipped']
-  assert skip['strategy'] == 'towers' and 'even number of devices' in skip['reason']
-  rows = {(r['framework'], r['mode']): r for r in result['rows']}
-  jax_row = rows['jax', 'jit']
-  assert jax_row['ms_per_step'] == pytest.approx(4 / jax_row['images_per_s'] * 1e3)
-  assert jax_row['compile_s'] > 0 and jax_row['peak_mb'] > 0
-  assert 'memory_analysis' in jax_row['peak_source']
-  step_flops = flops.train_flops_per_image(step_runners.model_config(TINY, 'float32'), 67) * 4
-  assert jax_row['mfu'] == pytest.approx(
-      step_flops / (jax_row['ms_per_step'] / 1e3) / result['peak']['float32']['flops_per_s']
+  # The settings are the flags given, and the FLOPs those counted by hand.
+  torch_modes = [] if torch_flag == 'none' else ['eager', 'compile']
+  assert result['settings'] == dict(
+      dataclasses.asdict(step_runners.Settings()),
+      batch_sizes=[4],
+      dtypes=['float32', 'bfloat16'],
+      strategies=['data', 'owt'],
+      image_sizes=[67],
+      steps=1,
+      windows=1,
+      warmup=0,
+      torch=torch_modes,
+      torch_threads=1,
+      width=0.25,
+      num_classes=10,
+      peak_matmul_size=256,
   )
+  assert result['macs_per_image'] == {'67': TINY_MACS_67}
+  step_flops = 3 * 2 * sum(TINY_MACS_67.values()) * 4
+  assert result['machine']['cpu'] and result['machine']['jax'] == jax.__version__
+  assert result['machine']['device_count'] == result['machine']['benchmark_devices'] == 2
+  peaks = {dtype: peak['flops_per_s'] for dtype, peak in result['peak'].items()}
+  assert 'jnp.dot of two 256x256 float32 matrices' in result['peak']['float32']['source']
+  assert 'jnp.dot of two 256x256' in result['peak']['bfloat16']['source']
+  # bfloat16's peak is the faster of its own matmul and float32's (a CPU without fast bfloat16).
+  assert peaks['bfloat16'] >= peaks['float32'] > 0
+
+  # A jax row by its strategy, a torch row (strategy '-') by its mode.
+  rows = {
+      (r['framework'], r['dtype'], r['mode'] if r['framework'] == 'torch' else r['strategy']): r
+      for r in result['rows']
+  }
+  jax_variants = {('jax', d, s) for d in ('float32', 'bfloat16') for s in ('data', 'owt')}
+  assert jax_variants <= set(rows)
+  table = {
+      tuple(cells[i] for i in (0, 3, 4, 1)): cells
+      for line in proc.stdout.splitlines()
+      if line.startswith('| ') and not line.startswith(('| framework', '| ---'))
+      for cells in [line.strip('| ').split(' | ')]
+  }
+  assert len(table) == len(result['rows'])
+  for row in result['rows']:
+    ms = row['ms_per_step']
+    assert row['batch'] == 4 and row['image_size'] == 67
+    assert len(row['window_ms']) == 1 and np.isfinite(ms) and ms > 0 and ms == row['window_ms'][0]
+    assert row['images_per_s'] == pytest.approx(4 / ms * 1e3)
+    devices = 2 if row['framework'] == 'jax' else 1
+    assert row['devices'] == devices
+    peak = result['peak'][row['dtype']]['flops_per_s'] * devices
+    assert row['mfu'] == pytest.approx(step_flops / (ms / 1e3) / peak)
+    limit = result['machine_limit'][row['dtype']]['flops_per_s'] * devices
+    assert row['of_machine_limit'] == pytest.approx(step_flops / (ms / 1e3) / limit)
+    assert row['of_machine_limit'] <= row['mfu'] * (1 + 1e-9)
+    # The printed line says what the JSON says.
+    cells = table[row['framework'], row['dtype'], row['strategy'], row['mode']]
+    assert cells[5:7] == [f"{row['images_per_s']:.1f}", f'{ms:.1f}'], cells
+  for variant in jax_variants:
+    jax_row = rows[variant]
+    assert jax_row['mode'] == 'jit' and jax_row['compile_s'] > 0 and jax_row['peak_mb'] > 0
+    assert 'memory_analysis' in jax_row['peak_source']
   # The machine's limit is the fastest library's matmul, XLA's among them, so never below XLA's.
   limit = result['machine_limit']['float32']
   assert 'xla float32' in limit['rates'] and 'numpy float32' in limit['rates']
   assert limit['flops_per_s'] == max(limit['rates'].values())
   assert limit['rates'][limit['by']] == limit['flops_per_s']
-  assert jax_row['of_machine_limit'] == pytest.approx(
-      step_flops / (jax_row['ms_per_step'] / 1e3) / limit['flops_per_s']
-  )
-  assert jax_row['of_machine_limit'] <= jax_row['mfu'] * (1 + 1e-9)
   assert 'machine limit float32' in proc.stdout and 'images/s at 67px' in proc.stdout
-  if torch_flag == 'eager':
-    (check,) = result['checks']
-    assert check['passed'] and check['loss_rel_diff'] <= 1e-4
-    torch_row = rows['torch', 'eager']
-    assert torch_row['ratio_vs_torch_eager'] == 1.0
+  if torch_flag == 'none':
+    assert result['checks'] == [] and result['skipped'] == []
+    return
+  (check,) = result['checks']
+  assert check['passed'] and check['loss_rel_diff'] <= 1e-4
+  assert 'PASSED' in proc.stdout
+  pid = int(proc.stdout.split('benchmark pid ')[1].split()[0])
+  compiler = shutil.which('c++') or shutil.which('g++') or shutil.which('clang++')
+  for dtype in ('float32', 'bfloat16'):
+    # bfloat16 always runs channels_last on torch's side.
+    suffix = '+channels_last' if dtype == 'bfloat16' else ''
+    eager = rows['torch', dtype, 'eager' + suffix]
+    assert eager['ratio_vs_torch_eager'] == 1.0
     # In a process of its own, without the package's malloc settings.
-    assert torch_row['pid'] != int(proc.stdout.split('benchmark pid ')[1].split()[0])
-    assert torch_row['malloc'] == 'glibc defaults'
-    assert jax_row['ratio_vs_torch_eager'] == pytest.approx(
-        torch_row['ms_per_step'] / jax_row['ms_per_step']
-    )
-  # The printed table: a header and one line per row.
-  table = [line for line in proc.stdout.splitlines() if line.startswith('| ')]
-  assert table[0].startswith('| framework | mode | batch |') and len(table) == 2 + len(rows)
+    assert eager['pid'] != pid and eager['malloc'] == 'glibc defaults'
+    for variant in jax_variants:
+      if variant[1] == dtype:
+        assert rows[variant]['ratio_vs_torch_eager'] == pytest.approx(
+            eager['ms_per_step'] / rows[variant]['ms_per_step']
+        )
+    if compiler:
+      compiled = rows['torch', dtype, 'compile' + suffix]
+      assert compiled['compile_s'] > 0 and compiled['pid'] != pid
+    else:  # torch.compile's CPU backend builds C++: without a compiler, a skip that says why
+      (skip,) = [s for s in result['skipped'] if s['dtype'] == dtype]
+      assert skip['mode'] == 'compile' and skip['reason'], skip
+  assert result['skipped'] == [] or not compiler, result['skipped']
 
 
 def _has_torch() -> bool:

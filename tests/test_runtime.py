@@ -66,21 +66,28 @@ def test_unmeasured_jaxlib_keeps_xla_defaults():
   assert 'XLA_FLAGS' not in env
 
 
-def _measured_cpu_jaxlib() -> bool:
-  return jax.lib.__version__.startswith(runtime.MEASURED_JAXLIB) and jax.default_backend() == 'cpu'
+def _measured_jaxlib() -> bool:
+  return runtime._jaxlib_version().startswith(runtime.MEASURED_JAXLIB)
 
 
-def _flags_were_not_added_here():
-  """Where the flags were never measured (another jaxlib, or not XLA:CPU), configure() must not
-  have added them: an unknown flag in XLA_FLAGS aborts the process."""
-  if not jax.lib.__version__.startswith(runtime.MEASURED_JAXLIB):
-    assert FLAG not in os.environ.get('XLA_FLAGS', '')
+def test_this_process_has_the_flags_exactly_where_they_were_measured():
+  """conftest configured this process before JAX started, as every command does: the flags are
+  there on a measured jaxlib, and absent on any other (an unknown flag aborts the process)."""
+  flags = os.environ.get('XLA_FLAGS', '')
+  assert [name in flags for name in runtime.CPU_FLAGS] == [_measured_jaxlib()] * 2, flags
+
+
+def _needs_the_flags_in_effect():
+  """What the flags do to XLA:CPU's programs can be seen only where they were added (a measured
+  jaxlib: elsewhere they may not exist, and would abort the process) and compile for the CPU."""
+  if not _measured_jaxlib():
+    pytest.skip(f'jaxlib {runtime._jaxlib_version()} gets no XLA flags (not measured)')
+  if jax.default_backend() != 'cpu':
+    pytest.skip(f'the flags are XLA:CPU flags; this process computes on {jax.default_backend()}')
 
 
 def test_convolutions_leave_ynnpack_in_this_process():
-  """conftest configured this process before JAX started, as every command does."""
-  if not _measured_cpu_jaxlib():
-    return _flags_were_not_added_here()
+  _needs_the_flags_in_effect()
   conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME')
   program = jax.jit(conv).lower(jnp.ones((1, 3, 8, 8)), jnp.ones((4, 3, 3, 3))).compile().as_text()
   assert 'convolution' in program and '__ynn_fusion' not in program
@@ -89,8 +96,7 @@ def test_convolutions_leave_ynnpack_in_this_process():
 def test_donated_weights_read_twice_are_updated_in_place():
   """The step donates its state; a weight read by the forward and the backward pass (w2 here,
   like every AlexNet layer but conv1) must be overwritten in place, not copied first."""
-  if not _measured_cpu_jaxlib():
-    return _flags_were_not_added_here()
+  _needs_the_flags_in_effect()
 
   def step(params, x):
     grads = jax.grad(lambda p: jnp.sum(jnp.tanh(x @ p['w1']) @ p['w2']))(params)
@@ -235,24 +241,42 @@ def test_importing_the_package_changes_nothing_in_the_process():
   )
 
 
+# configure() in a fresh process that believes its jaxlib is sys.argv[1]'s version: both branches
+# of the XLA flags run on any jaxlib (no backend starts, so XLA never reads the flags).
+AS_IF_JAXLIB = (
+    'import sys\n'
+    'from alexnet_jax import runtime\n'
+    'runtime._jaxlib_version = lambda: sys.argv[1]\n'
+)
+
+
+def run_as_if(version: str, code: str) -> subprocess.CompletedProcess:
+  return run_ok(AS_IF_JAXLIB.replace('sys.argv[1]', repr(version)) + code)
+
+
 def test_configure_says_what_it_set_and_sets_it():
   code = (
       'import os\n'
-      'from alexnet_jax import runtime\n'
       'c = runtime.configure()\n'
       'print(c.summary())\n'
-      'print(os.environ.get("XLA_FLAGS", ""), runtime.malloc_applied(), '
+      'print(os.environ.get("XLA_FLAGS", "") or "-", runtime.malloc_applied(), '
       'os.environ["TF_ENABLE_ONEDNN_OPTS"])\n'
   )
-  out = run_ok(code)
-  summary, state = out.stdout.strip().split('\n')[-2:]
-  assert summary.startswith('Process tuning: XLA flags')
-  if _measured_cpu_jaxlib():
-    assert FLAG in summary and FLAG in state
-  if runtime._mallopt() is not None:
-    assert 'malloc set' in summary and ' True ' in state
-  assert state.endswith(' 0')
-  assert 'RuntimeWarning' not in out.stderr
+  for version, measured in (('0.10.2', True), ('0.11.0', False)):
+    out = run_as_if(version, code)
+    summary, state = out.stdout.strip().split('\n')[-2:]
+    assert summary.startswith('Process tuning: XLA flags'), summary
+    flags = ' '.join(f'--{name}={value}' for name, value in runtime.CPU_FLAGS.items())
+    if measured:
+      assert f'XLA flags {flags};' in summary and state.startswith(f'{flags} '), out.stdout
+    else:
+      assert 'XLA flags unchanged;' in summary and state.startswith('- '), out.stdout
+    if runtime._mallopt() is not None:
+      assert 'malloc set' in summary and ' True ' in state
+    else:
+      assert 'malloc left alone (not glibc)' in summary and ' False ' in state
+    assert state.endswith(' 0')
+    assert 'RuntimeWarning' not in out.stderr
 
 
 def test_configure_again_after_jax_started_adds_nothing_and_does_not_warn():
@@ -277,18 +301,32 @@ def test_configure_again_after_jax_started_adds_nothing_and_does_not_warn():
 
 
 def test_configure_after_jax_started_warns_that_it_is_too_late():
+  """Each setting that comes too late is named: the XLA flags where this jaxlib gets them (both
+  versions tried, whatever jaxlib runs the suite), malloc where glibc's can be set."""
   code = (
-      'import warnings, jax\n'
+      'import json, os, warnings, jax\n'
       'jax.numpy.ones(1).block_until_ready()\n'
-      'from alexnet_jax import runtime\n'
-      'with warnings.catch_warnings(record=True) as caught:\n'
-      '  warnings.simplefilter("always")\n'
-      '  runtime.configure()\n'
-      'print([str(w.message) for w in caught])\n'
+      'def late(**kw):\n'
+      '  with warnings.catch_warnings(record=True) as caught:\n'
+      '    warnings.simplefilter("always")\n'
+      '    runtime.configure(dict(os.environ), compilation_cache=False, **kw)\n'
+      '  return [str(w.message) for w in caught]\n'
+      'print(json.dumps({"flags": late(malloc=False), "malloc": late(xla_flags=False)}))\n'
   )
-  out = run_ok(code)
-  if _measured_cpu_jaxlib() or runtime._mallopt() is not None:
-    assert 'came too late' in out.stdout and 'Call it first' in out.stdout, out.stdout
+  for version, measured in (('0.10.2', True), ('0.11.0', False)):
+    out = run_as_if(version, code)
+    caught = json.loads(out.stdout.strip().split('\n')[-1])
+    if measured:
+      (message,) = caught['flags']
+      assert message.startswith('alexnet_jax.runtime.configure() came too late for: XLA flags')
+      assert 'Call it first' in message and 'malloc' not in message, message
+    else:
+      assert caught['flags'] == [], caught  # no flag added, nothing late
+    if runtime._mallopt() is not None:
+      (message,) = caught['malloc']
+      assert 'too late for: malloc settings' in message and 'Call it first' in message, message
+    else:
+      assert caught['malloc'] == [], caught
 
 
 def test_commands_print_our_lines_first_not_tensorflows():
@@ -296,6 +334,10 @@ def test_commands_print_our_lines_first_not_tensorflows():
   out = run_python(
       'import sys; from alexnet_jax import main; sys.argv = ["main", "--help"]; ' 'main.run()'
   )
+  # absl's --help prints the usage and exits 1; a command that crashed would print a traceback.
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert out.stdout.lstrip().startswith('USAGE: main [flags]'), out.stdout[-2000:]
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
   assert 'oneDNN' not in out.stderr and 'InitializeLog' not in out.stderr, out.stderr[:2000]
 
 
@@ -334,6 +376,7 @@ def test_a_second_start_compiles_nothing(tmp_path):
   assert any((tmp_path / 'xdg' / 'alexnet_jax' / 'jax').iterdir())
 
 
+@pytest.mark.slow
 def test_the_cache_moves_and_turns_off(tmp_path):
   moved = tmp_path / 'elsewhere'
   for where in ({'cache_dir': str(moved)}, {runtime.CACHE_VARIABLE: str(moved)}):

@@ -166,30 +166,38 @@ def test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1(
 
 
 def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches(one_device):
-  import time
+  import threading
 
   layout = sharding.Layout.create(sharding.MeshConfig(), devices=one_device)
+  made = [threading.Event() for _ in range(8)]
+  events = []  # in the order they happened, from both threads (list.append is atomic)
 
-  def slow_batches(n, fail_at=None):
+  def batches(n, fail_at=None):
     for i in range(n):
       if i == fail_at:
         raise ValueError('bad batch')
-      time.sleep(0.1)  # the host pipeline making batch i
+      events.append(('made', i))  # the host pipeline has made batch i
+      made[i].set()
       yield {'after': i}, {'x': np.full((2,), i, np.float32)}
 
-  start = time.perf_counter()
   seen = []
-  for tag, batch in sharding.prefetch_to_devices(slow_batches(8), layout, 2):
+  for tag, batch in sharding.prefetch_to_devices(batches(8), layout, 2):
     assert isinstance(batch['x'], jax.Array)
-    seen.append((tag['after'], int(batch['x'][0])))
-    time.sleep(0.1)  # the step
-  elapsed = time.perf_counter() - start
+    i = tag['after']
+    seen.append((i, int(batch['x'][0])))
+    events.append(('step', i))
+    if i + 1 < 8:
+      # The step goes on until the pipeline has made the next batch: only a pipeline that runs
+      # beside the step gets there (one that waited for the loop to ask would never: the timeout
+      # only keeps such a failure from hanging the suite).
+      assert made[i + 1].wait(timeout=30), f'batch {i + 1} was not made during step {i}'
+    events.append(('step done', i))
   assert seen == [(i, i) for i in range(8)]
-  # Serial would take 8 x (0.1 + 0.1) = 1.6 s; overlapped about 0.9 s.
-  assert elapsed < 1.3, elapsed
+  for i in range(7):  # as recorded: batch i + 1 was made before step i was done
+    assert events.index(('made', i + 1)) < events.index(('step done', i)), events
 
   with pytest.raises(ValueError, match='bad batch'):  # the pipeline's errors reach the loop
-    list(sharding.prefetch_to_devices(slow_batches(8, fail_at=3), layout, 2))
+    list(sharding.prefetch_to_devices(batches(8, fail_at=3), layout, 2))
 
 
 @pytest.mark.slow

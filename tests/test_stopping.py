@@ -29,20 +29,25 @@ def _handlers():
 
 
 def test_the_first_signal_is_noted_a_second_interrupts_and_the_handlers_are_put_back():
+  found = _handlers()  # whatever earlier tests in this process left
   import alexnet_jax.sweep  # pylint: disable=g-import-not-at-top,unused-import
   import alexnet_jax.train  # pylint: disable=g-import-not-at-top,unused-import
 
-  before = _handlers()
-  # Python's own: importing the loop and the sweep installed nothing.
-  assert before == {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
-  with pytest.raises(KeyboardInterrupt):
-    with stopping.listening() as stop:
-      assert all(signal.getsignal(s) != before[s] for s in stopping.SIGNALS)
-      signal.raise_signal(signal.SIGINT)
-      assert stop.signum == signal.SIGINT
-      assert stop.agreed(sync_point=False) == signal.SIGINT  # one process: after any step
-      signal.raise_signal(signal.SIGINT)  # Ctrl-C again: no more waiting for the step
-  assert _handlers() == before
+  assert _handlers() == found  # importing the loop and the sweep installed nothing
+  # Python's own SIGINT handler, which a second Ctrl-C must reach (KeyboardInterrupt).
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    before = _handlers()
+    with pytest.raises(KeyboardInterrupt):
+      with stopping.listening() as stop:
+        assert all(signal.getsignal(s) != before[s] for s in stopping.SIGNALS)
+        signal.raise_signal(signal.SIGINT)
+        assert stop.signum == signal.SIGINT
+        assert stop.agreed(sync_point=False) == signal.SIGINT  # one process: after any step
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C again: no more waiting for the step
+    assert _handlers() == before
+  finally:
+    signal.signal(signal.SIGINT, found[signal.SIGINT])
 
 
 def test_no_handler_is_installed_from_another_thread_or_for_an_ignored_signal():
@@ -197,10 +202,37 @@ def test_processes_stop_at_the_same_sync_point_when_one_is_told():
   assert lines == [f'stopped 5 {term} 0', f'stopped 5 {term} {term}']
 
 
-def _stoppable(tiny_command, workdir, env):
+# A command (`python -c PAUSED MARKERS STEP MODULE ARGS...` runs `python -m MODULE ARGS...`) whose
+# training loops each stop before their STEP-th step's end until the process has a stop request:
+# each writes a file into MARKERS when it gets there, so the test signals every loop mid-run, at
+# that step, and no loop can end before the signal comes.
+PAUSED = r"""
+import os, runpy, sys, threading, time
+from alexnet_jax import stopping
+markers, pause_at, module, *argv = sys.argv[1:]
+steps, agreed = {}, stopping.StopRequest.agreed
+
+def pausing(self, sync_point):  # the loop asks this once per step, after the step
+  step = steps[threading.get_ident()] = steps.get(threading.get_ident(), 0) + 1
+  if step == int(pause_at):
+    open(os.path.join(markers, str(threading.get_ident())), 'w').close()
+    while not self.signum:  # noted by the handler, in the main thread
+      time.sleep(0.01)
+  return agreed(self, sync_point)
+
+stopping.StopRequest.agreed = pausing
+sys.argv = [module, *argv]
+runpy.run_module(module, run_name='__main__', alter_sys=True)
+"""
+PAUSE_AT = 3
+
+
+def _paused(argv: list[str], markers, env) -> subprocess.Popen:
+  """`argv` (`python -m MODULE ...`) with its loops paused at PAUSE_AT (PAUSED)."""
+  assert argv[1] == '-m', argv
+  os.makedirs(markers)
   return subprocess.Popen(
-      # Evaluated at the end only and never checkpointed before: the one checkpoint is SIGTERM's.
-      tiny_command(workdir, '--config.eval_every_steps=60', '--config.checkpoint_every_steps=1000'),
+      [sys.executable, '-c', PAUSED, str(markers), str(PAUSE_AT), *argv[2:]],
       cwd=REPO,
       env=env,
       stdout=subprocess.DEVNULL,
@@ -209,28 +241,47 @@ def _stoppable(tiny_command, workdir, env):
   )
 
 
+def _signal_when_paused(proc, markers, loops: int) -> None:
+  """SIGTERM to `proc` once its `loops` training loops have all reached PAUSE_AT."""
+  for _ in range(3000):  # 300 s at most, against a hang
+    if len(os.listdir(markers)) == loops:
+      proc.send_signal(signal.SIGTERM)
+      return
+    if proc.poll() is not None:
+      pytest.fail(f'It ended before step {PAUSE_AT}: {proc.communicate()[1][-3000:]}')
+    time.sleep(0.1)
+  proc.kill()
+  pytest.fail(f'No step {PAUSE_AT} in 300 s: {proc.communicate()[1][-3000:]}')
+
+
+# Evaluated at the end only and never checkpointed before: the one checkpoint is SIGTERM's.
+STOPPABLE = ('--config.eval_every_steps=60', '--config.checkpoint_every_steps=1000')
+
+
 @pytest.mark.slow
 def test_sigterm_saves_the_step_and_the_same_command_finishes_the_run_exactly(
     tiny_command, command_env, evaluated_run, tmp_path
 ):
   workdir = tmp_path / 'stopped'
-  proc = _stoppable(tiny_command, workdir, command_env)
-  deadline = time.monotonic() + 300
-  while not any(r.get('step', 0) >= 3 for r in history.read(str(workdir))):  # it has trained
-    assert proc.poll() is None, proc.stderr.read()[-3000:]
-    assert time.monotonic() < deadline, 'no step logged in 300 s'
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc = _paused(tiny_command(workdir, *STOPPABLE), tmp_path / 'markers', command_env)
+  _signal_when_paused(proc, tmp_path / 'markers', loops=1)
   _, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   checkpointer = checkpointing.Checkpointer(str(workdir), None, read_only=True)
   (stopped_at,) = checkpointer.all_steps()
   checkpointer.close()
-  assert 3 <= stopped_at < 60
+  assert stopped_at == PAUSE_AT  # the step it was in when the signal came
   assert f'Stopped at step {stopped_at} on SIGTERM' in stderr
   assert 'Traceback' not in stderr, stderr[-3000:]
 
-  again = _stoppable(tiny_command, workdir, command_env)
+  again = subprocess.Popen(
+      tiny_command(workdir, *STOPPABLE),
+      cwd=REPO,
+      env=command_env,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   _, stderr = again.communicate(timeout=300)
   assert again.returncode == 0, stderr[-3000:]
   assert f'Resumed from the checkpoint at step {stopped_at}' in stderr
@@ -250,26 +301,26 @@ SWEEP_RUNS = ('no_lrn/seed_0', 'paper/seed_0')
 SWEEP_STEPS = 60
 
 
-def _sweep(parent, data_dir, env):
+def _sweep(parent, data_dir, env, markers=None):
+  """The sweep's command; with `markers`, its runs paused at PAUSE_AT (`_paused`)."""
+  argv = [
+      sys.executable,
+      '-m',
+      'alexnet_jax.sweep',
+      '--config=normalisation:tiny',
+      f'--workdir={parent}',
+      f'--config.data_dir={data_dir}',
+      '--config.sweep.seeds=(0,)',
+      '--config.sweep.parallel=2',
+      f'--config.num_train_steps={SWEEP_STEPS}',
+      f'--config.eval_every_steps={SWEEP_STEPS}',
+      '--config.checkpoint_every_steps=1000',
+  ]
+  env = dict(env, JAX_NUM_CPU_DEVICES='2')
+  if markers is not None:
+    return _paused(argv, markers, env)
   return subprocess.Popen(
-      [
-          sys.executable,
-          '-m',
-          'alexnet_jax.sweep',
-          '--config=normalisation:tiny',
-          f'--workdir={parent}',
-          f'--config.data_dir={data_dir}',
-          '--config.sweep.seeds=(0,)',
-          '--config.sweep.parallel=2',
-          f'--config.num_train_steps={SWEEP_STEPS}',
-          f'--config.eval_every_steps={SWEEP_STEPS}',
-          '--config.checkpoint_every_steps=1000',
-      ],
-      cwd=REPO,
-      env=dict(env, JAX_NUM_CPU_DEVICES='2'),
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE,
-      text=True,
+      argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
   )
 
 
@@ -295,13 +346,8 @@ def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_e
   assert straight.returncode == 0, stderr[-3000:]
 
   parent = tmp_path / 'stopped'
-  proc = _sweep(parent, tiny_data_dir, command_env)
-  deadline = time.monotonic() + 300
-  while not all(any(r['step'] >= 3 for r in history.read(str(parent / r))) for r in SWEEP_RUNS):
-    if proc.poll() is not None or time.monotonic() > deadline:
-      pytest.fail(f'The runs logged no step 3 (in 300 s): {_finished(proc)[-3000:]}')
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
+  proc = _sweep(parent, tiny_data_dir, command_env, markers=tmp_path / 'markers')
+  _signal_when_paused(proc, tmp_path / 'markers', loops=len(SWEEP_RUNS))
   stderr = _finished(proc)
   assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
   assert 'Traceback' not in stderr, stderr[-3000:]
@@ -310,7 +356,7 @@ def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_e
     checkpointer = checkpointing.Checkpointer(str(parent / run), None, read_only=True)
     (stopped_at[run],) = checkpointer.all_steps()  # each run saved the step it was in
     checkpointer.close()
-    assert 3 <= stopped_at[run] < SWEEP_STEPS, stopped_at
+    assert stopped_at[run] == PAUSE_AT, stopped_at
     logged[run] = [r for r in history.read(str(parent / run)) if r['step'] <= stopped_at[run]]
   saved = ', '.join(f'{run} at step {stopped_at[run]}' for run in SWEEP_RUNS)
   assert f'\nThe sweep stopped on SIGTERM: {saved} saved in {parent}. Run the same' in stderr

@@ -27,19 +27,31 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_FILE = os.path.join(REPO, 'configs', 'torchvision.py')
 
 
-def import_torchvision():
-  """torchvision, importable next to a CPU-only torch.
+STUB = 'torchvision._meta_registrations'
+
+
+@pytest.fixture(scope='module')
+def torchvision():
+  """torchvision, importable next to a CPU-only torch, for this module's tests only.
 
   The pinned torchvision wheel is a CUDA build: its import registers fake kernels of its C ops
   (torchvision._meta_registrations) that a CPU torch lacks, and fails with "operator
   torchvision::nms does not exist". Those are the detection ops' only; models.alexnet is pure
-  Python, so that one module is stood in for by an empty one.
+  Python, so that one module is stood in for by an empty one. Afterwards the stub and the
+  torchvision modules it let in leave sys.modules, so the tests after these find it as it was.
   """
   pytest.importorskip('torch')
-  if 'torchvision' not in sys.modules:
-    stub = types.ModuleType('torchvision._meta_registrations')
-    sys.modules.setdefault('torchvision._meta_registrations', stub)
-  return pytest.importorskip('torchvision')
+  stubbed = 'torchvision' not in sys.modules and STUB not in sys.modules
+  before = set(sys.modules)
+  if stubbed:
+    sys.modules[STUB] = types.ModuleType(STUB)
+  try:
+    yield pytest.importorskip('torchvision')
+  finally:
+    if stubbed:
+      for name in set(sys.modules) - before:
+        if name == 'torchvision' or name.startswith('torchvision.'):
+          del sys.modules[name]
 
 
 def torchvision_config(arg=None):
@@ -52,9 +64,8 @@ def torchvision_config(arg=None):
 
 
 @pytest.fixture(scope='module')
-def torchvision_net(tmp_path_factory):
+def torchvision_net(torchvision, tmp_path_factory):
   """torchvision's AlexNet with random weights (seeded), and its state_dict in both formats."""
-  torchvision = import_torchvision()
   import torch  # pylint: disable=g-import-not-at-top
   from safetensors.torch import save_file  # pylint: disable=g-import-not-at-top
 
@@ -117,8 +128,7 @@ def test_imported_weights_give_torchvisions_logits(torchvision_net, imported, im
   np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * scale)
 
 
-def test_adaptive_avg_pool_is_torchs():
-  import_torchvision()
+def test_adaptive_avg_pool_is_torchs(torchvision):  # torch, and torchvision only to skip alike
   import torch  # pylint: disable=g-import-not-at-top
 
   pool = jax.jit(models.adaptive_avg_pool, static_argnums=1)
@@ -129,11 +139,10 @@ def test_adaptive_avg_pool_is_torchs():
     np.testing.assert_allclose(got, want.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
 
 
-def test_the_configs_preprocessing_is_torchvisions_eval_transform():
+def test_the_configs_preprocessing_is_torchvisions_eval_transform(torchvision):
   """configs/torchvision.py through our evaluation pipeline equals torchvision's Resize(256),
   CenterCrop(224), ToTensor, Normalize. 300x400 needs a resize, and its sizes round the same way
   in both (the config's docstring says where they can differ by a pixel)."""
-  import_torchvision()
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from torchvision import transforms  # pylint: disable=g-import-not-at-top
 
@@ -209,10 +218,9 @@ def test_weights_that_do_not_fit_the_config_write_nothing(imported, tmp_path):
   assert os.listdir(tmp_path) == []
 
 
-def test_the_shipped_imagenet_classes_are_torchvisions_names_and_tfds_ids():
+def test_the_shipped_imagenet_classes_are_torchvisions_names_and_tfds_ids(torchvision):
   """The package's list against both sources it was made from: torchvision's categories of its
   ImageNet weights (label order) and TFDS's imagenet2012 labels.txt (the WordNet ids, sorted)."""
-  torchvision = import_torchvision()
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
   categories = torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta['categories']
@@ -238,8 +246,7 @@ def assert_paragraph(error, *phrases):
     assert phrase in message, (phrase, message)
 
 
-def test_a_resnet_is_named_as_one(tmp_path):
-  torchvision = import_torchvision()
+def test_a_resnet_is_named_as_one(torchvision, tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
 
   path = str(tmp_path / 'resnet18.pth')
@@ -295,8 +302,7 @@ def test_fewer_classes_are_read_and_checked_against_the_config(torchvision_net):
   assert_paragraph(error, 'for 10 classes', '--config.model.num_classes=10')
 
 
-def test_unreadable_files_say_what_they_are(tmp_path):
-  import_torchvision()
+def test_unreadable_files_say_what_they_are(torchvision, tmp_path):
   import torch  # pylint: disable=g-import-not-at-top
 
   cases = {
