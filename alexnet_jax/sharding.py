@@ -78,11 +78,24 @@ def initialize_processes(
   if not explicit:
     sizes = [os.environ[k] for k in _CLUSTER_MARKERS if k in os.environ]
     if not any(len(v.split(',')) > 1 or (v.isdigit() and int(v) > 1) for v in sizes):
+      if num_processes not in (None, 1) or process_id not in (None, 0):
+        # Alone, each such process would train by itself into the same workdir.
+        raise ConfigError(
+            f'--num_processes={num_processes} --process_id={process_id} without '
+            '--coordinator_address, outside a cluster JAX detects (SLURM, Open MPI, a TPU pod): '
+            'give every process the same --coordinator_address=HOST:PORT of process 0.'
+        )
       return
   if explicit and (num_processes is None or process_id is None):
     raise ConfigError(
         '--coordinator_address needs --num_processes and --process_id too (this '
         "process' index, 0 to num_processes - 1), the same address everywhere."
+    )
+  if explicit and not 0 <= process_id < num_processes:  # JAX would raise a bare ValueError
+    raise ConfigError(
+        f'--process_id={process_id} with --num_processes={num_processes}: give each of the '
+        'processes its own --process_id from 0 to num_processes - 1 (0 on the host of '
+        '--coordinator_address), and --num_processes at least 1.'
     )
   for flag, seconds in (
       ('initialization_timeout', initialization_timeout),

@@ -1,5 +1,7 @@
 """The compiled training step communicates only what each strategy should (8 simulated devices)."""
 
+import json
+
 from flax import nnx
 import jax
 import pytest
@@ -7,6 +9,7 @@ import pytest
 from alexnet_jax.tools import communication
 from alexnet_jax import models
 from alexnet_jax.configs import alexnet
+from tests import commands
 
 HLO = """
 ENTRY %main {
@@ -118,3 +121,70 @@ def test_owt_does_not_all_reduce_the_fully_connected_gradients(audits):
   gathered = [c.shapes[0][1] for c in audits['owt']['collectives'] if c.kind == 'all-gather']
   assert (BATCH, features) in gathered
   assert found['all-to-all'] == found['collective-permute'] == 0
+
+
+# `python -m alexnet_jax.tools.communication` takes no flags: its table is the paper's model on 2,
+# 4 and 8 devices, nine compiles (a minute on a CPU). This runs its `main` as the command does,
+# with the small model above (`alexnet.get_config`, which the table reads) on 8 devices only: the
+# programs `audits` compiled, found in the shared compilation cache when both run.
+COMMAND = f"""
+import functools
+from alexnet_jax.configs import alexnet
+from alexnet_jax.tools import communication
+paper = alexnet.get_config
+def small(arg=None):
+  c = paper(arg)
+  c.model.num_classes, c.model.width, c.image_size, c.batch_size = 10, {WIDTH}, {SIZE}, {BATCH}
+  return c
+alexnet.get_config = small
+communication.scaling_table = functools.partial(communication.scaling_table, device_counts=(8,))
+communication.main()
+"""
+
+
+@pytest.mark.slow
+def test_the_command_prints_the_table_of_its_json(compilation_cache):
+  out = commands.run_script(COMMAND, env=compilation_cache)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # The rows as JSON on stderr, after any log lines.
+  rows, _ = json.JSONDecoder().raw_decode(out.stderr[out.stderr.index('[\n {') :])
+  assert [(r['devices'], r['strategy']) for r in rows] == [(8, 'data'), (8, 'towers'), (8, 'owt')]
+  by = {r['strategy']: r for r in rows}
+  # Independent of the compiled program: parameters and momentum, 4 bytes each, per device.
+  model = small_model()
+  fc8 = model.fc8.kernel.size + model.fc8.bias.size
+  fc67 = sum(x.size for layer in (model.fc6, model.fc7) for x in (layer.kernel, layer.bias))
+  total = models.count_params(model)
+  held = {
+      'data': total,
+      'towers': (total - fc8) // 2 + fc8,  # each device: one tower's half, and fc8
+      'owt': total - fc67 + fc67 // 8,  # each device: the convs, fc8 and an eighth of fc6, fc7
+  }
+  for strategy, params in held.items():
+    # (plus a few scalars: the step, the plateau state)
+    assert 0 <= by[strategy]['state_bytes_per_device'] - 8 * params < 64, strategy
+  assert by['data']['communicated_vs_data'] == by['data']['state_vs_data'] == 1
+  kinds = {r['strategy']: {k for k in communication.KINDS if k in r} for r in rows}
+  assert kinds['data'] == {'all-reduce'}  # the gradients only
+  assert {'all-reduce', 'all-gather'} <= kinds['towers'] and {'all-gather'} <= kinds['owt']
+  for r in rows:
+    sent = sum(r.get(kind, 0) for kind in communication.KINDS)
+    assert r['communicated_bytes'] == sent
+    assert r['communicated_vs_data'] == pytest.approx(sent / by['data']['communicated_bytes'])
+  # The printed table: one line per row, in MiB and ratios to data, from the same numbers.
+  table = [l for l in out.stdout.splitlines() if l.startswith('| 8 |')]
+  assert len(table) == 3, out.stdout
+  for line, r in zip(table, rows):
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    mib = lambda n: f'{n / 2**20:,.1f}'
+    assert cells == [
+        '8',
+        r['strategy'],
+        mib(r.get('all-reduce', 0)),
+        mib(r.get('all-gather', 0)),
+        mib(r.get('reduce-scatter', 0)),
+        mib(r['communicated_bytes']),
+        f"{r['communicated_vs_data']:.2f}",
+        mib(r['state_bytes_per_device']),
+        f"{r['state_vs_data']:.2f}",
+    ], line

@@ -91,6 +91,7 @@ def test_a_host_made_float_batch_passes_through():
   assert finish({'image': images}) is images
 
 
+@pytest.mark.slow
 def test_training_gives_the_same_parameters_either_way(tiny_data_dir, tiny_config, tmp_path):
   finals = {}
   for on_device in (True, False):

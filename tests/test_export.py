@@ -121,6 +121,7 @@ def test_the_metadata_says_how_to_feed_it_and_where_it_came_from(workdir, export
   assert not [n for n in os.listdir(workdir) if n.startswith('.export')]  # no staging left
 
 
+@pytest.mark.slow
 def test_the_command_exports_a_chosen_step(workdir, tmp_path, compilation_cache):
   output = tmp_path / 'step3'
   out = subprocess.run(

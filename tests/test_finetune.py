@@ -233,6 +233,7 @@ def test_layer_names_are_those_of_the_built_network(fields, image_size):
   assert models.layer_names(config) == tuple(nnx.to_pure_dict(nnx.state(built, nnx.Param)))
 
 
+@pytest.mark.slow
 def test_a_frozen_conv1_without_padding_trains_from_the_command_line(tiny_data_dir, tmp_path):
   """conv1_padding=0 at 67 pixels builds (pool5 is 1x1); freezing conv1 checked the names on a
   network built at the paper padding's smallest size, which this padding cannot take, and ended

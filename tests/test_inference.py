@@ -312,6 +312,7 @@ def assert_one_paragraph(out, *phrases):
     assert phrase in message, message
 
 
+@pytest.mark.slow
 def test_the_evaluate_command_writes_an_ensembles_metrics(
     runs, trained, tmp_path, compilation_cache
 ):
@@ -358,6 +359,7 @@ def test_the_predict_command_names_what_it_skips(runs, trained, tmp_path, compil
   assert written['skipped'][0]['file'] == 'images/broken.jpg'
 
 
+@pytest.mark.slow
 def test_the_features_command_writes_features_and_their_nearest_rows(
     runs, trained, tmp_path, compilation_cache
 ):
@@ -389,3 +391,206 @@ def test_the_features_command_writes_features_and_their_nearest_rows(
   )
   assert_one_paragraph(bad, "no layer 'fc9'", 'conv1, norm1, pool1, conv2, norm2, pool2, conv3')
   assert not os.path.exists(tmp_path / 'bad')
+
+
+# --- Image files, earlier steps and ten patches through the commands ---
+
+
+def prepared(data, path, crops=1):
+  """An image file as the paper prepares it, written out here: decoded to RGB, its shorter side
+  scaled to resize_size with PIL's antialiased bilinear filter and the central square kept
+  (section 2); the centre crop, or the four corners, centre and their reflections (section 4.1);
+  the mean subtracted and divided by the std."""
+  image, r, size = Image.open(path).convert('RGB'), data.resize_size, data.image_size
+  scale = r / min(image.size)
+  shape = tuple(max(r, round(side * scale)) for side in image.size)
+  pixels = np.asarray(image.resize(shape, Image.Resampling.BILINEAR, reducing_gap=None))
+  top, left = (pixels.shape[0] - r) // 2, (pixels.shape[1] - r) // 2
+  pixels = pixels[top : top + r, left : left + r]
+  corners = [((r - size) // 2,) * 2]
+  if crops == 10:
+    corners += [(0, 0), (0, r - size), (r - size, 0), (r - size, r - size)]
+  patches = [pixels[y : y + size, x : x + size] for y, x in corners]
+  if crops == 10:
+    patches += [patch[:, ::-1] for patch in patches]
+  return (np.stack(patches).astype(np.float32) - data.augment.mean) * data.augment.inv_std
+
+
+def reference_layers(t, images):
+  """Every layer of the network on prepared images, straight from the model, towers joined."""
+  apply = jax.jit(lambda p, b, x: nnx.merge(t.graphdef, p, b).features(x, train=False))
+  out = apply(t.params, t.batch_stats, np.asarray(images, np.float32))
+  return {name: np.concatenate([np.asarray(x) for x in towers], -1) for name, towers in out.items()}
+
+
+def write_examples(t, directory):
+  """Validation examples 0-4 as PNGs, example 5's middle 200 rows (a wide image, resized on its
+  shorter side) and a broken JPEG; returns the readable files in the order a directory lists
+  them."""
+  os.makedirs(directory)
+  source = pipeline.decoding_source(t.run.data, 'validation')
+  paths = [os.path.join(directory, f'example_{i}.png') for i in range(5)]
+  for i, path in enumerate(paths):
+    Image.fromarray(source[i]['image']).save(path)
+  paths.append(os.path.join(directory, 'wide_5.png'))
+  Image.fromarray(source[5]['image'][28:228]).save(paths[-1])
+  with open(os.path.join(directory, 'broken.jpg'), 'wb') as f:
+    f.write(b'\xff\xd8 not a JPEG after all')
+  return paths
+
+
+def test_image_features_are_the_layers_of_the_prepared_images(trained, tmp_path):
+  t = trained[0]
+  paths = write_examples(t, str(tmp_path / 'images'))
+  out = inference.image_features(t, [str(tmp_path / 'images')])  # fc7, as in Figure 4
+  assert out['files'] == paths
+  assert out['skipped'] == [(str(tmp_path / 'images' / 'broken.jpg'), out['skipped'][0][1])]
+  expected = reference_layers(t, np.concatenate([prepared(t.run.data, p) for p in paths]))
+  assert out['fc7'].shape == (6, 1024)
+  np.testing.assert_allclose(out['fc7'], expected['fc7'], rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out['probs'], softmax(expected['fc8'].astype(np.float64)), atol=1e-6)
+  # The PNGs of validation examples: the features of those examples read from the split.
+  split = inference.features(t, 'validation[:5]')
+  np.testing.assert_allclose(out['fc7'][:5], split['fc7'], rtol=1e-6, atol=1e-6)
+  with pytest.raises(ConfigError, match='None of the 1 images could be read'):
+    inference.image_features(t, [str(tmp_path / 'images' / 'broken.jpg')])
+
+
+@pytest.mark.slow
+def test_the_features_command_finds_the_nearest_images_to_query_images(
+    trained, tmp_path, compilation_cache
+):
+  t = trained[0]
+  paths = write_examples(t, str(tmp_path / 'images'))
+  os.makedirs(tmp_path / 'query')
+  source = pipeline.decoding_source(t.run.data, 'validation')
+  Image.fromarray(source[7]['image'][:, ::-1]).save(tmp_path / 'query' / 'mirrored_7.png')
+  queries = [paths[2], str(tmp_path / 'query' / 'mirrored_7.png')]
+  out = command(
+      'features',
+      f'--workdir={t.workdir}',
+      '--images=images',
+      '--query=images/example_2.png,query/mirrored_7.png',
+      '--k=3',
+      '--output=out/fc7',
+      env=compilation_cache,
+      cwd=str(tmp_path),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Skipped images/broken.jpg: ' in out.stderr
+  assert 'fc7 of 6 images, shape (6, 1024): written to out/fc7' in out.stdout
+  output = tmp_path / 'out' / 'fc7'
+  with open(output / 'files.txt') as f:
+    assert f.read().splitlines() == [os.path.relpath(p, tmp_path) for p in paths]
+  with open(output / 'info.json') as f:
+    info = json.load(f)
+  assert info['step'] == 6 and info['shape'] == [6, 1024]
+  assert [s['file'] for s in info['skipped']] == ['images/broken.jpg']
+  database = np.load(output / 'features.npy')
+  reference = reference_layers(t, np.concatenate([prepared(t.run.data, p) for p in paths]))['fc7']
+  np.testing.assert_allclose(database, reference, rtol=1e-5, atol=1e-5)
+  # The neighbours: every distance from the query's own features, computed here, sorted.
+  query = reference_layers(t, np.concatenate([prepared(t.run.data, p) for p in queries]))['fc7']
+  distances = np.linalg.norm(reference[None] - query[:, None], axis=-1)
+  rows = np.argsort(distances, axis=1, kind='stable')[:, :3]
+  assert rows[0, 0] == 2  # a query image of the database finds itself first
+  with open(output / 'nearest.json') as f:
+    found = json.load(f)
+  assert found['k'] == 3 and found['skipped'] == []
+  assert [q['file'] for q in found['queries']] == ['images/example_2.png', 'query/mirrored_7.png']
+  for q, row, distance in zip(found['queries'], rows, distances):
+    assert [n['row'] for n in q['neighbours']] == list(row)
+    assert [n['file'] for n in q['neighbours']] == [
+        os.path.relpath(paths[j], tmp_path) for j in row
+    ]
+    np.testing.assert_allclose(
+        [n['distance'] for n in q['neighbours']], distance[row], rtol=1e-4, atol=1e-3
+    )
+  assert 'query/mirrored_7.png' in out.stdout
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_reads_another_split_with_ten_patches_at_an_earlier_step(
+    runs, tmp_path, compilation_cache
+):
+  workdir = list(runs)[0]
+  earlier, latest = inference.load(workdir, step=3), inference.load(workdir)
+  assert (earlier.step, latest.step) == (3, 6)
+  # Compiled here first, the command's forward comes from the shared compilation cache.
+  expected = inference.evaluate(earlier, 'train', crops=10)
+  out = command(
+      'evaluate',
+      f'--workdir={workdir}',
+      '--split=train',
+      '--eval_crops=10',
+      '--step=3',
+      '--output=out/eval',
+      env=compilation_cache,
+      cwd=str(tmp_path),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / 'out' / 'eval' / 'metrics.json') as f:
+    written = json.load(f)
+  examples = len(pipeline.decoding_source(earlier.run.data, 'train'))
+  assert written['count'] == examples == 320  # the train split, not the 160 of validation
+  assert (written['split'], written['crops'], written['steps']) == ('train', 10, [3])
+  for name in ('loss', 'top1_error', 'top5_error'):
+    assert written[name] == pytest.approx(expected.metrics[name], abs=1e-6), name
+  table = pd.read_csv(tmp_path / 'out' / 'eval' / 'per_class.csv')
+  pd.testing.assert_frame_equal(table, expected.per_class, check_dtype=False)
+  # The other step and the centre crop give other numbers: each flag made its difference.
+  assert inference.evaluate(latest, 'train', crops=10).metrics['loss'] != pytest.approx(
+      written['loss'], abs=1e-4
+  )
+  assert inference.evaluate(earlier, 'train').metrics['loss'] != pytest.approx(
+      written['loss'], abs=1e-4
+  )
+  # What was printed is what was written, and written only to --output.
+  assert out.stdout.splitlines() == [
+      f'{workdir} (step 3), on 320 examples of train, the ten patches of section 4.1:',
+      f'loss {written["loss"]:.6g}  top-1 error {written["top1_error"]:.2%}  '
+      f'top-5 error {written["top5_error"]:.2%}',
+      'written to out/eval: metrics.json, per_class.csv',
+  ]
+  assert not os.path.exists(os.path.join(workdir, 'eval', 'train_10crop'))
+
+
+@pytest.mark.slow
+def test_the_predict_command_averages_ten_patches_at_an_earlier_step(
+    runs, tmp_path, compilation_cache
+):
+  workdir = list(runs)[0]
+  earlier, latest = inference.load(workdir, step=3), inference.load(workdir)
+  paths = write_examples(earlier, str(tmp_path / 'images'))[4:]  # one square, one wide
+  data = earlier.run.data
+  patches = np.concatenate([prepared(data, p, crops=10) for p in paths])
+  ten_patch_probs = lambda t: softmax(reference_logits(t, patches)).reshape(2, 10, -1).mean(1)
+  expected = ten_patch_probs(earlier)
+  assert not np.allclose(ten_patch_probs(latest), expected, atol=1e-3)  # step 6 predicts otherwise
+  assert not np.allclose(softmax(reference_logits(earlier, patches[::10])), expected, atol=1e-3)
+  # The library's own ten-patch prediction at step 3; compiled here first, for the command too.
+  np.testing.assert_allclose(
+      inference.predict(earlier, paths, crops=10).probs, expected, rtol=1e-5, atol=1e-7
+  )
+  out = command(
+      'predict',
+      f'--workdir={workdir}',
+      '--images=images/example_4.png,images/wide_5.png',
+      '--crops=10',
+      '--step=3',
+      '--json=out/predictions.json',
+      env=compilation_cache,
+      cwd=str(tmp_path),
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(tmp_path / 'out' / 'predictions.json') as f:
+    written = json.load(f)
+  assert (written['step'], written['crops']) == (3, 10) and len(written['predictions']) == 2
+  names = earlier.class_names
+  for prediction, name, probs in zip(written['predictions'], ['example_4', 'wide_5'], expected):
+    assert prediction['file'] == f'images/{name}.png'
+    top5 = np.argsort(-probs, kind='stable')[:5]
+    assert [c['class'] for c in prediction['top5']] == [names[c] for c in top5]
+    np.testing.assert_allclose(
+        [c['probability'] for c in prediction['top5']], probs[top5], rtol=1e-5, atol=1e-7
+    )

@@ -5,8 +5,12 @@ import re
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
+from alexnet_jax import history
+from alexnet_jax import inference
 from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -161,3 +165,35 @@ def test_installed_config_by_name_runs_outside_the_repository(tiny_data_dir, tmp
 def test_unknown_config_argument_is_one_paragraph(tmp_path):
   out = run_main(f'--workdir={tmp_path}', '--config=configs/quickstart.py:tiniest')
   assert_one_paragraph(out, "'tiniest'", 'tiny')
+
+
+@pytest.mark.slow
+def test_divergence_exits_3_in_one_paragraph_and_keeps_the_last_good_checkpoint(
+    tiny_data_dir, tmp_path
+):
+  """Step 1's update at learning rate 1e6 makes step 2's loss NaN: the run stops there with
+  status 3 (not 1, a crash), says so in one paragraph, and keeps step 1's checkpoint."""
+  workdir = tmp_path / 'run'
+  out = run_main(
+      f'--workdir={workdir}',
+      '--config=configs/alexnet.py:tiny',
+      f'--config.data_dir={tiny_data_dir}',
+      '--config.optim.learning_rate=1e6',
+      '--config.log_every_steps=1',
+      '--config.checkpoint_every_steps=1',
+  )
+  assert out.returncode == 3, (out.returncode, out.stderr[-3000:])
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  message = out.stderr.strip().split('\nError: ', 1)[-1]
+  assert '\n' not in message, message
+  checkpoints = workdir / 'checkpoints'
+  assert str(checkpoints) in message and '--config.optim.learning_rate' in message, message
+  good, bad = map(
+      int, re.search(r'NaN or infinite between steps (\d+) and (\d+)\.', message).groups()
+  )
+  assert good >= 1 and bad == good + 1, message  # checked at every step (log_every_steps=1)
+  assert os.listdir(checkpoints) == [str(good)]  # the last good step's, nothing after it
+  assert [r['step'] for r in history.read(str(workdir))] == list(range(1, good + 1))
+  trained = inference.load(str(workdir))  # readable, and what it holds is finite
+  assert trained.step == good
+  assert all(np.isfinite(p).all() for p in jax.tree.leaves(trained.params))

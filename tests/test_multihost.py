@@ -141,3 +141,42 @@ def test_when_a_process_dies_mid_run_the_other_ends_instead_of_waiting(
   log = (tmp_path / 'process_0.log').read_text()
   assert procs[0].returncode != 0, log[-3000:]
   assert 'stopped sending heartbeats' in log, log[-3000:]  # JAX's words for what happened
+
+
+@pytest.mark.parametrize(
+    'flags,phrases',
+    [
+        # Was JAX's bare ValueError (a traceback, status 1) before sharding.initialize_processes
+        # checked it.
+        (('--num_processes=2', '--process_id=2'), ['--process_id=2', '0 to num_processes - 1']),
+        (('--num_processes=2',), ['--coordinator_address needs', '--process_id']),
+        (
+            ('--num_processes=2', '--process_id=0', '--heartbeat_timeout=0'),
+            ['--heartbeat_timeout=0', 'positive whole number of seconds'],
+        ),
+        # Without an address outside a cluster, each process would train alone into one workdir.
+        (
+            ('--num_processes=2', '--process_id=1', 'no address'),
+            ['without --coordinator_address', 'same --coordinator_address'],
+        ),
+    ],
+)
+def test_a_bad_combination_of_process_flags_is_one_paragraph(tmp_path, flags, phrases):
+  """Refused before joining anything (no wait at the unanswered address, no data read), in one
+  paragraph without a traceback."""
+  workdir = tmp_path / 'run'
+  address = () if 'no address' in flags else (f'--coordinator_address={commands.free_address()}',)
+  out = commands.run_module(
+      'alexnet_jax.main',
+      *_main_flags(workdir, tmp_path / 'no_data', *address),
+      '--initialization_timeout=5',
+      *(f for f in flags if f != 'no address'),
+      timeout=120,
+  )
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+  message = out.stderr.strip().split('Error: ', 1)[-1]
+  assert '\n' not in message, message
+  for phrase in phrases:
+    assert phrase in message, message
+  assert not os.path.exists(workdir)

@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 from PIL import Image
+import tensorflow_datasets as tfds
 
 from alexnet_jax.tools import prepare
 from alexnet_jax.data.datasets import image_folder, synthetic_shapes
@@ -380,3 +381,102 @@ def test_training_runs_on_a_prepared_folder(prepared, tmp_path, one_device, tiny
   config.num_train_steps = config.eval_every_steps = config.checkpoint_every_steps = 2
   state, metrics = train.train_and_evaluate(config, str(tmp_path / 'run'), one_device)
   assert int(state.step) == 2 and np.isfinite(metrics['loss'])
+
+
+def _read_splits(name: str, data_dir: str) -> dict[str, list]:
+  """{split: sorted (file, label, mean colour)} of a prepared dataset, read as training does."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  return {
+      split: sorted(
+          (x['file_name'].decode(), int(x['label']), x['image'].reshape(-1, 3).mean(0).tolist())
+          for x in tfds.data_source(name, split=split, data_dir=data_dir)
+      )
+      for split in builder.info.splits
+  }
+
+
+def test_val_folder_is_the_validation_split_and_overwrite_rebuilds(tmp_path):
+  """`--val_folder`: its images, and only those, make the validation split. A dataset already
+  prepared is kept, saying so, unless `--overwrite`, which rebuilds it from the folders as they
+  are now. (The first build is `prepare_images`'s, the function the command calls.)"""
+  train, val, data_dir = str(tmp_path / 'train'), str(tmp_path / 'val'), str(tmp_path / 'tfds')
+  classes = ['cat', 'dog']
+
+  def images(root, counts, first):
+    written = {}
+    for label, (name, n) in enumerate(zip(classes, counts, strict=True)):
+      for i in range(first, first + n):
+        _write(f'{root}/{name}/{i:02d}.jpg', _colour(label, i))
+        written[f'{name}/{i:02d}.jpg'] = (label, _colour(label, i))
+    return written
+
+  train_images = images(train, (4, 3), 0)
+  val_images = images(val, (2, 1), 4)  # other files and colours than train's
+  prepare.prepare_images(
+      folder=train, val_folder=val, name='pet_photos', resize=16, data_dir=data_dir
+  )
+  first = _read_splits('pet_photos', data_dir)
+  val_images.update(images(val, (0, 1), 5))  # then the validation folder gets one more dog
+
+  def command(*more):
+    out = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'alexnet_jax.tools.prepare',
+            f'--folder={train}',
+            f'--val_folder={val}',
+            '--name=pet_photos',
+            '--resize=16',
+            f'--data_dir={data_dir}',
+            *more,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+  kept = command()
+  assert (
+      f"Prepared pet_photos in {data_dir}: {{'train': 7, 'validation': 3}} examples, already "
+      'prepared (--overwrite rebuilds it).'
+  ) in kept, kept
+  assert _read_splits('pet_photos', data_dir) == first
+  rebuilt = command('--overwrite')
+  assert "{'train': 7, 'validation': 4} examples." in rebuilt, rebuilt
+  read = _read_splits('pet_photos', data_dir)
+  # Every train image in train (none held out), the validation split exactly the val folder's.
+  for split, want in (('train', train_images), ('validation', val_images)):
+    assert [(f, label) for f, label, _ in read[split]] == sorted(
+        (f, label) for f, (label, _) in want.items()
+    ), split
+    for file, _, mean in read[split]:
+      np.testing.assert_allclose(mean, want[file][1], atol=4, err_msg=file)
+
+
+def test_an_overwrite_that_fails_keeps_the_dataset_it_was_replacing(tmp_path, monkeypatch):
+  """`--overwrite` moves the prepared dataset aside while it writes the new one: a write that
+  dies (here: the second image folder's decoding) puts the old one back, readable as before."""
+  train, data_dir = str(tmp_path / 'train'), str(tmp_path / 'tfds')
+  for label, name in enumerate(['cat', 'dog']):
+    for i in range(3):
+      _write(f'{train}/{name}/{i:02d}.jpg', _colour(label, i))
+  prepare.prepare_images(folder=train, name='pets', resize=16, data_dir=data_dir)
+  before = _read_splits('pets', data_dir)
+
+  def dies(self, *args, **kwargs):
+    raise RuntimeError('disk full')
+
+  monkeypatch.setattr(image_folder.builder.LocalBuilder, 'download_and_prepare', dies)
+  with pytest.raises(RuntimeError, match='disk full'):
+    prepare.prepare_images(folder=train, name='pets', resize=16, data_dir=data_dir, overwrite=True)
+  monkeypatch.undo()
+  assert _read_splits('pets', data_dir) == before
+  assert not [p for p in os.listdir(f'{data_dir}/pets') if p.endswith('.replaced')]
+  # And a successful overwrite leaves nothing aside.
+  prepare.prepare_images(folder=train, name='pets', resize=16, data_dir=data_dir, overwrite=True)
+  assert _read_splits('pets', data_dir) == before
+  assert not [p for p in os.listdir(f'{data_dir}/pets') if p.endswith('.replaced')]

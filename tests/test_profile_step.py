@@ -1,13 +1,16 @@
 """The per-op profile: every op of the compiled step lands in the row the model says it should."""
 
 import collections
+import json
 
 import pytest
 
 from alexnet_jax.tools import profile_step
 from alexnet_jax.tools import step_runners
+from tests import commands
 
 
+@pytest.mark.slow
 def test_the_profile_finds_each_convolution_pass_and_the_papers_ops():
   result = profile_step.profile(batch=4, image_size=67, steps=1, width=0.25, num_classes=10)
   rows = result['categories']
@@ -48,3 +51,55 @@ def test_replayed_convolutions_compute_the_steps_shapes():
   assert counts['convolution'] == 8 + 8 + 7
   for name, replay in replays.items():
     assert replay().shape == profile_step._dims(instructions[name].shape), name
+
+
+@pytest.mark.slow
+def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, compilation_cache):
+  output = tmp_path / 'profile.json'
+  out = commands.run_module(
+      'alexnet_jax.tools.profile_step',
+      '--batch_size=4',
+      '--image_size=67',
+      '--width=0.25',
+      '--steps=1',
+      '--top=3',
+      f'--output={output}',
+      env=compilation_cache,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(output.read_text())
+  assert (result['batch'], result['image_size'], result['dtype']) == (4, 67, 'float32')
+  lines = out.stdout.splitlines()
+  assert lines[0].startswith('train step, batch 4, 67px, float32, cpu: '), lines[0]
+  # One table row per category, in the JSON's order (longest first), with its op count.
+  table = [l.strip('|').split('|') for l in lines if l.startswith('| ') and '---' not in l][1:]
+  rows = result['categories']
+  assert [c.strip() for c, *_ in table] == list(rows)
+  for name, ms, share, ops in table:
+    row = rows[name.strip()]
+    assert (ms.strip(), ops.strip()) == (f"{row['ms']:.1f}", str(row['ops'])), name
+  assert sum(float(share) for _, _, share, _ in table) == pytest.approx(100, abs=0.05 * len(table))
+  # Each convolution pass by direction (Figure 2: 8 forward; the image gets no gradient).
+  ops = {name: row['ops'] for name, row in rows.items()}
+  assert (
+      ops['convolution forward'],
+      ops['convolution backward-filter'],
+      ops['convolution backward-data'],
+  ) == (8, 8, 7)
+  assert ops['LRN forward'] >= 1 and ops['max pooling forward'] >= 1
+  # The SGD update's line, and the --top longest ops, longest first.
+  passes = result['update_passes_over_fc6_fc7_kernels']
+  assert passes >= 2 and f'SGD update: {passes} ops write or read' in out.stdout
+  top = lines[lines.index('the 3 longest ops:') + 1 :]
+  assert len(top) == 3, out.stdout
+  for line, ins in zip(top, result['instructions'][:3], strict=True):
+    assert line.split() == [
+        f"{ins['ms']:.1f}",
+        'ms',
+        *ins['category'].split(),
+        ins['name'],
+        ins['shape'],
+    ]
+  assert [i['ms'] for i in result['instructions']] == sorted(
+      (i['ms'] for i in result['instructions']), reverse=True
+  )

@@ -196,6 +196,7 @@ def _ten_crop_setup():
   return config, model, graphdef, state, batch
 
 
+@pytest.mark.slow
 def test_ten_crop_eval_averages_the_softmax_of_the_views():
   config, model, graphdef, state, batch = _ten_crop_setup()
   metrics = steps.make_eval_step(graphdef)(state, batch).compute()

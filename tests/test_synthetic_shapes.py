@@ -294,6 +294,7 @@ _READER = textwrap.dedent("""
     """)
 
 
+@pytest.mark.slow
 def test_tfds_round_trip_without_tensorflow(tmp_path):
   pytest.importorskip('tensorflow')  # only preparing needs TensorFlow
   from alexnet_jax.data import datasets

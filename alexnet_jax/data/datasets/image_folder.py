@@ -361,8 +361,19 @@ def prepare(
   `skipped`: files already known to be bad (a CSV's missing files), reported with those that
   fail to decode. A dataset already prepared is kept (its report returned) unless `overwrite`.
   """
-  builder = make_builder(name, class_names, splits, resize, workers)(data_dir=data_dir)
+  make = make_builder(name, class_names, splits, resize, workers)
+  builder = make(data_dir=data_dir)
   report_path = os.path.join(builder.data_dir, REPORT_FILE)
+  replaced = None
+  if builder.is_prepared() and overwrite:
+    # A builder that has read the prepared dataset's info refuses to write another one (TFDS:
+    # "Cannot override the file format..."). The old one steps aside, and comes back if the new
+    # one fails: an interrupted --overwrite never leaves the user with no dataset.
+    replaced = builder.data_path.parent / (builder.data_path.name + '.replaced')
+    if replaced.exists():
+      replaced.rmtree()
+    builder.data_path.rename(replaced)
+    builder = make(data_dir=data_dir)
   if builder.is_prepared() and not overwrite:
     report = {}
     if os.path.isfile(report_path):
@@ -375,12 +386,21 @@ def prepare(
         data_dir=str(builder.data_dir_root),
         num_classes=builder.info.features['label'].num_classes,
     )
-  builder.download_and_prepare(
-      file_format='array_record',
-      download_config=tfds.download.DownloadConfig(
-          download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
-      ),
-  )
+  try:
+    builder.download_and_prepare(
+        file_format='array_record',
+        download_config=tfds.download.DownloadConfig(
+            download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS
+        ),
+    )
+  except BaseException:
+    if replaced is not None:
+      if builder.data_path.exists():
+        builder.data_path.rmtree()
+      replaced.rename(builder.data_path)
+    raise
+  if replaced is not None:
+    replaced.rmtree()
   bad = list(skipped) + builder.skipped
   report = dict(
       dataset=name,
