@@ -35,6 +35,8 @@ from alexnet_jax.errors import ConfigError
 
 
 def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.DatasetInfo) -> int:
+  """`num_train_steps`, or `num_epochs` of the training split rounded up to a whole step (the
+  last epoch is not cut short); evaluations come every `num_train_examples // batch_size` steps."""
   if loop.num_train_steps > 0:
     return loop.num_train_steps
   return math.ceil(loop.num_epochs * info.num_train_examples / batch_size)
