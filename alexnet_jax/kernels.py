@@ -24,7 +24,7 @@ Why by hand: no library op has these gradients in a form XLA:CPU runs well. Auto
 recomputes it through a chain of elementwise passes over conv1's large maps, and the gradient of
 `reduce_window` max pooling (select-and-scatter) runs on XLA:CPU as an argmax-tracking reduction
 plus a scatter. Both hand-written forms are tested against autodiff of the plain formulas; what
-they saved in the step is in BENCHMARKS.md, with the commands.
+they saved in the step is in docs/benchmark_history.md, with the commands.
 """
 
 import functools
@@ -62,7 +62,7 @@ def local_response_norm(
 
   The gradient is the analytic one (`_lrn_bwd`), not autodiff's: autodiff of the power recomputes
   it and builds a chain of elementwise passes over conv1's large maps, which made the paper's
-  train step slower on XLA:CPU (BENCHMARKS.md).
+  train step slower on XLA:CPU (docs/benchmark_history.md).
   """
   if size < 1:
     raise ValueError(f'local_response_norm: size must be >= 1, got {size}.')
@@ -80,9 +80,9 @@ def _window_sum(v: jnp.ndarray, size: int, below: int, above: int) -> jnp.ndarra
 def _negative_power(d: jnp.ndarray, beta: float) -> jnp.ndarray:
   """d ** -beta for d > 0, in the cheapest form XLA:CPU has.
 
-  On conv1's maps XLA:CPU's pow is slower than exp(-beta log d) (BENCHMARKS.md). For the paper's
-  beta = 3/4 (section 3.3), d^-3/4 = d^-1/2 * (d^-1/2)^1/2 needs only a reciprocal square root
-  and a square root, no transcendental functions.
+  On conv1's maps XLA:CPU's pow is slower than exp(-beta log d) (docs/benchmark_history.md). For the
+  paper's beta = 3/4 (section 3.3), d^-3/4 = d^-1/2 * (d^-1/2)^1/2 needs only a reciprocal square
+  root and a square root, no transcendental functions.
   """
   if beta == 0.75:
     r = jax.lax.rsqrt(d)
@@ -175,7 +175,7 @@ def _max_pool_bwd(window, stride, residuals, g):
   per window offset (9 full-size arrays for 3x3 windows), is the same sum, but inside the paper's
   train step XLA:CPU materialised each pad, recomputing the winners into all 9. Gathering by
   phase made the float32 step faster against PyTorch eager
-  (`python -m alexnet_jax.tools.benchmark`; BENCHMARKS.md).
+  (`python -m alexnet_jax.tools.benchmark`; docs/benchmark_history.md).
   """
   winner, (n, height, width, channels) = residuals
   out_h, out_w = winner.shape[1:3]
@@ -211,8 +211,8 @@ def add_bias(y: Array, bias: Array) -> Array:
 
   The gradient of a bias is its channel's sum of the output gradient over the batch and the
   positions. XLA:CPU's reduction of conv1's gradient to its 96 sums was over ten times slower
-  than the same sums as a product with a vector of ones (BENCHMARKS.md, issue 13), hence this.
-  The product contracts every axis but the last (no reshape, so the batch axis keeps its
+  than the same sums as a product with a vector of ones (docs/benchmark_history.md, issue 13), hence
+  this. The product contracts every axis but the last (no reshape, so the batch axis keeps its
   sharding) and accumulates in float32 at full precision (never TF32), whatever the dtype.
 
   Inside shard_map, a bias replicated over an axis that `y` varies along is first cast to varying

@@ -118,7 +118,7 @@ class TowerLayer(nnx.Module):
 
   def _apply(self, x: Array, kernel: Array, bias: Array) -> Array:
     # Separate convolutions per tower, never `feature_group_count`: grouped convolutions are
-    # slower on XLA:CPU (BENCHMARKS.md), and XLA's SPMD partitioner all-gathers them
+    # slower on XLA:CPU (docs/benchmark_history.md), and XLA's SPMD partitioner all-gathers them
     # (openxla/xla#47945).
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     if kernel.ndim == 2:

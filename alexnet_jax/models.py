@@ -16,10 +16,10 @@ its output channels (the same layout as a grouped-convolution kernel, so weights
 as-is). Activations travel as a list of per-tower arrays; `cross_tower` is the only place the towers
 meet, and it is called exactly where the paper's GPUs communicated: into conv3, fc6, fc7 and fc8.
 Each tower's convolutions are separate XLA convolutions, never `feature_group_count`: grouped
-convolutions are slower on XLA:CPU (BENCHMARKS.md), and XLA's SPMD partitioner all-gathers them.
-Where every tower reads the same input (conv1, conv3, fc6, fc7 on one device), `TowerLayer` runs
-one op over the whole kernel and splits its output: the same numbers, without slicing the kernel
-per tower.
+convolutions are slower on XLA:CPU (docs/benchmark_history.md), and XLA's SPMD partitioner
+all-gathers them. Where every tower reads the same input (conv1, conv3, fc6, fc7 on one device),
+`TowerLayer` runs one op over the whole kernel and splits its output: the same numbers, without
+slicing the kernel per tower.
 The same code runs with `towers=1` (one tower of the same total width, the paper's single-GPU
 comparison in section 3.2), and, inside `jax.shard_map` over a mesh axis named `tower_axis`, with
 one tower per device: a device then holds a slice of each kernel, sees one tower in its list, and

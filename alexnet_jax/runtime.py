@@ -49,8 +49,10 @@ What it sets, each only where the user has not set it already:
    the compile options, XLA_FLAGS and the jax/jaxlib versions, so a hit is the executable a fresh
    compile would make; JAX never lets a cache error stop a run.
 
-What 1 and 2 were measured to do to the step, and with which command, is in BENCHMARKS.md; the
-first and second start with the cache, in the README.
+What 1 and 2 were measured to do to the step, and with which command, is in docs/performance.md
+("What made the float32 step faster"; the dated figures in docs/benchmark_history.md, "Process
+tuning"); the first and second start with the cache, in docs/performance.md ("Start-up: the second
+start compiles nothing").
 """
 
 import ctypes

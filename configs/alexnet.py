@@ -4,7 +4,7 @@ r"""The paper's ImageNet recipe: Krizhevsky, Sutskever & Hinton, NIPS 2012.
         --config.data_dir=$HOME/tensorflow_datasets
 
 Needs TFDS `imagenet2012`, prepared once from the manually downloaded ILSVRC-2012 files with
-`python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir=...` (see the README).
+`python -m alexnet_jax.tools.prepare --dataset=imagenet2012 --data_dir=...` (see docs/data.md).
 Without them the run stops at once with a message saying where to put the files. The paper reports
 40.7% top-1 / 18.2% top-5 error for one CNN on the validation set (section 6) with its ten-patch
 test, which is this recipe's final evaluation (`final_eval_crops=10`); the per-epoch evaluations
@@ -19,7 +19,7 @@ Where this recipe differs from the paper, and how to get the paper's choice:
   --config.augment.mean=image`. The same file replaces the published PCA constants (the paper
   does not publish its own) with those of your training set.
 - what the paper leaves open (224 vs 227 pixels, LRN's alpha, the plateau's patience, biases
-  without weight decay): the README's "Choices the paper leaves open".
+  without weight decay): docs/design.md, "Choices the paper leaves open".
 
 Arguments (`configs/common.py`): `:runlocal` runs this recipe on the built-in dataset at 112
 pixels for 200 steps (it checks the recipe end to end on a laptop; the paper's initialisation is

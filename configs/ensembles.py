@@ -10,7 +10,8 @@ averages their softmax outputs on the validation set, for every subset of k = 1.
 both notebooks).
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/07_ensembles.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/07_ensembles.ipynb.
 """
 
 from alexnet_jax.configs import ablation

@@ -14,7 +14,8 @@ so colour-selective kernels have a reason to appear. The runs are configs/ensemb
 either into the same workdir and the second finds them done.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/08_kernels.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/08_kernels.ipynb.
 """
 
 from alexnet_jax.configs import ensembles

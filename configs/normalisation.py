@@ -8,7 +8,8 @@ ablation.py's CPU scale: the final validation top-1 error, and the steps until i
 75%.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/03_normalisation.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/03_normalisation.ipynb.
 """
 
 from alexnet_jax.configs import ablation

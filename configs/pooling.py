@@ -8,7 +8,8 @@ error on the training images themselves (`eval_trainset`) and the steps until th
 first falls to 75%.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/04_pooling.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/04_pooling.ipynb.
 """
 
 from alexnet_jax.configs import ablation

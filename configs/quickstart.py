@@ -15,7 +15,7 @@ Same layers, towers, LRN, dropout, augmentation and SGD-momentum with weight dec
   0.005 with 50 warm-up steps and a cosine decay. `--config.model.init=paper
   --config.augment.std_rgb=None --config.optim.schedule=plateau --config.optim.learning_rate=0.01`
   restores the paper's recipe on this data.
-The README gives what it printed on a 2-core CPU.
+What it printed, and how long it took, on a 2-core CPU: docs/performance.md, "The quickstart".
 """
 
 from alexnet_jax.configs import alexnet
@@ -43,7 +43,7 @@ def get_config(arg: str | None = None):
   c.optim.learning_rate = 0.005
   c.optim.warmup_steps = 50
   c.profile_steps = 0
-  c.final_eval_crops = 1  # the printed numbers in the README are centre-crop ones
+  c.final_eval_crops = 1  # docs/performance.md's printed numbers are centre-crop ones
   if args.tiny:
     common.make_tiny(c)
   common.apply_variant(c, args.variant)

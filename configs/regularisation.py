@@ -15,7 +15,8 @@ to 30%.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`); at the
 paper's scale the whole training split is used.
-Measured here: the README's "The paper's claims, measured" and experiments/06_regularisation.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/06_regularisation.ipynb.
 """
 
 from alexnet_jax.configs import ablation

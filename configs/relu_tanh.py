@@ -12,7 +12,8 @@ ratio. The figure is drawn in the style of Figure 1: training error against epoc
 tanh dashed.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/02_relu_tanh.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/02_relu_tanh.ipynb.
 """
 
 from alexnet_jax.configs import ablation

@@ -12,7 +12,8 @@ Two comparisons, 3 seeds each at configs/ablation.py's CPU scale:
 The final validation top-1 error, and the steps until it first falls to 75%.
 
 Arguments: those of configs/ablation.py (`scale=paper`, `dataset=NAME`, `tiny`, `seeds=N`).
-Measured here: the README's "The paper's claims, measured" and experiments/05_towers.ipynb.
+Measured here: docs/experiments.md, "The paper's claims, measured", and
+experiments/05_towers.ipynb.
 """
 
 from alexnet_jax.configs import ablation

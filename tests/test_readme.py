@@ -1,20 +1,93 @@
-"""The README's commands are the ones that run: CI runs its test command verbatim."""
+"""The README's commands are the ones that run: CI runs its test command verbatim.
 
+The README is the front page; the guides are docs/*.md. Every relative link in them resolves, every
+module, config and flag their commands name exists, and the README stays a front page.
+"""
+
+import functools
+import glob
+import importlib.util
 import os
 import re
+import shlex
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README_MAX_BYTES = 15_000
+
+
+def read(path):
+  with open(os.path.join(REPO, path), encoding='utf-8') as f:
+    return f.read()
+
+
+def pages():
+  """README.md and every guide, as paths relative to the repository."""
+  docs = sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, 'docs', '*.md')))
+  return ['README.md'] + docs
 
 
 def readme_commands():
-  text = open(os.path.join(REPO, 'README.md')).read()
-  return re.findall(r'```bash\n(.*?)\n```', text, flags=re.S)
+  return re.findall(r'```bash\n(.*?)\n```', read('README.md'), flags=re.S)
+
+
+def bash_blocks(path):
+  return re.findall(r'```bash\n(.*?)\n```', read(path), flags=re.S)
+
+
+def without_code(text):
+  """The text without fenced blocks and inline code, where `[x](y)` is not a link."""
+  text = re.sub(r'```.*?```', '', text, flags=re.S)
+  return re.sub(r'`[^`\n]*`', '', text)
+
+
+def slug(heading):
+  """GitHub's anchor for a heading: lowercase, spaces to '-', punctuation but '-' and '_'
+  dropped."""
+  heading = re.sub(r'\[([^\]]*)\]\([^)]*\)', r'\1', heading.strip())  # a link keeps its text
+  return re.sub(r'[^\w\- ]', '', heading.lower()).replace(' ', '-')
+
+
+@functools.cache
+def anchors(path):
+  """Every heading's anchor in a markdown file, duplicates numbered as GitHub numbers them."""
+  text = re.sub(r'```.*?```', '', read(path), flags=re.S)
+  seen, out = {}, set()
+  for heading in re.findall(r'^#{1,6} +(.+?) *#*$', text, flags=re.M):
+    base = slug(heading)
+    n = seen.get(base, 0)
+    seen[base] = n + 1
+    out.add(base if n == 0 else f'{base}-{n}')
+  return out
+
+
+def commands(path):
+  """Each shell command of the file's ```bash blocks: continuations joined, comments dropped,
+  split at `&&`, `;` and `|`."""
+  out = []
+  for block in bash_blocks(path):
+    for line in block.replace('\\\n', ' ').splitlines():
+      line = re.sub(r'(^|\s)#.*$', '', line)
+      out += [c.strip() for c in re.split(r'&&|;|\|', line) if c.strip()]
+  return out
+
+
+def module_commands():
+  """(page, module, the arguments after `python -m module`) for every such command in the docs."""
+  out = []
+  for page in pages():
+    for command in commands(page):
+      m = re.search(r'python3? -m (alexnet_jax[\w.]*)(.*)', command)
+      if m:
+        out.append((page, m.group(1), shlex.split(m.group(2))))
+  return out
 
 
 def test_ci_runs_exactly_the_readme_test_command():
   commands = readme_commands()
   assert len(commands) >= 2
-  ci = open(os.path.join(REPO, '.ci', 'run')).read().strip().splitlines()[-1]
+  ci = read(os.path.join('.ci', 'run')).strip().splitlines()[-1]
   assert ci == commands[1].strip()
 
 
@@ -24,13 +97,152 @@ def test_quickstart_command_names_existing_config():
     assert os.path.exists(os.path.join(REPO, config)), config
 
 
-def test_every_command_the_readme_names_is_a_module_of_the_package():
-  import importlib.util  # pylint: disable=g-import-not-at-top
+def test_readme_is_a_front_page():
+  size = len(read('README.md').encode('utf-8'))
+  assert size <= README_MAX_BYTES, (
+      f'README.md is {size} bytes, over {README_MAX_BYTES}: move the detail into a guide in docs/ '
+      'and link to it.'
+  )
 
-  text = open(os.path.join(REPO, 'README.md')).read()
-  modules = set(re.findall(r'python -m (alexnet_jax[\w.]*)', text))
+
+def test_every_relative_link_resolves():
+  broken = []
+  for page in pages():
+    for target in re.findall(r'\]\(([^)\s]+)\)', without_code(read(page))):
+      if re.match(r'[a-z][a-z0-9+.-]*:', target):  # https:, mailto:
+        continue
+      path, _, anchor = target.partition('#')
+      resolved = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+      if not os.path.exists(os.path.join(REPO, resolved)):
+        broken.append(f'{page}: {target} (no file {resolved})')
+      elif anchor and (not resolved.endswith('.md') or anchor not in anchors(resolved)):
+        broken.append(f'{page}: {target} (no heading #{anchor} in {resolved})')
+  assert not broken, '\n'.join(broken)
+
+
+def test_every_command_the_readme_names_is_a_module_of_the_package():
+  modules = set()
+  for page in pages():
+    modules |= set(re.findall(r'python -m (alexnet_jax[\w.]*)', read(page)))
   assert {'alexnet_jax.main', 'alexnet_jax.tools.evaluate', 'alexnet_jax.tools.export'} <= modules
   missing = [
       m for m in sorted(modules - {'alexnet_jax.tools.NAME'}) if not importlib.util.find_spec(m)
   ]
   assert not missing, missing
+
+
+def test_every_config_the_docs_name_exists():
+  missing = []
+  for page in pages():
+    for config in re.findall(r'--config=([\w./-]+)', read(page)):
+      if config.upper() == config or config.endswith('/NAME.py'):  # CONFIG, configs/NAME.py
+        continue
+      path = config if config.endswith('.py') else f'configs/{config}.py'  # an installed name
+      if not os.path.exists(os.path.join(REPO, path)):
+        missing.append(f'{page}: --config={config}')
+  assert not missing, missing
+
+
+# Flags absl itself defines for every command.
+ABSL_FLAGS = {'help', 'helpfull', 'helpshort', 'flagfile', 'logtostderr', 'alsologtostderr', 'v'}
+
+
+@functools.cache
+def defined_flags(module):
+  """The flags `python -m module` defines, read from its source (importing every command and its
+  dependencies would take seconds): its DEFINE_*('name') calls and cli's flag helpers it calls."""
+  source = read(importlib.util.find_spec(module).origin)
+  names = set(re.findall(r"DEFINE_\w+\(\s*'(\w+)'", source)) | ABSL_FLAGS
+  for args in re.findall(r'cli\.define_reading_flags\(([^)]*)\)', source):
+    names |= {f for f in ('data_dir', 'batch_size') if f'{f}=False' not in args}
+  if 'cli.define_compilation_cache_flag()' in source:
+    names.add('compilation_cache')
+  return names
+
+
+def test_every_flag_of_the_docs_commands_is_defined():
+  """`python -m alexnet_jax.X --flag` in a ```bash block names a flag X defines (or one of
+  absl's)."""
+  checked, unknown = 0, []
+  for page, module, args in module_commands():
+    for arg in args:
+      m = re.match(r'--(?:no)?([\w-]+)(?:=|$)', arg)
+      if not m:  # a value, or a --config.FIELD override (the next test)
+        continue
+      checked += 1
+      name = m.group(1)
+      if name not in defined_flags(module) and name.removeprefix('no') not in defined_flags(module):
+        unknown.append(f'{page}: python -m {module} ... {arg}')
+  assert checked > 20, checked
+  assert not unknown, '\n'.join(unknown)
+
+
+@functools.cache
+def build_config(spec):
+  """`configs/X.py:ARG` (or the installed name X) built as the command line would build it; None
+  where the argument needs what is not here (finetune_folder's init_from reads a trained workdir,
+  so it is built without that argument, which does not change the fields)."""
+  path, _, arg = spec.partition(':')
+  if not path.endswith('.py'):
+    path = f'configs/{path}.py'
+  loader = importlib.util.spec_from_file_location(
+      f'_docs_config_{len(path)}', os.path.join(REPO, path)
+  )
+  config = importlib.util.module_from_spec(loader)
+  loader.loader.exec_module(config)
+  attempts = [arg or None, ','.join(a for a in arg.split(',') if not a.startswith('init_from='))]
+  for attempt in attempts:
+    try:
+      return config.get_config(attempt or None)
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return None
+
+
+def has_field(config, dotted):
+  for part in dotted.split('.'):
+    if not hasattr(config, 'keys') or part not in config:
+      return False
+    config = config[part]
+  return True
+
+
+def test_every_config_override_of_the_docs_commands_is_a_field():
+  """`--config.a.b=V` in a ```bash block names a field of the config the command builds."""
+  checked, unknown = 0, []
+  for page, module, args in module_commands():
+    specs = [a.split('=', 1)[1] for a in args if a.startswith('--config=')]
+    overrides = [a[len('--config.') :].split('=')[0] for a in args if a.startswith('--config.')]
+    if not overrides:
+      continue
+    # A command without --config (import_weights' default) is not checked: its config is the
+    # module's default, named only in its source.
+    if not specs:
+      continue
+    config = build_config(specs[0])
+    assert config is not None, f'{page}: cannot build --config={specs[0]}'
+    for field in overrides:
+      checked += 1
+      if not has_field(config, field):
+        unknown.append(f'{page}: python -m {module} --config={specs[0]} ... --config.{field}')
+  assert checked >= 3, checked
+  assert not unknown, '\n'.join(unknown)
+
+
+def test_every_config_field_the_docs_name_exists():
+  """`--config.a.b` anywhere in the prose names a field of one of the recipes (the paper's, the
+  quickstart, the fine-tuning ones, the experiments: the union of their fields)."""
+  names = [
+      os.path.basename(p)[: -len('.py')] for p in glob.glob(os.path.join(REPO, 'configs', '*.py'))
+  ]
+  configs = [build_config(n) for n in sorted(names) if n not in ('__init__', 'common')]
+  configs = [c for c in configs if c is not None]
+  assert len(configs) >= 10, len(configs)
+  unknown = []
+  for page in pages():
+    for field in set(re.findall(r'--config\.([\w.]*\w)', read(page))):
+      if field.isupper() or field == 'FIELD':  # --config.FIELD=VALUE, a placeholder
+        continue
+      if not any(has_field(c, field) for c in configs):
+        unknown.append(f'{page}: --config.{field}')
+  assert not unknown, '\n'.join(sorted(unknown))

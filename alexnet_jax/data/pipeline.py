@@ -20,8 +20,8 @@ global example g draws its augmentation from a Philox generator keyed by (g, see
 (`_TrainExamples`), so a restored iterator (its state is one integer per process, saved with
 every checkpoint) continues exactly. (grain's `shuffle` and `random_map` do the same per index,
 but at a far higher cost per example, `shuffle`'s highest on splits of a few hundred examples; a
-numpy permutation of the split once per epoch is cheap even for ImageNet's 1.28M. BENCHMARKS.md
-has the figures.)
+numpy permutation of the split once per epoch is cheap even for ImageNet's 1.28M.
+docs/benchmark_history.md has the figures.)
 
 Multi-process: the training stream is defined globally (global example i is a function of the
 seed and i alone), and process p reads only rows [p * b, (p + 1) * b) of each global batch, where
@@ -406,10 +406,10 @@ class _BatchBuffers:
 
   The first write to a freshly allocated 77 MB ImageNet batch pays its page faults, so writing
   224x224 crops into a new array is slower than into a reused one (the pipeline benchmark's
-  stages print both; BENCHMARKS.md). An array is reused only when its reference count says that
-  only this pool holds it: no batch dict, view, queue or jax array (which keeps its source alive
-  while it copies) refers to it. At most `keep` arrays are kept; beyond that, batches are fresh
-  arrays.
+  stages print both; docs/benchmark_history.md). An array is reused only when its reference count
+  says that only this pool holds it: no batch dict, view, queue or jax array (which keeps its source
+  alive while it copies) refers to it. At most `keep` arrays are kept; beyond that, batches are
+  fresh arrays.
   """
 
   def __init__(self, keep: int = 8):

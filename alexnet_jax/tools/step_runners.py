@@ -50,7 +50,7 @@ UPDATE_TOLERANCE = 1e-3  # relative, each parameter's first update, float32
 # The check's batch. With random labels the first step's gradients cancel more as the batch grows:
 # at batch 32 (224px) both frameworks' float32 updates of conv1 differ from a float64 torch step by
 # more than UPDATE_TOLERANCE, which would drown a real difference; at batch 4 they agree well
-# within it (BENCHMARKS.md).
+# within it (docs/benchmark_history.md).
 CHECK_BATCH = 4
 PAPER_OPTIM = optim.OptimConfig()  # section 5: lr 0.01, momentum 0.9, weight decay 5e-4
 

@@ -79,7 +79,7 @@ Configs (labels are balanced: example ``i`` has label ``i % 10``, or
 
 * ``default``: 10,000 train / 1,000 validation examples, 157 MB on disk.
   Preparing it (drawing, JPEG encoding, shuffling, writing ArrayRecord) is
-  cheap enough to happen offline on first use, on a CPU; BENCHMARKS.md has
+  cheap enough to happen offline on first use, on a CPU; docs/benchmark_history.md has
   the time and the command that measures it.
 * ``tiny``: 320 train / 160 validation examples, 7 MB, a small fraction of
   that to prepare; for tests and notebooks.
@@ -103,7 +103,7 @@ pixels the builder encodes.
 
 Drawing is vectorised numpy (signed distances on a coordinate grid,
 anti-aliased edges), with no Python loop over pixels (its time per image:
-BENCHMARKS.md).
+docs/benchmark_history.md).
 
 This module imports ``tensorflow_datasets`` but not TensorFlow; reading a
 prepared dataset works without TensorFlow, preparing one needs it
