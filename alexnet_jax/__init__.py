@@ -4,8 +4,9 @@ The network and its training: `models` (Figure 2), `layers` (towers), `kernels` 
 their custom gradients), `optim` (section 5), `steps` (pure train and eval steps), `train` (the
 loop), `sharding` (placement), `checkpointing`, `stopping` (SIGTERM and SIGINT: save the step,
 then stop), `settings` (a run's config, checked and typed), `runtime` (explicit process tuning).
-After training: `analysis` and `inference` (load a workdir; evaluate, predict, features),
-`retrieval` (Figure 4), `exporting`, `weights` (torchvision's), `finetune` (`init_from`).
+After training: `inference` (the one loader, `load(workdir)`; evaluate, predict, features),
+`analysis` (functions of its arrays: ensembles, conv1 colour, neighbours), `retrieval` (Figure 4),
+`exporting`, `weights` (torchvision's), `finetune` (`init_from`).
 Experiments: `sweep` (the runner), `history` (metrics.jsonl and the console lines), `results`
 (tables), `plots`. Plumbing: `cli` (the commands' start and errors), `files` (all-or-nothing
 writers), `errors`. `main` is the training command. `data/`: augmentation, the input pipeline,

@@ -42,7 +42,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import analysis
 from alexnet_jax import inference
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
@@ -77,7 +76,7 @@ def crop_preprocessing(data: pipeline.DataConfig) -> tuple[np.ndarray, np.ndarra
   return mean, None if inv_std is None else np.asarray(inv_std, np.float32)
 
 
-def flat_weights(trained: analysis.Trained) -> dict[str, np.ndarray]:
+def flat_weights(trained: inference.Trained) -> dict[str, np.ndarray]:
   """Every parameter and batch statistic as numpy, keyed 'params/conv1/kernel',
   'batch_stats/norm1/mean', ...: the first argument of `serving_function`, and weights.npz (one
   flat dict, so that `dict(np.load('weights.npz'))` is that argument as it stands)."""
@@ -99,7 +98,7 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
   return tree
 
 
-def serving_function(trained: analysis.Trained) -> Callable[[dict, jax.Array], dict]:
+def serving_function(trained: inference.Trained) -> Callable[[dict, jax.Array], dict]:
   """serve(weights, images) -> {'logits', 'probabilities'}: the pure function both formats hold.
 
   `weights` is `flat_weights(trained)` (or any dict of arrays with its keys and shapes); `images`
@@ -120,7 +119,7 @@ def serving_function(trained: analysis.Trained) -> Callable[[dict, jax.Array], d
 
 
 def export_jax(
-    trained: analysis.Trained, platforms: Sequence[str] = PLATFORMS
+    trained: inference.Trained, platforms: Sequence[str] = PLATFORMS
 ) -> jax.export.Exported:
   """`serving_function` lowered with a symbolic batch size for `platforms`."""
   weights = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat_weights(trained).items()}
@@ -133,14 +132,14 @@ def export_jax(
   )
 
 
-def write_jax(directory: str, trained: analysis.Trained, platforms: Sequence[str]) -> None:
+def write_jax(directory: str, trained: inference.Trained, platforms: Sequence[str]) -> None:
   """model.jax (the serialized program) and weights.npz (its first argument) in `directory`."""
   with open(os.path.join(directory, JAX_FILE), 'wb') as f:
     f.write(export_jax(trained, platforms).serialize())
   np.savez(os.path.join(directory, WEIGHTS_FILE), **flat_weights(trained))
 
 
-def write_savedmodel(directory: str, trained: analysis.Trained, platforms: Sequence[str]) -> None:
+def write_savedmodel(directory: str, trained: inference.Trained, platforms: Sequence[str]) -> None:
   """A TensorFlow SavedModel of `serving_function` in `directory`/saved_model, through jax2tf.
 
   The weights are non-trainable tf.Variables; the signature takes `images` with any batch size
@@ -178,7 +177,7 @@ def write_savedmodel(directory: str, trained: analysis.Trained, platforms: Seque
 
 
 def metadata(
-    trained: analysis.Trained,
+    trained: inference.Trained,
     workdir: str,
     formats: Sequence[str],
     platforms: Sequence[str],

@@ -2,16 +2,17 @@
 ensemble), predict image files, extract any layer's features (`retrieval` writes them to files
 and finds the nearest images in them, Figure 4).
 
-Every checkpoint records the run's config and class names (`checkpointing`), so `load(workdir)`
-needs nothing else. Everything runs on one device, jitted, over batches of one size (the last one
-padded and masked, so every example counts and nothing compiles twice). `split_outputs` and
-`image_outputs` stream the per-example outputs of `analysis.make_forward` batch by batch: the log
-of the softmax (averaged over section 4.1's ten patches with `crops=10`) and any layer's
-activations, never holding more than a batch of images. Images are prepared exactly as the run's
-evaluation prepared its own: `pipeline.decode_image`, then `pipeline.EvalTransform` (resize,
-centre crop or ten patches, mean and std). The commands in `alexnet_jax.tools` (evaluate,
-predict, features) are flags around the functions here and in `retrieval`; `write_*` put results in a `files.staged`
-directory, which appears all at once or not at all."""
+Every checkpoint records the run's config, colour statistics and class names (`checkpointing`),
+so `load(workdir)` needs nothing else: it is the one loader of a trained network (`Trained`).
+Everything runs on one device, jitted, over batches of one size (the last one padded and masked,
+so every example counts and nothing compiles twice). `split_outputs` and `image_outputs` stream
+the per-example outputs of `make_forward` batch by batch: the log of the softmax (averaged over
+section 4.1's ten patches with `crops=10`) and any layer's activations, never holding more than a
+batch of images. Images are prepared exactly as the run's evaluation prepared its own:
+`pipeline.decode_image`, then `pipeline.EvalTransform` (resize, centre crop or ten patches, mean
+and std). The commands in `alexnet_jax.tools` (evaluate, predict, features) are flags around the
+functions here and in `retrieval`; `write_*` put results in a `files.staged` directory, which
+appears all at once or not at all."""
 
 import dataclasses
 import json
@@ -27,8 +28,9 @@ import pandas as pd
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from alexnet_jax import analysis
 from alexnet_jax import checkpointing
+from alexnet_jax import models
+from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
 from alexnet_jax.data import imagenet
@@ -56,24 +58,75 @@ def stored_config(workdir: str, step: int | str | None = None):
   return settings.config_from_dict(meta['config']), tuple(meta.get('class_names', ()))
 
 
-def load(workdir: str, step: int | str | None = None, **overrides) -> analysis.Trained:
-  """The network of the run in `workdir` at its latest checkpoint (or `step`'s).
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained network: its graph, parameters and batch statistics, and the run's settings."""
+
+  graphdef: nnx.GraphDef
+  params: dict
+  batch_stats: dict
+  run: settings.RunConfig
+  step: int
+  class_names: tuple[str, ...] = ()  # from the checkpoint's meta; () if it has none
+  workdir: str = ''  # where it was loaded from
+
+  def model(self) -> models.AlexNet:
+    return nnx.merge(self.graphdef, self.params, self.batch_stats)
+
+
+def load(workdir: str, step: int | str | None = None, **overrides) -> Trained:
+  """The network of the run in `workdir` at its latest checkpoint (or `step`'s: a number, 'best'
+  or 'latest'), on one device, with the config, colour statistics and class names its checkpoint
+  records.
 
   `overrides` replace top-level config fields that do not change the network, e.g.
   `data_dir=...` for data that moved, `eval_batch_size=...`.
   """
-  config, class_names = stored_config(workdir, step)
-  for field, value in overrides.items():
-    if field not in config:
-      raise ConfigError(f'{field!r} is not a config field; the run has {sorted(config)}.')
-    config[field] = value
-  trained = analysis.restore(config, workdir, step)
-  return dataclasses.replace(trained, class_names=class_names)
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
+  try:
+    step = checkpointer.check_step(step)
+    meta = checkpointer.read_meta(step)
+    config = settings.config_from_dict(meta['config'])
+    for field, value in overrides.items():
+      if field not in config:
+        raise ConfigError(f'{field!r} is not a config field; the run has {sorted(config)}.')
+      config[field] = value
+    # The checkpoint carries its statistics file's colour statistics: the file may have moved.
+    run = settings.from_config(config, settings.carried_colour_statistics(config, [meta]))
+    new_model = lambda: steps.create_model(run.model, run.data.image_size, run.loop.seed)
+    # The optimiser state is restored with the rest (a checkpoint is one tree) and then dropped;
+    # its schedule's length does not change its structure. Only shapes are built: initialising
+    # the weights eagerly, to overwrite them, took seconds, op by op.
+    graphdef = nnx.split(nnx.eval_shape(new_model), nnx.Param, ...)[0]
+    abstract = jax.eval_shape(
+        lambda: steps.create_train_state(
+            new_model(),
+            optim.create_optimizer(run.optim, 1),
+            optim.create_plateau(run.optim),
+            run.loop.seed,
+        )[1]
+    )
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract
+    )
+    state, _ = checkpointer.restore(abstract, step)
+  finally:
+    checkpointer.close()
+  return Trained(
+      graphdef,
+      state.params,
+      state.batch_stats,
+      run,
+      int(state.step),
+      class_names=tuple(meta.get('class_names', ())),
+      workdir=workdir,
+  )
 
 
 def load_ensemble(
     workdirs: Sequence[str], step: int | str | None = None, **overrides
-) -> list[analysis.Trained]:
+) -> list[Trained]:
   """The networks of several workdirs, checked to form one ensemble (`check_ensemble`)."""
   if not workdirs:
     raise ConfigError('No workdir given: pass --workdir=DIR, or several as --workdir=A,B,C.')
@@ -82,7 +135,7 @@ def load_ensemble(
   return members
 
 
-def class_names(trained: analysis.Trained) -> tuple[str, ...]:
+def class_names(trained: Trained) -> tuple[str, ...]:
   """The run's class names (from its checkpoint; ImageNet's WordNet ids as their names), or the
   label numbers where it has none."""
   if trained.class_names:
@@ -90,7 +143,7 @@ def class_names(trained: analysis.Trained) -> tuple[str, ...]:
   return tuple(str(i) for i in range(trained.run.model.num_classes))
 
 
-def check_ensemble(members: Sequence[analysis.Trained]) -> None:
+def check_ensemble(members: Sequence[Trained]) -> None:
   """ConfigError unless the networks can be averaged: section 6 averages the softmax of CNNs
   that classify the same classes of the same dataset, at the same image size."""
 
@@ -124,7 +177,37 @@ def check_ensemble(members: Sequence[analysis.Trained]) -> None:
 # --- The forward pass ---
 
 
-def layer_shapes(trained: analysis.Trained) -> dict[str, tuple[int, ...]]:
+def joined(towers: list[jax.Array]) -> jax.Array:
+  """One layer's per-tower outputs as one array, the towers side by side on the channel axis."""
+  return towers[0] if len(towers) == 1 else jnp.concatenate(towers, axis=-1)
+
+
+def make_forward(graphdef: nnx.GraphDef, layers: tuple[str, ...] = (), crops: int = 1):
+  """The jitted `(params, batch_stats, images) -> {'log_probs': B x classes, layer: B x ...}`,
+  each layer's towers `joined` (names: the keys of `models.AlexNet.features`).
+
+  `images` are B x H x W x 3, or B x 10 x H x W x 3 with `crops=10`: the ten patches are one
+  batch of B * 10 images, and `log_probs` is the log of their softmax averaged (section 4.1;
+  `steps.crop_averaged_log_probs`, exact where a probability underflows). A layer's activations
+  are always those of the centre patch (view 0 of `augment.ten_crop`).
+  """
+
+  @jax.jit
+  def forward(params, batch_stats, images):
+    model = nnx.merge(graphdef, params, batch_stats)
+    features = model.features(images.reshape((-1,) + images.shape[-3:]), train=False)
+    (logits,) = features['fc8']
+    logits = logits.astype(jnp.float32).reshape((-1, crops, logits.shape[-1]))
+    out = {'log_probs': steps.crop_averaged_log_probs(logits)}
+    for name in layers:
+      layer = joined(features[name]).astype(jnp.float32)
+      out[name] = layer.reshape((-1, crops) + layer.shape[1:])[:, 0]
+    return out
+
+  return forward
+
+
+def layer_shapes(trained: Trained) -> dict[str, tuple[int, ...]]:
   """Each layer's output shape for one example, towers joined, in the network's order (the keys
   of `models.AlexNet.features`); traced, not run."""
   order = []
@@ -132,7 +215,7 @@ def layer_shapes(trained: analysis.Trained) -> dict[str, tuple[int, ...]]:
   def shapes(params, batch_stats, images):
     features = nnx.merge(trained.graphdef, params, batch_stats).features(images, train=False)
     order.extend(features)
-    return {name: analysis.joined(towers) for name, towers in features.items()}
+    return {name: joined(towers) for name, towers in features.items()}
 
   size = trained.run.data.image_size
   images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
@@ -140,7 +223,7 @@ def layer_shapes(trained: analysis.Trained) -> dict[str, tuple[int, ...]]:
   return {name: out[name].shape[1:] for name in order}
 
 
-def check_layers(trained: analysis.Trained, layers: str | Sequence[str]) -> tuple[str, ...]:
+def check_layers(trained: Trained, layers: str | Sequence[str]) -> tuple[str, ...]:
   """`layers` (a name or several) as a tuple, or a ConfigError listing the layers there are."""
   layers = (layers,) if isinstance(layers, str) else tuple(layers)
   names = tuple(layer_shapes(trained))
@@ -165,7 +248,7 @@ def _check_crops(crops: int) -> int:
 
 
 def _outputs(
-    trained: analysis.Trained, batches: Iterable[tuple[dict, dict]], forward: Callable
+    trained: Trained, batches: Iterable[tuple[dict, dict]], forward: Callable
 ) -> Iterator[dict]:
   """The host outputs of each (batch, per-row values) pair, padding rows (at the end) dropped.
 
@@ -205,7 +288,7 @@ def _concatenate(chunks: Iterable[dict]) -> dict:
 
 
 def split_data(
-    trained: analysis.Trained,
+    trained: Trained,
     split: str | None = None,
     crops: int = 1,
     batch_size: int | None = None,
@@ -236,7 +319,7 @@ def split_data(
 
 
 def split_outputs(
-    trained: analysis.Trained,
+    trained: Trained,
     split: str | None = None,
     *,
     layers: tuple[str, ...] = (),
@@ -246,11 +329,11 @@ def split_outputs(
 ) -> Iterator[dict[str, np.ndarray]]:
   """Per batch of `split`, in the split's order: 'log_probs', each of `layers` and 'labels'.
 
-  `forward` (`analysis.make_forward(graphdef, layers, crops)`) can be shared by networks of one
+  `forward` (`make_forward(graphdef, layers, crops)`) can be shared by networks of one
   graph.
   """
   data, _ = split_data(trained, split, crops, batch_size)
-  forward = forward or analysis.make_forward(trained.graphdef, layers, crops)
+  forward = forward or make_forward(trained.graphdef, layers, crops)
   batches = ((b, {'labels': b['label'].astype(np.int64)}) for b in pipeline.eval_batches(data))
   return _outputs(trained, batches, forward)
 
@@ -275,7 +358,7 @@ class Evaluation:
 
 
 def evaluate(
-    members: analysis.Trained | Sequence[analysis.Trained],
+    members: Trained | Sequence[Trained],
     split: str | None = None,
     crops: int = 1,
     batch_size: int | None = None,
@@ -287,13 +370,13 @@ def evaluate(
   averaged over its ten patches with `crops=10` (section 4.1). Each network reads the split with
   its own run's preprocessing.
   """
-  members = [members] if isinstance(members, analysis.Trained) else list(members)
+  members = [members] if isinstance(members, Trained) else list(members)
   check_ensemble(members)
   split = split or members[0].run.data.eval_split
   total, labels, forward = None, None, None
   for trained in members:
     if forward is None or trained.graphdef != members[0].graphdef:
-      forward = analysis.make_forward(trained.graphdef, (), crops)
+      forward = make_forward(trained.graphdef, (), crops)
     _, expected = split_data(trained, split, crops, batch_size)
     out = _concatenate(
         split_outputs(trained, split, crops=crops, batch_size=batch_size, forward=forward)
@@ -410,7 +493,7 @@ def read_image(path: str) -> np.ndarray:
 
 
 def image_outputs(
-    trained: analysis.Trained,
+    trained: Trained,
     paths: Iterable[str],
     *,
     layers: tuple[str, ...] = (),
@@ -426,7 +509,7 @@ def image_outputs(
   transform = pipeline.EvalTransform(data)  # the evaluation's own preprocessing
   size = batch_size or data.eval_batch_size
   skipped = [] if skipped is None else skipped
-  forward = forward or analysis.make_forward(trained.graphdef, layers, crops)
+  forward = forward or make_forward(trained.graphdef, layers, crops)
 
   def batch_of(images, files):
     batch = {
@@ -478,6 +561,12 @@ def none_read(paths: Sequence[str], skipped: list) -> ConfigError:
   )
 
 
+def top5(probs: np.ndarray, class_names: Sequence[str]) -> list[list[tuple[str, float]]]:
+  """Each example's five most probable classes, with their probabilities (Figure 4, left)."""
+  order = np.argsort(-probs, axis=1, kind='stable')[:, : min(5, probs.shape[1])]
+  return [[(class_names[c], float(p[c])) for c in row] for p, row in zip(probs, order)]
+
+
 @dataclasses.dataclass(frozen=True)
 class Predictions:
   files: list[str]  # the images predicted, in the order given
@@ -487,11 +576,11 @@ class Predictions:
   crops: int
 
   def top5(self) -> list[list[tuple[str, float]]]:
-    return analysis.top5(self.probs, self.class_names)
+    return top5(self.probs, self.class_names)
 
 
 def predict(
-    trained: analysis.Trained, paths: Sequence[str], crops: int = 1, batch_size: int | None = None
+    trained: Trained, paths: Sequence[str], crops: int = 1, batch_size: int | None = None
 ) -> Predictions:
   """The network's softmax on image files (or directories of them); ConfigError if none of
   them can be read, the rest predicted otherwise."""
@@ -508,7 +597,7 @@ def predict(
 
 
 def features(
-    trained: analysis.Trained,
+    trained: Trained,
     split: str | None = None,
     layers: str | Sequence[str] = 'fc7',
     batch_size: int | None = None,
@@ -524,8 +613,17 @@ def features(
   return out
 
 
+def split_images(
+    trained: Trained, indices: Iterable[int], split: str | None = None
+) -> list[np.ndarray]:
+  """The decoded uint8 images at `indices` of `split` (default the evaluation split), for display:
+  index i is row i of `features`."""
+  source = pipeline.decoding_source(trained.run.data, split or trained.run.data.eval_split)
+  return [np.asarray(source[int(i)][pipeline.IMAGE_KEY]) for i in indices]
+
+
 def image_features(
-    trained: analysis.Trained,
+    trained: Trained,
     paths: Sequence[str],
     layers: str | Sequence[str] = 'fc7',
     batch_size: int | None = None,

@@ -41,7 +41,7 @@ class _RowFile:
 
 
 def write_features(
-    trained: analysis.Trained,
+    trained: inference.Trained,
     directory: str,
     layer: str = 'fc7',
     split: str | None = None,
@@ -122,7 +122,7 @@ def retrieve(
     directory: str,
     query: Sequence[int] | Sequence[str],
     k: int = 5,
-    trained: analysis.Trained | None = None,
+    trained: inference.Trained | None = None,
 ) -> dict:
   """Figure 4's retrieval over a `write_features` directory: for each query, the `k` rows nearest
   to it, nearest first, each with its distance and its class (a split's rows) or its file.

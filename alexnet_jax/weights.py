@@ -331,7 +331,7 @@ def params_to_workdir(
   """Writes `params` (our tree, e.g. from `read`) as the step-0 checkpoint of a new `workdir`.
 
   `config` (a ConfigDict or `settings.RunConfig`, e.g. configs/torchvision.py's) is recorded in
-  the checkpoint's meta with the class names (`class_names`), as a training run's, so that
+  the checkpoint's meta with the class names (`class_names_to_record`), as a training run's, so that
   `inference.load(workdir)` needs nothing else, and `main` with that config fine-tunes from it. An
   existing `workdir` that is not empty is an error: nothing is overwritten. The checkpoint is
   written next to it under a temporary name and renamed into place when complete, so a failure
@@ -357,7 +357,7 @@ def params_to_workdir(
       model, optim.create_optimizer(run.optim, 1), optim.create_plateau(run.optim), run.loop.seed
   )
   del model
-  names, names_from = class_names(run)
+  names, names_from = class_names_to_record(run)
 
   parent = os.path.dirname(workdir)
   try:
@@ -419,7 +419,7 @@ def _check_fits(params: dict, model_params: dict, source: str) -> None:
     )
 
 
-def class_names(run: settings.RunConfig) -> tuple[list[str], str]:
+def class_names_to_record(run: settings.RunConfig) -> tuple[list[str], str]:
   """The class names to record, and where they came from: the dataset's when it is prepared (what
   evaluation will read; ImageNet's WordNet ids as their names), else ImageNet's names
   (`data.imagenet`, shipped with the package) for 1000 classes, else the class indices."""

@@ -1,5 +1,5 @@
-"""The analysis functions (ensembles, colour specificity, nearest neighbours, top-5) against naive
-loops and hand-made inputs."""
+"""The analysis functions (ensembles, colour specificity, nearest neighbours) against naive loops
+and hand-made inputs."""
 
 import itertools
 
@@ -72,10 +72,3 @@ def test_nearest_matches_a_brute_force_search():
     distances = [np.linalg.norm(database[q] - database[j]) if j != q else np.inf for j in range(40)]
     np.testing.assert_array_equal(got[q], np.argsort(distances)[:3])
   assert list(analysis.nearest(database[:2], database, 1)[:, 0]) == [0, 1]  # itself first
-
-
-def test_top5_lists_the_most_probable_classes_in_order():
-  probs = np.array([[0.05, 0.4, 0.1, 0.2, 0.15, 0.1]])
-  (row,) = analysis.top5(probs, list('abcdef'))
-  assert [name for name, _ in row] == ['b', 'd', 'e', 'c', 'f']
-  assert row[0][1] == pytest.approx(0.4)

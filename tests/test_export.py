@@ -19,7 +19,6 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import analysis
 from alexnet_jax import exporting
 from alexnet_jax import inference
 from alexnet_jax import settings
@@ -43,7 +42,7 @@ def exported(workdir):
   return exporting.export(workdir)  # both formats, in workdir/export
 
 
-def crops_and_reference(trained: analysis.Trained, raw: list[np.ndarray]):
+def crops_and_reference(trained: inference.Trained, raw: list[np.ndarray]):
   """(the float32 0..255 crops a user feeds the export, the network's logits on the pipeline's
   own preprocessing of the same images)."""
   data = trained.run.data
@@ -251,7 +250,7 @@ def test_batch_statistics_and_a_mean_image_go_into_the_export(tiny_config):
   data = dataclasses.replace(
       data, augment=dataclasses.replace(data.augment, mean=mean_image, inv_std=None)
   )
-  built = analysis.Trained(
+  built = inference.Trained(
       graphdef, params, stats, dataclasses.replace(run, model=model_config, data=data), 0
   )
   raw = [rng.integers(0, 256, (90, 100, 3), dtype=np.uint8) for _ in range(3)]

@@ -15,7 +15,6 @@ import pandas as pd
 from PIL import Image
 import pytest
 
-from alexnet_jax import analysis
 from alexnet_jax import files
 from alexnet_jax import inference
 from alexnet_jax import retrieval
@@ -243,9 +242,12 @@ def test_features_of_any_layer_join_the_towers(trained, single):
   np.testing.assert_allclose(softmax(out['fc8'].astype(np.float64)), out['probs'], atol=1e-6)
   np.testing.assert_allclose(out['probs'], single[0].probs, atol=1e-7)
   np.testing.assert_array_equal(out['labels'], single[0].labels)
-  old = analysis.outputs(t)  # the notebooks' entry point: another loop over the same forward
-  assert sorted(old) == ['fc7', 'labels', 'probs']
-  np.testing.assert_array_equal(old['fc7'], out['fc7'])
+  # The images shown beside the features: image i, prepared and run by hand, is row i.
+  shown = inference.split_images(t, [0, 7])
+  transform = pipeline.EvalTransform(t.run.data)
+  prepared = [transform.map({pipeline.IMAGE_KEY: x, pipeline.LABEL_KEY: 0})['image'] for x in shown]
+  expected = softmax(reference_logits(t, np.stack(prepared)))
+  np.testing.assert_allclose(out['probs'][[0, 7]], expected, rtol=1e-5, atol=1e-7)
   with pytest.raises(
       ConfigError, match='no layer .fc9.. Its layers are conv1, norm1, pool1, conv2'
   ):
@@ -273,6 +275,13 @@ def test_nearest_in_chunks_is_a_brute_force_search():
   # k beyond the database: every other row, once.
   rows, _ = retrieval.nearest(database[:2], database[:3], 5, exclude=[0, 1], chunk_rows=2)
   np.testing.assert_array_equal(rows, brute_force_nearest(database[:2], database[:3], 2, [0, 1]))
+
+
+def test_top5_lists_the_most_probable_classes_in_order():
+  probs = np.array([[0.05, 0.4, 0.1, 0.2, 0.15, 0.1]])
+  (row,) = inference.top5(probs, list('abcdef'))
+  assert [name for name, _ in row] == ['b', 'd', 'e', 'c', 'f']
+  assert row[0][1] == pytest.approx(0.4)
 
 
 def test_bad_input_is_a_config_error_and_writes_nothing(runs, trained, tmp_path):
