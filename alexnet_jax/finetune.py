@@ -1,23 +1,30 @@
 """Fine-tuning: a run that starts from another run's weights, or a weights file, where they fit.
 
-`--config.init_from=PATH` names a trained run's workdir (its latest checkpoint, read with
-`inference.load`) or a weights file (`weights.read`: torchvision's .pth / .safetensors). On a fresh
-run every layer whose parameters and batch-norm statistics all have this model's shapes is copied;
-the others keep their fresh initialisation (fc8 for another `num_classes`, a layer the source does
-not have), and the `Report` says which and why. A source of which nothing fits is another
+`--config.init_from=PATH` names a trained run's workdir (its latest checkpoint) or a weights file
+(`weights.read`: torchvision's .pth / .safetensors). A workdir also gives the run its network, as
+nanoGPT's `init_from` does: when the run starts, `take_network` replaces the config's model fields
+(all but `OWN_MODEL_FIELDS`: the new head, the compute dtype, the dropout rate), pixel scaling
+and, unless pool5 is adaptive, crop and resize sizes with the source run's, and logs which; the
+configs themselves only name init_from. A weights file records no network: the config's model
+fields must be the file's (configs/torchvision.py for torchvision's). On a fresh run every layer
+whose parameters and batch-norm statistics all have this model's shapes is copied; the others
+keep their fresh initialisation (fc8 for another `num_classes`, a layer the source does not
+have), and the `Report` says which and why. A source of which nothing fits is another
 architecture, an error. The optimiser state starts fresh: momentum zero, the schedule at step 0.
 
 Two optimiser fields go with it (`optim.create_optimizer`): `optim.freeze`, layers whose
 parameters never change, and `optim.new_layer_lr_mult`, Caffe's `lr_mult` for the layers
 init_from did not load. Which layers those are belongs to the run: every checkpoint's meta records
-the report, and a resumed run takes it from there and ignores init_from (its checkpoint already
-holds the weights; the source may have moved).
+the report (with the config fields taken from the source), and a resumed run takes it from there
+and ignores init_from (its checkpoint already holds the weights and its config the network; the
+source may have moved).
 
-`init_from(params, batch_stats, source)` is the loading on its own, for notebooks; `start` is what
-`train` calls; `take_network` gives a config the network of the run it fine-tunes
-(configs/finetune_folder.py, configs/ifood2019.py).
+`init_from(params, batch_stats, source)` is the loading on its own, for notebooks; `take_network`
+and `start` are what `train` calls. Nothing here needs the after-training code (`inference`): a
+source's arrays and config are read with orbax and `checkpointing` directly.
 """
 
+import copy
 import dataclasses
 import os
 from typing import Any
@@ -28,14 +35,15 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from alexnet_jax import checkpointing
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax.errors import ConfigError
 
-# `inference` (which brings `analysis` and pandas) and `weights` (torchvision's formats) are
-# imported where they are used: `train` imports this module and needs neither.
+# `weights` (torchvision's formats) is imported where it is used: `train` imports this module and
+# needs it only for a weights file.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +55,9 @@ class Report:
   loaded: tuple[str, ...] = ()
   reinitialised: dict[str, str] = dataclasses.field(default_factory=dict)
   unused: tuple[str, ...] = ()
+  # The config fields the run took from the source run (`take_network`), dotted; None in a record
+  # written before reports held them.
+  network: tuple[str, ...] | None = ()
 
   @property
   def new_layers(self) -> tuple[str, ...]:
@@ -56,12 +67,15 @@ class Report:
   def to_json(self) -> dict | None:
     if self.source is None:
       return None
-    return dict(
+    out = dict(
         source=self.source,
         loaded=list(self.loaded),
         reinitialised=dict(self.reinitialised),
         unused=list(self.unused),
     )
+    if self.network is not None:
+      out['network'] = list(self.network)
+    return out
 
   @classmethod
   def from_json(cls, value: dict | None) -> 'Report':
@@ -72,6 +86,7 @@ class Report:
         tuple(value['loaded']),
         dict(value['reinitialised']),
         tuple(value.get('unused', ())),
+        tuple(value['network']) if 'network' in value else None,
     )
 
   def __str__(self) -> str:
@@ -139,8 +154,9 @@ def merge(
     why = ', '.join(f'{layer}: {reason}' for layer, reason in reinitialised.items())
     raise ConfigError(
         f'init_from={source}: none of its layers fits this model ({why}). It holds another '
-        'architecture: give this run the model fields (and image_size) of the run that made it, '
-        'e.g. with configs/finetune_folder.py:init_from=WORKDIR, which takes them from the workdir.'
+        'architecture: a weights file records no network, so give this run the model fields '
+        '(and image_size) of the network it holds, e.g. --config=configs/torchvision.py for '
+        "torchvision's AlexNet; a trained run's workdir gives its own when the run starts."
     )
   ours = set(params) | set(batch_stats)
   theirs = dict.fromkeys([*source_params, *given['batch_stats']])
@@ -149,16 +165,50 @@ def merge(
   return out['params'], out['batch_stats'], report
 
 
+def _checkpoint(workdir: str) -> tuple[str, dict]:
+  """The directory of the latest checkpoint's train state in a run's `workdir`, and its meta;
+  ConfigError naming init_from where it has none."""
+  try:
+    checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=None, read_only=True)
+    try:
+      step = checkpointer.check_step(None)
+      meta = checkpointer.read_meta(step)
+    finally:
+      checkpointer.close()
+  except ConfigError as e:
+    raise ConfigError(f'init_from={workdir!r}: {e}') from None
+  # orbax names a finished checkpoint by its step, and each item by its name (checkpointing.py).
+  return os.path.join(checkpointer.directory, str(step), 'state'), meta
+
+
+def read_checkpoint(workdir: str) -> tuple[dict, dict]:
+  """(params, batch_stats) of the latest checkpoint in a run's `workdir`, as numpy arrays on the
+  host, whatever devices wrote them: only those two parts of the train state are read."""
+  path, _ = _checkpoint(workdir)
+  with ocp.PyTreeCheckpointer() as reader:
+    stored = reader.metadata(path).item_metadata.tree
+    wanted = {kind: stored.get(kind, {}) for kind in ('params', 'batch_stats')}
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), wanted)
+    arrays = reader.restore(
+        path,
+        args=ocp.args.PyTreeRestore(
+            item=abstract,
+            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract),
+            partial_restore=True,
+        ),
+    )
+  return arrays['params'], arrays.get('batch_stats') or {}
+
+
+def source_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config the run in `workdir` was trained with (its latest checkpoint's)."""
+  return settings.config_from_dict(_checkpoint(workdir)[1]['config'])
+
+
 def read_source(path: str) -> tuple[dict, dict]:
   """(params, batch_stats) of a trained run's workdir or a weights file; ConfigError if neither."""
   if os.path.isdir(path):
-    from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
-
-    try:
-      trained = inference.load(path)
-    except ConfigError as e:
-      raise ConfigError(f'init_from={path!r}: {e}') from None
-    return trained.params, trained.batch_stats
+    return read_checkpoint(path)
   if os.path.isfile(path):
     from alexnet_jax import weights  # pylint: disable=g-import-not-at-top
 
@@ -220,6 +270,7 @@ def start(run: settings.RunConfig, workdir: str, model: nnx.Module) -> Report:
   new_params, new_stats, report = init_from(
       nnx.to_pure_dict(params), nnx.to_pure_dict(stats), run.init_from
   )
+  report = dataclasses.replace(report, network=run.init_network)
   nnx.replace_by_pure_dict(params, new_params)
   nnx.replace_by_pure_dict(stats, new_stats)
   nnx.update(model, params, stats)
@@ -235,34 +286,84 @@ def start(run: settings.RunConfig, workdir: str, model: nnx.Module) -> Report:
   return report
 
 
-# What a fine-tuning config takes from the run it starts from: the network, and the input it
-# learned on (crop size, which sets fc6's fan-in, and the pixel scaling).
-_NETWORK_FIELDS = ('image_size', 'resize_size')
-_INPUT_FIELDS = ('mean', 'mean_rgb', 'std_rgb', 'stats_file')
+# What a run keeps as its own when it takes the network of the run it starts from: its head (the
+# new classes), the precision it computes in and how hard dropout regularises it.
+OWN_MODEL_FIELDS = ('num_classes', 'dtype', 'dropout_rate')
+# The pixel scaling the source learned with: its features mean nothing on other pixel values.
+_PIXEL_FIELDS = ('mean', 'mean_rgb', 'std_rgb', 'stats_file')
 
 
-def take_network(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
-  """`config` with the model (all but num_classes), crop and resize sizes and pixel scaling of
-  the run in workdir `source`, so that every layer but the classifier fits; unchanged for a
-  weights file, whose architecture the config itself must match."""
-  if not os.path.isdir(source):
-    return config
-  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
-
+def _has(config: ml_collections.ConfigDict, name: str) -> bool:
   try:
-    stored, _ = inference.stored_config(source)
-  except ConfigError as e:
-    raise ConfigError(f'init_from={source!r}: {e}') from None
-  # The stored values replace the config's whatever their types: a field may hold either of two
-  # (model.conv1_padding is the paper's 'ceil' or torchvision's 2 pixels), and ml_collections
-  # would refuse to cast an int into the paper's str field.
-  with config.ignore_type():
-    for name, value in stored.model.items():
-      if name != 'num_classes' and name in config.model:
-        config.model[name] = value
-    for name in _NETWORK_FIELDS:
-      config[name] = stored[name]
-    for name in _INPUT_FIELDS:
-      if name in stored.augment and name in config.augment:
-        config.augment[name] = stored.augment[name]
-  return config
+    settings.get_field(config, name)
+  except KeyError:
+    return False
+  return True
+
+
+def network_of(stored: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The fields, dotted, that a run starting from the run of `stored` (its checkpoint's config)
+  takes from it: every model field but OWN_MODEL_FIELDS, the pixel scaling, and the crop and resize
+  sizes (the crop sets fc6's fan-in) unless pool5 is adaptive, which gives fc6 the same inputs at
+  any size: then the sizes stay the new run's."""
+  model = stored.model.to_dict()
+  taken = {f'model.{k}': v for k, v in settings.dotted(model).items() if k not in OWN_MODEL_FIELDS}
+  if not model.get('adaptive_avg_pool'):
+    taken.update(image_size=stored.image_size, resize_size=stored.resize_size)
+  for name in _PIXEL_FIELDS:
+    if name in stored.augment:
+      taken[f'augment.{name}'] = stored.augment[name]
+  return taken
+
+
+def take_network(
+    config: ml_collections.ConfigDict, workdir: str
+) -> tuple[ml_collections.ConfigDict, tuple[str, ...]]:
+  """(`config` as the run in `workdir` builds its network, the dotted fields it took).
+
+  A fresh run with init_from a trained run's workdir takes that run's network (`network_of`); a
+  resumed one takes the same fields from its own checkpoint, which recorded them, so its source
+  may have moved; a weights file, or no init_from, changes nothing. One log line names the fields
+  whose values changed. `config` itself is not changed.
+  """
+  source = config.get('init_from')
+  if not source:
+    return config, ()
+  own = checkpointing.latest_meta(workdir)
+  if own is not None:  # resumed: the network is its checkpoint's
+    if 'config' not in own:  # written before checkpoints recorded it: train.check_resumable warns
+      return config, ()
+    recorded = settings.config_from_dict(own['config'])
+    names = Report.from_json(own.get('init_from')).network
+    if names is None:  # recorded before reports held the fields: those a workdir gives
+      names = tuple(network_of(recorded))
+    taken = {n: settings.get_field(recorded, n) for n in names if _has(recorded, n)}
+    origin = f"{workdir}'s checkpoint (the run took them from init_from when it started)"
+  elif os.path.isdir(source):
+    taken = network_of(source_config(source))
+    origin = f'init_from={source}'
+  else:
+    return config, ()
+  # A field this version's config lacks (one of an older version's, since removed) is left out.
+  taken = {name: value for name, value in taken.items() if _has(config, name)}
+  config = copy.deepcopy(config)
+  changed = []
+  for name, value in taken.items():
+    *parents, last = name.split('.')
+    node = settings.get_field(config, '.'.join(parents)) if parents else config
+    before = node.get(last)
+    if before != value:
+      changed.append(f'{name}={value!r} (config: {before!r})')
+    # A field may hold either of two types (model.conv1_padding: the paper's 'ceil' or
+    # torchvision's 2 pixels), and ml_collections would refuse to cast an int into a str field.
+    with node.ignore_type():
+      node[last] = value
+  if taken:
+    logging.info(
+        "The network from %s: %s; %d more fields already equal; %s stay this run's.",
+        origin,
+        ', '.join(changed) or 'no field changed',
+        len(taken) - len(changed),
+        ', '.join(f'model.{name}' for name in OWN_MODEL_FIELDS),
+    )
+  return config, tuple(taken)

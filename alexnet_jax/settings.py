@@ -10,7 +10,7 @@ works. Placement (mesh, strategy, batch divisibility against the devices) is che
 """
 
 import dataclasses
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 import numpy as np
@@ -59,6 +59,8 @@ class RunConfig:
   source: dict[str, Any] = dataclasses.field(default_factory=dict)
   # A trained run's workdir or a weights file a fresh run starts from (finetune.py); None: none.
   init_from: str | None = None
+  # The config fields, dotted, that came from init_from's run (`finetune.take_network`).
+  init_network: tuple[str, ...] = ()
 
 
 # Fields that change how a run is carried out, not what it computes: a run made with other values
@@ -270,24 +272,41 @@ def model_config(config: ml_collections.ConfigDict) -> models.ModelConfig:
   return models.ModelConfig(**fields, lrn=lrn)
 
 
-def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
-  """Nested dicts as one level of dotted names; values TensorBoard cannot show become strings."""
+def dotted(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  """Nested mappings as one level of dotted names: {'optim': {'learning_rate': 0.005}} as
+  {'optim.learning_rate': 0.005}. The one flattening of configs (sweeps, fine-tuning, records)."""
   flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, dict):
-      flat.update(flatten(value, name + '.'))
+  for key, value in dict(tree).items():
+    if hasattr(value, 'keys'):  # dicts and ConfigDicts (no collections.abc.Mapping)
+      flat.update(dotted(value, f'{prefix}{key}.'))
     else:
-      flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+      flat[f'{prefix}{key}'] = value
   return flat
+
+
+def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
+  """`dotted`, with the values TensorBoard cannot show as strings."""
+  return {
+      k: v if isinstance(v, (int, float, str, bool)) else str(v)
+      for k, v in dotted(tree, prefix).items()
+  }
+
+
+def get_field(config: Any, name: str) -> Any:
+  """The value of the dotted field `name` ('optim.learning_rate') of a (nested) config; KeyError
+  where it has none."""
+  node = config
+  for part in name.split('.'):
+    # ConfigDicts are no collections.abc.Mapping: ask for the keys themselves.
+    if not hasattr(node, 'keys') or part not in node.keys():
+      raise KeyError(name)
+    node = node[part]
+  return node
 
 
 def _positive(config, *fields: str, allow_minus_one: tuple[str, ...] = ()) -> None:
   for field in fields:
-    node = config
-    for part in field.split('.')[:-1]:
-      node = node[part]
-    value = node[field.split('.')[-1]]
+    value = get_field(config, field)
     if value <= 0 and not (field in allow_minus_one and value == -1):
       extra = ' (or -1)' if field in allow_minus_one else ''
       raise ConfigError(f'{field}={value} must be positive{extra}; e.g. --config.{field}=100.')

@@ -2,14 +2,16 @@ r"""Ablations and seeds: many training runs of one config, collected into one ta
 
     python -m alexnet_jax.sweep --config=configs/normalisation.py --workdir=runs/normalisation
 
-A sweep is a base config, named variants (the config overrides of `configs.common.VARIANTS`, e.g.
-`no_lrn`) and seeds. Each (variant, seed) trains in its own workdir, `PARENT/VARIANT/seed_N`, with
-`train.train_and_evaluate`, so everything a run does (checkpoints, resumption, TensorBoard events)
-is a single run's. Running the same sweep again skips the finished runs and resumes the others
-from their checkpoints; a run directory that holds another config is an error, never overwritten.
-An experiment config (configs/relu_tanh.py and the others) carries its sweep in `config.sweep`:
-`variants`, `seeds`, `parallel` (runs side by side on disjoint sets of the devices) and what the
-plots measure (`metric`, `target`, `target_metric`).
+A sweep is a base config, named variants (each a set of field changes, e.g. `no_lrn`:
+model.norm='none') and seeds. Each (variant, seed) trains in its own workdir,
+`PARENT/VARIANT/seed_N`, with `train.train_and_evaluate`, so everything a run does (checkpoints,
+resumption, TensorBoard events) is a single run's. Running the same sweep again skips the finished
+runs and resumes the others from their checkpoints; a run directory that holds another config is an
+error, never overwritten. An experiment config (configs/relu_tanh.py and the others) carries its
+sweep in `config.sweep`: `variants`, `seeds`, `parallel` (runs side by side on disjoint sets of the
+devices), what the plots measure (`metric`, `target`, `target_metric`), and what each variant name
+changes: `named` (the recipes' ablations, configs/common.py's VARIANTS) and `custom` (the
+experiment's own). The sweep takes the variants from the config it is given and imports no recipe.
 
 Afterwards `PARENT/metrics.csv` holds every logged metric of every run (`results.load`),
 `PARENT/summary.csv` the final numbers aggregated over seeds, and `PARENT/*.png` the plots
@@ -38,7 +40,6 @@ from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import stopping
 from alexnet_jax import train
-from alexnet_jax.configs import common
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
 
@@ -76,19 +77,21 @@ def plan(
     parent: str,
     variants: Sequence[str] | Mapping[str, Mapping[str, Any]],
     seeds: Sequence[int],
-    custom: Mapping[str, Mapping[str, Any]] | None = None,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Run]:
-  """The runs of a sweep, variant-major. `variants` are names of `common.VARIANTS` or of
-  `custom` (an experiment's own variants, `config.sweep.custom`: name -> nested overrides such
-  as {'optim': {'learning_rate': 0.005}}), or a mapping of new names to dotted overrides
+  """The runs of a sweep, variant-major. `variants` are names of `known` (name -> overrides,
+  nested as the sweep section holds them, {'optim': {'learning_rate': 0.005}}, or dotted:
+  `defined(config.sweep)` for an experiment's), or a mapping of new names to dotted overrides
   ({'wide': {'model.width': 2.0}}) for a notebook's own ablation."""
   if not isinstance(variants, Mapping):
-    known = {**common.VARIANTS, **{k: _dotted(v) for k, v in (custom or {}).items()}}
+    known = {k: settings.dotted(v) for k, v in (known or {}).items()}
     unknown = [v for v in variants if v not in known]
     if unknown:
       raise ConfigError(
-          f'Unknown variants {unknown}; the named ones are {sorted(known)} '
-          '(configs/common.py and the sweep section), or pass a mapping of names to overrides.'
+          f"Unknown variants {unknown}; the named ones are {sorted(known)} (the sweep section's "
+          "`named` and `custom`: an experiment config's), or pass a mapping of names to "
+          "overrides, e.g. {'paper': {}, 'no_lrn': {'model.norm': 'none'}} (configs/common.py's "
+          "VARIANTS holds the paper's ablations)."
       )
     variants = {v: known[v] for v in variants}
   if not variants or not seeds:
@@ -117,22 +120,17 @@ def plan(
   return runs
 
 
-def _dotted(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  """{'optim': {'learning_rate': 0.005}} as {'optim.learning_rate': 0.005}."""
-  out = {}
-  for key, value in dict(tree).items():
-    if isinstance(value, Mapping):
-      out.update(_dotted(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
+def defined(spec: Mapping[str, Any]) -> dict[str, Any]:
+  """The variants a sweep section defines, name -> nested overrides: its `named` ones (the
+  recipes' ablations) and its `custom` ones (the experiment's own, which win a shared name)."""
+  return {**dict(spec.get('named') or {}), **dict(spec.get('custom') or {})}
 
 
 def planned(config: ml_collections.ConfigDict, parent: str) -> list[Run]:
   """The runs of an experiment config's sweep (its `sweep` section) under `parent`: each with
-  the config it trains, e.g. for `analysis.restore(run.config, run.workdir)`."""
+  the config it trains and the workdir it trains in, e.g. for `inference.load(run.workdir)`."""
   base, spec = sweep_settings(config)
-  return plan(base, parent, spec['variants'], spec['seeds'], spec.get('custom'))
+  return plan(base, parent, spec['variants'], spec['seeds'], defined(spec))
 
 
 def _claim(run: Run) -> bool:
@@ -281,7 +279,8 @@ def run_sweep(
   """Trains every (variant, seed) of the sweep that has not finished; returns the runs.
 
   `config` is an experiment config (its `sweep` section gives the defaults of `variants`, `seeds`
-  and `parallel`) or a plain run config with `variants` and `seeds` given here. `parallel` runs
+  and `parallel`, and defines the variant names) or a plain run config with `variants` (a mapping
+  of names to overrides: a plain config defines no names) and `seeds` given here. `parallel` runs
   train side by side, each on its own `len(devices) // parallel` of `devices` (default: all of
   this process's; any remainder stays idle); `parallel=1` runs them one after the other on all of
   them, so a run's numbers equal those of a run side by side when both get as many devices. A run
@@ -297,7 +296,7 @@ def run_sweep(
   parallel = parallel if parallel is not None else spec.get('parallel', 1)
   if variants is None or seeds is None:
     raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
-  runs = plan(config, parent, variants, seeds, spec.get('custom'))
+  runs = plan(config, parent, variants, seeds, defined(spec))
   devices = list(devices if devices is not None else jax.local_devices())
   if parallel < 1 or parallel > len(devices):
     raise ConfigError(

@@ -113,18 +113,22 @@ def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunC
 
 
 def run_settings(config: ml_collections.ConfigDict | settings.RunConfig, workdir: str):
-  """`settings.from_config(config)` for a run in `workdir`: a statistics file's colour statistics
-  come from the checkpoint the run resumes, or else from the one init_from names, where one
-  carries them, so the file may have moved since (`settings.carried_colour_statistics`)."""
+  """`settings.from_config(config)` for a run in `workdir`: with the network of the run init_from
+  names, or that the workdir's checkpoint recorded (`finetune.take_network`), and a statistics
+  file's colour statistics from the checkpoint the run resumes, or else from the one init_from
+  names, where one carries them, so the file may have moved since
+  (`settings.carried_colour_statistics`). A typed RunConfig is returned as it is."""
   if isinstance(config, settings.RunConfig):
     return config
+  config, taken = finetune.take_network(config, workdir)
   metas = []
   if config.augment.get('stats_file'):
     metas.append(checkpointing.latest_meta(workdir))
     source = config.get('init_from')
     if source and os.path.isdir(source):
       metas.append(checkpointing.latest_meta(source))
-  return settings.from_config(config, settings.carried_colour_statistics(config, metas))
+  run = settings.from_config(config, settings.carried_colour_statistics(config, metas))
+  return dataclasses.replace(run, init_network=taken)
 
 
 def _data_stream(train_iter) -> Iterator[tuple[dict, dict]]:
@@ -142,8 +146,9 @@ def train_and_evaluate(
 ) -> tuple[steps.TrainState, dict[str, float]]:
   """Trains, evaluates, logs and checkpoints in `workdir`; resumes from its latest checkpoint.
 
-  `config` is a run's ConfigDict (checked and typed here, by `settings.from_config`) or an
-  already typed `settings.RunConfig`. `devices` (default: all) are the devices the mesh spans.
+  `config` is a run's ConfigDict (given init_from's network, checked and typed here by
+  `run_settings`) or an already typed `settings.RunConfig`. `devices` (default: all) are the
+  devices the mesh spans.
   `step_callback(step, state)`, if given, runs on the host after each step is dispatched (the loop
   benchmark times the loop with it). Returns the final train state and the final evaluation
   metrics (at `final_eval_crops`). Raises `stopping.Stopped` after saving the step it was in when

@@ -87,14 +87,16 @@ def with_sweep(
     variants, seeds = variants[:2], 2
   config.sweep = ml_collections.ConfigDict(
       {
-          'variants': tuple(variants),  # names of configs/common.py's VARIANTS
+          'variants': tuple(variants),  # names of `named` or `custom` below
           'seeds': tuple(range(seeds)),
           'parallel': 1,  # runs side by side, on disjoint sets of the devices
           'metric': metric,  # the curves and the final-error bars
           # The "steps to reach" bars: the first logged step at which target_metric <= target.
           'target': ml_collections.config_dict.placeholder(float),
           'target_metric': target_metric,
-          # The experiment's own variants, beyond configs/common.py's: name -> nested overrides.
+          # What each name changes, name -> nested overrides: configs/common.py's VARIANTS (every
+          # one, so --config.sweep.variants may pick any), and the experiment's own.
+          'named': {name: common.nested(changes) for name, changes in common.VARIANTS.items()},
           'custom': custom or {},
       }
   )

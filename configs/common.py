@@ -14,7 +14,9 @@ ARG is a comma-separated list: preset names and `key=value` pairs, e.g. `tiny`,
 import ml_collections
 
 # The paper's ablations (sections 3.1 to 4.2) as named changes of the model, so that an ablation is
-# an argument: `--config=configs/alexnet.py:variant=no_lrn`.
+# an argument: `--config=configs/alexnet.py:variant=no_lrn`. The recipes' data: an experiment hands
+# them to the sweep in its `sweep.named` section (configs/ablation.py), so the library never
+# imports the recipes.
 VARIANTS = {
     'paper': {},
     'tanh': {'model.activation': 'tanh'},  # section 3.1, Figure 1
@@ -50,6 +52,19 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
       out[key] = value.lower() in ('1', 'true', 'yes')
     else:
       out[key] = type(defaults[key])(value)
+  return out
+
+
+def nested(changes: dict) -> dict:
+  """Dotted field changes ({'model.norm': 'none'}) as nested dicts ({'model': {'norm': 'none'}}),
+  the form a ConfigDict section holds (an experiment's `sweep.named`)."""
+  out = {}
+  for dotted, value in changes.items():
+    *parents, last = dotted.split('.')
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
   return out
 
 

@@ -4,12 +4,12 @@ r"""Fine-tuning a trained AlexNet on your own images: a folder prepared with `pr
     python -m alexnet_jax.main --workdir=runs/NAME_finetuned \
         --config=configs/finetune_folder.py:dataset=NAME,num_classes=N,init_from=runs/quickstart
 
-`init_from` is the workdir of a trained run (e.g. configs/quickstart.py's) or a weights file. From a
-workdir this config takes the network (every model field but num_classes), the crop and resize
-sizes and the pixel scaling of that run (`finetune.take_network`), so that every layer but the
-classifier fits; with a weights file the model fields must match the file
-(`--config.model.*`). Passed as `--config.init_from=` instead of an argument, it loads the weights
-but leaves the network to this config (the paper's).
+`init_from` is the workdir of a trained run (e.g. configs/quickstart.py's) or a weights file; this
+config only names it. When the run starts, a workdir gives it that run's network (every model field
+but num_classes, dtype and dropout_rate), its pixel scaling and, unless pool5 is adaptive, its crop
+and resize sizes (`finetune.take_network`, which logs them), so that every layer but the
+classifier fits; with a weights file the model fields must match the file (`--config.model.*`).
+`--config.init_from=` does the same as the argument.
 
 The recipe is the usual starting point for fine-tuning, the one of Caffe's fine-tuning example
 (examples/finetune_flickr_style, CaffeNet, a close relative of this network), not tuned here: a
@@ -22,13 +22,13 @@ every fifth of its run, which leaves the last two fifths at 1e-6 and below). Sma
 more epochs or a smaller batch (`--config.num_epochs`, `--config.batch_size`).
 
 Arguments: `dataset=NAME` and `num_classes=N` (required: what prepare printed), `init_from=PATH`,
-`variant=NAME` (configs/common.py; applied after the network is taken from init_from).
+`variant=NAME` (configs/common.py; a workdir's network replaces its model fields when the run
+starts).
 `--config.optim.freeze=conv1,conv2` keeps layers as loaded.
 """
 
 import ml_collections
 
-from alexnet_jax import finetune
 from alexnet_jax.configs import alexnet
 from alexnet_jax.configs import common
 
@@ -50,10 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def recipe(c: ml_collections.ConfigDict, init_from: str) -> None:
-  """The fine-tuning recipe (see the module docstring), in place; the network of `init_from`."""
+  """The fine-tuning recipe (see the module docstring), in place; the run takes init_from's network
+  when it starts."""
   c.init_from = init_from or None
-  if init_from:
-    finetune.take_network(c, init_from)
   c.optim.learning_rate = 0.001
   c.optim.new_layer_lr_mult = 10.0
   c.optim.schedule = 'step'

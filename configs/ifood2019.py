@@ -12,13 +12,13 @@ The dataset ships as train_set/ and val_set/ image folders, train_labels.csv and
 `validation` split that this config evaluates.
 
 `init_from` is an ImageNet-trained workdir (configs/alexnet.py's: its network, crop size and pixel
-scaling are taken over, see configs/finetune_folder.py), e.g. torchvision's AlexNet weights
-imported into one (`python -m alexnet_jax.tools.import_weights --weights=FILE.pth
---workdir=runs/torchvision`, then `init_from=runs/torchvision`). The recipe is configs/finetune_folder.py's,
-the starting point of Caffe's fine-tuning example, not tuned here on iFood: learning rate 0.001,
-ten times that on the layers init_from did not load (fc8, for 251 classes), 30 epochs with the
-rate divided by 10 at half and three quarters of them; the paper's augmentation, batch of 128 and
-ten-patch final test. No result on iFood has been measured with it.
+scaling are taken over when the run starts, see configs/finetune_folder.py), e.g. torchvision's
+AlexNet weights imported into one (`python -m alexnet_jax.tools.import_weights --weights=FILE.pth
+--workdir=runs/torchvision`, then `init_from=runs/torchvision`). The recipe is
+configs/finetune_folder.py's, the starting point of Caffe's fine-tuning example, not tuned here on
+iFood: learning rate 0.001, ten times that on the layers init_from did not load (fc8, for 251
+classes), 30 epochs with the rate divided by 10 at half and three quarters of them; the paper's
+augmentation, batch of 128 and ten-patch final test. No result on iFood has been measured with it.
 
 Arguments: `init_from=PATH`, `variant=NAME` (configs/common.py).
 """

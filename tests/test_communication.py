@@ -8,6 +8,7 @@ import pytest
 
 from alexnet_jax.tools import communication
 from alexnet_jax import models
+from alexnet_jax import settings
 from alexnet_jax.configs import alexnet
 from tests import commands
 
@@ -123,21 +124,40 @@ def test_owt_does_not_all_reduce_the_fully_connected_gradients(audits):
   assert found['all-to-all'] == found['collective-permute'] == 0
 
 
+def test_the_tables_run_is_the_papers_recipe_under_each_strategy():
+  """`paper_run` builds the table's runs from the library's defaults (no recipe): the same
+  network, optimiser, data sizes, mesh and seed as configs/alexnet.py's."""
+  for strategy in ('data', 'towers', 'owt'):
+    recipe = alexnet.get_config()
+    recipe.strategy = strategy
+    expected, run = settings.from_config(recipe), communication.paper_run(strategy)
+    assert (run.model, run.optim, run.mesh, run.loop) == (
+        expected.model,
+        expected.optim,
+        expected.mesh,
+        expected.loop,
+    )
+    for field in ('dataset', 'image_size', 'batch_size'):
+      assert getattr(run.data, field) == getattr(expected.data, field), field
+  small = models.ModelConfig(num_classes=10, width=WIDTH)
+  assert communication.paper_run('owt', small).model == small
+
+
 # `python -m alexnet_jax.tools.communication` takes no flags: its table is the paper's model on 2,
 # 4 and 8 devices, nine compiles (a minute on a CPU). This runs its `main` as the command does,
-# with the small model above (`alexnet.get_config`, which the table reads) on 8 devices only: the
-# programs `audits` compiled, found in the shared compilation cache when both run.
+# with the small model and sizes above (`scaling_table`'s `model` and `data`) on 8 devices only:
+# the programs `audits` compiled, found in the shared compilation cache when both run.
 COMMAND = f"""
 import functools
-from alexnet_jax.configs import alexnet
+from alexnet_jax import models
+from alexnet_jax.data import pipeline
 from alexnet_jax.tools import communication
-paper = alexnet.get_config
-def small(arg=None):
-  c = paper(arg)
-  c.model.num_classes, c.model.width, c.image_size, c.batch_size = 10, {WIDTH}, {SIZE}, {BATCH}
-  return c
-alexnet.get_config = small
-communication.scaling_table = functools.partial(communication.scaling_table, device_counts=(8,))
+communication.scaling_table = functools.partial(
+    communication.scaling_table,
+    device_counts=(8,),
+    model=models.ModelConfig(num_classes=10, width={WIDTH}),
+    data=pipeline.DataConfig(dataset='imagenet2012', image_size={SIZE}, batch_size={BATCH}),
+)
 communication.main()
 """
 

@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import math
 
+import numpy as np
 import pytest
 
 from alexnet_jax import configs
@@ -151,3 +152,37 @@ def test_runlocal_trains_two_steps(tiny_data_dir, tmp_path, one_device):
   assert set(metrics) == {'loss', 'top1_error', 'top5_error'}
   assert all(math.isfinite(v) for v in metrics.values())
   assert 0.0 <= metrics['top1_error'] <= 1.0
+
+
+def test_the_paper_recipe_and_the_typed_settings_defaults_agree_field_by_field():
+  """configs/alexnet.py writes the loop's, the data's and the mesh's values by hand, and
+  `settings.LoopConfig`, `pipeline.DataConfig`, `AugmentConfig` and `sharding.MeshConfig` hold
+  them again as defaults (which also stand for a field a checkpoint predates,
+  `settings.recorded_defaults`): the paper config, typed, is every dataclass at its defaults."""
+  from alexnet_jax import sharding  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+
+  run = settings.from_config(load('alexnet').paper())
+  assert run.model == models.ModelConfig() and run.optim == optim.OptimConfig()
+  assert run.mesh == sharding.MeshConfig()
+  for field in dataclasses.fields(settings.LoopConfig):
+    assert getattr(run.loop, field.name) == field.default, field.name
+  assert run.data.dataset == 'imagenet2012'  # the one field without a default
+  for field in dataclasses.fields(pipeline.DataConfig):
+    if field.name not in ('dataset', 'augment'):
+      assert getattr(run.data, field.name) == field.default, field.name
+  default_augment = pipeline.AugmentConfig()
+  for field in dataclasses.fields(pipeline.AugmentConfig):
+    recipe, default = getattr(run.data.augment, field.name), getattr(default_augment, field.name)
+    if isinstance(default, np.ndarray):
+      np.testing.assert_array_equal(recipe, default, err_msg=field.name)
+    else:
+      assert recipe == default, field.name
+
+
+def test_experiments_hand_the_sweep_every_named_variant():
+  """The sweep imports no recipe: an experiment's `sweep.named` carries configs/common.py's
+  VARIANTS, so a variant's changes are the same from `variant=NAME` and from a sweep."""
+  config = load('normalisation').get_config()
+  named = {name: changes.to_dict() for name, changes in config.sweep.named.items()}
+  assert named == {name: common.nested(changes) for name, changes in common.VARIANTS.items()}

@@ -107,16 +107,23 @@ def test_finetuning_a_tiny_run_to_three_classes_with_conv1_and_conv2_frozen(
     source, three_shapes, tmp_path, one_device
 ):
   folder = checkout_config('finetune_folder')
-  config = folder.get_config(f'dataset=three_shapes,num_classes=3,init_from={source}')
+  built = folder.get_config(f'dataset=three_shapes,num_classes=3,init_from={source}')
+  assert built.model.width == 1.0  # the recipe names init_from and reads nothing
+  workdir = str(tmp_path / 'finetuned')
+  # What the run does when it starts (train.run_settings).
+  config, taken = finetune.take_network(built, workdir)
   source_config, _ = inference.stored_config(source)
   # The config took the source's network and input, so every layer but fc8 fits.
   assert config.model.width == source_config.model.width == 0.25
   assert (config.image_size, config.model.num_classes) == (source_config.image_size, 3)
-  config.data_dir = three_shapes
-  config.optim.freeze = FROZEN
-  _tiny_loop(config)
-  workdir = str(tmp_path / 'finetuned')
-  train.train_and_evaluate(config, workdir, one_device)
+  assert config.augment.std_rgb == source_config.augment.std_rgb  # its pixel scaling
+  assert 'model.towers' in taken and 'model.num_classes' not in taken
+  for c in (built, config):
+    c.data_dir = three_shapes
+    c.optim.freeze = FROZEN
+    _tiny_loop(c)
+  train.train_and_evaluate(built, workdir, one_device)
+  assert inference.load(workdir).run.model == settings.model_config(config)  # the one it took
 
   before = inference.load(source).params
   after = inference.load(workdir).params
@@ -138,11 +145,13 @@ def test_finetuning_a_tiny_run_to_three_classes_with_conv1_and_conv2_frozen(
   assert report.reinitialised['fc8'] == (
       'bias (10,) in the source vs (3,) here; kernel (1024, 10) in the source vs (1024, 3) here'
   )
+  assert report.network == taken
 
-  # Resumed: init_from is not read again (here it no longer exists), the split is the recorded one.
-  config.init_from = str(tmp_path / 'moved_away')
-  config.num_train_steps = 3
-  state, _ = train.train_and_evaluate(config, workdir, one_device)
+  # Resumed: init_from is not read again (here it no longer exists), the split is the recorded one,
+  # and the network is the one the run's checkpoint recorded.
+  built.init_from = str(tmp_path / 'moved_away')
+  built.num_train_steps = 3
+  state, _ = train.train_and_evaluate(built, workdir, one_device)
   assert int(state.step) == 3
   assert _bytes(state.params['conv1']) == _bytes(before['conv1'])
   assert finetune.recorded(workdir) == report
@@ -325,7 +334,7 @@ def test_sources_that_cannot_work_are_errors_that_say_why(tmp_path, monkeypatch)
     finetune.init_from(fresh, {}, str(tmp_path / 'other.pth'))
 
 
-def test_fine_tuning_configs():
+def test_fine_tuning_configs(tmp_path):
   ifood = checkout_config('ifood2019').get_config()
   paper = settings.from_config(alexnet.get_config())
   run = settings.from_config(ifood)
@@ -336,6 +345,18 @@ def test_fine_tuning_configs():
   assert checkout_config('ifood2019').get_config('init_from=x.pth').model.width == 1.0
   with pytest.raises(ValueError, match='needs dataset=NAME,num_classes=N'):
     checkout_config('finetune_folder').get_config()
+  # A recipe names init_from and reads nothing: a directory that holds no run still builds (the
+  # run says so when it starts), and only the trainer takes a network (`finetune.take_network`).
+  folder = checkout_config('finetune_folder')
+  config = folder.get_config(f'dataset=x,num_classes=3,init_from={tmp_path}')
+  assert config.init_from == str(tmp_path) and config.model.width == 1.0
+  (tmp_path / 'weights.pth').write_bytes(b'weights')
+  for init_from in (None, str(tmp_path / 'weights.pth')):  # no source, or one without a config
+    config.init_from = init_from
+    assert finetune.take_network(config, str(tmp_path / 'run')) == (config, ())
+  config.init_from = str(tmp_path)
+  with pytest.raises(ConfigError, match='holds no checkpoint'):
+    finetune.take_network(config, str(tmp_path / 'run'))
 
 
 def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config):

@@ -244,6 +244,70 @@ def test_every_module_imports():
   assert out.returncode == 0 and not out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
 
 
+# --- Which way the imports go: recipes and after-training code on top of the trainer ---
+
+# The after-training code (evaluation, analysis, export, retrieval, and the tables' pandas): the
+# trainer, and fine-tuning inside it, must work without any of it.
+AFTER_TRAINING = (
+    'alexnet_jax.inference',
+    'alexnet_jax.analysis',
+    'alexnet_jax.exporting',
+    'alexnet_jax.retrieval',
+    'pandas',
+)
+# Library modules that may import a recipe (configs/): none. Commands take their defaults from
+# the typed settings' dataclasses, or a recipe through --config.
+RECIPE_IMPORTS_LEFT: set[str] = set()
+# What a recipe may take from the library: dataclasses' defaults and published constants, never
+# code that reads checkpoints or trains (flax's and big_vision's configs import no library code).
+RECIPE_MAY_IMPORT = {'alexnet_jax.models', 'alexnet_jax.optim', 'alexnet_jax.data.augment'}
+
+
+def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+  seen, todo = set(), [start]
+  while todo:
+    for child in graph.get(todo.pop(), ()):
+      if child not in seen:
+        seen.add(child)
+        todo.append(child)
+  return seen
+
+
+def test_the_trainer_does_not_sit_on_the_after_training_code():
+  """In a fresh process `import alexnet_jax.train` brings in none of AFTER_TRAINING, and no
+  import the trainer can reach, inside functions too (a fine-tuning run's loading), names one."""
+  code = textwrap.dedent(f"""
+      import json, sys
+      import alexnet_jax.train
+      print(json.dumps([m for m in {AFTER_TRAINING!r} if m in sys.modules]))
+      """)
+  out = subprocess.run(
+      [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=REPO
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+  graph, _ = import_graph(package_modules())
+  reached = _reachable(graph, 'alexnet_jax.train')
+  assert 'alexnet_jax.finetune' in reached  # the check sees the fine-tuning code
+  assert not reached & set(AFTER_TRAINING), sorted(reached & set(AFTER_TRAINING))
+
+
+def test_the_library_imports_no_recipe_and_recipes_import_only_library_data():
+  modules = package_modules()
+  graph, _ = import_graph(modules)
+  recipes = {name for name in modules if name.startswith('alexnet_jax.configs.')}
+  importers = {
+      name
+      for name, imported in graph.items()
+      if not name.startswith('alexnet_jax.configs') and imported & recipes
+  }
+  assert importers <= RECIPE_IMPORTS_LEFT, sorted(importers - RECIPE_IMPORTS_LEFT)
+  assert not _reachable(graph, 'alexnet_jax.sweep') & recipes  # variants come in the config
+  for name in sorted(recipes):
+    library = {m for m in graph[name] if not m.startswith('alexnet_jax.configs')}
+    assert library <= RECIPE_MAY_IMPORT, (name, sorted(library - RECIPE_MAY_IMPORT))
+
+
 # --- What the GPU machines' modules import ---
 
 GPU_SIDE = (

@@ -13,10 +13,12 @@ import pytest
 
 from alexnet_jax import analysis
 from alexnet_jax import history
+from alexnet_jax import inference
 from alexnet_jax import results
 from alexnet_jax import steps
 from alexnet_jax import sweep
 from alexnet_jax import train
+from alexnet_jax.configs import common
 from alexnet_jax.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # several short training runs
@@ -25,6 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Wall-clock fields differ between any two runs; everything else is computed.
 TIMING = ('elapsed_s', 'steps_per_sec', 'uptime')
 TRAIN = train.train_and_evaluate  # the real one, whatever a test patched in
+# A plain run config defines no variant names: the sweep is given them with their changes.
+PAPER = {'paper': common.VARIANTS['paper']}
 
 
 class Crash(Exception):
@@ -89,12 +93,12 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
   first = Recorder(monkeypatch, stop={'paper/seed_1': 4}, diverge={'paper/seed_3': 2})
   with pytest.raises(Crash):
     sweep.run_sweep(
-        config, parent, variants=['paper'], seeds=seeds, devices=one_device, report=lines.append
+        config, parent, variants=PAPER, seeds=seeds, devices=one_device, report=lines.append
     )
   assert first.first_step == {'paper/seed_3': 1, 'paper/seed_0': 1, 'paper/seed_1': 1}
   done = os.path.join(parent, 'paper', 'seed_0')
   before = open(os.path.join(done, history.FILENAME)).read()
-  statuses = [sweep.status(r) for r in sweep.plan(config, parent, ['paper'], seeds)]
+  statuses = [sweep.status(r) for r in sweep.plan(config, parent, PAPER, seeds)]
   assert statuses == ['diverged', 'done', 'started', 'new']
   with open(os.path.join(parent, 'paper', 'seed_3', sweep.FAILED_FILE)) as f:
     assert json.load(f)['message'] == 'paper/seed_3 diverged at step 2'
@@ -102,7 +106,7 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
   second = Recorder(monkeypatch)
   lines.clear()
   sweep.run_sweep(
-      config, parent, variants=['paper'], seeds=seeds, devices=one_device, report=lines.append
+      config, parent, variants=PAPER, seeds=seeds, devices=one_device, report=lines.append
   )
   # seeds 3 and 0 are skipped, seed 1 resumes after its checkpoint at step 3, seed 2 starts.
   assert second.first_step == {'paper/seed_1': 4, 'paper/seed_2': 1}
@@ -115,25 +119,25 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
   resumed = values(os.path.join(parent, 'paper', 'seed_1'))
   assert [r['step'] for r in resumed] == [3, 3, 3, 6, 6, 6]  # train, eval, trainset per log
   clean_parent = str(tmp_path / 'clean')
-  sweep.run_sweep(config, clean_parent, variants=['paper'], seeds=[1], devices=one_device)
+  sweep.run_sweep(config, clean_parent, variants=PAPER, seeds=[1], devices=one_device)
   assert resumed == values(os.path.join(clean_parent, 'paper', 'seed_1'))
 
   # The tables read what the trainer wrote, and the restored networks agree with both.
   table = results.load(parent)
   per_run = results.finals(table)
   assert sorted(per_run['seed']) == [0, 1, 2]  # not the diverged run
-  for run in sweep.plan(config, parent, ['paper'], [0, 2]):
+  for run in sweep.plan(config, parent, PAPER, [0, 2]):
     with open(os.path.join(run.workdir, sweep.DONE_FILE)) as f:
       final = json.load(f)  # what train_and_evaluate returned
     row = per_run[per_run['seed'] == run.seed]
     assert row['eval_top1_error'].item() == pytest.approx(final['top1_error'])
     # A second code path: the restored network's own predictions on the validation split, and
     # on the training split for the trainset_* metrics.
-    trained = analysis.restore(run.config, run.workdir)
+    trained = inference.load(run.workdir)
     assert trained.step == 6
-    out = analysis.outputs(trained)
+    out = inference.features(trained)
     assert analysis.top1_error(out['probs'], out['labels']) == pytest.approx(final['top1_error'])
-    fit = analysis.outputs(trained, split='train')
+    fit = inference.features(trained, split='train')
     assert len(fit['labels']) == 320
     assert analysis.top1_error(fit['probs'], fit['labels']) == pytest.approx(
         row['trainset_top1_error'].item()
@@ -145,7 +149,8 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
 def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_path, monkeypatch):
   config = tiny_config()
   devices = jax.devices()[:2]
-  kwargs = dict(variants=['paper', 'no_lrn'], seeds=[0], report=lambda line: None)
+  variants = {name: common.VARIANTS[name] for name in ('paper', 'no_lrn')}
+  kwargs = dict(variants=variants, seeds=[0], report=lambda line: None)
   recorder = Recorder(monkeypatch)
   sweep.run_sweep(config, str(tmp_path / 'apart'), parallel=2, devices=devices, **kwargs)
   assert sorted(recorder.devices.values(), key=str) == [(devices[0],), (devices[1],)]  # disjoint
@@ -166,12 +171,12 @@ def test_a_failing_run_side_by_side_stops_the_sweep(tiny_config, tmp_path, monke
   # seed 1 waits at its first step until the sweep stops it, so that it is under way when seed 0
   # fails, whatever the two threads' speeds.
   recorder = Recorder(monkeypatch, stop={'paper/seed_0': 2}, hold=('paper/seed_1',))
-  runs = sweep.plan(config, str(tmp_path), ['paper'], [0, 1, 2])
+  runs = sweep.plan(config, str(tmp_path), PAPER, [0, 1, 2])
   with pytest.raises((Crash, sweep.SweepStopped)):
     sweep.run_sweep(
         config,
         str(tmp_path),
-        variants=['paper'],
+        variants=PAPER,
         seeds=[0, 1, 2],
         parallel=2,
         devices=jax.devices()[:2],
@@ -186,7 +191,7 @@ def test_a_run_directory_of_another_config_is_an_error(
     tiny_config, tiny_data_dir, one_device, tmp_path
 ):
   config = tiny_config()
-  run = sweep.plan(config, str(tmp_path), ['paper'], [0])[0]
+  run = sweep.plan(config, str(tmp_path), PAPER, [0])[0]
   assert sweep._claim(run) is False  # pylint: disable=protected-access
   with open(os.path.join(run.workdir, history.FILENAME), 'w') as f:
     f.write('{"step": 3, "elapsed_s": 1.0, "train_loss": 2.0}\n')  # it has trained
@@ -194,22 +199,22 @@ def test_a_run_directory_of_another_config_is_an_error(
   os.symlink(tiny_data_dir, tmp_path / 'moved')
   config.data_dir = str(tmp_path / 'moved')  # where the data lives is not part of a run's identity
   with pytest.raises(ConfigError, match=r'model.width: 0.25 there, 0.5 now\). Sweep into'):
-    sweep.run_sweep(config, str(tmp_path), variants=['paper'], seeds=[0], devices=one_device)
+    sweep.run_sweep(config, str(tmp_path), variants=PAPER, seeds=[0], devices=one_device)
   with pytest.raises(ConfigError, match='Unknown variants'):
     sweep.plan(config, str(tmp_path), ['no_such_thing'], [0])
   with pytest.raises(ConfigError, match="overrides 'eval_trainst', which the config does not"):
     sweep.plan(config, str(tmp_path), {'typo': {'eval_trainst': True}}, [0])
   with pytest.raises(ConfigError, match='repeats a seed'):
-    sweep.plan(config, str(tmp_path), ['paper'], [0, 0])
+    sweep.plan(config, str(tmp_path), PAPER, [0, 0])
   # A run recorded but never trained (a sweep stopped by another variant's error) is claimed anew.
-  assert sweep._claim(sweep.plan(config, str(tmp_path), ['paper'], [1])[0]) is False
+  assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
   config.model.width = 0.25
-  assert sweep._claim(sweep.plan(config, str(tmp_path), ['paper'], [1])[0]) is False
+  assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
   with pytest.raises(ConfigError, match='parallel=3'):
     sweep.run_sweep(
         config,
         str(tmp_path / 'x'),
-        variants=['paper'],
+        variants=PAPER,
         seeds=[0],
         parallel=3,
         devices=jax.devices()[:2],

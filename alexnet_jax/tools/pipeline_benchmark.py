@@ -32,8 +32,8 @@ processes on the machine add noise to all alike; the ratio is the number to read
 
 The needed rate: a training step must never wait for data. `NEEDED` holds the images/s that the
 paper's step at batch 32 and the quickstart's 112-pixel step of 32 consume, as measured on the
-2-core CPU this was written on (BENCHMARKS.md says by what); the table prints the pipeline's rate
-as a multiple of each.
+2-core CPU this was written on (docs/benchmark_history.md says by what); the table prints the
+pipeline's rate as a multiple of each.
 `stages` times the pieces of ours on one core, without grain (medians of 5 passes over a batch):
 decoding (and, for comparison, PIL's decode with `Image.draft`), the per-example draws
 (`TrainTransform.random_map`), the batch assembly (`TrainBatch`, the only pass over the output
@@ -56,8 +56,6 @@ import numpy as np
 from PIL import Image
 
 from alexnet_jax import runtime
-from alexnet_jax import settings
-from alexnet_jax.configs import alexnet
 from alexnet_jax.data import augment
 from alexnet_jax.tools import machine
 from alexnet_jax.data import pipeline
@@ -101,11 +99,11 @@ def tfds_jpegs(
 def pipeline_config(
     resize_size: int, image_size: int, threads: int, batch_size: int = 128
 ) -> pipeline.DataConfig:
-  """The paper's recipe's data (configs/alexnet.py) with this benchmark's sizes and threads (the
-  sizes may be too small for the network, which this benchmark does not run)."""
-  data = settings.from_config(alexnet.get_config()).data
-  return dataclasses.replace(
-      data,
+  """The paper's data (`pipeline.DataConfig`'s and `AugmentConfig`'s defaults, which are
+  configs/alexnet.py's: tests/test_configs.py holds them equal) with this benchmark's sizes and
+  threads (the sizes may be too small for the network, which this benchmark does not run)."""
+  return pipeline.DataConfig(
+      dataset='imagenet2012',
       resize_size=resize_size,
       image_size=image_size,
       batch_size=batch_size,
