@@ -20,7 +20,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -233,17 +233,27 @@ class Checkpointer:
     self.manager.close()
 
 
-def latest_meta(workdir: str, step: int | str | None = None) -> dict | None:
-  """The `meta` of the latest checkpoint in `workdir` (or `step`'s); None where it has none."""
+def _read(workdir: str, read: Callable[['Checkpointer'], Any]) -> Any:
+  """`read(checkpointer)` of `workdir`'s checkpoints, opened read-only; None where it has none."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     return None
   checkpointer = Checkpointer(workdir, max_to_keep=None, read_only=True)
   try:
     if checkpointer.latest_step() is None:
       return None
-    return checkpointer.meta(step)
+    return read(checkpointer)
   finally:
     checkpointer.close()
+
+
+def latest_meta(workdir: str, step: int | str | None = None) -> dict | None:
+  """The `meta` of the latest checkpoint in `workdir` (or `step`'s); None where it has none."""
+  return _read(workdir, lambda checkpointer: checkpointer.meta(step))
+
+
+def latest_step(workdir: str) -> int | None:
+  """The step of the latest complete checkpoint in `workdir`; None where it has none."""
+  return _read(workdir, Checkpointer.latest_step)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -19,15 +19,16 @@ def write_json(path: str, value) -> None:
   os.replace(tmp, path)
 
 
-def check_writable(directory: str) -> None:
-  """ConfigError unless `directory` can be created (or written) here, before any work starts."""
+def check_writable(directory: str, flag: str = '--output', holds: str = 'the results') -> None:
+  """ConfigError unless `directory` can be created (or written) here, before any work starts; the
+  message names the `flag` that chose it and what it `holds`."""
   existing = os.path.abspath(directory)
   while not os.path.exists(existing):
     existing = os.path.dirname(existing)
   if not os.path.isdir(existing) or not os.access(existing, os.W_OK):
     raise ConfigError(
         f'Cannot write to {directory!r}: {existing} is not a directory you can write to. Pass '
-        'an --output in a writable directory.'
+        f'a {flag} in a writable directory; {holds} go there.'
     )
 
 

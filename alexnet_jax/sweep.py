@@ -33,6 +33,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from alexnet_jax import checkpointing
 from alexnet_jax import files
 from alexnet_jax import history
 from alexnet_jax import settings
@@ -164,15 +165,6 @@ def status(run: Run) -> str:
   if history.read(run.workdir):
     return 'started'
   return 'new'
-
-
-def checkpoint_step(workdir: str) -> int:
-  """The step of the latest complete checkpoint in `workdir` (0 if none); orbax names each
-  finished one by its step, and unfinished ones otherwise."""
-  directory = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(directory):
-    return 0
-  return max((int(name) for name in os.listdir(directory) if name.isdigit()), default=0)
 
 
 class Progress:
@@ -336,7 +328,11 @@ def run_sweep(
     )
   finished = {r.name: _claim(r) for r in runs}
   progress = Progress(
-      runs, total, report, report_every_s, {r.name: checkpoint_step(r.workdir) for r in runs}
+      runs,
+      total,
+      report,
+      report_every_s,
+      {r.name: checkpointing.latest_step(r.workdir) or 0 for r in runs},
   )
   todo = []
   for r in runs:

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
+from alexnet_jax import files
 from alexnet_jax import finetune
 from alexnet_jax import history
 from alexnet_jax import settings
@@ -63,20 +64,6 @@ def evaluate(
       else 'the centre crop',
   )
   return {k: float(v) for k, v in total.compute().items()}
-
-
-def _check_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, f'.write_test_{jax.process_index()}')
-    with open(probe, 'w') as f:
-      f.write('ok')
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(
-        f'Cannot write to the workdir {workdir!r} ({e.strerror}). Pass a '
-        '--workdir you can write to; logs and checkpoints go there.'
-    ) from None
 
 
 def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunConfig) -> None:
@@ -156,7 +143,8 @@ def train_and_evaluate(
   """
   run = run_settings(config, workdir)
   data, loop = run.data, run.loop
-  _check_workdir(workdir)
+  files.check_writable(workdir, '--workdir', 'logs and checkpoints')
+  os.makedirs(workdir, exist_ok=True)
   layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
   layout.check_batch_sizes(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size)
   info = pipeline.get_info(data)

@@ -109,7 +109,7 @@ def test_unwritable_workdir(tiny_data_dir, tmp_path):
   blocker = tmp_path / 'a_file'
   blocker.write_text('not a directory')
   out = run_main(*tiny_args(tiny_data_dir, blocker / 'run'))
-  assert_one_paragraph(out, 'Cannot write to the workdir', '--workdir')
+  assert_one_paragraph(out, 'Cannot write to', '--workdir', 'logs and checkpoints')
 
 
 def test_missing_imagenet_says_where_to_put_the_files(tmp_path):
