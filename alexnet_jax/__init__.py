@@ -1,21 +1,20 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, NIPS 2012) in JAX and Flax NNX.
 
-The network and its training: `models` (Figure 2), `layers` (towers), `kernels` (LRN, pooling and
-their custom gradients), `optim` (section 5), `steps` (pure train and eval steps), `train` (the
-loop), `sharding` (placement), `checkpointing`, `stopping` (SIGTERM and SIGINT: save the step,
-then stop), `settings` (a run's config, checked and typed), `runtime` (explicit process tuning).
-After training: `inference` (the one loader, `load(workdir)`; evaluate, predict, features),
-`analysis` (functions of its arrays: ensembles, conv1 colour, neighbours), `retrieval` (Figure 4),
-`exporting`, `weights` (torchvision's), `finetune` (`init_from`).
-Experiments: `sweep` (the runner), `history` (metrics.jsonl and the console lines), `results`
-(tables), `plots`. Plumbing: `cli` (the commands' start and errors), `files` (all-or-nothing
-writers), `errors`. `main` is the training command. `data/`: augmentation, the input pipeline,
-colour statistics, ImageNet's class names, datasets. `tools/`: the other commands (prepare,
-evaluate, predict, features, import_weights, export, colour statistics, benchmarks, the PyTorch
-twin). `configs` (the repository's top-level configs/, installed with the package): the recipes.
+At the top, the network and its training: `models` (Figure 2), `layers` (the towers and where they
+talk), `ops` (LRN and overlapping pooling with their gradients), `optim` (section 5), `steps` (pure
+train and eval steps), `train` (the loop), `finetune` (a run that starts from a trained network,
+`init_from`), `sharding` (placement), `checkpointing`, `stopping` (SIGTERM and SIGINT: save the
+step, then stop), `settings` (a run's config, checked and typed), `history` (metrics.jsonl and the
+console's lines), `errors` (ConfigError) and `main` (the training command).
 
-Importing the package changes nothing in the process; `runtime.configure()` tunes it, and every
-command calls it first.
+By role below it: `data/` (augmentation, the input pipeline, colour statistics, ImageNet's names,
+datasets), `trained/` (the one loader of a trained workdir and what is done with it), `sweeps/`
+(the runner, its tables and plots), `system/` (a command's start, process tuning, all-or-nothing
+files) and `tools/` (every command but `main`). `configs` (the repository's top-level configs/,
+installed with the package) holds the recipes, which import no library logic.
+
+Importing the package changes nothing in the process; `system.runtime.tune_process()` tunes it, and
+every command calls it first.
 """
 
 __version__ = '0.1.0'

@@ -20,8 +20,9 @@ and ignores init_from (its checkpoint already holds the weights and its config t
 source may have moved).
 
 `init_from(params, batch_stats, source)` is the loading on its own, for notebooks; `take_network`
-and `start` are what `train` calls. Nothing here needs the after-training code (`inference`): a
-source's arrays and config are read with orbax and `checkpointing` directly.
+(the config's side) and `take_weights` (the model's) are what `train` calls. Nothing here needs
+the after-training code (`trained.inference`): a source's arrays and config are read with orbax
+and `checkpointing` directly.
 """
 
 import copy
@@ -38,9 +39,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from alexnet_jax import checkpointing
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import optim
 from alexnet_jax import settings
-from alexnet_jax.errors import ConfigError
 
 # `weights` (torchvision's formats) is imported where it is used: `train` imports this module and
 # needs it only for a weights file.
@@ -127,7 +128,7 @@ def _misfit(layer: str, fresh: dict, given: dict) -> str | None:
   return '; '.join(reasons) or None
 
 
-def merge(
+def take_fitting_layers(
     params: dict, batch_stats: dict, source_params: dict, source_stats: dict, source: str = ''
 ) -> tuple[dict, dict, Report]:
   """`params` and `batch_stats` (a fresh model's) with each layer of the source whose leaves all
@@ -210,7 +211,7 @@ def read_source(path: str) -> tuple[dict, dict]:
   if os.path.isdir(path):
     return read_checkpoint(path)
   if os.path.isfile(path):
-    from alexnet_jax import weights  # pylint: disable=g-import-not-at-top
+    from alexnet_jax.trained import weights  # pylint: disable=g-import-not-at-top
 
     return weights.read(path), {}
   raise ConfigError(
@@ -221,11 +222,11 @@ def read_source(path: str) -> tuple[dict, dict]:
 
 def init_from(params: dict, batch_stats: dict, source: str) -> tuple[dict, dict, Report]:
   """`params` and `batch_stats` of a fresh model with the layers of `source` (a trained run's
-  workdir or a weights file) that fit: see `merge`."""
-  return merge(params, batch_stats, *read_source(source), source=source)
+  workdir or a weights file) that fit: see `take_fitting_layers`."""
+  return take_fitting_layers(params, batch_stats, *read_source(source), source=source)
 
 
-def recorded(workdir: str) -> Report | None:
+def recorded_report(workdir: str) -> Report | None:
   """The report the latest checkpoint in `workdir` holds; None if it has no checkpoint."""
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     return None
@@ -242,12 +243,12 @@ def recorded(workdir: str) -> Report | None:
   return Report.from_json(meta.get('init_from'))
 
 
-def start(run: settings.RunConfig, workdir: str, model: nnx.Module) -> Report:
+def take_weights(run: settings.RunConfig, workdir: str, model: nnx.Module) -> Report:
   """What the run in `workdir` starts from. A fresh run with `run.init_from` gets the source's
   weights in `model` (in place) where they fit; a resumed one the report its checkpoint holds."""
   if run.init_from is None and run.optim.new_layer_lr_mult == 1.0:
     return Report()  # nothing here depends on the split: no need to look at the checkpoints
-  report = recorded(workdir)
+  report = recorded_report(workdir)
   if report is not None:
     if run.init_from:
       logging.info(

@@ -5,7 +5,7 @@ without TensorFlow. So the loop also writes every scalar it logs here, one JSON 
 `{"step": 200, "elapsed_s": 31.2, "eval_top1_error": 0.12, ...}`. `elapsed_s` counts the seconds
 this run has trained (compiling and evaluating included) over all the processes that ran it: a run
 resumed after a crash continues from the time of its checkpoint, and the time between the crash
-and the restart is not counted. The sweep runner (`alexnet_jax.sweep`) reads these files.
+and the restart is not counted. The sweep runner (`alexnet_jax.sweeps.sweep`) reads these files.
 """
 
 import json
@@ -16,9 +16,11 @@ from typing import Any, Callable, Mapping
 
 from absl import logging
 
+from alexnet_jax.system import files
+
 FILENAME = 'metrics.jsonl'
-# The other files a sweep (alexnet_jax.sweep) leaves, named here so that alexnet_jax.results reads
-# them without importing JAX: the parent's list of variants and seeds, in order; each run's
+# The other files a sweep (sweeps.sweep) leaves, named here so that sweeps.results reads them
+# without importing JAX: the parent's list of variants and seeds, in order; each run's
 # variant, seed and config; its final metrics once finished; the trainer's message if it diverged.
 PLAN_FILE = 'sweep.json'
 RUN_FILE = 'run.json'
@@ -49,7 +51,7 @@ class HistoryWriter:
 
   It has clu's MetricWriter methods, for clu's MultiWriter, without subclassing it: importing
   `clu.metric_writers` imports TensorFlow, which `train` keeps out of its import (a command's
-  `runtime.configure()` must come first).
+  `runtime.tune_process()` must come first).
 
   `resume_step` is the step the run restarts from: the records of later steps (written before a
   crash, and about to be computed again) are dropped, and `elapsed_s` continues from the last
@@ -60,10 +62,8 @@ class HistoryWriter:
     self.path = os.path.join(workdir, FILENAME)
     kept = [r for r in read(workdir) if r['step'] <= resume_step]
     self._offset = max((r['elapsed_s'] for r in kept), default=0.0)
-    tmp = self.path + '.tmp'
-    with open(tmp, 'w') as f:
+    with files.written(self.path) as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
-    os.replace(tmp, self.path)
     self._start = time.monotonic()
     # Line-buffered: a process killed outright (OOM, preemption) keeps every line written.
     self._file = open(self.path, 'a', buffering=1)

@@ -18,7 +18,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from alexnet_jax import kernels
+from alexnet_jax import ops
 
 Array = jax.Array
 
@@ -131,4 +131,4 @@ class TowerLayer(nnx.Module):
           self.padding,
           dimension_numbers=('NHWC', 'HWIO', 'NHWC'),
       )
-    return kernels.add_bias(y, bias.astype(self.dtype))
+    return ops.add_bias(y, bias.astype(self.dtype))

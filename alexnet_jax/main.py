@@ -5,7 +5,7 @@ CONFIG is a config file, with an optional argument (`configs/quickstart.py:tiny`
 command works without a clone. Any config field can be overridden on the command line, e.g.
 `--config.batch_size=64` or `--config.model.norm=batchnorm`. Running the same command again
 resumes from the latest checkpoint in DIR. All the logic lives in `alexnet_jax.train`, which
-notebooks import directly; this file tunes the process (`runtime.configure`) and parses flags.
+notebooks import directly; this file tunes the process (`runtime.tune_process`) and parses flags.
 
 Exit status: 0 when the run finished; 2 for a bad config, workdir or dataset, or for processes of
 a multi-process run that did not all join (one paragraph saying what to do); 3 when training
@@ -23,12 +23,12 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from alexnet_jax import cli
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import stopping
+from alexnet_jax.system import cli
 from alexnet_jax import train
-from alexnet_jax.errors import ConfigError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and TensorBoard events.')

@@ -39,7 +39,7 @@ paper's init the input signal fades layer by layer (fc8's outputs barely differ 
 the start), which is why the paper's runs spend their first epochs near chance.
 
 torchvision's AlexNet. `TORCHVISION` is the one-tower net of Krizhevsky's 2014 "one weird trick"
-paper as torchvision builds it, the one whose ImageNet weights `alexnet_jax.weights` imports. Three
+paper as torchvision builds it, the one whose ImageNet weights `trained.weights` imports. Three
 fields say where it departs from Figure 2 (`conv1_padding`, `adaptive_avg_pool`,
 `dropout_placement`); at their defaults the network is the paper's.
 """
@@ -53,11 +53,11 @@ import jax.numpy as jnp
 from flax import nnx
 
 from alexnet_jax import layers
-from alexnet_jax.kernels import adaptive_avg_pool
-from alexnet_jax.kernels import local_response_norm
-from alexnet_jax.kernels import max_pool
-from alexnet_jax.layers import TowerLayer
 from alexnet_jax.layers import cross_tower
+from alexnet_jax.layers import TowerLayer
+from alexnet_jax.ops import adaptive_avg_pool
+from alexnet_jax.ops import local_response_norm
+from alexnet_jax.ops import max_pool
 
 Array = jax.Array
 
@@ -113,7 +113,7 @@ class ModelConfig:
 
 
 # Krizhevsky's 2014 "one weird trick" net as torchvision builds it, the AlexNet whose pretrained
-# weights most people have (`alexnet_jax.weights` reads them): one tower of 64, 192, 384, 256 and
+# weights most people have (`trained.weights` reads them): one tower of 64, 192, 384, 256 and
 # 256 kernels, no LRN, conv1 padded by 2 pixels on every side, pool5 averaged to 6x6, and dropout on
 # fc6's and fc7's inputs. Its 3x3/2 pooling and 'SAME' conv2-conv5 are the paper's.
 TORCHVISION = ModelConfig(
@@ -467,7 +467,8 @@ class AlexNet(nnx.Module):
       shards = jax.lax.axis_size(self.config.batch_axis)
       shard = jax.lax.axis_index(self.config.batch_axis)
     key = jax.random.fold_in(rng, 5)  # fc6 and fc7 fold in 6 and 7
-    return _dropped(x, _rows_kept(key, rate, x.shape, shards, shard), rate)
+    keep = _kept([key], rate, x.shape[0] * shards, x.shape[-1], rows=(shard * x.shape[0], len(x)))
+    return _dropped(x, keep, rate)
 
   def _dropout(
       self, xs: Sequence[Array], train: bool, rng: Array | None, layer: int
@@ -486,19 +487,13 @@ class AlexNet(nnx.Module):
       # whole batch: draw every tower's mask as one device would, keep this device's columns.
       (x,) = xs
       per_tower = scaled(FC_UNITS, self.config.width) // self.config.towers
+      keys = [
+          jax.random.fold_in(jax.random.fold_in(rng, layer), t) for t in range(self.config.towers)
+      ]
       first_unit = jax.lax.axis_index(self.config.fc_axis) * x.shape[-1]
-      keep = jnp.concatenate(
-          [
-              jax.random.bernoulli(
-                  jax.random.fold_in(jax.random.fold_in(rng, layer), tower),
-                  1.0 - rate,
-                  (x.shape[0], per_tower),
-              )
-              for tower in range(self.config.towers)
-          ],
-          axis=1,
+      keep = _kept(
+          keys, rate, len(x), per_tower, rows=(0, len(x)), columns=(first_unit, x.shape[-1])
       )
-      keep = jax.lax.dynamic_slice_in_dim(keep, first_unit, x.shape[-1], axis=1)
       return [_dropped(x, keep, rate)]
     first_tower, shards, shard = 0, 1, 0
     if self.config.tower_axis is not None:
@@ -509,7 +504,8 @@ class AlexNet(nnx.Module):
     outputs = []
     for t, x in enumerate(xs):
       key = jax.random.fold_in(jax.random.fold_in(rng, layer), first_tower + t)
-      outputs.append(_dropped(x, _rows_kept(key, rate, x.shape, shards, shard), rate))
+      keep = _kept([key], rate, len(x) * shards, x.shape[-1], rows=(shard * len(x), len(x)))
+      outputs.append(_dropped(x, keep, rate))
     return outputs
 
   def _dropout_rate(self, train: bool, rng: Array | None) -> float:
@@ -522,11 +518,25 @@ class AlexNet(nnx.Module):
     return rate
 
 
-def _rows_kept(key: Array, rate: float, shape: tuple[int, ...], shards: int, shard: int) -> Array:
-  """This device's rows of a keep-mask drawn for the global batch (`shards` devices' rows of
-  `shape`), so that a run split over devices drops exactly the units one device would."""
-  keep = jax.random.bernoulli(key, 1.0 - rate, (shape[0] * shards,) + tuple(shape[1:]))
-  return jax.lax.dynamic_slice_in_dim(keep, shard * shape[0], shape[0])
+def _kept(
+    keys: Sequence[Array],
+    rate: float,
+    global_rows: int,
+    units: int,
+    rows: tuple[Array | int, int],
+    columns: tuple[Array | int, int] | None = None,
+) -> Array:
+  """This device's block of a keep-mask: each key draws the mask of its `units` (one tower's) for
+  all `global_rows` examples of the global batch, side by side, and the device keeps `rows` and
+  `columns` ((first, count) each), so that a run split over devices drops exactly the units one
+  device would. The one draw of every dropout mask."""
+  keep = jnp.concatenate(
+      [jax.random.bernoulli(key, 1.0 - rate, (global_rows, units)) for key in keys], axis=1
+  )
+  keep = jax.lax.dynamic_slice_in_dim(keep, rows[0], rows[1], axis=0)
+  if columns is not None:
+    keep = jax.lax.dynamic_slice_in_dim(keep, columns[0], columns[1], axis=1)
+  return keep
 
 
 def _dropped(x: Array, keep: Array, rate: float) -> Array:

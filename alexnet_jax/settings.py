@@ -10,17 +10,17 @@ works. Placement (mesh, strategy, batch divisibility against the devices) is che
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import ml_collections
 import numpy as np
 
-from alexnet_jax import models
-from alexnet_jax import optim
-from alexnet_jax import sharding
 from alexnet_jax.data import colour
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import models
+from alexnet_jax import optim
+from alexnet_jax import sharding
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,19 +28,23 @@ class LoopConfig:
   """The training loop's schedule of steps, logs, evaluations and checkpoints."""
 
   num_train_steps: int = -1  # > 0 overrides num_epochs
-  num_epochs: float = 90.0
+  num_epochs: float = 90.0  # "roughly 90 cycles through the training set" (section 5)
   log_every_steps: int = 100
-  eval_every_steps: int = -1  # -1: once per epoch
+  eval_every_steps: int = -1  # -1: once per epoch (the plateau schedule is driven by it)
   checkpoint_every_steps: int = 5000  # also after each evaluation that is the best so far
   keep_checkpoints: int = 3  # the last ones; the best evaluated one is kept besides
-  profile_steps: int = 5
-  final_eval_crops: int = 10  # the final test: section 4.1's ten patches (1: the centre crop)
+  profile_steps: int = 5  # clu Profile: trace this many steps once, early in the run (0: off)
+  # The evaluation at the end of the run (and of a finished run resumed): section 4.1's ten
+  # patches, the paper's reported test (1: the centre crop).
+  final_eval_crops: int = 10
   # Also evaluate the training split at every evaluation, as the validation split is (centre crop,
   # no dropout), written as trainset_*: the train-vs-validation gap of section 4.2.
   eval_trainset: bool = False
   seed: int = 0
-  # Resume a workdir's checkpoints under a config that differs in a field outside
-  # CHANGEABLE_ON_RESUME (one that changes the network or its data), instead of stopping.
+  # Running the same command again resumes from the workdir's latest checkpoint, and stops if the
+  # config changes a field that changes the network or its data (model.*, dataset, augment.*,
+  # batch_size, seed, optim.*, ...; CHANGEABLE_ON_RESUME lists what may change). True: continue
+  # anyway.
   allow_config_change: bool = False
 
 
@@ -64,8 +68,9 @@ class RunConfig:
 
 
 # Fields that change how a run is carried out, not what it computes: a run made with other values
-# of these is the same run (e.g. the data moved to another disk, more loader workers).
-NOT_IDENTITY = (
+# of these is the same run (e.g. the data moved to another disk, more loader workers). A sweep's
+# record of a run leaves them out (`identity`), and `differences` ignores them by default.
+EXECUTION_FIELDS = (
     'data_dir',
     'manual_dir',
     'data_workers',
@@ -87,7 +92,7 @@ NOT_IDENTITY = (
 # resize_size, image_size, eval_crops (the metric the plateau schedule and the best checkpoint go
 # by), augment.*, batch_size, seed, optim.*; `train` refuses to resume under another value of one,
 # unless allow_config_change=True.
-CHANGEABLE_ON_RESUME = NOT_IDENTITY + (
+CHANGEABLE_ON_RESUME = EXECUTION_FIELDS + (
     'num_train_steps',
     'num_epochs',
     'log_every_steps',
@@ -103,20 +108,6 @@ CHANGEABLE_ON_RESUME = NOT_IDENTITY + (
 )
 
 
-def resume_differences(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list, list]:
-  """(fields that change the network or its data, the others), each as 'field: A there, B now',
-  between a checkpoint's config (`RunConfig.source`, through JSON) and the current one, as
-  `changed` compares them."""
-  old, new = flatten(_tuples(recorded)), flatten(_tuples(current))
-  changed = _changed(old, new)
-  free = [
-      line
-      for line in changed
-      if any(line.startswith((name + ':', name + '.')) for name in CHANGEABLE_ON_RESUME)
-  ]
-  return [line for line in changed if line not in free], free
-
-
 def recorded_defaults() -> dict[str, Any]:
   """Each field of the typed settings at its default, flattened as `identity` flattens: what a
   record made before the field existed ran with (a new field keeps the old behaviour at its
@@ -130,16 +121,6 @@ def recorded_defaults() -> dict[str, Any]:
   return flatten(tree)
 
 
-def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-  """'field: A there, B now' for each field of two flattened configs that differs, sorted. A field
-  the old one lacks (added by an upgrade since) counts at its default (`recorded_defaults`), so
-  no table of added fields is kept; one only the old one has (removed since) is not compared."""
-  defaults = recorded_defaults()
-  old = {**{k: defaults[k] for k in set(new) - set(old) if k in defaults}, **old}
-  names = sorted(k for k in set(old) & set(new) if old[k] != new[k])
-  return [f'{k}: {old[k]!r} there, {new[k]!r} now' for k in names]
-
-
 def _tuples(value):
   """JSON's lists as the configs' tuples, so that a stored config compares equal to its source."""
   if isinstance(value, dict):
@@ -150,15 +131,35 @@ def _tuples(value):
 
 
 def identity(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
-  """The config's fields that change what a run computes, flattened to dotted names."""
+  """The config's fields that change what a run computes (all but EXECUTION_FIELDS), flattened
+  to dotted names: what a sweep records of each run."""
   tree = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
-  return {k: v for k, v in flatten(tree).items() if k not in NOT_IDENTITY}
+  return {k: v for k, v in flatten(tree).items() if k not in EXECUTION_FIELDS}
 
 
-def differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
-  """'field: A there, B now' for each field where two `identity` dicts differ, as `_changed`
-  compares them (the same rule as resuming)."""
-  return _changed(recorded, current)
+def differences(
+    recorded: Mapping[str, Any],
+    current: ml_collections.ConfigDict | Mapping[str, Any],
+    ignoring: Sequence[str] = EXECUTION_FIELDS,
+) -> list[str]:
+  """'field: A there, B now' for each field in which two configs differ, sorted, leaving out the
+  fields (or whole sections, e.g. 'mesh') in `ignoring`: the one comparison of a sweep's record
+  with its config and of a checkpoint's config with the resuming run's (`train.check_resumable`,
+  ignoring CHANGEABLE_ON_RESUME). Either side may be nested (a ConfigDict, a checkpoint's JSON)
+  or flat (`identity`). A field the record lacks (added by an upgrade since) counts at its
+  default (`recorded_defaults`), so no table of added fields is kept; one only the record has
+  (removed since) is not compared."""
+  if isinstance(current, ml_collections.ConfigDict):
+    current = current.to_dict()
+  old, new = flatten(_tuples(dict(recorded))), flatten(_tuples(dict(current)))
+  defaults = recorded_defaults()
+  old = {**{k: defaults[k] for k in set(new) - set(old) if k in defaults}, **old}
+  names = sorted(
+      k
+      for k in set(old) & set(new)
+      if old[k] != new[k] and not any(k == f or k.startswith(f + '.') for f in ignoring)
+  )
+  return [f'{k}: {old[k]!r} there, {new[k]!r} now' for k in names]
 
 
 def config_from_dict(tree: dict[str, Any]) -> ml_collections.ConfigDict:

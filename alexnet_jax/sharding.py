@@ -36,8 +36,8 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from alexnet_jax import layers
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import layers
 
 DATA_AXIS = 'data'
 MODEL_AXIS = 'model'

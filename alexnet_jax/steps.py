@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from alexnet_jax.data import device_augment
 from alexnet_jax import models
 from alexnet_jax import sharding
-from alexnet_jax.data import device_augment
 
 
 class TrainingDiverged(RuntimeError):

@@ -22,17 +22,17 @@ import jax.numpy as jnp
 import ml_collections
 
 from alexnet_jax import checkpointing
-from alexnet_jax import files
-from alexnet_jax import finetune
-from alexnet_jax import history
-from alexnet_jax import settings
 from alexnet_jax.data import device_augment
 from alexnet_jax.data import pipeline
+from alexnet_jax.errors import ConfigError
+from alexnet_jax import finetune
+from alexnet_jax import history
 from alexnet_jax import optim
+from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import stopping
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import files
 
 
 def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.DatasetInfo) -> int:
@@ -41,6 +41,24 @@ def num_train_steps(loop: settings.LoopConfig, batch_size: int, info: pipeline.D
   if loop.num_train_steps > 0:
     return loop.num_train_steps
   return math.ceil(loop.num_epochs * info.num_train_examples / batch_size)
+
+
+def preflight(
+    run: settings.RunConfig, devices=None
+) -> tuple[sharding.Layout, pipeline.DatasetInfo, int]:
+  """(the layout on `devices`, the dataset's info, the run's length in steps), or ConfigError for
+  a run that cannot start: a batch its devices cannot split, a dataset that is not prepared or
+  has another number of classes than the model. Nothing is built or written: the trainer and a
+  sweep (for every run, before the first starts) check with it."""
+  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
+  layout.check_batch_sizes(batch_size=run.data.batch_size, eval_batch_size=run.data.eval_batch_size)
+  info = pipeline.get_info(run.data)
+  if info.num_classes != run.model.num_classes:
+    raise ConfigError(
+        f'Dataset {run.data.dataset!r} has {info.num_classes} classes but model.num_classes='
+        f'{run.model.num_classes}. Set --config.model.num_classes={info.num_classes}.'
+    )
+  return layout, info, num_train_steps(run.loop, run.data.batch_size, info)
 
 
 def evaluate(
@@ -79,7 +97,8 @@ def check_resumable(checkpointer: checkpointing.Checkpointer, run: settings.RunC
         checkpointer.directory,
     )
     return
-  fixed, free = settings.resume_differences(recorded, run.source)
+  fixed = settings.differences(recorded, run.source, ignoring=settings.CHANGEABLE_ON_RESUME)
+  free = [line for line in settings.differences(recorded, run.source, ()) if line not in fixed]
   if free:
     logging.info('Resuming step %d with changed settings: %s.', step, '; '.join(free))
   if fixed and run.loop.allow_config_change:
@@ -144,16 +163,8 @@ def train_and_evaluate(
   run = run_settings(config, workdir)
   data, loop = run.data, run.loop
   files.check_writable(workdir, '--workdir', 'logs and checkpoints')
+  layout, info, total_steps = preflight(run, devices)
   os.makedirs(workdir, exist_ok=True)
-  layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
-  layout.check_batch_sizes(batch_size=data.batch_size, eval_batch_size=data.eval_batch_size)
-  info = pipeline.get_info(data)
-  if info.num_classes != run.model.num_classes:
-    raise ConfigError(
-        f'Dataset {data.dataset!r} has {info.num_classes} classes but model.num_classes='
-        f'{run.model.num_classes}. Set --config.model.num_classes={info.num_classes}.'
-    )
-  total_steps = num_train_steps(loop, data.batch_size, info)
   steps_per_epoch = max(1, info.num_train_examples // data.batch_size)
   eval_every = loop.eval_every_steps if loop.eval_every_steps > 0 else steps_per_epoch
   final_data = dataclasses.replace(data, eval_crops=loop.final_eval_crops)
@@ -170,9 +181,9 @@ def train_and_evaluate(
   model = steps.create_model(run.model, data.image_size, loop.seed, **layout.model_axes())
   # Fine-tuning (finetune.py): a fresh run takes init_from's weights where they fit; fresh or
   # resumed, the layers it did not load learn at optim.new_layer_lr_mult.
-  start = finetune.start(run, workdir, model)
+  started_from = finetune.take_weights(run, workdir, model)
   schedule = optim.learning_rate_schedule(run.optim, total_steps)
-  tx = optim.create_optimizer(run.optim, total_steps, start.new_layers)
+  tx = optim.create_optimizer(run.optim, total_steps, started_from.new_layers)
   plateau = optim.create_plateau(run.optim)
   graphdef, state = steps.create_train_state(model, tx, plateau, loop.seed)
   del model
@@ -180,14 +191,14 @@ def train_and_evaluate(
 
   # Imported here, not at the top: clu's writers and periodic actions import TensorFlow (seconds,
   # and its start-up banner), which nothing else in this module needs, so importing `train` stays
-  # cheap and a command's `runtime.configure()` comes before TensorFlow starts.
+  # cheap and a command's `runtime.tune_process()` comes before TensorFlow starts.
   from clu import metric_writers  # pylint: disable=g-import-not-at-top
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
 
   meta = {
       'config': run.source,
       'class_names': list(info.class_names),
-      'init_from': start.to_json(),
+      'init_from': started_from.to_json(),
       'colour_statistics': settings.colour_statistics(run),
   }
   train_ds = pipeline.create_train_dataset(data, jax.process_index(), jax.process_count())

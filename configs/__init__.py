@@ -10,8 +10,8 @@ top-level configs/, mapped into the wheel by pyproject.toml's package-dir).
 - `common.py`: the arguments they take (`:tiny`, `:runlocal`, `variant=...`) and the paper's
   ablations as named variants.
 - `ablation.py`: the run the paper's experiments vary, and the experiments themselves, each a
-  sweep for `python -m alexnet_jax.sweep`: `relu_tanh.py` (section 3.1), `normalisation.py` (3.3),
-  `pooling.py` (3.4), `towers.py` (3.2), `regularisation.py` (4.1, 4.2), `ensembles.py` (6) and
+  sweep for `python -m alexnet_jax.tools.sweep`: `relu_tanh.py` (section 3.1), `normalisation.py`
+  (3.3), `pooling.py` (3.4), `towers.py` (3.2), `regularisation.py` (4.1, 4.2), `ensembles.py` (6) and
   `kernels.py` (Figures 3 and 4).
 
 A config is named on the command line by its file (`--config=configs/quickstart.py:tiny`) or, with

@@ -74,7 +74,7 @@ def with_sweep(
     target_metric: str = 'train_top1_error',
     custom: dict | None = None,
 ) -> ml_collections.ConfigDict:
-  """`config` with the `sweep` section `alexnet_jax.sweep` runs. `tiny` keeps the first two
+  """`config` with the `sweep` section `alexnet_jax.sweeps.sweep` runs. `tiny` keeps the first two
   variants and two seeds, the least that exercises every table and plot."""
   if args.variant != 'paper':
     raise ValueError(

@@ -28,13 +28,16 @@ slow to start on 10 classes, see configs/quickstart.py), `:tiny` the smallest ru
 """
 
 import dataclasses
+import typing
 
 import ml_collections
 
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import settings
 from alexnet_jax.configs import common
 from alexnet_jax.data import augment
+from alexnet_jax.data import pipeline
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -60,29 +63,10 @@ def paper() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   # --- Data (section 2) ---
-  c.dataset = 'imagenet2012'  # any prepared TFDS dataset; 'synthetic_shapes' is built in
-  c.data_dir = ml_collections.config_dict.placeholder(str)  # TFDS data_dir; None: TFDS's default
-  # Where the ILSVRC tar files live (default <data_dir>/downloads/manual); named in the message
-  # that explains how to prepare ImageNet (python -m alexnet_jax.tools.prepare --dataset=imagenet2012).
-  c.manual_dir = ml_collections.config_dict.placeholder(str)
-  c.train_split = 'train'
-  c.eval_split = 'validation'
-  c.resize_size = 256  # images are first made resize_size x resize_size (section 2)
-  c.image_size = 224  # random training crops of this size; centre crop for evaluation (4.1)
-  # 1: evaluate the centre crop | 10: section 4.1's test, the softmax averaged over the four
-  # corner and centre patches and their reflections: the model sees 10 x eval_batch_size images
-  # per evaluation step; the centre patch's own metrics are reported too, as eval_center_*.
-  c.eval_crops = 1
-  # The same choice for the evaluation at the end of the run (and of a finished run resumed):
-  # section 4.1's ten patches, the paper's reported test.
-  c.final_eval_crops = 10
-  c.data_workers = 0  # grain worker processes (0: decode in threads of the training process)
-  c.data_threads = 2  # grain reader threads per process (per worker, with data_workers > 0)
-  c.prefetch_batches = 2  # batches decoded ahead, and batches put on the devices ahead
-  # True: the host decodes and crops training images to uint8, and the train step reflects them,
-  # adds the PCA colour shift, subtracts the mean and converts to float32 on the device, with the
-  # same draws and the same numbers (alexnet_jax/data/device_augment.py) | False: all on the host.
-  c.device_augment = True
+  # Every field, its meaning and its default: pipeline.DataConfig, e.g. dataset, data_dir,
+  # train_split, eval_split, resize_size, image_size, eval_crops (1 | 10: section 4.1's test),
+  # batch_size, eval_batch_size, data_workers, data_threads, prefetch_batches, device_augment.
+  c.update(fields_of(pipeline.DataConfig(dataset='imagenet2012'), skip=('seed', 'augment')))
 
   # --- Augmentation (section 4.1) ---
   c.augment = ml_collections.ConfigDict()
@@ -109,7 +93,7 @@ def paper() -> ml_collections.ConfigDict:
   # model.width, model.dtype, model.lrn.{size, k, alpha, beta, alpha_over_n}, and where
   # torchvision's AlexNet differs (configs/torchvision.py): model.conv1_padding (ceil | pixels),
   # model.adaptive_avg_pool (0 | bins), model.dropout_placement (after | before).
-  c.model = from_dataclass(models.ModelConfig(), skip=('tower_axis', 'batch_axis', 'fc_axis'))
+  c.model = fields_of(models.ModelConfig(), skip=('tower_axis', 'batch_axis', 'fc_axis'))
 
   # --- Devices (alexnet_jax/sharding.py) ---
   # data: data parallel | towers: one tower per device, as the paper's two GPUs | owt: conv layers
@@ -122,15 +106,11 @@ def paper() -> ml_collections.ConfigDict:
   )  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
 
   # --- Optimisation (section 5) ---
-  c.batch_size = 128  # global batch, split over the devices
-  c.eval_batch_size = 128  # the last evaluation batch is padded and masked: every example counts
-  c.num_epochs = 90.0  # "roughly 90 cycles through the training set"
-  c.num_train_steps = -1  # > 0 overrides num_epochs
   # Every field, its meaning and the paper's value (section 5): optim.OptimConfig, e.g.
   # optim.learning_rate, momentum, weight_decay, decay_biases, schedule (plateau | step | cosine),
   # plateau_{factor, patience, cooldown, rtol, max_reductions}, step_boundaries, warmup_steps;
   # for fine-tuning, freeze and new_layer_lr_mult (below).
-  c.optim = from_dataclass(optim.OptimConfig())
+  c.optim = fields_of(optim.OptimConfig())
 
   # --- Fine-tuning (alexnet_jax/finetune.py; configs/ifood2019.py, configs/finetune_folder.py) ---
   # A trained run's workdir or a weights file (torchvision's .pth / .safetensors): a fresh run
@@ -141,26 +121,29 @@ def paper() -> ml_collections.ConfigDict:
   c.init_from = ml_collections.config_dict.placeholder(str)
 
   # --- Loop ---
-  c.seed = 0
-  c.log_every_steps = 100
-  c.eval_every_steps = -1  # -1: once per epoch (the plateau schedule is driven by it)
-  c.checkpoint_every_steps = 5000  # and after every evaluation that is the best so far
-  c.keep_checkpoints = 3  # the last ones; the best evaluated one is kept besides
-  c.profile_steps = 5  # clu Profile: trace this many steps once, early in the run (0: off)
-  # Also evaluate the training split at every evaluation (centre crop, no dropout), as
-  # trainset_*: how far the model overfits (section 4.2).
-  c.eval_trainset = False
-  # Running the same command again resumes from the workdir's latest checkpoint, and stops if the
-  # config changes a field that changes the network or its data (model.*, dataset, augment.*,
-  # batch_size, seed, optim.*, ...; settings.CHANGEABLE_ON_RESUME lists what may change). True:
-  # continue anyway.
-  c.allow_config_change = False
+  # Every field, its meaning and its default: settings.LoopConfig: num_epochs (90, section 5),
+  # num_train_steps (> 0 overrides it), seed, log_every_steps, eval_every_steps (-1: once per
+  # epoch), checkpoint_every_steps, keep_checkpoints, profile_steps, final_eval_crops (10: section
+  # 4.1's test), eval_trainset (section 4.2's gap), allow_config_change (resuming under another
+  # network or data).
+  c.update(fields_of(settings.LoopConfig()))
   return c
 
 
-def from_dataclass(value, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
-  """A ConfigDict of a settings dataclass's fields (nested ones too): one source of the values."""
-  fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in skip}
-  return ml_collections.ConfigDict(
-      {k: from_dataclass(v) if dataclasses.is_dataclass(v) else v for k, v in fields.items()}
-  )
+def fields_of(value, skip: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """A ConfigDict of a settings dataclass's fields (nested ones too): one source of the values.
+  A field that defaults to None is a typed placeholder, so --config.FIELD=VALUE can set it."""
+  hints = typing.get_type_hints(type(value))
+  out = ml_collections.ConfigDict()
+  for f in dataclasses.fields(value):
+    if f.name in skip:
+      continue
+    v = getattr(value, f.name)
+    if dataclasses.is_dataclass(v):
+      out[f.name] = fields_of(v)
+    elif v is None:
+      kinds = [t for t in typing.get_args(hints[f.name]) if t is not type(None)]
+      out[f.name] = ml_collections.config_dict.placeholder(typing.get_origin(kinds[0]) or kinds[0])
+    else:
+      out[f.name] = v
+  return out

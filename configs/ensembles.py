@@ -1,7 +1,7 @@
 r"""Section 6: averaging the predictions of several networks (the paper: 1 CNN 40.7% top-1 on the
 ILSVRC-2012 validation set, 5 CNNs 38.1%).
 
-    python -m alexnet_jax.sweep --config=configs/ensembles.py --workdir=runs/paper_seeds
+    python -m alexnet_jax.tools.sweep --config=configs/ensembles.py --workdir=runs/paper_seeds
 
 Five networks of the paper's recipe at configs/ablation.py's CPU scale, differing only in their
 seed (initial weights, dropout, data order and augmentation). experiments/07_ensembles.ipynb then

@@ -1,6 +1,6 @@
 r"""Figures 3 and 4: what the network learned, over seeds.
 
-    python -m alexnet_jax.sweep --config=configs/kernels.py --workdir=runs/paper_seeds
+    python -m alexnet_jax.tools.sweep --config=configs/kernels.py --workdir=runs/paper_seeds
 
 The paper: conv1's kernels on GPU 1 are "largely colour-agnostic", those on GPU 2 "largely
 colour-specific", and "this kind of specialization occurs during every run and is independent of

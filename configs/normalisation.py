@@ -1,6 +1,6 @@
 r"""Section 3.3: local response normalisation lowers the top-1 error (the paper: by 1.4%).
 
-    python -m alexnet_jax.sweep --config=configs/normalisation.py --workdir=runs/normalisation
+    python -m alexnet_jax.tools.sweep --config=configs/normalisation.py --workdir=runs/normalisation
 
 The paper's LRN after conv1 and conv2, against no normalisation and against batch normalisation at
 the same two places (the modern replacement, not in the paper), 3 seeds each at configs/

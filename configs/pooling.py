@@ -1,7 +1,7 @@
 r"""Section 3.4: overlapping pooling (3x3 windows, stride 2) against plain 2x2, stride 2 (the
 paper: -0.4% top-1, and "slightly more difficult to overfit").
 
-    python -m alexnet_jax.sweep --config=configs/pooling.py --workdir=runs/pooling
+    python -m alexnet_jax.tools.sweep --config=configs/pooling.py --workdir=runs/pooling
 
 3 seeds each at configs/ablation.py's CPU scale: the final validation top-1 error, the
 error on the training images themselves (`eval_trainset`) and the steps until the validation error

@@ -1,6 +1,7 @@
 r"""Sections 4.1 and 4.2: data augmentation and dropout against overfitting.
 
-    python -m alexnet_jax.sweep --config=configs/regularisation.py --workdir=runs/regularisation
+    python -m alexnet_jax.tools.sweep --config=configs/regularisation.py \
+        --workdir=runs/regularisation
 
 The paper: without augmentation the network "suffers from substantial overfitting"; PCA colour
 noise lowers top-1 error by over 1%; without dropout there is substantial overfitting, and dropout

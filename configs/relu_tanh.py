@@ -1,6 +1,6 @@
 r"""Section 3.1, Figure 1: ReLUs train several times faster than tanh units.
 
-    python -m alexnet_jax.sweep --config=configs/relu_tanh.py --workdir=runs/relu_tanh
+    python -m alexnet_jax.tools.sweep --config=configs/relu_tanh.py --workdir=runs/relu_tanh
 
 The paper: a four-layer convolutional network on CIFAR-10 reached 25% training error six times
 faster with ReLUs than with tanh. Here: the paper's AlexNet itself (configs/ablation.py's CPU

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = common.parse_arg(arg, tiny=False)
   c = alexnet.paper()
   # From the dataclass, so that conv1_padding is an int field here (the paper's is 'ceil').
-  c.model = alexnet.from_dataclass(models.TORCHVISION, skip=('tower_axis', 'batch_axis', 'fc_axis'))
+  c.model = alexnet.fields_of(models.TORCHVISION, skip=('tower_axis', 'batch_axis', 'fc_axis'))
   c.dataset = 'imagenet2012'
   c.model.num_classes = 1000
   c.resize_size = 256

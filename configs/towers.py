@@ -1,6 +1,6 @@
 r"""Section 3.2: the two-tower network against one tower (the paper: -1.7% top-1).
 
-    python -m alexnet_jax.sweep --config=configs/towers.py --workdir=runs/towers
+    python -m alexnet_jax.tools.sweep --config=configs/towers.py --workdir=runs/towers
 
 Two comparisons, 3 seeds each at configs/ablation.py's CPU scale:
 - `one_tower`: one tower of the same total width: every layer sees every channel of the one below,

@@ -1,14 +1,14 @@
 """Shared fixtures: the built-in dataset's `tiny` split, prepared once per test session, and the
 tiny recipe on it (`configs/quickstart.py:tiny`, the one definition of it).
 
-The test process is tuned as our commands tune theirs (`runtime.configure()`, before JAX starts)
+The test process is tuned as our commands tune theirs (`runtime.tune_process()`, before JAX starts)
 and simulates 8 CPU devices, so sharding tests can build meshes; single-device tests ask for the
 `one_device` fixture.
 """
 
-from alexnet_jax import runtime
+from alexnet_jax.system import runtime
 
-runtime.configure()
+runtime.tune_process()
 
 import jax  # noqa: E402
 

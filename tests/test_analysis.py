@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from alexnet_jax import analysis
+from alexnet_jax.trained import analysis
 
 
 def naive_top1_error(probs, labels):
@@ -43,9 +43,11 @@ def test_averaging_fixes_what_no_single_model_gets_right():
   assert table['top1_error_mean'].tolist() == [0.5, 0.0]
 
 
-def test_a_tie_counts_against_the_label():
+def test_a_tie_or_a_nan_counts_against_the_label():
   assert analysis.top1_error(np.array([[0.5, 0.5]]), np.array([0])) == 1.0
   assert analysis.top1_error(np.array([[0.6, 0.4]]), np.array([0])) == 0.0
+  # A diverged network's NaN scores are wrong, not right (numpy's comparisons with NaN are False).
+  assert analysis.top1_error(np.array([[np.nan, np.nan], [0.1, 0.9]]), np.array([0, 1])) == 0.5
 
 
 def test_colour_specificity_of_grey_opponent_and_random_kernels():

@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from alexnet_jax.errors import ConfigError
+from alexnet_jax import models
+from alexnet_jax import steps
 from alexnet_jax.tools import benchmark
 from alexnet_jax.tools import flops
 from alexnet_jax.tools import step_runners
-from alexnet_jax import models
-from alexnet_jax import steps
-from alexnet_jax.errors import ConfigError
 
 TINY = step_runners.Settings(width=0.25, num_classes=10, image_sizes=(67,), batch_sizes=(4,))
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpointing
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import history
-from alexnet_jax import inference
 from alexnet_jax import settings
 from alexnet_jax import train
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.trained import inference
 
 
 def _save_all(workdir, errors, keep, meta=None):
@@ -140,9 +140,9 @@ def test_what_may_change_on_resume(tiny_config):
   current = tiny_config()
   current.num_train_steps, current.eval_every_steps, current.data_dir = 100, 10, '/elsewhere'
   current.mesh.data, current.keep_checkpoints = 2, 7
-  fixed, free = settings.resume_differences(recorded, current.to_dict())
+  fixed = settings.differences(recorded, current, ignoring=settings.CHANGEABLE_ON_RESUME)
   assert fixed == []  # ...compare equal to the configs' tuples (augment.mean_rgb and others)
-  assert [f.split(':')[0] for f in free] == [
+  assert [f.split(':')[0] for f in settings.differences(recorded, current, ignoring=())] == [
       'data_dir',
       'eval_every_steps',
       'keep_checkpoints',
@@ -151,7 +151,7 @@ def test_what_may_change_on_resume(tiny_config):
   ]
   current.model.norm, current.optim.learning_rate, current.augment.flip = 'none', 0.1, False
   current.batch_size = 32
-  fixed, _ = settings.resume_differences(recorded, current.to_dict())
+  fixed = settings.differences(recorded, current, ignoring=settings.CHANGEABLE_ON_RESUME)
   assert [f.split(':')[0] for f in fixed] == [
       'augment.flip',
       'batch_size',

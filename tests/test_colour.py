@@ -10,11 +10,11 @@ from PIL import Image
 import pytest
 
 from alexnet_jax.data import augment
-from alexnet_jax import settings
-from alexnet_jax.data import pipeline
 from alexnet_jax.data import colour
-from alexnet_jax.tools import colour_statistics
+from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import settings
+from alexnet_jax.tools import colour_statistics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESIZE, CROP = 76, 67  # tiny_config's sizes; the tiny dataset stores 256x256 images
@@ -213,7 +213,7 @@ def test_command_line(tiny_data_dir, tmp_path):
 def test_a_run_carries_its_statistics_when_the_file_moves(stats_file, tiny_config, tmp_path):
   """Trained with the mean image of a statistics file that is then moved away: the run still
   loads with the file's statistics bit for bit, resumes, and is fine-tuned from (init_from)."""
-  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.trained import inference  # pylint: disable=g-import-not-at-top
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
 

@@ -6,10 +6,10 @@ from flax import nnx
 import jax
 import pytest
 
-from alexnet_jax.tools import communication
+from alexnet_jax.configs import alexnet
 from alexnet_jax import models
 from alexnet_jax import settings
-from alexnet_jax.configs import alexnet
+from alexnet_jax.tools import communication
 from tests import commands
 
 HLO = """
@@ -60,7 +60,10 @@ def parameter_bytes():
 
 @pytest.fixture(scope='module')
 def audits():
-  return {s: communication.audit(config(s), jax.devices()) for s in ('data', 'towers', 'owt')}
+  return {
+      s: communication.audit(settings.from_config(config(s)), jax.devices())
+      for s in ('data', 'towers', 'owt')
+  }
 
 
 @pytest.mark.slow
@@ -149,8 +152,8 @@ def test_the_tables_run_is_the_papers_recipe_under_each_strategy():
 # the programs `audits` compiled, found in the shared compilation cache when both run.
 COMMAND = f"""
 import functools
-from alexnet_jax import models
 from alexnet_jax.data import pipeline
+from alexnet_jax import models
 from alexnet_jax.tools import communication
 communication.scaling_table = functools.partial(
     communication.scaling_table,

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from alexnet_jax import configs
+from alexnet_jax.configs import ablation
+from alexnet_jax.configs import common
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
-from alexnet_jax.configs import ablation
-from alexnet_jax.configs import common
 
 RECIPES = ('alexnet', 'quickstart', 'finetune_folder', 'ifood2019', 'torchvision')
 # Every installed config but the recipes and the base the experiments share is an experiment.
@@ -32,6 +32,50 @@ def test_every_installed_config_is_valid(name):
   settings.validate(config)
   models.validate(settings.model_config(config))
   assert config.allow_config_change is False  # a field, so the command line can set it
+
+
+# Arguments that name a trained run: a recipe names it and reads nothing (the run takes its network
+# when it starts, finetune.take_network).
+SOURCE_ARGS = {
+    'finetune_folder': 'dataset=my_images,num_classes=3,init_from=runs/somewhere',
+    'ifood2019': 'init_from=runs/torchvision',
+}
+
+
+@pytest.mark.parametrize('name', configs.NAMES)
+def test_building_a_config_reads_no_file(name, monkeypatch, tmp_path):
+  """A config is a recipe: built with every argument that names a file (init_from), it opens,
+  lists and tests the existence of nothing, as flax's and big_vision's configs."""
+  module = load(name)  # importing reads the module's own file: before the file system is watched
+  touched = []
+
+  def watch(function):
+    def watched(*args, **kwargs):
+      touched.append((function.__name__, args[:1]))
+      return function(*args, **kwargs)
+
+    return watched
+
+  import builtins  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+
+  for owner, attribute in [
+      (builtins, 'open'),
+      (io, 'open'),
+      (os, 'listdir'),
+      (os, 'scandir'),
+      (os, 'stat'),
+      (os.path, 'exists'),
+      (os.path, 'isdir'),
+      (os.path, 'isfile'),
+  ]:
+    monkeypatch.setattr(owner, attribute, watch(getattr(owner, attribute)))
+  monkeypatch.chdir(tmp_path)
+  config = module.get_config(SOURCE_ARGS.get(name, REQUIRED_ARGS.get(name)))
+  monkeypatch.undo()
+  assert config.dataset  # it built
+  assert not touched, touched
 
 
 @pytest.mark.parametrize('name', EXPERIMENTS)
@@ -82,7 +126,7 @@ def test_an_experiment_refuses_a_variant_argument():
 
 
 def test_an_experiments_own_variant_is_planned_from_its_sweep_section(tmp_path):
-  from alexnet_jax import sweep  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.sweeps import sweep  # pylint: disable=g-import-not-at-top
 
   config = load('relu_tanh').get_config()
   runs = sweep.planned(config, str(tmp_path))
@@ -127,10 +171,7 @@ def test_runlocal_is_the_paper_recipe_on_the_built_in_data_at_112_pixels_for_200
   scale |= {'eval_batch_size', 'num_train_steps', 'log_every_steps', 'eval_every_steps'}
   scale |= {'checkpoint_every_steps', 'final_eval_crops', 'profile_steps'}
   changed = {
-      line.split(':')[0]
-      for line in settings.differences(
-          settings.flatten(paper.to_dict()), settings.flatten(config.to_dict())
-      )
+      line.split(':')[0] for line in settings.differences(paper.to_dict(), config, ignoring=())
   }
   assert changed == scale
   # It takes a variant too.

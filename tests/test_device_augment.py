@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import settings
-from alexnet_jax import train
 from alexnet_jax.data import device_augment
 from alexnet_jax.data import pipeline
+from alexnet_jax import settings
+from alexnet_jax import train
 
 SIZE, RESIZE = 40, 48
 

@@ -19,15 +19,15 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import exporting
-from alexnet_jax import inference
-from alexnet_jax import settings
-from alexnet_jax import steps
-from alexnet_jax import train
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import settings
+from alexnet_jax import steps
 from alexnet_jax.tools import export as export_command
+from alexnet_jax import train
+from alexnet_jax.trained import exporting
+from alexnet_jax.trained import inference
 
 
 @pytest.fixture(scope='module')

@@ -23,16 +23,17 @@ from PIL import Image, ImageDraw
 import pytest
 
 import alexnet_jax.configs
+import alexnet_jax.trained
+from alexnet_jax.configs import alexnet
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import finetune
-from alexnet_jax import inference
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
-from alexnet_jax import train
-from alexnet_jax.configs import alexnet
-from alexnet_jax.errors import ConfigError
 from alexnet_jax.tools import prepare
+from alexnet_jax import train
+from alexnet_jax.trained import inference
 from tests import commands
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
@@ -139,7 +140,7 @@ def test_finetuning_a_tiny_run_to_three_classes_with_conv1_and_conv2_frozen(
   assert fresh['fc8']['kernel'].shape == after['fc8']['kernel'].shape
   assert _bytes(after['fc8']) != _bytes(fresh['fc8'])  # trained from its fresh start
 
-  report = finetune.recorded(workdir)
+  report = finetune.recorded_report(workdir)
   assert report.source == source and report.loaded == LAYERS[:-1]
   assert list(report.reinitialised) == ['fc8'] and report.new_layers == ('fc8',)
   assert report.reinitialised['fc8'] == (
@@ -154,7 +155,7 @@ def test_finetuning_a_tiny_run_to_three_classes_with_conv1_and_conv2_frozen(
   state, _ = train.train_and_evaluate(built, workdir, one_device)
   assert int(state.step) == 3
   assert _bytes(state.params['conv1']) == _bytes(before['conv1'])
-  assert finetune.recorded(workdir) == report
+  assert finetune.recorded_report(workdir) == report
 
 
 def test_lr_mult_and_freeze_match_plain_sgd_in_numpy():
@@ -287,7 +288,7 @@ def test_merge_takes_whole_layers_that_fit_with_their_batch_norm_statistics():
       'fc9': _layer((10, 10), 4.0),
   }
   source_stats = {'norm1': {'mean': np.full(4, 5.0), 'var': np.full(4, 6.0)}}
-  params, stats, report = finetune.merge(
+  params, stats, report = finetune.take_fitting_layers(
       fresh_params, fresh_stats, source_params, source_stats, 'src'
   )
   assert report.loaded == ('conv1', 'norm1') and report.unused == ('fc9',)
@@ -305,11 +306,15 @@ def test_merge_takes_whole_layers_that_fit_with_their_batch_norm_statistics():
   assert finetune.Report.from_json(report.to_json()) == report
 
   # A batch-norm layer whose statistics the source lacks (a source trained with LRN) is new.
-  _, stats, report = finetune.merge(fresh_params, fresh_stats, source_params, {}, 'src')
+  _, stats, report = finetune.take_fitting_layers(
+      fresh_params, fresh_stats, source_params, {}, 'src'
+  )
   assert report.reinitialised['norm1'] == 'its batch-norm statistics are missing in the source'
   assert float(stats['norm1']['var'][0]) == 1.0
   no_fc8 = {k: v for k, v in source_params.items() if k != 'fc8'}
-  _, _, report = finetune.merge(fresh_params, fresh_stats, no_fc8, source_stats, 'src')
+  _, _, report = finetune.take_fitting_layers(
+      fresh_params, fresh_stats, no_fc8, source_stats, 'src'
+  )
   assert report.reinitialised == {'fc8': 'its parameters are missing in the source'}
 
 
@@ -322,10 +327,10 @@ def test_sources_that_cannot_work_are_errors_that_say_why(tmp_path, monkeypatch)
     finetune.init_from(fresh, {}, str(tmp_path / 'empty_run'))
 
   # A weights file goes to weights.read (faked here); nothing of it fits: another architecture.
-  fake = types.ModuleType('alexnet_jax.weights')
+  fake = types.ModuleType('alexnet_jax.trained.weights')
   fake.read = lambda path: {'conv1': _layer((11, 4)), 'fc8': _layer((4, 1000))}
-  monkeypatch.setitem(sys.modules, 'alexnet_jax.weights', fake)
-  monkeypatch.setattr(alexnet_jax, 'weights', fake, raising=False)
+  monkeypatch.setitem(sys.modules, 'alexnet_jax.trained.weights', fake)
+  monkeypatch.setattr(alexnet_jax.trained, 'weights', fake, raising=False)
   (tmp_path / 'other.pth').write_bytes(b'weights')
   with pytest.raises(
       ConfigError,
@@ -376,13 +381,16 @@ def test_records_made_before_the_fine_tuning_fields_are_the_same_run(tiny_config
 
 
 def test_resuming_compares_a_field_the_checkpoint_lacks_at_its_default(tiny_config):
-  """The resume check and the sweep's records follow one rule (settings._changed)."""
+  """The resume check and the sweep's records follow one rule (settings.differences)."""
   config = tiny_config()
   recorded = config.to_dict()
   del recorded['model']['dropout_placement']  # a checkpoint written before the field existed
-  assert settings.resume_differences(recorded, config.to_dict()) == ([], [])
+  assert settings.differences(recorded, config, ignoring=()) == []
   config.model.dropout_placement = 'before'
   config.num_train_steps = 99
-  fixed, free = settings.resume_differences(recorded, config.to_dict())
+  fixed = settings.differences(recorded, config, ignoring=settings.CHANGEABLE_ON_RESUME)
   assert fixed == ["model.dropout_placement: 'after' there, 'before' now"]
-  assert free == [f"num_train_steps: {recorded['num_train_steps']} there, 99 now"]
+  assert settings.differences(recorded, config, ignoring=()) == [
+      "model.dropout_placement: 'after' there, 'before' now",
+      f"num_train_steps: {recorded['num_train_steps']} there, 99 now",
+  ]

@@ -15,13 +15,13 @@ import pandas as pd
 from PIL import Image
 import pytest
 
-from alexnet_jax import files
-from alexnet_jax import inference
-from alexnet_jax import retrieval
-from alexnet_jax import train
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import files
+from alexnet_jax import train
+from alexnet_jax.trained import inference
+from alexnet_jax.trained import retrieval
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -12,10 +12,11 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from alexnet_jax import settings
 from alexnet_jax.data import augment
-from alexnet_jax.data import pipeline
 from alexnet_jax.data.datasets import synthetic_shapes
+from alexnet_jax.data import decode
+from alexnet_jax.data import pipeline
+from alexnet_jax import settings
 
 
 def _config(config, workers=0, pca_std=None) -> pipeline.DataConfig:
@@ -124,16 +125,16 @@ def test_a_batch_is_the_paper_augmentation_of_its_examples(tiny_data_dir, tiny_c
 def test_decoding_at_a_dct_scale_covers_the_size_and_matches_a_full_decode():
   image = synthetic_shapes.make_arrays(0, 'train', 1)[0][0][:, :200]  # 256 x 200, not square
   data = synthetic_shapes.encode_jpeg(image)
-  full = pipeline.decode_image(data)
+  full = decode.decode_image(data)
   np.testing.assert_array_equal(full, np.asarray(Image.open(io.BytesIO(data)).convert('RGB')))
-  scaled = pipeline.decode_image(data, 76)
+  scaled = decode.decode_image(data, 76)
   assert scaled.shape == (128, 100, 3)  # 4/8 scale: 3/8 would make the width 75 < 76
   reference = np.asarray(Image.fromarray(full).resize((100, 128), Image.Resampling.BILINEAR))
   assert np.abs(scaled.astype(int) - reference).mean() < 3  # the same picture, another filter
   # PNG goes through PIL.
   buf = io.BytesIO()
   Image.fromarray(image).save(buf, format='PNG')
-  np.testing.assert_array_equal(pipeline.decode_image(buf.getvalue(), 76), image)
+  np.testing.assert_array_equal(decode.decode_image(buf.getvalue(), 76), image)
 
 
 def _sixteen_bit_gradient():
@@ -182,10 +183,10 @@ def test_sixteen_bit_greyscale_keeps_its_top_eight_bits(mode, encode):
   data = encode(grey)
   assert Image.open(io.BytesIO(data)).mode == mode  # the PIL mode this case is about
   expected = np.repeat((grey >> 8).astype(np.uint8)[..., None], 3, axis=-1)
-  decoded = pipeline.decode_image(data)
+  decoded = decode.decode_image(data)
   assert decoded.dtype == np.uint8
   np.testing.assert_array_equal(decoded, expected)
-  np.testing.assert_array_equal(pipeline.decode_image(data, min_size=8), expected)
+  np.testing.assert_array_equal(decode.decode_image(data, min_size=8), expected)
 
 
 def test_sixteen_bit_colour_and_out_of_range_values_decode_like_greyscale():
@@ -193,20 +194,20 @@ def test_sixteen_bit_colour_and_out_of_range_values_decode_like_greyscale():
   rgb = np.stack(
       [_sixteen_bit_gradient(), _sixteen_bit_gradient()[::-1], 65535 - _sixteen_bit_gradient()], -1
   )
-  np.testing.assert_array_equal(pipeline.decode_image(_rgb48_png(rgb)), rgb >> 8)
+  np.testing.assert_array_equal(decode.decode_image(_rgb48_png(rgb)), rgb >> 8)
   # Float and 32-bit pixels outside 0..65535 are clipped as 16-bit values would be; NaN is black.
   floats = np.array([[np.nan, -3.0, 255.9, 256.0, 65535.0, 1e9]], np.float32)
   np.testing.assert_array_equal(
-      pipeline.decode_image(_encoded(floats, 'TIFF'))[..., 0], [[0, 0, 0, 1, 255, 255]]
+      decode.decode_image(_encoded(floats, 'TIFF'))[..., 0], [[0, 0, 0, 1, 255, 255]]
   )
   ints = np.array([[-70000, -1, 511, 512, 70000]], np.int32)
   np.testing.assert_array_equal(
-      pipeline.decode_image(_encoded(ints, 'TIFF'))[..., 0], [[0, 0, 1, 2, 255]]
+      decode.decode_image(_encoded(ints, 'TIFF'))[..., 0], [[0, 0, 1, 2, 255]]
   )
   # 32-bit and float pixels that stay within 0..255 are 8-bit values, as PIL takes them.
   for small in (np.array([[0, 17, 255]], np.int32), np.array([[0.0, 17.0, 255.0]], np.float32)):
     np.testing.assert_array_equal(
-        pipeline.decode_image(_encoded(small, 'TIFF')), np.repeat([[[0], [17], [255]]], 3, -1)
+        decode.decode_image(_encoded(small, 'TIFF')), np.repeat([[[0], [17], [255]]], 3, -1)
     )
 
 
@@ -234,8 +235,8 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog,
   )
   good = records[8]['image']
   bad = {5: b'not an image', 6: good[: len(good) // 2]}  # garbage, then a truncated JPEG
-  corrupted = pipeline.DecodingSource(_Corrupted(records, bad), min_size=48)
-  intact = pipeline.DecodingSource(records, min_size=48)
+  corrupted = decode.DecodingSource(_Corrupted(records, bad), min_size=48)
+  intact = decode.DecodingSource(records, min_size=48)
 
   with caplog.at_level(logging.WARNING):
     element = corrupted[5]
@@ -251,7 +252,7 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog,
     def __getitem__(self, i):
       return records[7] if i in (5, 6) else records[i]
 
-  expected = pipeline.DecodingSource(Substituted(records, {}), min_size=48)
+  expected = decode.DecodingSource(Substituted(records, {}), min_size=48)
   got = _take(iter(pipeline.train_dataset(corrupted, config)), 40)  # one epoch
   want = _take(iter(pipeline.train_dataset(expected, config)), 40)
   _assert_same_batches(got, want)
@@ -260,7 +261,7 @@ def test_an_undecodable_image_is_replaced_by_the_next_one(tiny_data_dir, caplog,
 def test_a_dataset_that_cannot_be_decoded_stops_with_a_message():
   from alexnet_jax.errors import ConfigError
 
-  source = pipeline.DecodingSource([{'image': b'x', 'label': 0}] * 5, max_consecutive_bad=3)
+  source = decode.DecodingSource([{'image': b'x', 'label': 0}] * 5, max_consecutive_bad=3)
   with pytest.raises(ConfigError, match='could not be decoded'):
     source[0]
   assert source.num_undecodable == 4

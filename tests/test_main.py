@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import history
-from alexnet_jax import inference
+from alexnet_jax.trained import inference
 from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import models
 from alexnet_jax.configs import common
+from alexnet_jax import models
 
 PAPER = models.ModelConfig()
 
@@ -162,7 +162,7 @@ def test_lrn_normalises_within_a_tower():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
   images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
   features = model.features(images)
-  from alexnet_jax.kernels import local_response_norm
+  from alexnet_jax.ops import local_response_norm
 
   for tower in range(2):
     np.testing.assert_allclose(

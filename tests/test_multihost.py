@@ -23,8 +23,8 @@ jax.config.update('jax_num_cpu_devices', 2)
 from alexnet_jax import sharding
 sharding.initialize_processes(sys.argv[1], 2, int(sys.argv[2]))
 import numpy as np
-from alexnet_jax import train
 from alexnet_jax.configs import quickstart
+from alexnet_jax import train
 config = quickstart.get_config('tiny')
 config.data_dir = sys.argv[3]
 config.strategy = sys.argv[5]

@@ -170,7 +170,7 @@ def test_no_import_cycles():
   assert not broken, broken
   # The parser sees the imports: a few edges checked against the sources by eye.
   assert 'alexnet_jax.data.pipeline' in graph['alexnet_jax.train']  # from alexnet_jax.data import
-  assert 'alexnet_jax.kernels' in graph['alexnet_jax.models']  # from alexnet_jax.kernels import f
+  assert 'alexnet_jax.ops' in graph['alexnet_jax.models']  # from alexnet_jax.ops import f
   assert 'alexnet_jax.tools.torch_reference' in graph['alexnet_jax.tools.step_runners']  # in a def
   assert 'alexnet_jax.configs.common' in graph['alexnet_jax.configs.quickstart']
   cycle = find_cycle(graph)
@@ -246,21 +246,31 @@ def test_every_module_imports():
 
 # --- Which way the imports go: recipes and after-training code on top of the trainer ---
 
-# The after-training code (evaluation, analysis, export, retrieval, and the tables' pandas): the
-# trainer, and fine-tuning inside it, must work without any of it.
+# What comes after training (the trained/ folder), the experiments (sweeps/), the commands (tools/)
+# and the tables' pandas: the trainer, and fine-tuning inside it, must work without any of them.
 AFTER_TRAINING = (
-    'alexnet_jax.inference',
-    'alexnet_jax.analysis',
-    'alexnet_jax.exporting',
-    'alexnet_jax.retrieval',
+    'alexnet_jax.trained',
+    'alexnet_jax.sweeps',
+    'alexnet_jax.tools',
     'pandas',
 )
+# The one module of trained/ a training run may reach, and only when init_from names a torchvision
+# weights file: its reader (numpy and the core, imported inside the function that reads the file).
+STARTS_FROM = 'alexnet_jax.trained.weights'
 # Library modules that may import a recipe (configs/): none. Commands take their defaults from
 # the typed settings' dataclasses, or a recipe through --config.
 RECIPE_IMPORTS_LEFT: set[str] = set()
-# What a recipe may take from the library: dataclasses' defaults and published constants, never
-# code that reads checkpoints or trains (flax's and big_vision's configs import no library code).
-RECIPE_MAY_IMPORT = {'alexnet_jax.models', 'alexnet_jax.optim', 'alexnet_jax.data.augment'}
+# What a recipe may take from the library: the typed settings' dataclasses (each section's
+# defaults, written once: ModelConfig, OptimConfig, DataConfig, LoopConfig) and published
+# constants, never code that reads checkpoints or trains (flax's and big_vision's configs import no
+# library code; tests/test_configs.py checks that building a config reads no file).
+RECIPE_MAY_IMPORT = {
+    'alexnet_jax.models',
+    'alexnet_jax.optim',
+    'alexnet_jax.settings',
+    'alexnet_jax.data.pipeline',
+    'alexnet_jax.data.augment',
+}
 
 
 def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -279,7 +289,7 @@ def test_the_trainer_does_not_sit_on_the_after_training_code():
   code = textwrap.dedent(f"""
       import json, sys
       import alexnet_jax.train
-      print(json.dumps([m for m in {AFTER_TRAINING!r} if m in sys.modules]))
+      print(json.dumps([m for m in sys.modules if m.startswith({AFTER_TRAINING!r})]))
       """)
   out = subprocess.run(
       [sys.executable, '-c', code], capture_output=True, text=True, timeout=120, cwd=REPO
@@ -289,7 +299,30 @@ def test_the_trainer_does_not_sit_on_the_after_training_code():
   graph, _ = import_graph(package_modules())
   reached = _reachable(graph, 'alexnet_jax.train')
   assert 'alexnet_jax.finetune' in reached  # the check sees the fine-tuning code
-  assert not reached & set(AFTER_TRAINING), sorted(reached & set(AFTER_TRAINING))
+  assert STARTS_FROM in reached  # through finetune's reading of a weights file
+  after = sorted(m for m in reached if m.startswith(AFTER_TRAINING) and m != STARTS_FROM)
+  assert not after, after
+
+
+# The package's top holds the network and its training; everything else lives in a folder named
+# for its role (alexnet_jax/__init__.py's map).
+MOST_TOP_MODULES = 14
+MOST_LINES = 700
+
+
+def test_the_top_holds_at_most_fourteen_modules_and_no_module_is_over_700_lines():
+  modules = package_modules()
+  top = sorted(
+      name
+      for name, path in modules.items()
+      if name.count('.') == 1 and not path.endswith('__init__.py')
+  )
+  assert 'alexnet_jax.train' in top and 'alexnet_jax.data' not in top  # the count can see both
+  assert len(top) <= MOST_TOP_MODULES, top
+  lines = {name: sum(1 for _ in open(path)) for name, path in modules.items()}
+  assert lines['alexnet_jax.models'] > 100  # counted from the files
+  long = {name: n for name, n in lines.items() if n > MOST_LINES}
+  assert not long, long
 
 
 def test_the_library_imports_no_recipe_and_recipes_import_only_library_data():
@@ -302,7 +335,7 @@ def test_the_library_imports_no_recipe_and_recipes_import_only_library_data():
       if not name.startswith('alexnet_jax.configs') and imported & recipes
   }
   assert importers <= RECIPE_IMPORTS_LEFT, sorted(importers - RECIPE_IMPORTS_LEFT)
-  assert not _reachable(graph, 'alexnet_jax.sweep') & recipes  # variants come in the config
+  assert not _reachable(graph, 'alexnet_jax.sweeps.sweep') & recipes  # variants come in the config
   for name in sorted(recipes):
     library = {m for m in graph[name] if not m.startswith('alexnet_jax.configs')}
     assert library <= RECIPE_MAY_IMPORT, (name, sorted(library - RECIPE_MAY_IMPORT))
@@ -312,12 +345,12 @@ def test_the_library_imports_no_recipe_and_recipes_import_only_library_data():
 
 GPU_SIDE = (
     'models',
-    'kernels',
+    'ops',
     'layers',
     'steps',
     'optim',
     'sharding',
-    'runtime',
+    'system.runtime',
     'data.device_augment',
     'tools.flops',
     'tools.machine',

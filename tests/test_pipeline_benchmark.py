@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from alexnet_jax.data import decode
 from alexnet_jax.data import pipeline
 from alexnet_jax.tools import pipeline_benchmark as pb
 from tests import commands
@@ -35,7 +36,7 @@ def test_tf_data_and_ours_compute_the_same_example_from_the_same_draws(
   elements, expected = [], []
   for record, (top, left, flip, alpha) in zip(records, draws, strict=True):
     shift = (eigvec @ (alpha * eigval)).astype(np.float32)  # section 4.1's formula
-    image = pipeline.decode_image(record['image'], resize_size)
+    image = decode.decode_image(record['image'], resize_size)
     assert image.shape == (resize_size, resize_size, 3)
     elements.append(
         {

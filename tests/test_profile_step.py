@@ -103,3 +103,24 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, com
   assert [i['ms'] for i in result['instructions']] == sorted(
       (i['ms'] for i in result['instructions']), reverse=True
   )
+
+
+@pytest.mark.slow
+def test_the_command_profiles_the_bfloat16_step(tmp_path, compilation_cache):
+  """docs/performance.md's `--dtype=bfloat16`: the same table for the network in bfloat16."""
+  output = tmp_path / 'profile.json'
+  out = commands.run_module(
+      'alexnet_jax.tools.profile_step',
+      '--dtype=bfloat16',
+      '--batch_size=4',
+      '--image_size=67',
+      '--width=0.25',
+      '--steps=1',
+      f'--output={output}',
+      env=compilation_cache,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(output.read_text())
+  assert result['dtype'] == 'bfloat16'
+  assert out.stdout.startswith('train step, batch 4, 67px, bfloat16, cpu: '), out.stdout[:200]
+  assert result['categories']['convolution forward']['ops'] == 8  # Figure 2's eight layers' passes

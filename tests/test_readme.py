@@ -10,6 +10,8 @@ import importlib.util
 import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -246,3 +248,127 @@ def test_every_config_field_the_docs_name_exists():
       if not any(has_field(c, field) for c in configs):
         unknown.append(f'{page}: --config.{field}')
   assert not unknown, '\n'.join(sorted(unknown))
+
+
+# --- The docs' commands, run ---
+
+# Run below, verbatim but for where the run lives (`runs/quickstart` is the README's quickstart:
+# here its `:tiny` smoke run on the session's tiny data) and for these changes.
+RUN_HERE_CHANGES = {
+    # The tiny run's validation split has 160 images: the neighbours of images 0 and 50.
+    '--query=0,500': '--query=0,50',
+}
+# Run by the test file named, which runs the same module with every flag the docs give it (checked
+# below): a long run, a benchmark or a sweep shortened there.
+RUN_ELSEWHERE = {
+    'alexnet_jax.tools.export': 'test_export.py',
+    'alexnet_jax.tools.sweep': 'test_sweep.py',
+    'alexnet_jax.tools.benchmark': 'test_benchmark.py',
+    'alexnet_jax.tools.profile_step': 'test_profile_step.py',
+    'alexnet_jax.tools.loop_benchmark': 'test_loop_benchmark.py',
+    'alexnet_jax.tools.pipeline_benchmark': 'test_pipeline_benchmark.py',
+    'alexnet_jax.tools.communication': 'test_communication.py',
+    'alexnet_jax.tools.prepare': 'test_prepare.py',
+    'alexnet_jax.tools.colour_statistics': 'test_colour.py',
+    'alexnet_jax.tools.import_weights': 'test_weights.py',
+}
+# Commands that need what no test machine has, each with why; they are still checked above (the
+# module, its flags, the config and its fields).
+NEEDS_WHAT_IS_NOT_HERE = {
+    '--dataset=imagenet2012': "ImageNet's manually downloaded files",
+    '--dataset=imagenette/320px-v2': 'a download',
+    '--config=configs/alexnet.py': 'ImageNet, prepared',
+    '--weights=alexnet-owt-7be5be79.pth': "torchvision's download (test_weights.py imports a file "
+    'of random weights in its format)',
+    '--workdir=runs/torchvision': "torchvision's weights (test_weights.py runs these commands on "
+    'random weights in its format)',
+    'init_from=runs/torchvision': "torchvision's weights and iFood 2019 (test_weights.py)",
+    '--folder=$HOME/pictures/flowers': 'your pictures (test_prepare.py prepares a folder)',
+    'init_from=runs/quickstart': 'a prepared folder of your pictures (test_weights.py fine-tunes on '
+    'one)',
+    '--config=configs/quickstart.py': 'minutes of training (the smoke run below is its :tiny)',
+    '--config=quickstart': 'minutes of training (the smoke run below is its :tiny)',
+}
+
+
+def _is(arg: str, key: str) -> bool:
+  """A flag key (`--name=value`) is the whole argument; another (`init_from=...`) a part of it."""
+  return arg == key if key.startswith('--') else key in arg
+
+
+def _plan():
+  """Each docs command as (how it is covered, page, module, args)."""
+  out = []
+  for page, module, args in module_commands():
+    needs = [why for key, why in NEEDS_WHAT_IS_NOT_HERE.items() if any(_is(a, key) for a in args)]
+    if needs:
+      out.append(('not here', page, module, args))
+    elif module in RUN_ELSEWHERE:
+      out.append(('elsewhere', page, module, args))
+    else:
+      out.append(('here', page, module, args))
+  return out
+
+
+def test_every_docs_command_is_run_here_or_by_its_modules_test():
+  plan = _plan()
+  here = [(m, a) for how, _, m, a in plan if how == 'here']
+  assert len(here) >= 5, here
+  assert {m for m, _ in here} >= {
+      'alexnet_jax.main',
+      'alexnet_jax.tools.evaluate',
+      'alexnet_jax.tools.predict',
+      'alexnet_jax.tools.features',
+  }
+  # Every entry of the tables still matches a docs command: none is a leftover.
+  every_arg = [a for *_, args in plan for a in args]
+  assert all(any(_is(a, key) for a in every_arg) for key in NEEDS_WHAT_IS_NOT_HERE)
+  assert all(any(a == key for a in every_arg) for key in RUN_HERE_CHANGES)
+  missing = []
+  for how, page, module, args in plan:
+    if how != 'elsewhere':
+      continue
+    source = read(os.path.join('tests', RUN_ELSEWHERE[module]))
+    if module not in source and f"'{module.rsplit('.', 1)[-1]}'" not in source:
+      missing.append(f'{page}: {module} is not run by {RUN_ELSEWHERE[module]}')
+    for arg in args:
+      flag = re.match(r'--([\w-]+)', arg)
+      if flag and not re.search(rf'--{flag.group(1)}\b|\b{flag.group(1)}=', source):
+        missing.append(f'{page}: {module} {arg}: {RUN_ELSEWHERE[module]} never passes it')
+  assert not missing, '\n'.join(missing)
+
+
+@pytest.mark.slow
+def test_the_docs_commands_that_need_only_the_built_in_data_run(
+    tiny_data_dir, command_env, tmp_path
+):
+  """The README's smoke run, then every docs command for a trained run that `_plan` runs here, in
+  the order of the pages, each in a fresh process from a directory like a user's."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  photos = tmp_path / 'photos'
+  photos.mkdir()
+  for i, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+    Image.new('RGB', (90, 70), colour).save(photos / f'{i}.png')
+  ran = []
+  for how, page, module, args in _plan():
+    if how != 'here':
+      continue
+    args = [RUN_HERE_CHANGES.get(a, a).replace('runs/quickstart', 'runs/smoke') for a in args]
+    if module == 'alexnet_jax.main':
+      args.append(f'--config.data_dir={tiny_data_dir}')
+    out = subprocess.run(
+        [sys.executable, '-m', module, *args],
+        cwd=tmp_path,
+        env=command_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, (page, module, args, out.stdout[-2000:], out.stderr[-3000:])
+    assert 'Traceback' not in out.stderr, out.stderr[-3000:]
+    ran.append(module)
+  assert ran[0] == 'alexnet_jax.main'  # the README's smoke run made the run the others use
+  assert (tmp_path / 'runs' / 'smoke' / 'metrics.jsonl').exists()
+  assert (tmp_path / 'predictions.json').exists()
+  assert len(ran) >= 5, ran

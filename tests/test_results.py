@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from alexnet_jax import history
-from alexnet_jax import plots
-from alexnet_jax import results
+from alexnet_jax.sweeps import plots
+from alexnet_jax.sweeps import results
 
 # variant -> seed -> the validation error logged at steps 10, 20, 30 and the training error at
 # steps 5..30 (every 5).
@@ -234,7 +234,7 @@ def test_importing_the_sweep_module_defines_no_command_line_flags():
   import sys  # pylint: disable=g-import-not-at-top
 
   code = (
-      'import alexnet_jax.sweep\nfrom absl import flags\n'
+      'import alexnet_jax.sweeps.sweep, alexnet_jax.tools.sweep\nfrom absl import flags\n'
       'print("workdir" in flags.FLAGS or "config" in flags.FLAGS)'
   )
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from alexnet_jax import history
-from alexnet_jax import inference
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import train
+from alexnet_jax.trained import inference
 from tests import commands
 
 pytestmark = pytest.mark.slow  # training commands, each a few seconds of compiling

@@ -1,4 +1,4 @@
-"""runtime.configure: XLA flags and malloc settings only where they should be, in effect when
+"""runtime.tune_process: XLA flags and malloc settings only where they should be, in effect when
 called first, a warning when called too late, and nothing at all on import."""
 
 import json
@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import runtime
+from alexnet_jax.system import runtime
 
 FLAG = 'xla_cpu_experimental_ynn_fusion_type'
 
@@ -177,7 +177,7 @@ def test_an_installed_jax_plugin_is_found_without_importing_it(tmp_path):
   """A module in the `jax_plugins` namespace (how the CUDA and ROCm plugins install) counts as an
   accelerator; this CPU environment has none. Looked up in fresh processes, never imported."""
   code = (
-      'import sys; from alexnet_jax import runtime; print(runtime.accelerator_installed(), '
+      'import sys; from alexnet_jax.system import runtime; print(runtime.accelerator_installed(), '
       '"jax_plugins.fake_gpu" in sys.modules)'
   )
   plugin = tmp_path / 'jax_plugins' / 'fake_gpu'
@@ -200,9 +200,9 @@ def test_accelerator_plugins_keep_glibc_defaults_unless_jax_is_told_to_use_the_c
 # runtime lets go of it, asynchronously), while glibc's defaults fault in a fresh block every call.
 FAULTS = """
 import resource, sys
-from alexnet_jax import runtime
-if sys.argv[1] == 'configure':
-  runtime.configure()
+from alexnet_jax.system import runtime
+if sys.argv[1] == 'tune_process':
+  runtime.tune_process()
 import jax, jax.numpy as jnp
 fn = jax.jit(lambda v: v + 1)
 x = jnp.zeros((4096, 4096), jnp.float32)
@@ -226,10 +226,10 @@ def _faults_in_30_calls(mode: str) -> tuple[bool, float]:
 
 def test_freed_buffers_are_handed_out_again_not_faulted_in_afresh():
   """Configured, the 64 MB blocks are reused; not configured (a library import), every call
-  maps a fresh block and faults in each of its 4 KB pages again. Without glibc, configure() must
+  maps a fresh block and faults in each of its 4 KB pages again. Without glibc, tune_process() must
   leave malloc alone."""
   block = 64 * 2**20 // 4096
-  applied, tuned = _faults_in_30_calls('configure')
+  applied, tuned = _faults_in_30_calls('tune_process')
   not_applied, default = _faults_in_30_calls('import only')
   assert not not_applied
   if runtime._mallopt() is None:
@@ -240,7 +240,7 @@ def test_freed_buffers_are_handed_out_again_not_faulted_in_afresh():
   assert tuned < default / 4, (tuned / block, default / block)
 
 
-# --- configure ---
+# --- tune_process ---
 
 
 def test_importing_the_package_changes_nothing_in_the_process():
@@ -253,9 +253,9 @@ def test_importing_the_package_changes_nothing_in_the_process():
   ours = run_python(
       'import os\nbefore = dict(os.environ)\n'
       'import alexnet_jax, alexnet_jax.models, alexnet_jax.train, alexnet_jax.main, '
-      'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet, alexnet_jax.sweep, '
-      'alexnet_jax.results, alexnet_jax.plots, alexnet_jax.analysis\n'
-      'from alexnet_jax import runtime\n'
+      'alexnet_jax.tools.benchmark, alexnet_jax.configs.alexnet, alexnet_jax.sweeps.sweep, '
+      'alexnet_jax.sweeps.results, alexnet_jax.sweeps.plots, alexnet_jax.trained.analysis\n'
+      'from alexnet_jax.system import runtime\n'
       + changed
       + 'print(changed, runtime.malloc_applied(), os.environ.get("XLA_FLAGS"))\n'
   )
@@ -272,11 +272,11 @@ def test_importing_the_package_changes_nothing_in_the_process():
   )
 
 
-# configure() in a fresh process that believes its jaxlib is sys.argv[1]'s version: both branches
+# tune_process() in a fresh process that believes its jaxlib is sys.argv[1]'s version: both branches
 # of the XLA flags run on any jaxlib (no backend starts, so XLA never reads the flags).
 AS_IF_JAXLIB = (
     'import sys\n'
-    'from alexnet_jax import runtime\n'
+    'from alexnet_jax.system import runtime\n'
     'runtime._jaxlib_version = lambda: sys.argv[1]\n'
 )
 
@@ -288,7 +288,7 @@ def run_as_if(version: str, code: str) -> subprocess.CompletedProcess:
 def test_configure_says_what_it_set_and_sets_it():
   code = (
       'import os\n'
-      'c = runtime.configure()\n'
+      'c = runtime.tune_process()\n'
       'print(c.summary())\n'
       'print(os.environ.get("XLA_FLAGS", "") or "-", runtime.malloc_applied(), '
       'os.environ["TF_ENABLE_ONEDNN_OPTS"])\n'
@@ -314,13 +314,13 @@ def test_configure_again_after_jax_started_adds_nothing_and_does_not_warn():
   """A notebook's first cell run a second time: the process is already tuned, nothing is late."""
   code = (
       'import warnings\n'
-      'from alexnet_jax import runtime\n'
-      'first = runtime.configure()\n'
+      'from alexnet_jax.system import runtime\n'
+      'first = runtime.tune_process()\n'
       'import jax\n'
       'jax.numpy.ones(1).block_until_ready()\n'
       'with warnings.catch_warnings(record=True) as caught:\n'
       '  warnings.simplefilter("always")\n'
-      '  second = runtime.configure()\n'
+      '  second = runtime.tune_process()\n'
       'print(len(caught), second.xla_flags, second.malloc, bool(first.xla_flags))\n'
   )
   out = run_ok(code)
@@ -340,7 +340,7 @@ def test_configure_after_jax_started_warns_that_it_is_too_late():
       'def late(**kw):\n'
       '  with warnings.catch_warnings(record=True) as caught:\n'
       '    warnings.simplefilter("always")\n'
-      '    runtime.configure(dict(os.environ), compilation_cache=False, **kw)\n'
+      '    runtime.tune_process(dict(os.environ), compilation_cache=False, **kw)\n'
       '  return [str(w.message) for w in caught]\n'
       'print(json.dumps({"flags": late(malloc=False), "malloc": late(xla_flags=False)}))\n'
   )
@@ -349,7 +349,9 @@ def test_configure_after_jax_started_warns_that_it_is_too_late():
     caught = json.loads(out.stdout.strip().split('\n')[-1])
     if measured:
       (message,) = caught['flags']
-      assert message.startswith('alexnet_jax.runtime.configure() came too late for: XLA flags')
+      assert message.startswith(
+          'alexnet_jax.system.runtime.tune_process() came too late for: XLA flags'
+      )
       assert 'Call it first' in message and 'malloc' not in message, message
     else:
       assert caught['flags'] == [], caught  # no flag added, nothing late
@@ -380,8 +382,8 @@ import collections, json, sys
 import jax, jax.numpy as jnp
 events = collections.Counter()
 jax.monitoring.register_event_listener(lambda name, **kw: events.update([name]))
-from alexnet_jax import runtime
-c = runtime.configure(cache_dir=None if sys.argv[1] == '-' else sys.argv[1])
+from alexnet_jax.system import runtime
+c = runtime.tune_process(cache_dir=None if sys.argv[1] == '-' else sys.argv[1])
 step = jax.jit(lambda w, x: w - 0.1 * jax.grad(lambda w: jnp.sum(jnp.tanh(x @ w) ** 2))(w))
 w = step(jnp.ones((64, 64)), jnp.ones((8, 64)))
 jnp.sum(w).block_until_ready()

@@ -7,11 +7,11 @@ import numpy as np
 import optax
 import pytest
 
+from alexnet_jax.configs import alexnet
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
-from alexnet_jax.configs import alexnet
 
 
 def narrow_paper_config():

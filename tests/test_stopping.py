@@ -17,8 +17,8 @@ import pytest
 
 from alexnet_jax import checkpointing
 from alexnet_jax import history
-from alexnet_jax import inference
 from alexnet_jax import stopping
+from alexnet_jax.trained import inference
 from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ def _handlers():
 
 def test_the_first_signal_is_noted_a_second_interrupts_and_the_handlers_are_put_back():
   found = _handlers()  # whatever earlier tests in this process left
-  import alexnet_jax.sweep  # pylint: disable=g-import-not-at-top,unused-import
+  import alexnet_jax.sweeps.sweep  # pylint: disable=g-import-not-at-top,unused-import
   import alexnet_jax.train  # pylint: disable=g-import-not-at-top,unused-import
 
   assert _handlers() == found  # importing the loop and the sweep installed nothing
@@ -306,7 +306,7 @@ def _sweep(parent, data_dir, env, markers=None):
   argv = [
       sys.executable,
       '-m',
-      'alexnet_jax.sweep',
+      'alexnet_jax.tools.sweep',
       '--config=normalisation:tiny',
       f'--workdir={parent}',
       f'--config.data_dir={data_dir}',

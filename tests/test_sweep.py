@@ -11,15 +11,15 @@ import time
 import jax
 import pytest
 
-from alexnet_jax import analysis
-from alexnet_jax import history
-from alexnet_jax import inference
-from alexnet_jax import results
-from alexnet_jax import steps
-from alexnet_jax import sweep
-from alexnet_jax import train
 from alexnet_jax.configs import common
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import history
+from alexnet_jax import steps
+from alexnet_jax.sweeps import results
+from alexnet_jax.sweeps import sweep
+from alexnet_jax import train
+from alexnet_jax.trained import analysis
+from alexnet_jax.trained import inference
 
 pytestmark = pytest.mark.slow  # several short training runs
 
@@ -255,7 +255,7 @@ def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path, co
       [
           sys.executable,
           '-m',
-          'alexnet_jax.sweep',
+          'alexnet_jax.tools.sweep',
           '--config=normalisation:tiny',
           f'--workdir={tmp_path}',
           f'--config.data_dir={tiny_data_dir}',

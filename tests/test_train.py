@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from alexnet_jax.data import augment
 from alexnet_jax import checkpointing
+from alexnet_jax.data import augment
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import sharding

@@ -14,13 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import inference
-from alexnet_jax import models
-from alexnet_jax import settings
-from alexnet_jax import weights
 from alexnet_jax.data import imagenet
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import models
+from alexnet_jax import settings
+from alexnet_jax.trained import inference
+from alexnet_jax.trained import weights
 from tests import commands
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -203,7 +203,9 @@ def test_a_workdir_that_is_not_empty_is_left_alone(torchvision_net, tmp_path):
   (tmp_path / 'run' / 'notes.txt').write_text('mine')
   with pytest.raises(ConfigError, match='overwrites nothing'):
     weights.import_to_workdir(
-        torchvision_config(), torchvision_net[1]['safetensors'], str(tmp_path / 'run')
+        settings.from_config(torchvision_config()),
+        torchvision_net[1]['safetensors'],
+        str(tmp_path / 'run'),
     )
   assert os.listdir(tmp_path) == ['run'] and os.listdir(tmp_path / 'run') == ['notes.txt']
 
@@ -213,7 +215,7 @@ def test_weights_that_do_not_fit_the_config_write_nothing(imported, tmp_path):
   config = torchvision_config('tiny')
   config.model.num_classes = 1000
   with pytest.raises(ConfigError, match='--config=torchvision') as error:
-    weights.params_to_workdir(config, imported, str(tmp_path / 'run'))
+    weights.params_to_workdir(settings.from_config(config), imported, str(tmp_path / 'run'))
   assert "['conv1']['kernel']: (11, 11, 3, 64) in the weights" in str(error.value)
   assert os.listdir(tmp_path) == []
 

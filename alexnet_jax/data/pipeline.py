@@ -1,7 +1,7 @@
 """Input pipelines: TFDS ArrayRecord sources read with `tfds.data_source`, transformed with grain.
 
 No TensorFlow is imported here: `tfds.data_source` reads ArrayRecord files and we decode the
-images ourselves (`decode_image`: libjpeg-turbo through simplejpeg, PIL for other formats). Only
+images ourselves (`decode.decode_image`: libjpeg-turbo through simplejpeg, PIL for other formats). Only
 *preparing* a dataset needs TensorFlow (see `alexnet_jax.data.datasets`).
 
 Speed: training images are decoded at the smallest JPEG DCT scale (1/8 .. 8/8) that still covers
@@ -11,7 +11,7 @@ reflected, shifted and converted to float32 for the whole batch in one pass into
 (`TrainBatch`). `python -m alexnet_jax.tools.pipeline_benchmark` measures it against tf.data.
 
 Robustness: an image that cannot be decoded is logged with its index, counted, and replaced by the
-next decodable example of the split (`DecodingSource`), so one bad file never stops a run and the
+next decodable example of the split (`decode.DecodingSource`), so one bad file never stops a run and the
 stream stays a function of the seed.
 
 Reproducibility: the training order and every augmentation draw depend only on `config.seed` and
@@ -31,7 +31,6 @@ many processes share them, and no process decodes another's images. Evaluation r
 """
 
 import dataclasses
-import io
 import math
 import os
 import sys
@@ -42,15 +41,14 @@ from absl import flags
 from absl import logging
 import grain
 import numpy as np
-from PIL import Image
-import simplejpeg
 import tensorflow_datasets as tfds
 
 from alexnet_jax.data import augment
 from alexnet_jax.data import datasets
+from alexnet_jax.data import decode
 from alexnet_jax.errors import ConfigError
 
-IMAGE_KEY = 'image'
+IMAGE_KEY = decode.IMAGE_KEY
 LABEL_KEY = 'label'
 
 
@@ -79,21 +77,27 @@ class DataConfig:
   """Everything the input pipeline reads, typed; `settings.from_config` makes it from a run's
   config (the fields keep the config's names)."""
 
-  dataset: str
-  data_dir: str | None = None
+  dataset: str  # any prepared TFDS dataset; 'synthetic_shapes' is built in
+  data_dir: str | None = None  # TFDS data_dir; None: TFDS's default
+  # Where the ILSVRC tar files live (default <data_dir>/downloads/manual); named in the message
+  # that explains how to prepare ImageNet (python -m alexnet_jax.tools.prepare).
   manual_dir: str | None = None
   train_split: str = 'train'
   eval_split: str = 'validation'
-  resize_size: int = 256
-  image_size: int = 224
+  resize_size: int = 256  # images are first made resize_size x resize_size (section 2)
+  image_size: int = 224  # random training crops of this size; centre crop for evaluation (4.1)
+  # 1: evaluate the centre crop | 10: section 4.1's test, the softmax averaged over the four
+  # corner and centre patches and their reflections: the model sees 10 x eval_batch_size images
+  # per evaluation step; the centre patch's own metrics are reported too, as eval_center_*.
   eval_crops: int = 1
-  batch_size: int = 128
-  eval_batch_size: int = 128
-  data_workers: int = 0
-  data_threads: int = 2
-  prefetch_batches: int = 2
-  # Training batches leave the host as uint8 crops; the step reflects, shifts, subtracts the mean
-  # and converts them (device_augment.py). False: the host does it all and sends float32.
+  batch_size: int = 128  # global batch (section 5), split over the devices
+  eval_batch_size: int = 128  # the last evaluation batch is padded and masked: every example counts
+  data_workers: int = 0  # grain worker processes (0: decode in threads of the training process)
+  data_threads: int = 2  # grain reader threads per process (per worker, with data_workers > 0)
+  prefetch_batches: int = 2  # batches decoded ahead, and batches put on the devices ahead
+  # True: the host decodes and crops training images to uint8, and the train step reflects them,
+  # adds the PCA colour shift, subtracts the mean and converts to float32 on the device, with the
+  # same draws and the same numbers (device_augment.py) | False: all on the host.
   device_augment: bool = True
   seed: int = 0
   augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
@@ -166,116 +170,11 @@ def get_info(config: DataConfig) -> DatasetInfo:
   )
 
 
-def decode_image(data: bytes, min_size: int = 0) -> np.ndarray:
-  """uint8 HxWx3 RGB pixels of an encoded image; raises if they cannot be decoded.
-
-  JPEGs go to libjpeg-turbo through simplejpeg, straight into a numpy array (faster than PIL's
-  decode: `python -m alexnet_jax.tools.pipeline_benchmark` prints both per image). With `min_size` > 0
-  a JPEG is decoded at the smallest DCT scale M/8 whose height and width are both >= min_size,
-  so its shorter side still covers min_size and the exact resize comes after (augment's resize);
-  a full-size ImageNet photo then costs a fraction of a full decode. Other formats (PNG) and
-  JPEGs libjpeg-turbo cannot convert to RGB (CMYK) go through PIL, with `Image.draft` for the
-  same downscaling.
-
-  16-bit greyscale (PNG, PGM, TIFF: PIL's modes I;16*, I) and float (F) pixels are scaled to
-  8 bits by `wide_grey_to_rgb`, not clipped to white by PIL's conversion.
-  """
-  if data[:2] == b'\xff\xd8':
-    try:
-      return simplejpeg.decode_jpeg(data, colorspace='RGB', min_height=min_size, min_width=min_size)
-    except ValueError:
-      pass  # e.g. CMYK: PIL converts it below
-  with Image.open(io.BytesIO(data)) as image:
-    if min_size > 0:
-      image.draft('RGB', (min_size, min_size))  # JPEG only; never below the requested size
-    if image.mode.startswith('I;16'):
-      return wide_grey_to_rgb(np.asarray(image))
-    if image.mode in ('I', 'F'):
-      # 32-bit integer or float pixels say nothing of their range: values past 255 are taken
-      # as 16-bit (a 16-bit PGM opens as I); others as 8-bit, as PIL's conversion takes them.
-      pixels = np.nan_to_num(np.asarray(image, np.float64), nan=0.0)
-      if pixels.size and pixels.max() > 255:
-        return wide_grey_to_rgb(pixels)
-      grey = np.clip(pixels, 0, 255).astype(np.uint8)
-      return np.repeat(grey[..., None], 3, axis=-1)
-    return np.asarray(image.convert('RGB'))
-
-
-def wide_grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
-  """uint8 HxWx3 RGB of 16-bit (0..65535) greyscale pixels: the top 8 bits (value >> 8), in R,
-  G and B; int32 and float values beyond 0..65535 (NaN: 0) are clipped, as if 16-bit.
-
-  PIL's own conversion clips such values to 0..255, so all but the darkest pixels turn white.
-  The top byte is what PIL keeps of a 16-bit RGB PNG (which it opens as 8-bit RGB) and what
-  `datasets.image_folder` stores of 16-bit greyscale (value / 256, floored), so every 16-bit
-  file, and a prepared copy of it, decodes to the same pixels. (value * 255 / 65535, rounded,
-  would differ from those by one level in a quarter of the values.)
-  """
-  scaled = np.floor(np.nan_to_num(np.asarray(pixels, np.float64), nan=0.0) / 256)
-  grey = np.clip(scaled, 0, 255).astype(np.uint8)
-  return np.repeat(grey[..., None], 3, axis=-1)
-
-
-class DecodingSource:
-  """Random access to examples whose images are decoded here, skipping undecodable ones.
-
-  `records[i]` is a dict with the encoded image bytes under 'image' (what `tfds.data_source`
-  returns with `SkipDecoding`). If example i cannot be decoded, a warning names it, it is counted
-  (`num_undecodable`, per process), and example i + 1 (then i + 2, ...) takes its place: the
-  substitute depends only on the data, so the stream stays a function of the seed and a restored
-  iterator still continues exactly. More than `max_consecutive_bad` undecodable examples in a row
-  stop the run with a ConfigError: the dataset itself is then broken.
-  """
-
-  def __init__(
-      self, records: Sequence[dict[str, Any]], min_size: int = 0, max_consecutive_bad: int = 100
-  ):
-    self.records, self.min_size, self.max_consecutive_bad = records, min_size, max_consecutive_bad
-    self.num_undecodable = 0
-    self._lock = threading.Lock()
-
-  def __len__(self) -> int:
-    return len(self.records)
-
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    n = len(self.records)
-    for k in range(min(n, self.max_consecutive_bad + 1)):
-      i = (int(index) + k) % n
-      record = self.records[i]
-      try:
-        image = decode_image(record[IMAGE_KEY], self.min_size)
-      except Exception as e:  # any decoder failure: PIL raises OSError, SyntaxError, ValueError...
-        with self._lock:
-          self.num_undecodable += 1
-        logging.warning(
-            'Example %d could not be decoded (%s: %s); using example %d instead '
-            '(%d undecodable so far in this process).',
-            i,
-            type(e).__name__,
-            e,
-            (i + 1) % n,
-            self.num_undecodable,
-        )
-        continue
-      return {**record, IMAGE_KEY: image}
-    raise ConfigError(
-        f'Examples {int(index)} to {int(index) + k} of the dataset could not be decoded as images '
-        '(see the warnings above). The prepared dataset looks broken: prepare it again, or point '
-        '--config.data_dir at an intact copy.'
-    )
-
-  def __getstate__(self):  # grain worker processes receive the source pickled; locks do not pickle
-    return {k: v for k, v in self.__dict__.items() if k != '_lock'}
-
-  def __setstate__(self, state):
-    self.__dict__.update(state, _lock=threading.Lock())
-
-
-def decoding_source(config: DataConfig, split: str) -> DecodingSource:
+def decoding_source(config: DataConfig, split: str) -> decode.DecodingSource:
   """Random access to a split, images decoded by `DecodingSource`; call `get_info` first.
 
   The training split is decoded at the smallest DCT scale covering resize_size (see
-  `decode_image`); the evaluation split at full size, so its pixels are exactly TFDS's own.
+  `decode.decode_image`); the evaluation split at full size, so its pixels are exactly TFDS's own.
   """
   records = tfds.data_source(
       config.dataset,
@@ -283,7 +182,7 @@ def decoding_source(config: DataConfig, split: str) -> DecodingSource:
       data_dir=config.data_dir,
       decoders={IMAGE_KEY: tfds.decode.SkipDecoding()},
   )
-  return DecodingSource(records, config.resize_size if split == config.train_split else 0)
+  return decode.DecodingSource(records, config.resize_size if split == config.train_split else 0)
 
 
 class TrainTransform(grain.transforms.RandomMap):
@@ -715,7 +614,7 @@ def train_dataset(
     process_count: int = 1,
 ) -> TrainStream:
   """`create_train_dataset` over any random-access `source` of examples with decoded images
-  (a `DecodingSource`); the benchmark and the tests pass their own."""
+  (a `decode.DecodingSource`); the benchmark and the tests pass their own."""
   per_process = config.batch_size // process_count
   transform = TrainTransform(config)
   stream = _TrainExamples(source, transform, config.seed)

@@ -53,10 +53,10 @@ from absl import app
 from absl import flags
 import jax
 
-from alexnet_jax import runtime
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import models
 from alexnet_jax import sharding
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import runtime
 from alexnet_jax.tools import flops
 from alexnet_jax.tools import machine
 from alexnet_jax.tools import step_runners
@@ -405,7 +405,7 @@ def settings_from_flags() -> Settings:
 def main(argv):
   del argv
   # No persistent compilation cache: "compile s" is the time XLA takes to compile the step.
-  runtime.configure(compilation_cache=False)
+  runtime.tune_process(compilation_cache=False)
   # Share the GPU with torch: JAX would otherwise take 75% of its memory at start.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
   try:

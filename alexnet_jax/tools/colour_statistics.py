@@ -22,12 +22,13 @@ import grain
 import numpy as np
 
 from alexnet_jax import configs
-from alexnet_jax import runtime
-from alexnet_jax import settings
 from alexnet_jax.data import augment
 from alexnet_jax.data import colour
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import settings
+from alexnet_jax.system import files
+from alexnet_jax.system import runtime
 
 COMMAND = colour.COMMAND
 
@@ -100,11 +101,9 @@ def compute_statistics(
 
 
 def save(stats: dict[str, Any], path: str) -> None:
-  """Writes `stats` to exactly `path` (np.savez would append .npz), via a temporary file."""
-  tmp = f'{path}.tmp'
-  with open(tmp, 'wb') as f:
+  """Writes `stats` to exactly `path` (np.savez would append .npz), all at once."""
+  with files.written(path, 'wb') as f:
     np.savez(f, **stats)
-  os.replace(tmp, path)
 
 
 def summary(stats: dict[str, Any], path: str) -> str:
@@ -140,7 +139,7 @@ def main(argv, flags) -> None:
         '--config=FILE, --output=FILE.npz, --config.FIELD=VALUE overrides.\n'
     )
     sys.exit(2)
-  runtime.configure()
+  runtime.tune_process()
   config, output = flags.config, flags.output
   try:
     directory = os.path.dirname(os.path.abspath(output))

@@ -21,13 +21,13 @@ from flax import nnx
 import jax
 import numpy as np
 
+from alexnet_jax.data import pipeline
 from alexnet_jax import models
 from alexnet_jax import optim
-from alexnet_jax import runtime
 from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
-from alexnet_jax.data import pipeline
+from alexnet_jax.system import runtime
 
 KINDS = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all', 'collective-permute')
 _DTYPE_BYTES = {
@@ -123,10 +123,8 @@ def compiled_train_step(run: settings.RunConfig, devices):
   return train_fn.lower(abstract, batch).compile(), abstract
 
 
-def audit(config, devices) -> dict[str, Any]:
-  """The collectives and per-device state bytes of the compiled step of `config` (a run's
-  ConfigDict, or its typed `settings.RunConfig`)."""
-  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
+def audit(run: settings.RunConfig, devices) -> dict[str, Any]:
+  """The collectives and per-device state bytes of the compiled step of `run`."""
   compiled, abstract = compiled_train_step(run, devices)
   found = collectives(compiled.as_text())
   return {
@@ -191,7 +189,7 @@ def _mb(n: float) -> str:
 
 
 def main() -> None:
-  runtime.configure()
+  runtime.tune_process()
   jax.config.update('jax_num_cpu_devices', 8)
   rows = scaling_table()
   print(

@@ -14,10 +14,10 @@ step or split that does not exist, runs that cannot be one ensemble) is one para
 exit status 2, and nothing written.
 """
 
-from alexnet_jax import cli
-from alexnet_jax import files
-from alexnet_jax import inference
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import cli
+from alexnet_jax.system import files
+from alexnet_jax.trained import inference
 
 USAGE = (
     'python -m alexnet_jax.tools.evaluate --workdir=DIR[,DIR...] [--split=SPLIT] '

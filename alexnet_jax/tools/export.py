@@ -1,4 +1,4 @@
-r"""Exports a trained run for serving without this package (`alexnet_jax.exporting` says what):
+r"""Exports a trained run for serving without this package (`trained.exporting` says what):
 
     python -m alexnet_jax.tools.export --workdir=runs/quickstart
 
@@ -14,9 +14,9 @@ import os
 import sys
 
 
-from alexnet_jax import cli
-from alexnet_jax import exporting
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import cli
+from alexnet_jax.trained import exporting
 
 COMMAND = 'python -m alexnet_jax.tools.export'
 USAGE = (

@@ -24,11 +24,11 @@ import os
 import sys
 
 
-from alexnet_jax import cli
-from alexnet_jax import files
-from alexnet_jax import inference
-from alexnet_jax import retrieval
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import cli
+from alexnet_jax.system import files
+from alexnet_jax.trained import inference
+from alexnet_jax.trained import retrieval
 
 USAGE = (
     'python -m alexnet_jax.tools.features --workdir=DIR [--layer=fc7] [--split=SPLIT | '

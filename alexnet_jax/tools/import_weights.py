@@ -3,19 +3,20 @@ r"""Makes a workdir of pretrained weights, for evaluation, prediction or fine-tu
     python -m alexnet_jax.tools.import_weights --weights=alexnet-owt-7be5be79.pth \
         --workdir=runs/torchvision [--config=torchvision] [--config.data_dir=...]
 
-The weights (torchvision's AlexNet state_dict, .pth or .safetensors; `alexnet_jax.weights`)
+The weights (torchvision's AlexNet state_dict, .pth or .safetensors; `alexnet_jax.trained.weights`)
 become the step-0 checkpoint of the new workdir DIR, which records the config (default
 `torchvision`, configs/torchvision.py) and the class names (the dataset's if it is prepared in
 --config.data_dir), as a training run does. Then `python -m alexnet_jax.tools.evaluate
---workdir=DIR` and `alexnet_jax.inference.load(DIR)` use it, and `python -m alexnet_jax.main
+--workdir=DIR` and `alexnet_jax.trained.inference.load(DIR)` use it, and `python -m alexnet_jax.main
 --config=torchvision --workdir=DIR` fine-tunes it. DIR must not exist or be empty.
 """
 
 from absl import flags
 
-from alexnet_jax import cli
-from alexnet_jax import weights
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import settings
+from alexnet_jax.system import cli
+from alexnet_jax.trained import weights
 
 DEFAULT_CONFIG = 'torchvision'
 
@@ -30,7 +31,8 @@ def main(argv):
   cli.begin(argv)
   values = flags.FLAGS
   try:
-    report = weights.import_to_workdir(values.config, values.weights, values.workdir)
+    run = settings.from_config(values.config)
+    report = weights.import_to_workdir(run, values.weights, values.workdir)
   except ConfigError as e:
     cli.fail(str(e))
   print(

@@ -27,14 +27,14 @@ import jax
 from ml_collections import config_flags
 
 from alexnet_jax import configs
+from alexnet_jax.data import device_augment
+from alexnet_jax.data import pipeline
 from alexnet_jax import optim
-from alexnet_jax import runtime
 from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
+from alexnet_jax.system import runtime
 from alexnet_jax import train
-from alexnet_jax.data import device_augment
-from alexnet_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -134,7 +134,7 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
 
 def main(argv):
   del argv
-  runtime.configure()
+  runtime.tune_process()
   result = compare(FLAGS.config, FLAGS.warmup, FLAGS.steps, FLAGS.window, FLAGS.windows)
   print(
       f"bare step: {result['bare_ms_per_step']:.1f} ms/step (median of "

@@ -55,11 +55,12 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from alexnet_jax import runtime
 from alexnet_jax.data import augment
-from alexnet_jax.tools import machine
-from alexnet_jax.data import pipeline
 from alexnet_jax.data.datasets import synthetic_shapes
+from alexnet_jax.data import decode
+from alexnet_jax.data import pipeline
+from alexnet_jax.system import runtime
+from alexnet_jax.tools import machine
 
 NEEDED = {'paper step, batch 32 (~1.1 s)': 28.0, 'quickstart step, batch 32 (~0.29 s)': 110.0}
 # (name, resize_size, image_size, cores)
@@ -120,7 +121,7 @@ def ours(
   """Our training pipeline; `workers` > 0: that many grain processes of one thread each."""
   if workers:
     config = dataclasses.replace(config, data_workers=workers, data_threads=1)
-  source = pipeline.DecodingSource(records, min_size=config.resize_size)
+  source = decode.DecodingSource(records, min_size=config.resize_size)
   stream = pipeline.train_dataset(source, config)
   if stream.workers != workers:  # /dev/shm too small: a row of threads would pass for workers'
     raise RuntimeError(
@@ -216,7 +217,7 @@ def _images_per_second(iterator: Iterator, batches: int, batch_size: int) -> flo
 
 def _serve(conn, kind: str, records, config, stored_size, cores: set[int], workers: int):
   """One pipeline in a process of its own, pinned to `cores`: times batches when asked."""
-  runtime.configure()  # as a training process is
+  runtime.tune_process()  # as a training process is
   pin_to_cores(cores)
   if kind == 'tf.data':
     it = tf_pipeline(records, config, stored_size)
@@ -295,9 +296,7 @@ def stages(records: Sequence[dict[str, Any]], config) -> dict[str, float]:
       image.draft('RGB', (size, size))
       np.asarray(image.convert('RGB'))
   t0 = time.perf_counter()
-  decoded = [
-      {'image': pipeline.decode_image(r['image'], size), 'label': r['label']} for r in records
-  ]
+  decoded = [{'image': decode.decode_image(r['image'], size), 'label': r['label']} for r in records]
   t1 = time.perf_counter()
   transform = pipeline.TrainTransform(config)
   drawn = [
@@ -440,7 +439,7 @@ def _define_flags():
 
 def main(argv):
   del argv
-  runtime.configure()
+  runtime.tune_process()
   if FLAGS.tfds:
     records, stored_size = tfds_jpegs(FLAGS.tfds, FLAGS.images, FLAGS.data_dir), None
   else:

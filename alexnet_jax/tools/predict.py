@@ -20,10 +20,10 @@ import os
 import sys
 
 
-from alexnet_jax import cli
-from alexnet_jax import files
-from alexnet_jax import inference
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import cli
+from alexnet_jax.system import files
+from alexnet_jax.trained import inference
 
 USAGE = (
     'python -m alexnet_jax.tools.predict --workdir=DIR --images=FILE_OR_DIR[,...] [--crops=1|10] '

@@ -20,10 +20,10 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from alexnet_jax import runtime
 from alexnet_jax.data import datasets  # noqa: F401  (registers synthetic_shapes)
 from alexnet_jax.data.datasets import image_folder
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import runtime
 
 _IMAGENET_TARS = ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar')
 
@@ -195,7 +195,7 @@ def prepare_images(
 
 
 def main(argv):
-  runtime.configure()
+  runtime.tune_process()
   f = flags.FLAGS
   sources = [s for s in ('dataset', 'folder', 'csv') if f[s].value]
   try:

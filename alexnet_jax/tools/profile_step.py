@@ -10,7 +10,7 @@ the HLO instruction's name. Each instruction is put in a category from the compi
   `transpose(...)`, output shaped like the batch) and backward-filter (the gradient of the kernel,
   output shaped like the kernel);
 - the rest by the Python function that made it, from the HLO's stack frames: LRN and max pooling
-  (`kernels.py`), the SGD update (optax and `optim.py`), and the others by their op.
+  (`ops.py`), the SGD update (optax and `optim.py`), and the others by their op.
 It prints the milliseconds per step of each category and the instructions that take longest. The
 SGD update's row counts its passes over fc6's and fc7's kernels (the 218 MB that dominate it).
 
@@ -36,7 +36,7 @@ from absl import app
 from absl import flags
 import jax
 
-from alexnet_jax import runtime
+from alexnet_jax.system import runtime
 from alexnet_jax.tools import step_runners
 
 LRN_FUNCTIONS = (
@@ -126,7 +126,7 @@ def categorise(ins: Instruction, batch: int) -> str:
   batch_first = ins.shape.split('[', 1)[-1].startswith(f'{batch},')
   # A kernel's gradient is shaped like the kernel; XLA may write it as a forward-looking op.
   direction = 'backward-filter' if not batch_first else 'backward-data' if backward else 'forward'
-  # kernels.add_bias's products with ones, which XLA rewrites as (1, n) x (n, C) dots without
+  # ops.add_bias's products with ones, which XLA rewrites as (1, n) x (n, C) dots without
   # metadata, or a reduction to one vector.
   one_row = ins.opcode == 'dot' and not ins.op_name and re.fullmatch(r'\w+\[1,\d+\]', ins.shape)
   if one_row or any(function == '_add_bias_bwd' for _, function in ins.frames):
@@ -139,7 +139,7 @@ def categorise(ins: Instruction, batch: int) -> str:
     return f'fc matmul {direction}'
   pass_ = 'backward' if backward else 'forward'
   for file, function in ins.frames:
-    if file.endswith('alexnet_jax/kernels.py') and function in LRN_FUNCTIONS:
+    if file.endswith('alexnet_jax/ops.py') and function in LRN_FUNCTIONS:
       return f'LRN {pass_}'
     if 'max_pool' in function or function.endswith('_pool'):
       return f'max pooling {pass_}'
@@ -388,7 +388,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     sys.exit(f'unexpected arguments {argv[1:]}: everything is a flag (--batch_size, ...)')
-  runtime.configure()
+  runtime.tune_process()
   result = profile(FLAGS.batch_size, FLAGS.image_size, FLAGS.dtype, FLAGS.steps, FLAGS.width)
   print(format_profile(result, FLAGS.top))
   if FLAGS.output:

@@ -7,7 +7,7 @@ classes, two towers, LRN, dropout 0.5, 224x224; `model_config`) on a synthetic b
 sits on the devices (`synthetic_batch`); `torch_runner` the same network in PyTorch
 (`torch_reference`) on the same batch, from the same weights (`initial_params`), with the same
 optimiser. PyTorch runs in a process of its own (`torch_process_runner`), as it runs outside this
-package: without the malloc settings `runtime.configure` makes here, which speed up its
+package: without the malloc settings `runtime.tune_process` makes here, which speed up its
 allocations as well. Each runner reports its compile time and peak memory (`Runner.row`).
 
 The check (`check_same_step`), before any timing: the same weights, the same batch (`CHECK_BATCH`
@@ -38,12 +38,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from alexnet_jax import runtime
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import sharding
 from alexnet_jax import steps
-from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import runtime
 
 LOSS_TOLERANCE = 1e-4  # relative, first step's loss, float32
 UPDATE_TOLERANCE = 1e-3  # relative, each parameter's first update, float32
@@ -315,7 +315,7 @@ def torch_process_runner(
   """`torch_runner` in a process of its own; returns the runner and a function that ends it.
 
   PyTorch runs as it does outside this package: this process's malloc settings
-  (`runtime.configure`, which speed up torch's allocations as well as XLA's) and thread pools stay out
+  (`runtime.tune_process`, which speed up torch's allocations as well as XLA's) and thread pools stay out
   of its way, and its spinning OpenMP threads out of ours. The windows are still interleaved:
   each `step` waits for the process to finish its steps.
   """
@@ -326,7 +326,7 @@ def torch_process_runner(
   parent, child = context.Pipe()
   # The child unpickles the worker and Settings by this module's importable name (it is never
   # __main__, whichever command started it). The child imports the package and never calls
-  # runtime.configure(): glibc's malloc stays as it is outside our commands.
+  # runtime.tune_process(): glibc's malloc stays as it is outside our commands.
   # Not a daemon: torch.compile may start compile workers of its own.
   process = context.Process(
       target=_torch_worker,

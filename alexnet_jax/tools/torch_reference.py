@@ -74,7 +74,7 @@ class TorchAlexNet(nn.Module):
     self.window, self.stride = models.POOLS[config.pool]
 
   def _lrn(self, x: torch.Tensor) -> torch.Tensor:
-    """Section 3.3 on each tower's channels, in float32 as in kernels.py."""
+    """Section 3.3 on each tower's channels, in float32 as in ops.py."""
     if self.config.norm != 'lrn':
       return x
     lrn = self.config.lrn

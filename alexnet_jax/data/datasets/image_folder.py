@@ -21,7 +21,7 @@ length 256, and then cropped out the central 256x256 patch"): with `resize=256` 
 stored as that 256x256 patch (`augment.resize_shorter_and_center_crop`), re-encoded as JPEG
 quality 90. AlexNet never sees anything else of the image, and training then skips the resize
 on every epoch: each stored file is smaller than the original, decodes faster, and what training
-does per read (`pipeline.decode_image` at the size it needs, then the resize and crop) shrinks
+does per read (`decode.decode_image` at the size it needs, then the resize and crop) shrinks
 most of all (docs/benchmark_history.md has the sizes and times, on photo-like JPEGs of ImageNet's
 typical size). The cost: nothing outside the central square survives, so recipes that crop from the
 whole photo need `resize=0`. With `resize=0`, JPEG files that need no conversion are stored byte

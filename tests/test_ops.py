@@ -1,4 +1,4 @@
-"""kernels.py: local_response_norm against the paper's formula written as a naive loop over
+"""ops.py: local_response_norm against the paper's formula written as a naive loop over
 channels; add_bias's gradient against a numpy sum."""
 
 import jax
@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import kernels
-from alexnet_jax.kernels import local_response_norm
+from alexnet_jax import ops
+from alexnet_jax.ops import local_response_norm
 
 
 def naive_lrn(a, size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False):
@@ -117,9 +117,9 @@ def test_add_bias_gradient_is_the_sum_over_all_but_channels(shape, dtype):
   y = jnp.asarray(rng.normal(size=shape), dtype)
   bias = jnp.asarray(rng.normal(size=shape[-1]), dtype)
   weights = rng.normal(size=shape)  # a loss whose output gradient is these weights
-  loss = lambda y, b: jnp.sum(kernels.add_bias(y, b).astype(jnp.float32) * weights)
+  loss = lambda y, b: jnp.sum(ops.add_bias(y, b).astype(jnp.float32) * weights)
   gy, gb = jax.grad(loss, argnums=(0, 1))(y, bias)
-  np.testing.assert_array_equal(kernels.add_bias(y, bias), y + bias)
+  np.testing.assert_array_equal(ops.add_bias(y, bias), y + bias)
   assert gb.dtype == bias.dtype and gy.dtype == y.dtype
   want = weights.reshape(-1, shape[-1]).sum(0)  # float64
   tol = 1e-5 if dtype == 'float32' else 1e-2  # bfloat16 rounds the gradient it is given
@@ -137,7 +137,7 @@ def test_add_bias_in_shard_map_adds_up_the_devices_gradients():
   bias = jax.device_put(np.zeros(5, np.float32), jax.NamedSharding(mesh, jax.P()))
 
   def local(y, b):
-    return jax.lax.psum(jnp.sum(kernels.add_bias(y, b) ** 2), 'data')
+    return jax.lax.psum(jnp.sum(ops.add_bias(y, b) ** 2), 'data')
 
   sharded = jax.shard_map(local, mesh=mesh, in_specs=(jax.P('data'), jax.P()), out_specs=jax.P())
   with jax.set_mesh(mesh):

@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from alexnet_jax import analysis
-from alexnet_jax import inference
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.trained import analysis
+from alexnet_jax.trained import inference
 
 
 class _RowFile:
@@ -76,7 +76,7 @@ def write_features(
       rows.append(out[layer])
       files.extend(out['files'])
     if not files:
-      raise inference.none_read(images, skipped)
+      raise inference.no_images_error(images, skipped)
     with open(os.path.join(directory, 'files.txt'), 'w') as f:
       f.writelines(f'{name}\n' for name in files)
     info['skipped'] = [{'file': f, 'error': why} for f, why in skipped]

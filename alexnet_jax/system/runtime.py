@@ -1,7 +1,7 @@
-"""Process tuning, in one explicit call: `configure()`.
+"""Process tuning, in one explicit call: `tune_process()`.
 
 Importing `alexnet_jax` changes nothing in the process. Our commands (`python -m alexnet_jax.main`
-and every `alexnet_jax.tools` command) call `configure()` first; a notebook calls it in its first
+and every `alexnet_jax.tools` command) call `tune_process()` first; a notebook calls it in its first
 cell, before anything computes with JAX. It returns, and logs, what it set, and warns about any
 setting that comes too late to take effect.
 
@@ -107,7 +107,7 @@ _cache_dir_set = None  # the directory set_compilation_cache chose, once it has
 
 @dataclasses.dataclass(frozen=True)
 class Configured:
-  """What `configure` did: the flags and variables it set, and why it left things alone."""
+  """What `tune_process` did: the flags and variables it set, and why it left things alone."""
 
   xla_flags: tuple[str, ...] = ()
   malloc: str = 'not asked'  # 'set', or why not
@@ -215,7 +215,7 @@ def set_malloc(
 
 
 def malloc_applied() -> bool:
-  """Whether `configure` set glibc's malloc in this process."""
+  """Whether `tune_process` set glibc's malloc in this process."""
   return _malloc_applied
 
 
@@ -254,7 +254,7 @@ def set_compilation_cache(
   return path
 
 
-def configure(
+def tune_process(
     environ: MutableMapping[str, str] = os.environ,
     *,
     xla_flags: bool = True,
@@ -290,7 +290,7 @@ def configure(
   configured = Configured(tuple(added), malloc_state, cache, tuple(environment), tuple(too_late))
   if too_late:
     warnings.warn(
-        'alexnet_jax.runtime.configure() came too late for: '
+        'alexnet_jax.system.runtime.tune_process() came too late for: '
         + '; '.join(too_late)
         + '. Call it first, before JAX computes anything (in a notebook: the first cell, then '
         'restart the kernel).',

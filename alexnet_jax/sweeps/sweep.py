@@ -1,6 +1,6 @@
 r"""Ablations and seeds: many training runs of one config, collected into one table.
 
-    python -m alexnet_jax.sweep --config=configs/normalisation.py --workdir=runs/normalisation
+    python -m alexnet_jax.tools.sweep --config=configs/normalisation.py --workdir=runs/normalisation
 
 A sweep is a base config, named variants (each a set of field changes, e.g. `no_lrn`:
 model.norm='none') and seeds. Each (variant, seed) trains in its own workdir,
@@ -24,7 +24,6 @@ import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -34,15 +33,14 @@ import jax
 import ml_collections
 
 from alexnet_jax import checkpointing
-from alexnet_jax import files
-from alexnet_jax import history
-from alexnet_jax import settings
-from alexnet_jax import sharding
-from alexnet_jax import steps
-from alexnet_jax import stopping
-from alexnet_jax import train
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import history
+from alexnet_jax import settings
+from alexnet_jax import steps
+from alexnet_jax import stopping
+from alexnet_jax.system import files
+from alexnet_jax import train
 
 RUN_FILE, DONE_FILE, FAILED_FILE = history.RUN_FILE, history.DONE_FILE, history.FAILED_FILE
 
@@ -142,7 +140,7 @@ def _claim(run: Run) -> bool:
   if os.path.exists(path) and status(run) != 'new':
     with open(path) as f:
       recorded = json.load(f)['config']
-    differ = settings.differences(recorded, identity)
+    differ = settings.differences(recorded, identity)  # EXECUTION_FIELDS may change
     if differ:
       shown = ', '.join(differ)
       raise ConfigError(
@@ -308,17 +306,10 @@ def run_sweep(
   typed, total = {}, {}
   for r in runs:
     typed[r.name] = run = train.run_settings(r.config, r.workdir)
-    sharding.Layout.create(run.mesh, run.model.towers, groups[0]).check_batch_sizes(
-        batch_size=run.data.batch_size, eval_batch_size=run.data.eval_batch_size
-    )
-    info = pipeline.get_info(run.data)
-    if info.num_classes != run.model.num_classes:
-      raise ConfigError(
-          f'{r.name}: dataset {run.data.dataset!r} has {info.num_classes} classes but '
-          f'model.num_classes={run.model.num_classes}. Set '
-          f'--config.model.num_classes={info.num_classes}.'
-      )
-    total[r.name] = train.num_train_steps(run.loop, run.data.batch_size, info)
+    try:
+      _, _, total[r.name] = train.preflight(run, groups[0])
+    except ConfigError as e:
+      raise ConfigError(f'{r.name}: {e}') from None
   os.makedirs(parent, exist_ok=True)
   if jax.process_index() == 0:
     names = list(dict.fromkeys(r.variant for r in runs))
@@ -452,8 +443,8 @@ def run_and_collect(config: ml_collections.ConfigDict, parent: str, **kwargs):
 
   Returns (metrics DataFrame, summary DataFrame, {plot name: PNG path}).
   """
-  from alexnet_jax import plots  # pylint: disable=g-import-not-at-top  (matplotlib: seconds)
-  from alexnet_jax import results  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.sweeps import plots  # pylint: disable=g-import-not-at-top  (matplotlib: seconds)
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
 
   spec = sweep_settings(config)[1] if 'sweep' in config else {}
   for field in ('metric', 'target_metric'):
@@ -489,53 +480,3 @@ def _check_logged(config: ml_collections.ConfigDict, field: str, metric: str) ->
           f'sweep.{field}={metric!r} needs --config.{flag}={value}: without it the runs never '
           'evaluate the training split.'
       )
-
-
-def main(argv):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-
-  cli.begin(argv)
-  logging.set_verbosity(logging.WARNING)  # the progress line speaks; the runs' metrics go to files
-  from alexnet_jax import results  # pylint: disable=g-import-not-at-top
-
-  config = flags.FLAGS.config
-  try:
-    _, summary, figures = run_and_collect(config, flags.FLAGS.workdir)
-  except ConfigError as e:
-    cli.fail(str(e))
-  except stopping.Stopped as e:  # SIGTERM or SIGINT: the running runs saved their steps
-    sys.stderr.write(f'\n{e}\n')
-    raise SystemExit(e.exit_code) from None
-  spec = sweep_settings(config)[1] if 'sweep' in config else {}
-  metric = spec.get('metric', 'eval_top1_error')
-  print(f'{metric} (%), mean +- std over seeds:', flush=True)
-  print(results.format_mean_std(summary, metric).to_string(), flush=True)
-  if spec.get('target') is not None and 'steps_to_target' in summary:
-    stats = summary['steps_to_target']
-    print(f"steps until {spec['target_metric']} <= {spec['target']:g} (mean, std, runs there):")
-    print(stats.round(1).to_string(), flush=True)
-  print(f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv', flush=True)
-  for path in figures.values():
-    print(f'wrote {path}', flush=True)
-
-
-def run() -> None:
-  """`python -m alexnet_jax.sweep`: the flags are defined here, not on import (a library)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-
-  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-
-  flags.DEFINE_string('workdir', None, 'Parent directory: one subdirectory per run, and the plots.')
-  config_flags.DEFINE_config_file(
-      'config', None, 'An experiment config with a `sweep` section, e.g. configs/pooling.py.'
-  )
-  cli.define_compilation_cache_flag()
-  flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main, flags_parser=cli.parse_flags)
-
-
-if __name__ == '__main__':
-  run()

@@ -24,8 +24,6 @@ only then; .safetensors files are read with `safetensors.numpy`, without torch.
 
 import os
 import re
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 from absl import logging
@@ -35,12 +33,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from alexnet_jax import checkpointing
+from alexnet_jax.data import imagenet
+from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import files
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
-from alexnet_jax.data import imagenet
-from alexnet_jax.errors import ConfigError
 
 # torchvision's module names, in the order of the layers.
 TORCHVISION_LAYERS = (
@@ -316,28 +315,29 @@ READERS = {suffix: read_torchvision for suffix in TORCH_SUFFIXES + (SAFETENSORS_
 # --- A workdir of imported weights ---
 
 
-def import_to_workdir(config, weights_path: str, workdir: str) -> dict[str, Any]:
+def import_to_workdir(run: settings.RunConfig, weights_path: str, workdir: str) -> dict[str, Any]:
   """Writes the weights in `weights_path` (any file `read` reads) as the step-0 checkpoint of a
   new `workdir`; see `params_to_workdir`. Returns {'workdir', 'step', 'class_names_from'}."""
-  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   _check_new_workdir(os.path.abspath(workdir))  # before reading a large file
   params = read(weights_path, run.model.num_classes)
   return params_to_workdir(run, params, workdir, source=weights_path)
 
 
 def params_to_workdir(
-    config, params: dict[str, dict[str, np.ndarray]], workdir: str, source: str = 'the weights'
+    run: settings.RunConfig,
+    params: dict[str, dict[str, np.ndarray]],
+    workdir: str,
+    source: str = 'the weights',
 ) -> dict[str, Any]:
   """Writes `params` (our tree, e.g. from `read`) as the step-0 checkpoint of a new `workdir`.
 
-  `config` (a ConfigDict or `settings.RunConfig`, e.g. configs/torchvision.py's) is recorded in
+  `run` (typed from a config such as configs/torchvision.py's) is recorded in
   the checkpoint's meta with the class names (`class_names_to_record`), as a training run's, so that
   `inference.load(workdir)` needs nothing else, and `main` with that config fine-tunes from it. An
   existing `workdir` that is not empty is an error: nothing is overwritten. The checkpoint is
   written next to it under a temporary name and renamed into place when complete, so a failure
   leaves no half-written workdir.
   """
-  run = config if isinstance(config, settings.RunConfig) else settings.from_config(config)
   workdir = os.path.abspath(workdir)
   _check_new_workdir(workdir)
   # The network's structure without initialising it: the weights are all its parameters.
@@ -359,16 +359,14 @@ def params_to_workdir(
   del model
   names, names_from = class_names_to_record(run)
 
-  parent = os.path.dirname(workdir)
-  try:
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(workdir)}.importing-', dir=parent)
-  except OSError as e:
-    raise ConfigError(
-        f'Cannot write next to the workdir {workdir} ({e.strerror}). Pass a --workdir you can '
-        'write to.'
-    ) from None
-  try:
+  # Written beside the workdir and renamed into place when complete: a failure leaves none.
+  with files.staged(
+      workdir,
+      whole=True,
+      before_publishing=lambda: _check_new_workdir(workdir),  # nothing appeared there meanwhile
+      flag='--workdir',
+      holds='the imported checkpoint',
+  ) as staging:
     checkpointer = checkpointing.Checkpointer(staging, max_to_keep=1)
     try:
       meta = {
@@ -380,11 +378,6 @@ def params_to_workdir(
       checkpointer.wait()
     finally:
       checkpointer.close()
-    _check_new_workdir(workdir)  # again: nothing may have appeared there meanwhile
-    os.rename(staging, workdir)  # replaces an empty directory, atomically
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   logging.info('Imported %s into %s (step 0, class names %s).', source, workdir, names_from)
   return {'workdir': workdir, 'step': 0, 'class_names_from': names_from}
 

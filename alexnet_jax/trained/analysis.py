@@ -9,16 +9,19 @@ not need a mesh.
 
 import itertools
 
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from alexnet_jax import inference
+from alexnet_jax import steps
+from alexnet_jax.trained import inference
 
 
 def top1_error(probs: np.ndarray, labels: np.ndarray) -> float:
-  """Top-1 error of predictions; a tie counts against the label (as `steps.error_rates`)."""
-  label_prob = probs[np.arange(len(labels)), labels]
-  return float(np.mean(np.sum(probs >= label_prob[:, None], axis=1) > 1))
+  """Top-1 error of predictions (any scores), by the trainer's own rule (`steps.error_rates`): a
+  tie, or a NaN, counts against the label."""
+  top1, _ = steps.error_rates(jnp.asarray(probs), jnp.asarray(labels))
+  return float(jnp.mean(top1))
 
 
 def ensemble_errors(member_probs: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from absl import flags
 from absl import logging
 
 from alexnet_jax import configs
-from alexnet_jax import runtime
+from alexnet_jax.system import runtime
 
 
 class QuietLibraries(std_logging.Filter):
@@ -76,7 +76,7 @@ def define_compilation_cache_flag() -> None:
       None,
       "Directory of JAX's persistent compilation cache, or 'off'. Default: "
       f'${runtime.CACHE_VARIABLE}, else ~/.cache/alexnet_jax/jax ($XDG_CACHE_HOME). A second '
-      'start of the same command then compiles nothing (alexnet_jax/runtime.py).',
+      'start of the same command then compiles nothing (alexnet_jax/system/runtime.py).',
   )
 
 
@@ -87,7 +87,7 @@ def begin(argv: list[str], usage: str | None = None) -> None:
   logging.get_absl_handler().addFilter(QuietLibraries())
   logging.get_absl_handler().setFormatter(ShortLines())
   cache = flags.FLAGS['compilation_cache'].value if 'compilation_cache' in flags.FLAGS else None
-  runtime.configure(cache_dir=cache)
+  runtime.tune_process(cache_dir=cache)
 
 
 def fail(message: str, code: int = 2):

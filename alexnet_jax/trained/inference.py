@@ -9,7 +9,7 @@ so every example counts and nothing compiles twice). `split_outputs` and `image_
 the per-example outputs of `make_forward` batch by batch: the log of the softmax (averaged over
 section 4.1's ten patches with `crops=10`) and any layer's activations, never holding more than a
 batch of images. Images are prepared exactly as the run's evaluation prepared its own:
-`pipeline.decode_image`, then `pipeline.EvalTransform` (resize, centre crop or ten patches, mean
+`decode.decode_image`, then `pipeline.EvalTransform` (resize, centre crop or ten patches, mean
 and std). The commands in `alexnet_jax.tools` (evaluate, predict, features) are flags around the
 functions here and in `retrieval`; `write_*` put results in a `files.staged` directory, which
 appears all at once or not at all."""
@@ -29,13 +29,14 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from alexnet_jax import checkpointing
+from alexnet_jax.data import decode
+from alexnet_jax.data import imagenet
+from alexnet_jax.data import pipeline
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import steps
-from alexnet_jax.data import imagenet
-from alexnet_jax.data import pipeline
-from alexnet_jax.errors import ConfigError
 
 CROPS = (1, 10)  # the centre crop; section 4.1's four corners, centre and their reflections
 # What a directory of images holds: the files of the types PIL can open, by extension.
@@ -484,12 +485,12 @@ def image_files(paths: Iterable[str]) -> list[str]:
 
 def read_image(path: str) -> np.ndarray:
   """uint8 H x W x 3 RGB pixels of an image file, decoded as the training pipeline decodes its
-  examples (`pipeline.decode_image`): grayscale is repeated into R, G and B, CMYK converted to
+  examples (`decode.decode_image`): grayscale is repeated into R, G and B, CMYK converted to
   RGB (by libjpeg-turbo), alpha dropped (the colours under transparent pixels are kept), only a
   GIF's first frame, EXIF orientation ignored. Resizing, also of images smaller than the crop,
   is EvalTransform's."""
   with open(path, 'rb') as f:
-    return pipeline.decode_image(f.read())
+    return decode.decode_image(f.read())
 
 
 def image_outputs(
@@ -547,7 +548,7 @@ def _unreadable(error: Exception) -> str:
   return f'{type(error).__name__}: {" ".join(str(error).split())}'
 
 
-def none_read(paths: Sequence[str], skipped: list) -> ConfigError:
+def no_images_error(paths: Sequence[str], skipped: list) -> ConfigError:
   if not skipped:
     return ConfigError(
         f'No image files in {", ".join(paths)}: a directory is searched for the file types PIL '
@@ -589,7 +590,7 @@ def predict(
       image_outputs(trained, paths, crops=crops, batch_size=batch_size, skipped=skipped)
   )
   if not out:
-    raise none_read(paths, skipped)
+    raise no_images_error(paths, skipped)
   return Predictions(out['files'], np.exp(out['log_probs']), skipped, class_names(trained), crops)
 
 
@@ -636,7 +637,7 @@ def image_features(
       image_outputs(trained, paths, layers=layers, batch_size=batch_size, skipped=skipped)
   )
   if not out:
-    raise none_read(paths, skipped)
+    raise no_images_error(paths, skipped)
   out['probs'] = np.exp(out.pop('log_probs'))
   out['skipped'] = skipped
   return out

@@ -134,7 +134,7 @@ def save_sweep_plots(
   `metric` of each run) and, with `target`, steps_to_target.png (the steps until `target_metric`
   first reached `target`).
   """
-  from alexnet_jax import results  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
 
   per_run = results.finals(table, target, target_metric)
   figures = {

@@ -33,19 +33,18 @@ import dataclasses
 import importlib.util
 import json
 import os
-import shutil
 from typing import Any, Callable, Sequence
-import uuid
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import inference
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax.system import files
+from alexnet_jax.trained import inference
 
 FORMATS = ('jax', 'savedmodel')
 PLATFORMS = ('cpu', 'cuda')
@@ -296,11 +295,12 @@ def export(
   formats, platforms = tuple(formats), tuple(platforms)
   check_request(workdir, output, formats, platforms, overwrite)  # before loading the run
   trained = inference.load(workdir, step)
-  created, staging = [], None
-  try:
-    _make_parents(os.path.dirname(output), created)
-    staging = _beside(output, 'tmp')
-    os.mkdir(staging)  # not mkdtemp: its 0700 would become the export's permissions
+  with files.staged(
+      output,
+      whole=True,
+      # Again: the output may have changed meanwhile.
+      before_publishing=lambda: check_request(workdir, output, formats, platforms, overwrite),
+  ) as staging:
     with open(os.path.join(staging, LABELS_FILE), 'w') as f:
       f.write(''.join(f'{name}\n' for name in inference.class_names(trained)))
     if 'jax' in formats:
@@ -310,44 +310,4 @@ def export(
     with open(os.path.join(staging, METADATA_FILE), 'w') as f:
       json.dump(metadata(trained, workdir, formats, platforms), f, indent=2)
       f.write('\n')
-    check_request(workdir, output, formats, platforms, overwrite)  # it may have changed meanwhile
-    _publish(staging, output)
-  except BaseException:
-    if staging is not None:
-      shutil.rmtree(staging, ignore_errors=True)
-    for directory in reversed(created):
-      if os.path.isdir(directory) and not os.listdir(directory):
-        os.rmdir(directory)
-    raise
   return output
-
-
-def _make_parents(directory: str, created: list[str]) -> None:
-  """Creates `directory` and its missing parents, outermost first, appending each to `created`
-  (so that a failure can remove them)."""
-  missing = []
-  while not os.path.exists(directory):
-    missing.append(directory)
-    directory = os.path.dirname(directory)
-  for path in reversed(missing):
-    os.mkdir(path)
-    created.append(path)
-
-
-def _beside(output: str, tag: str) -> str:
-  """A new hidden name in `output`'s directory: renames within one file system are atomic."""
-  return os.path.join(
-      os.path.dirname(output), f'.{os.path.basename(output)}.{tag}-{uuid.uuid4().hex[:12]}'
-  )
-
-
-def _publish(staging: str, output: str) -> None:
-  """Renames the finished `staging` to `output`; an earlier export there is moved aside first and
-  deleted after, so `output` always holds a whole export (for a moment, none)."""
-  if os.path.isdir(output) and os.listdir(output):
-    old = _beside(output, 'old')
-    os.replace(output, old)
-    os.replace(staging, output)
-    shutil.rmtree(old, ignore_errors=True)
-  else:
-    os.replace(staging, output)  # also onto an empty directory
