@@ -4,13 +4,13 @@ import jax
 import numpy as np
 import pytest
 
+from alexnet_jax.configs import alexnet
+from alexnet_jax.errors import ConfigError
 from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax import train
-from alexnet_jax.errors import ConfigError
-from alexnet_jax.configs import alexnet
 
 
 def mesh_config(strategy='data', data=-1, model=-1, towers=2):
@@ -230,3 +230,75 @@ def test_dropout_of_fc6s_inputs_is_what_one_device_drops(strategy, one_device):
       jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params), strict=True
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --- GPU and TPU readiness, without a device ---
+
+# No accelerator is lent to the project: lowering (not compiling or running) each strategy's steps
+# for another platform finds here a construct only XLA:CPU accepts, before a user's GPU does.
+OTHER_PLATFORMS = ('cuda', 'rocm', 'tpu')
+# Custom calls that only XLA:CPU's runtime has (LAPACK, oneDNN, YNNPACK), or that stop the device
+# for the host (callbacks): none belongs in a step.
+CPU_ONLY_CALLS = ('cpu', 'lapack', 'onednn', 'ynn', 'callback')
+
+
+@pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
+@pytest.mark.parametrize('variant', ['paper', 'batchnorm_bfloat16'])
+def test_every_strategys_steps_lower_for_gpus_and_tpus(strategy, variant):
+  import re  # pylint: disable=g-import-not-at-top
+
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.data import device_augment  # pylint: disable=g-import-not-at-top
+
+  config = small_config(strategy, 'lrn' if variant == 'paper' else 'batchnorm')
+  if variant != 'paper':
+    config.model.dtype = 'bfloat16'
+  run = settings.from_config(config)
+  layout = sharding.Layout.create(run.mesh, run.model.towers, jax.devices())
+  tx, plateau = optim.create_optimizer(run.optim, 10), optim.create_plateau(run.optim)
+
+  def make_model():
+    return steps.create_model(run.model, run.data.image_size, 0, **layout.model_axes())
+
+  abstract = jax.eval_shape(lambda: steps.create_train_state(make_model(), tx, plateau, 0)[1])
+  graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract,
+      layout.state_shardings(abstract),
+  )
+  rows = layout.batch_sharding()
+  # The trainer's default path: uint8 crops augmented in the step (device_augment).
+  train_batch = {
+      'image': jax.ShapeDtypeStruct((16, 67, 67, 3), np.uint8, sharding=rows),
+      'label': jax.ShapeDtypeStruct((16,), np.int32, sharding=rows),
+      'flip': jax.ShapeDtypeStruct((16,), np.bool_, sharding=rows),
+      'shift': jax.ShapeDtypeStruct((16, 3), np.float32, sharding=rows),
+      'window': jax.ShapeDtypeStruct((16, 2), np.int32, sharding=rows),
+  }
+  assert set(train_batch) == {'label', *device_augment.KEYS}
+  eval_batch = {
+      'image': jax.ShapeDtypeStruct((16, 67, 67, 3), np.float32, sharding=rows),
+      'label': jax.ShapeDtypeStruct((16,), np.int32, sharding=rows),
+      'mask': jax.ShapeDtypeStruct((16,), np.float32, sharding=rows),
+  }
+  train_fn = steps.make_train_step(
+      graphdef,
+      tx,
+      optim.learning_rate_schedule(run.optim, 10),
+      layout,
+      device_augment.for_data(run.data),
+  )
+  eval_fn = steps.make_eval_step(graphdef, layout)
+  data, model = layout.mesh.shape['data'], layout.mesh.shape['model']
+  for platform in OTHER_PLATFORMS:
+    for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
+      text = fn.trace(abstract, batch).lower(lowering_platforms=(platform,)).as_text()
+      # One SPMD program over the whole mesh, which the lowering kept.
+      assert 'mhlo.num_partitions = 8' in text, (platform, name)
+      assert f'"data"={data}, "model"={model}' in text, (platform, name)
+      calls = re.findall(r'custom_call @(\w+)', text)
+      assert not [c for c in calls if any(k in c.lower() for k in CPU_ONLY_CALLS)], calls
+      if name == 'train':
+        assert 'tf.aliasing_output' in text  # the state is donated: one copy of it on the device
