@@ -285,6 +285,19 @@ def dotted(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
   return flat
 
 
+def nested(flat: Mapping[str, Any], separator: str = '.') -> dict[str, Any]:
+  """The inverse of `dotted`: {'model.norm': 'none'} as {'model': {'norm': 'none'}} (the form a
+  ConfigDict section holds, e.g. an experiment's `sweep.named`); `separator` '/' for paths."""
+  tree = {}
+  for name, value in flat.items():
+    *parents, last = name.split(separator)
+    node = tree
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[last] = value
+  return tree
+
+
 def flatten(tree: dict, prefix: str = '') -> dict[str, Any]:
   """`dotted`, with the values TensorBoard cannot show as strings."""
   return {

@@ -23,6 +23,7 @@ import ml_collections
 from alexnet_jax.configs import alexnet
 from alexnet_jax.configs import common
 from alexnet_jax.data import augment
+from alexnet_jax import settings
 
 HARD = 'synthetic_shapes/hard'
 ARGS = dict(tiny=False, scale='cpu', dataset='', variant='paper', seeds=0)
@@ -96,7 +97,7 @@ def with_sweep(
           'target_metric': target_metric,
           # What each name changes, name -> nested overrides: configs/common.py's VARIANTS (every
           # one, so --config.sweep.variants may pick any), and the experiment's own.
-          'named': {name: common.nested(changes) for name, changes in common.VARIANTS.items()},
+          'named': {name: settings.nested(changes) for name, changes in common.VARIANTS.items()},
           'custom': custom or {},
       }
   )

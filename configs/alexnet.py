@@ -32,12 +32,12 @@ import typing
 
 import ml_collections
 
-from alexnet_jax import models
-from alexnet_jax import optim
-from alexnet_jax import settings
 from alexnet_jax.configs import common
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
+from alexnet_jax import models
+from alexnet_jax import optim
+from alexnet_jax import settings
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

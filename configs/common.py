@@ -55,19 +55,6 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return out
 
 
-def nested(changes: dict) -> dict:
-  """Dotted field changes ({'model.norm': 'none'}) as nested dicts ({'model': {'norm': 'none'}}),
-  the form a ConfigDict section holds (an experiment's `sweep.named`)."""
-  out = {}
-  for dotted, value in changes.items():
-    *parents, last = dotted.split('.')
-    node = out
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[last] = value
-  return out
-
-
 def set_field(config: ml_collections.ConfigDict, dotted: str, value) -> None:
   node = config
   *parents, last = dotted.split('.')

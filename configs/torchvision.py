@@ -30,9 +30,9 @@ Arguments (`configs/common.py`): `:tiny`, the smallest run of this network on th
 
 import ml_collections
 
-from alexnet_jax import models
 from alexnet_jax.configs import alexnet
 from alexnet_jax.configs import common
+from alexnet_jax import models
 
 # torchvision's Normalize constants, for pixels in 0..1.
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)

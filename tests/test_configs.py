@@ -226,4 +226,4 @@ def test_experiments_hand_the_sweep_every_named_variant():
   VARIANTS, so a variant's changes are the same from `variant=NAME` and from a sweep."""
   config = load('normalisation').get_config()
   named = {name: changes.to_dict() for name, changes in config.sweep.named.items()}
-  assert named == {name: common.nested(changes) for name, changes in common.VARIANTS.items()}
+  assert named == {name: settings.nested(changes) for name, changes in common.VARIANTS.items()}

@@ -54,10 +54,14 @@ def test_replayed_convolutions_compute_the_steps_shapes():
 
 
 @pytest.mark.slow
-def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, compilation_cache):
+@pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])  # docs/performance.md runs both
+def test_the_command_prints_the_per_op_table_and_writes_it_as_json(
+    dtype, tmp_path, compilation_cache
+):
   output = tmp_path / 'profile.json'
   out = commands.run_module(
       'alexnet_jax.tools.profile_step',
+      f'--dtype={dtype}',
       '--batch_size=4',
       '--image_size=67',
       '--width=0.25',
@@ -68,9 +72,9 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, com
   )
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(output.read_text())
-  assert (result['batch'], result['image_size'], result['dtype']) == (4, 67, 'float32')
+  assert (result['batch'], result['image_size'], result['dtype']) == (4, 67, dtype)
   lines = out.stdout.splitlines()
-  assert lines[0].startswith('train step, batch 4, 67px, float32, cpu: '), lines[0]
+  assert lines[0].startswith(f'train step, batch 4, 67px, {dtype}, cpu: '), lines[0]
   # One table row per category, in the JSON's order (longest first), with its op count.
   table = [l.strip('|').split('|') for l in lines if l.startswith('| ') and '---' not in l][1:]
   rows = result['categories']
@@ -86,7 +90,11 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, com
       ops['convolution backward-filter'],
       ops['convolution backward-data'],
   ) == (8, 8, 7)
-  assert ops['LRN forward'] >= 1 and ops['max pooling forward'] >= 1
+  assert ops['LRN forward'] >= 1
+  # In bfloat16 the pooling's reduce-windows, made by XLA around the converts, carry no frame of
+  # ours: the profile counts them as XLA's own (measured with this command at 67 px).
+  pooling = 'max pooling forward' if dtype == 'float32' else 'made by XLA: wrapped_reduce-window'
+  assert ops[pooling] >= 1
   # The SGD update's line, and the --top longest ops, longest first.
   passes = result['update_passes_over_fc6_fc7_kernels']
   assert passes >= 2 and f'SGD update: {passes} ops write or read' in out.stdout
@@ -103,24 +111,3 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(tmp_path, com
   assert [i['ms'] for i in result['instructions']] == sorted(
       (i['ms'] for i in result['instructions']), reverse=True
   )
-
-
-@pytest.mark.slow
-def test_the_command_profiles_the_bfloat16_step(tmp_path, compilation_cache):
-  """docs/performance.md's `--dtype=bfloat16`: the same table for the network in bfloat16."""
-  output = tmp_path / 'profile.json'
-  out = commands.run_module(
-      'alexnet_jax.tools.profile_step',
-      '--dtype=bfloat16',
-      '--batch_size=4',
-      '--image_size=67',
-      '--width=0.25',
-      '--steps=1',
-      f'--output={output}',
-      env=compilation_cache,
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(output.read_text())
-  assert result['dtype'] == 'bfloat16'
-  assert out.stdout.startswith('train step, batch 4, 67px, bfloat16, cpu: '), out.stdout[:200]
-  assert result['categories']['convolution forward']['ops'] == 8  # Figure 2's eight layers' passes

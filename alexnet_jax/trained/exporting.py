@@ -43,6 +43,7 @@ import numpy as np
 from alexnet_jax.data import augment
 from alexnet_jax.data import pipeline
 from alexnet_jax.errors import ConfigError
+from alexnet_jax import settings
 from alexnet_jax.system import files
 from alexnet_jax.trained import inference
 
@@ -86,17 +87,6 @@ def flat_weights(trained: inference.Trained) -> dict[str, np.ndarray]:
   }
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-  tree = {'params': {}, 'batch_stats': {}}
-  for key, value in flat.items():
-    *parents, name = key.split('/')
-    node = tree
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[name] = value
-  return tree
-
-
 def serving_function(trained: inference.Trained) -> Callable[[dict, jax.Array], dict]:
   """serve(weights, images) -> {'logits', 'probabilities'}: the pure function both formats hold.
 
@@ -110,7 +100,7 @@ def serving_function(trained: inference.Trained) -> Callable[[dict, jax.Array], 
     x = images.astype(jnp.float32) - mean
     if inv_std is not None:
       x = x * inv_std
-    tree = _nest(weights)
+    tree = {'params': {}, 'batch_stats': {}, **settings.nested(weights, '/')}
     logits = nnx.merge(graphdef, tree['params'], tree['batch_stats'])(x, train=False)
     return {'logits': logits, 'probabilities': jax.nn.softmax(logits, axis=-1)}
 
