@@ -9,9 +9,9 @@ console's lines), `errors` (ConfigError) and `main` (the training command).
 
 By role below it: `data/` (augmentation, the input pipeline, colour statistics, ImageNet's names,
 datasets), `trained/` (the one loader of a trained workdir and what is done with it), `sweeps/`
-(the runner, its tables and plots), `system/` (a command's start, process tuning, all-or-nothing
-files) and `tools/` (every command but `main`). `configs` (the repository's top-level configs/,
-installed with the package) holds the recipes, which import no library logic.
+(the runner, SLURM jobs, its tables and plots), `system/` (a command's start, process tuning,
+all-or-nothing files) and `tools/` (every command but `main`). `configs` (the repository's
+top-level configs/, installed with the package) holds the recipes, which import no library logic.
 
 Importing the package changes nothing in the process; `system.runtime.tune_process()` tunes it, and
 every command calls it first.

@@ -262,10 +262,11 @@ RUN_HERE_CHANGES = {
 # below): a long run, a benchmark or a sweep shortened there.
 RUN_ELSEWHERE = {
     'alexnet_jax.tools.export': 'test_export.py',
-    'alexnet_jax.tools.sweep': 'test_sweep.py',
+    'alexnet_jax.tools.sweep': ('test_sweep.py', 'test_launch.py'),
     'alexnet_jax.tools.benchmark': 'test_benchmark.py',
     'alexnet_jax.tools.profile_step': 'test_profile_step.py',
     'alexnet_jax.tools.loop_benchmark': 'test_loop_benchmark.py',
+    'alexnet_jax.tools.member_benchmark': 'test_member_benchmark.py',
     'alexnet_jax.tools.pipeline_benchmark': 'test_pipeline_benchmark.py',
     'alexnet_jax.tools.communication': 'test_communication.py',
     'alexnet_jax.tools.prepare': 'test_prepare.py',
@@ -284,10 +285,12 @@ NEEDS_WHAT_IS_NOT_HERE = {
     'random weights in its format)',
     'init_from=runs/torchvision': "torchvision's weights and iFood 2019 (test_weights.py)",
     '--folder=$HOME/pictures/flowers': 'your pictures (test_prepare.py prepares a folder)',
-    'init_from=runs/quickstart': 'a prepared folder of your pictures (test_weights.py fine-tunes on '
-    'one)',
+    'init_from=runs/quickstart': 'a prepared folder of your pictures (test_weights.py fine-tunes '
+    'on one)',
     '--config=configs/quickstart.py': 'minutes of training (the smoke run below is its :tiny)',
     '--config=quickstart': 'minutes of training (the smoke run below is its :tiny)',
+    '--launcher=slurm': 'a SLURM cluster (test_launch.py runs the sweep command with '
+    '--launcher=local, the same jobs as processes)',
 }
 
 
@@ -328,7 +331,9 @@ def test_every_docs_command_is_run_here_or_by_its_modules_test():
   for how, page, module, args in plan:
     if how != 'elsewhere':
       continue
-    source = read(os.path.join('tests', RUN_ELSEWHERE[module]))
+    tests = RUN_ELSEWHERE[module]
+    tests = (tests,) if isinstance(tests, str) else tests
+    source = '\n'.join(read(os.path.join('tests', name)) for name in tests)
     if module not in source and f"'{module.rsplit('.', 1)[-1]}'" not in source:
       missing.append(f'{page}: {module} is not run by {RUN_ELSEWHERE[module]}')
     for arg in args:

@@ -1,6 +1,7 @@
 """Experiments: many runs of one config and what they add up to.
 
 `sweep` (variants x seeds, one ordinary workdir each, resumable; `python -m alexnet_jax.tools.sweep`
-is its command), `results` (every run's metrics in one table, aggregated over seeds) and `plots`
-(the figures the experiment notebooks show).
+is its command), `launch` (each run a job of SLURM through submitit), `results` (every run's
+metrics in one table, aggregated over seeds) and `plots` (the figures the experiment notebooks
+show).
 """

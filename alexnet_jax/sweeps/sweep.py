@@ -265,6 +265,7 @@ def run_sweep(
     devices: Sequence[jax.Device] | None = None,
     report: Callable[[str], None] = _print,
     report_every_s: float = 30.0,
+    only: Sequence[str] | None = None,
 ) -> list[Run]:
   """Trains every (variant, seed) of the sweep that has not finished; returns the runs.
 
@@ -277,6 +278,8 @@ def run_sweep(
   that diverges is recorded (`diverged.json`) and the sweep goes on; any other error stops it.
   SIGTERM or SIGINT stops it as it stops a single run (`stopping`): every run training saves the
   step it is in, queued runs do not start, and `Interrupted` is raised; the same call resumes.
+  `only` (run names, 'VARIANT/seed_N'): this call trains those runs alone; the plan still lists
+  every run, so a scheduler's jobs (`sweeps.launch`) each train one and `results` reads them all.
   """
   spec = {}
   if 'sweep' in config:
@@ -286,7 +289,11 @@ def run_sweep(
   parallel = parallel if parallel is not None else spec.get('parallel', 1)
   if variants is None or seeds is None:
     raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
-  runs = plan(config, parent, variants, seeds, defined(spec))
+  planned_runs = plan(config, parent, variants, seeds, defined(spec))
+  unknown = sorted(set(only or ()) - {r.name for r in planned_runs})
+  if unknown:
+    raise ConfigError(f'only={unknown} names no run of this sweep ({planned_runs[0].name}, ...).')
+  runs = [r for r in planned_runs if only is None or r.name in only]
   devices = list(devices if devices is not None else jax.local_devices())
   if parallel < 1 or parallel > len(devices):
     raise ConfigError(
@@ -312,7 +319,7 @@ def run_sweep(
       raise ConfigError(f'{r.name}: {e}') from None
   os.makedirs(parent, exist_ok=True)
   if jax.process_index() == 0:
-    names = list(dict.fromkeys(r.variant for r in runs))
+    names = list(dict.fromkeys(r.variant for r in planned_runs))
     files.write_json(
         os.path.join(parent, history.PLAN_FILE),
         {'variants': names, 'seeds': [int(s) for s in seeds]},
