@@ -70,3 +70,44 @@ def test_runs_that_never_reach_the_target_are_counted_not_dropped():
   assert statistics.reached([100, nan, nan, 200], budget=1000).median is None  # > budget
   three, none = statistics.reached([1, 2, 3], 10), statistics.reached([nan] * 3, 10)
   assert statistics.reached_difference(three, none) == pytest.approx(0.1)  # Fisher: 2 / C(6, 3)
+
+
+def test_the_table_against_the_baseline_pairs_by_seed_and_corrects_over_its_rows():
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(0)
+  base = rng.normal(0.30, 0.02, 5)
+  values = {
+      'paper': base,
+      'worse': base + 0.05 + rng.normal(0, 0.005, 5),  # clearly higher error, seed by seed
+      'same': base + rng.normal(0, 0.01, 5),
+  }
+  per_run = pd.DataFrame(
+      [
+          {'variant': v, 'seed': seed, 'eval_top1_error': x}
+          for v, xs in values.items()
+          for seed, x in enumerate(xs)
+      ]
+      + [{'variant': 'same', 'seed': 9, 'eval_top1_error': float('nan')}]  # no value: left out
+  )
+  table = results.against_baseline(per_run, 'eval_top1_error', 'paper')
+  assert list(table.index) == ['same', 'worse']
+  for variant in ('same', 'worse'):
+    reference = scipy_stats.ttest_rel(values[variant], base)
+    assert table.loc[variant, 'p'] == pytest.approx(reference.pvalue, rel=1e-10)
+    assert table.loc[variant, 'n'] == 5
+  p_same, p_worse = (
+      scipy_stats.ttest_rel(values['same'], base).pvalue,
+      scipy_stats.ttest_rel(values['worse'], base).pvalue,
+  )
+  # Holm over the two rows, by hand: the smaller p doubled, the larger kept (not below it).
+  small, large = sorted([p_same, p_worse])
+  expected = {p_same: None, p_worse: None}
+  expected[small] = min(1, 2 * small)
+  expected[large] = max(expected[small], min(1, large))
+  assert table.loc['same', 'p_holm'] == pytest.approx(expected[p_same])
+  assert table.loc['worse', 'p_holm'] == pytest.approx(expected[p_worse])
+  assert table.loc['worse', 'verdict'] == 'higher'
+  assert table.loc['same', 'verdict'].startswith('inconclusive (could detect >= ')

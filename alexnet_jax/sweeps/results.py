@@ -6,6 +6,7 @@ to a row per variant (mean, std and n over seeds), and `compare` says whether tw
 by more than their seed-to-seed spread. Nothing here needs JAX or TensorFlow.
 """
 
+import dataclasses
 import glob
 import json
 import math
@@ -181,6 +182,31 @@ def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> 
       'n_b': len(b),
       'n': min(len(a), len(b)),
   }
+
+
+def against_baseline(per_run: pd.DataFrame, column: str, baseline: str) -> pd.DataFrame:
+  """A row per other variant: its paired difference from `baseline` in `column` by seed
+  (`statistics.paired`: n, mean, the 95% interval, effect size, p), Holm's p over the table's
+  rows, and the verdict (`statistics.verdict`: 'higher', 'lower' or 'inconclusive (could detect
+  >= X)'). Runs without a value in `column` are left out of their pair (n says how many
+  remained); time to a target is `statistics.reached`'s, where such runs count."""
+  from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
+
+  by_seed = {
+      variant: dict(zip(runs['seed'], runs[column]))
+      for variant, runs in per_run.dropna(subset=[column]).groupby('variant', observed=True)
+  }
+  if baseline not in by_seed:
+    raise ValueError(f'No run of the baseline {baseline!r} has a {column}.')
+  differences = {
+      v: statistics.paired(by_seed[v], by_seed[baseline]) for v in by_seed if v != baseline
+  }
+  adjusted = statistics.holm([d.p for d in differences.values()])
+  frame = pd.DataFrame([dataclasses.asdict(d) for d in differences.values()], index=differences)
+  frame.index.name = 'variant'
+  frame['p_holm'] = adjusted
+  frame['verdict'] = [statistics.verdict(d, p) for d, p in zip(differences.values(), adjusted)]
+  return frame
 
 
 def format_mean_std(summary_frame: pd.DataFrame, column: str, scale: float = 100.0) -> pd.Series:
