@@ -183,9 +183,11 @@ def _answers(address: str) -> bool:
 class MeshConfig:
   """The strategy and the mesh's axis sizes (-1: inferred, see `mesh_shape`)."""
 
+  # data: data parallel | towers: one tower per device, as the paper's two GPUs | owt: conv layers
+  # data-parallel, fc layers model-parallel over all devices (Krizhevsky 2014).
   strategy: str = 'data'
-  data: int = -1
-  model: int = -1
+  data: int = -1  # devices along the batch axis; -1: all that the model axis leaves
+  model: int = -1  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
 
 
 def mesh_shape(mesh: MeshConfig, towers: int, device_count: int) -> tuple[int, int]:

@@ -38,6 +38,7 @@ from alexnet_jax.data import pipeline
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import settings
+from alexnet_jax import sharding
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -80,8 +81,9 @@ def paper() -> ml_collections.ConfigDict:
   # rgb: subtract mean_rgb from every pixel | image: subtract the training set's mean image, as
   # section 2 does (needs stats_file).
   c.augment.mean = 'rgb'
-  # .npz written by `python -m alexnet_jax.tools.colour_statistics` (at this resize_size); when set, its
-  # per-channel mean, PCA eigen-values and vectors and mean image replace the constants above.
+  # .npz written by `python -m alexnet_jax.tools.colour_statistics` (at this resize_size); when
+  # set, its per-channel mean, PCA eigen-values and vectors and mean image replace the constants
+  # above.
   c.augment.stats_file = ml_collections.config_dict.placeholder(str)
   # Divide by this after subtracting the mean; None: the paper's raw 0..255 scale.
   c.augment.std_rgb = ml_collections.config_dict.placeholder(tuple)
@@ -96,14 +98,10 @@ def paper() -> ml_collections.ConfigDict:
   c.model = fields_of(models.ModelConfig(), skip=('tower_axis', 'batch_axis', 'fc_axis'))
 
   # --- Devices (alexnet_jax/sharding.py) ---
-  # data: data parallel | towers: one tower per device, as the paper's two GPUs | owt: conv layers
-  # data-parallel, fc layers model-parallel over all devices (Krizhevsky 2014). sharding.py.
-  c.strategy = 'data'
-  c.mesh = ml_collections.ConfigDict()
-  c.mesh.data = -1  # devices along the batch axis; -1: all that the model axis leaves
-  c.mesh.model = (
-      -1
-  )  # devices along the model axis; -1: what the strategy needs (1, or 2 for towers)
+  # Every field, its meaning and its default: sharding.MeshConfig: strategy (data | towers | owt),
+  # mesh.data and mesh.model (devices along each axis; -1: inferred).
+  c.strategy = sharding.MeshConfig().strategy
+  c.mesh = fields_of(sharding.MeshConfig(), skip=('strategy',))
 
   # --- Optimisation (section 5) ---
   # Every field, its meaning and the paper's value (section 5): optim.OptimConfig, e.g.

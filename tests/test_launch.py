@@ -3,8 +3,6 @@ the same workdirs and numbers as the sweep trained in this process."""
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -16,6 +14,7 @@ from alexnet_jax.configs import normalisation
 from alexnet_jax.sweeps import launch
 from alexnet_jax.sweeps import results
 from alexnet_jax.sweeps import sweep
+from tests import commands
 
 TIMING = ('elapsed_s', 'steps_per_sec', 'uptime', 'train_steps_per_sec')
 
@@ -36,7 +35,7 @@ def close(a: list[dict], b: list[dict]) -> bool:
 
 @pytest.mark.slow
 def test_each_run_is_a_job_and_the_sweep_reads_them_as_its_own(
-    tiny_data_dir, tmp_path, command_env
+    tiny_data_dir, tmp_path, compilation_cache
 ):
   """The sweep command with --launcher=local: each run a job process submitit starts, as SLURM
   would; then the table and plots, as the command always writes them."""
@@ -46,21 +45,15 @@ def test_each_run_is_a_job_and_the_sweep_reads_them_as_its_own(
       '--config.sweep.seeds=(0,)',
       '--config.num_train_steps=4',
   ]
-  out = subprocess.run(
-      [
-          sys.executable,
-          '-m',
-          'alexnet_jax.tools.sweep',
-          '--config=normalisation:tiny',
-          f'--workdir={parent}',
-          '--launcher=local',
-          '--timeout_min=10',
-          '--cpus_per_job=1',
-          *overrides,
-      ],
-      env=command_env,
-      capture_output=True,
-      text=True,
+  out = commands.run_module(
+      'alexnet_jax.tools.sweep',
+      '--config=normalisation:tiny',
+      f'--workdir={parent}',
+      '--launcher=local',
+      '--timeout_min=10',
+      '--cpus_per_job=1',
+      *overrides,
+      env=compilation_cache,
       timeout=600,
   )
   assert out.returncode == 0, out.stderr[-3000:]

@@ -261,13 +261,14 @@ STARTS_FROM = 'alexnet_jax.trained.weights'
 # the typed settings' dataclasses, or a recipe through --config.
 RECIPE_IMPORTS_LEFT: set[str] = set()
 # What a recipe may take from the library: the typed settings' dataclasses (each section's
-# defaults, written once: ModelConfig, OptimConfig, DataConfig, LoopConfig) and published
-# constants, never code that reads checkpoints or trains (flax's and big_vision's configs import no
+# defaults, written once: ModelConfig, OptimConfig, DataConfig, LoopConfig, MeshConfig) and
+# published constants, never code that reads checkpoints or trains (flax's and big_vision's configs import no
 # library code; tests/test_configs.py checks that building a config reads no file).
 RECIPE_MAY_IMPORT = {
     'alexnet_jax.models',
     'alexnet_jax.optim',
     'alexnet_jax.settings',
+    'alexnet_jax.sharding',
     'alexnet_jax.data.pipeline',
     'alexnet_jax.data.augment',
 }
