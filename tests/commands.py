@@ -1,6 +1,7 @@
 """What the tests that start processes share: a command of this checkout in a subprocess, and
 two local JAX processes that find each other on a free port."""
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 300):
   """`python -m module args` from this checkout (its code first on the path), output captured."""
   return _run(['-m', module, *args], env, timeout)
+
+
+def run_for_json(module: str, *args: str, output, env: dict | None = None, timeout: int = 300):
+  """`run_module` of a command that writes its result to `--output=output`: (the finished
+  process, the JSON it wrote), after asserting that it succeeded."""
+  out = run_module(module, *args, f'--output={output}', env=env, timeout=timeout)
+  assert out.returncode == 0, out.stderr[-3000:]
+  with open(output) as f:
+    return out, json.load(f)
 
 
 def run_script(script: str, *args: str, env: dict | None = None, timeout: int = 300):

@@ -1,7 +1,5 @@
 """tools/member_benchmark: its three ways of training members together compute the same members."""
 
-import json
-
 import jax
 import numpy as np
 import pytest
@@ -36,17 +34,15 @@ def test_every_option_trains_each_member_as_one_after_another_does(tiny_config, 
 @pytest.mark.slow
 def test_the_command_prints_each_option_against_the_machines_limit(tmp_path, compilation_cache):
   output = tmp_path / 'members.json'
-  out = commands.run_module(
+  out, result = commands.run_for_json(
       'alexnet_jax.tools.member_benchmark',
       '--config=quickstart:tiny',
       '--members=2',
       '--window=1',
       '--windows=1',
-      f'--output={output}',
+      output=output,
       env=compilation_cache,
   )
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(output.read_text())
   assert [r['option'] for r in result['rows']] == list(member_benchmark.OPTIONS)
   assert result['limit']['flops_per_s'] > 0
   lines = out.stdout.splitlines()

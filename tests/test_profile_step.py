@@ -1,7 +1,6 @@
 """The per-op profile: every op of the compiled step lands in the row the model says it should."""
 
 import collections
-import json
 
 import pytest
 
@@ -59,7 +58,7 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(
     dtype, tmp_path, compilation_cache
 ):
   output = tmp_path / 'profile.json'
-  out = commands.run_module(
+  out, result = commands.run_for_json(
       'alexnet_jax.tools.profile_step',
       f'--dtype={dtype}',
       '--batch_size=4',
@@ -67,11 +66,9 @@ def test_the_command_prints_the_per_op_table_and_writes_it_as_json(
       '--width=0.25',
       '--steps=1',
       '--top=3',
-      f'--output={output}',
+      output=output,
       env=compilation_cache,
   )
-  assert out.returncode == 0, out.stderr[-3000:]
-  result = json.loads(output.read_text())
   assert (result['batch'], result['image_size'], result['dtype']) == (4, 67, dtype)
   lines = out.stdout.splitlines()
   assert lines[0].startswith(f'train step, batch 4, 67px, {dtype}, cpu: '), lines[0]
