@@ -381,7 +381,10 @@ def undistributed(per_shard: Callable) -> Callable:
 
 
 def prefetch_to_devices(
-    batches: Iterable[tuple[Any, dict[str, np.ndarray]]], layout: Layout, size: int
+    batches: Iterable[tuple[Any, dict[str, np.ndarray]]],
+    layout: Layout,
+    size: int,
+    put: Callable[[dict[str, np.ndarray]], dict] | None = None,
 ) -> Iterator[tuple[Any, dict]]:
   """Keeps `size` batches on their way to the devices while the current step runs.
 
@@ -390,8 +393,10 @@ def prefetch_to_devices(
   A background thread pulls the host batches and starts their transfers (`layout.global_batch`),
   so waiting for the input pipeline and copying to the devices overlap the step and the loop's
   own Python work instead of happening when the loop asks for the next batch. Its errors are
-  raised here, in the loop; it stops after at most one more batch once the loop stops.
+  raised here, in the loop; it stops after at most one more batch once the loop stops. `put`
+  replaces `layout.global_batch` (members trained together: their stacked batches on one device).
   """
+  put_batch = put or layout.global_batch
   ready = queue.Queue(maxsize=max(size, 1))
   stop = threading.Event()
   end = object()
@@ -408,7 +413,7 @@ def prefetch_to_devices(
   def produce():
     try:
       for tag, batch in batches:
-        if not put((tag, layout.global_batch(batch))):
+        if not put((tag, put_batch(batch))):
           return
       put(end)
     except BaseException as e:  # noqa: BLE001  (re-raised in the consumer)

@@ -230,28 +230,39 @@ def _one_device(per_shard, *_, grads):
   return sharding.undistributed(per_shard)
 
 
-def make_train_step(graphdef, tx, schedule, layout=None, preprocess=None) -> Callable:
+def make_train_step(
+    graphdef, tx, schedule, layout=None, preprocess=None, members=False
+) -> Callable:
   """The jitted train step; `layout` (a sharding.Layout) distributes it, None: one device.
 
-  `preprocess`: see `train_step`; None takes the batch's images as they are.
+  `preprocess`: see `train_step`; None takes the batch's images as they are. `members`: the
+  states and batches are stacked on a leading axis, one row per network trained together (a
+  sweep's seeds), and the step is mapped over it (`jax.vmap`) on one device: each member's
+  numbers are its own run's, to float rounding (XLA turns the mapped convolutions into grouped
+  ones, which add up in another order).
   """
+  if members and layout is not None:
+    raise ValueError('Members trained together run on one device: give no layout.')
   distribute = layout.distribute if layout is not None else _one_device
-  return jax.jit(
-      functools.partial(
-          train_step,
-          graphdef=graphdef,
-          tx=tx,
-          schedule=schedule,
-          distribute=distribute,
-          preprocess=preprocess or device_augment.images,
-      ),
-      donate_argnums=0,
+  step = functools.partial(
+      train_step,
+      graphdef=graphdef,
+      tx=tx,
+      schedule=schedule,
+      distribute=distribute,
+      preprocess=preprocess or device_augment.images,
   )
+  return jax.jit(jax.vmap(step) if members else step, donate_argnums=0)
 
 
-def make_eval_step(graphdef, layout=None) -> Callable:
+def make_eval_step(graphdef, layout=None, members=False) -> Callable:
+  """The jitted evaluation step; `members`: as in `make_train_step`, every member on the same
+  batch."""
+  if members and layout is not None:
+    raise ValueError('Members trained together run on one device: give no layout.')
   distribute = layout.distribute if layout is not None else _one_device
-  return jax.jit(functools.partial(eval_step, graphdef=graphdef, distribute=distribute))
+  step = functools.partial(eval_step, graphdef=graphdef, distribute=distribute)
+  return jax.jit(jax.vmap(step, in_axes=(0, None)) if members else step)
 
 
 def plateau_update(

@@ -91,6 +91,9 @@ def with_sweep(
           'variants': tuple(variants),  # names of `named` or `custom` below
           'seeds': tuple(range(seeds)),
           'parallel': 1,  # runs side by side, on disjoint sets of the devices
+          # Seeds of a variant trained as one group, one program on one device (train_members);
+          # 1: one after another, which is faster on XLA:CPU (docs/performance.md).
+          'together': 1,
           'metric': metric,  # the curves and the final-error bars
           # The "steps to reach" bars: the first logged step at which target_metric <= target.
           'target': ml_collections.config_dict.placeholder(float),

@@ -11,9 +11,12 @@ import time
 import jax
 import pytest
 
+from alexnet_jax import checkpointing
 from alexnet_jax.configs import common
 from alexnet_jax.errors import ConfigError
 from alexnet_jax import history
+from alexnet_jax import settings
+from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax.sweeps import results
 from alexnet_jax.sweeps import sweep
@@ -26,7 +29,7 @@ pytestmark = pytest.mark.slow  # several short training runs
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Wall-clock fields differ between any two runs; everything else is computed.
 TIMING = ('elapsed_s', 'steps_per_sec', 'uptime')
-TRAIN = train.train_and_evaluate  # the real one, whatever a test patched in
+TRAIN = train.train_members  # the real one, whatever a test patched in
 # A plain run config defines no variant names: the sweep is given them with their changes.
 PAPER = {'paper': common.VARIANTS['paper']}
 
@@ -36,41 +39,49 @@ class Crash(Exception):
 
 
 class Recorder:
-  """Wraps train.train_and_evaluate: which runs trained, from which step, and optionally stops
-  one of them after a given step, as a crash would."""
+  """Wraps train.train_members: which runs trained (in which groups), from which step, and
+  optionally stops one of them after a given step, as a crash would, or has it diverge."""
 
   def __init__(self, monkeypatch, stop: dict[str, int] | None = None, diverge=None, hold=()):
     self.first_step = {}
     self.devices = {}
+    self.groups = []
     self.stop = stop or {}
     self.diverge = diverge or {}
     self.stopped = []  # runs the sweep stopped (SweepStopped from its step callback)
     real = TRAIN
 
-    def wrapped(config, workdir, devices=None, step_callback=None):
-      name = '/'.join(workdir.split(os.sep)[-2:])
-      self.devices[name] = tuple(devices)
+    def wrapped(runs, workdirs, devices=None, step_callback=None):
+      names = ['/'.join(w.split(os.sep)[-2:]) for w in workdirs]
+      self.groups.append(names)
+      for name in names:
+        self.devices[name] = tuple(devices)
 
       def callback(step, state):
-        self.first_step.setdefault(name, step)
+        for name in names:
+          self.first_step.setdefault(name, step)
         deadline = time.monotonic() + 120
         while True:  # a run in `hold` waits at its first step until the sweep stops it
           try:
             step_callback(step, state)
           except sweep.SweepStopped:
-            self.stopped.append(name)
+            self.stopped.extend(names)
             raise
-          if name not in hold or time.monotonic() > deadline:
+          if not set(names) & set(hold) or time.monotonic() > deadline:
             break
           time.sleep(0.01)
-        if self.stop.get(name) == step:
-          raise Crash(f'stopped {name} after step {step}')
-        if self.diverge.get(name) == step:
-          raise steps.TrainingDiverged(f'{name} diverged at step {step}')
+        for name in names:
+          if self.stop.get(name) == step:
+            raise Crash(f'stopped {name} after step {step}')
+          if self.diverge.get(name) == step:
+            raise steps.TrainingDiverged(f'{name} diverged at step {step}')
 
-      return real(config, workdir, devices=devices, step_callback=callback)
+      try:
+        return real(runs, workdirs, devices=devices, step_callback=callback)
+      except steps.TrainingDiverged as e:  # as the loop reports a member that diverged
+        return [e]
 
-    monkeypatch.setattr(sweep.train, 'train_and_evaluate', wrapped)
+    monkeypatch.setattr(sweep.train, 'train_members', wrapped)
 
 
 def values(workdir: str) -> list[dict]:
@@ -165,6 +176,66 @@ def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_
   )
 
 
+def test_seeds_trained_together_give_their_runs_alone_and_resume_together(
+    tiny_config, one_device, tmp_path, monkeypatch
+):
+  """Members of one program (`together=2`) against the same seeds one after another: the same
+  numbers, to float rounding (the mapped convolutions add up in another order), each in its own
+  run directory; a group stopped by a crash resumes as a group, a run at another step alone."""
+  config = tiny_config()
+  kwargs = dict(variants=PAPER, seeds=[0, 1, 2], devices=one_device, report=lambda line: None)
+  alone = Recorder(monkeypatch)
+  sweep.run_sweep(config, str(tmp_path / 'alone'), **kwargs)
+  assert alone.groups == [['paper/seed_0'], ['paper/seed_1'], ['paper/seed_2']]
+
+  parent = str(tmp_path / 'together')
+  crashed = Recorder(monkeypatch, stop={'paper/seed_1': 4})
+  with pytest.raises(Crash):
+    sweep.run_sweep(config, parent, together=2, **kwargs)
+  assert crashed.groups == [['paper/seed_0', 'paper/seed_1']]  # seed 2 never started
+  runs = sweep.plan(config, parent, PAPER, [0, 1, 2])
+  assert [sweep.status(r) for r in runs] == ['started', 'started', 'new']
+  resumed = Recorder(monkeypatch)
+  sweep.run_sweep(config, parent, together=2, **kwargs)
+  assert resumed.groups == [['paper/seed_0', 'paper/seed_1'], ['paper/seed_2']]
+  assert resumed.first_step == {'paper/seed_0': 4, 'paper/seed_1': 4, 'paper/seed_2': 1}
+  for seed in (0, 1):
+    mine = values(os.path.join(parent, 'paper', f'seed_{seed}'))
+    theirs = values(str(tmp_path / 'alone' / 'paper' / f'seed_{seed}'))
+    assert [r['step'] for r in mine] == [3, 3, 6, 6]  # each step once, after the resumption
+    assert mine == [pytest.approx(r, rel=1e-5) for r in theirs]
+    assert sweep.status(runs[seed]) == 'done'
+  # The members are not one network twice: their seeds trained differently.
+  assert values(os.path.join(parent, 'paper', 'seed_0')) != values(
+      os.path.join(parent, 'paper', 'seed_1')
+  )
+
+  # A member whose loss turns NaN after step 4 stops alone: its last good checkpoint (step 3)
+  # stays, and the other member trains on to the numbers of its run alone.
+  real = steps.make_train_step
+
+  def nan_for_seed_1(*args, **kw):
+    step_fn = real(*args, **kw)
+
+    def step(state, batch):
+      new, metrics, finite = step_fn(state, batch)
+      return new, metrics, finite.at[1].set(finite[1] & (new.step[1] <= 4))
+
+    return step
+
+  monkeypatch.setattr(sweep.train.steps, 'make_train_step', nan_for_seed_1)
+  diverging = str(tmp_path / 'diverging')
+  sweep.run_sweep(config, diverging, together=2, **{**kwargs, 'seeds': [0, 1]})
+  first, second = sweep.plan(config, diverging, PAPER, [0, 1])
+  assert [sweep.status(first), sweep.status(second)] == ['done', 'diverged']
+  with open(os.path.join(second.workdir, sweep.FAILED_FILE)) as f:
+    assert 'between steps 3 and 6' in json.load(f)['message']
+  assert checkpointing.latest_step(second.workdir) == 3
+  assert values(first.workdir) == [
+      pytest.approx(r, rel=1e-5) for r in values(str(tmp_path / 'alone' / 'paper' / 'seed_0'))
+  ]
+
+
 def test_a_failing_run_side_by_side_stops_the_sweep(tiny_config, tmp_path, monkeypatch):
   """The others stop at their next step and the queued ones never start; all resume later."""
   config = tiny_config()
@@ -210,6 +281,22 @@ def test_a_run_directory_of_another_config_is_an_error(
   assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
   config.model.width = 0.25
   assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
+  with pytest.raises(ConfigError, match='together=2 trains each group of members on one device'):
+    sweep.run_sweep(
+        config,
+        str(tmp_path / 'x'),
+        variants=PAPER,
+        seeds=[0],
+        together=2,
+        devices=jax.devices()[:2],
+    )
+  wide = config.copy_and_resolve_references()
+  wide.model.width = 0.5
+  with pytest.raises(ConfigError, match=r'differ in their seed alone; these differ in model.width'):
+    train.check_members(
+        [settings.from_config(config), settings.from_config(wide)],
+        sharding.Layout.create(settings.from_config(config).mesh, 2, one_device),
+    )
   with pytest.raises(ConfigError, match='parallel=3'):
     sweep.run_sweep(
         config,

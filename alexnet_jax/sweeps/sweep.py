@@ -9,7 +9,8 @@ resumption, TensorBoard events) is a single run's. Running the same sweep again 
 runs and resumes the others from their checkpoints; a run directory that holds another config is an
 error, never overwritten. An experiment config (configs/relu_tanh.py and the others) carries its
 sweep in `config.sweep`: `variants`, `seeds`, `parallel` (runs side by side on disjoint sets of the
-devices), what the plots measure (`metric`, `target`, `target_metric`), and what each variant name
+devices), `together` (seeds of a variant trained as one program, `train.train_members`), what
+the plots measure (`metric`, `target`, `target_metric`), and what each variant name
 changes: `named` (the recipes' ablations, configs/common.py's VARIANTS) and `custom` (the
 experiment's own). The sweep takes the variants from the config it is given and imports no recipe.
 
@@ -266,6 +267,7 @@ def run_sweep(
     report: Callable[[str], None] = _print,
     report_every_s: float = 30.0,
     only: Sequence[str] | None = None,
+    together: int | None = None,
 ) -> list[Run]:
   """Trains every (variant, seed) of the sweep that has not finished; returns the runs.
 
@@ -280,6 +282,9 @@ def run_sweep(
   step it is in, queued runs do not start, and `Interrupted` is raised; the same call resumes.
   `only` (run names, 'VARIANT/seed_N'): this call trains those runs alone; the plan still lists
   every run, so a scheduler's jobs (`sweeps.launch`) each train one and `results` reads them all.
+  `together` (default: the sweep section's, else 1): up to this many seeds of a variant that
+  resume from the same step train as one group, in one compiled program on one device
+  (`train.train_members`); each still writes its own run directory.
   """
   spec = {}
   if 'sweep' in config:
@@ -287,6 +292,7 @@ def run_sweep(
   variants = variants if variants is not None else spec.get('variants')
   seeds = seeds if seeds is not None else spec.get('seeds')
   parallel = parallel if parallel is not None else spec.get('parallel', 1)
+  together = together if together is not None else spec.get('together', 1)
   if variants is None or seeds is None:
     raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
   planned_runs = plan(config, parent, variants, seeds, defined(spec))
@@ -306,6 +312,15 @@ def run_sweep(
         'spans all of them, so use --config.sweep.parallel=1.'
     )
   per_run = len(devices) // parallel
+  if together < 1:
+    raise ConfigError(f'together={together}: train at least 1 member at a time.')
+  if together > 1 and per_run > 1:
+    raise ConfigError(
+        f'together={together} trains each group of members on one device, but each run side by '
+        f"side would get {per_run} of this process's {len(devices)} devices. Set "
+        f'--config.sweep.parallel={len(devices)} (a group per device), or '
+        '--config.sweep.together=1.'
+    )
   groups = [devices[i * per_run : (i + 1) * per_run] for i in range(parallel)]
 
   # Every run is checked before the first one starts, and before any directory is claimed: a
@@ -339,6 +354,15 @@ def run_sweep(
     else:
       todo.append(r)
   report(progress.line())
+  # Seeds of one variant at the same step train together; the plan's order is kept.
+  batches: dict[tuple[str, int], list[Run]] = {}
+  for r in todo:
+    batches.setdefault((r.variant, progress.step[r.name]), []).append(r)
+  work = [
+      tuple(same[i : i + together])
+      for same in batches.values()
+      for i in range(0, len(same), together)
+  ]
 
   free = list(range(parallel))
   free_lock = threading.Lock()
@@ -346,54 +370,60 @@ def run_sweep(
   stopped: dict[str, int] = {}  # run -> the step it saved when a signal stopped it
   unstarted: list[str] = []  # runs a signal kept from starting
 
-  def on_step(run: Run, step: int) -> None:
+  def on_step(members: tuple[Run, ...], step: int) -> None:
     if stop.is_set():
-      raise SweepStopped(f'{run.name} stopped at step {step}: another run of the sweep failed.')
-    progress.update(run, step)
+      raise SweepStopped(
+          f'{members[0].name} stopped at step {step}: another run of the sweep failed.'
+      )
+    for run in members:
+      progress.update(run, step)
 
-  def execute(run: Run, request: stopping.StopRequest) -> None:
+  def prepared(run: Run) -> settings.RunConfig:
+    typed_run = typed[run.name]
+    loop, data = typed_run.loop, typed_run.data
+    if parallel > 1:
+      # JAX traces one profile per process at a time: runs side by side are not profiled.
+      loop = dataclasses.replace(loop, profile_steps=0)
+      data = pipeline.side_by_side(data, parallel)  # their workers share one /dev/shm
+    return dataclasses.replace(
+        typed_run,
+        loop=loop,
+        data=data,
+        hparams={**typed_run.hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
+    )
+
+  def execute(members: tuple[Run, ...], request: stopping.StopRequest) -> None:
     if stop.is_set():  # another run failed while this one waited in the queue
       return
     if request.signum:
-      unstarted.append(run.name)
+      unstarted.extend(run.name for run in members)
       return
     with free_lock:
       group = free.pop()
     try:
-      progress.started(run)
-      typed_run = typed[run.name]
-      loop = typed_run.loop
-      data = typed_run.data
-      if parallel > 1:
-        # JAX traces one profile per process at a time: runs side by side are not profiled.
-        loop = dataclasses.replace(loop, profile_steps=0)
-        data = pipeline.side_by_side(data, parallel)  # their workers share one /dev/shm
-      typed_run = dataclasses.replace(
-          typed_run,
-          loop=loop,
-          data=data,
-          hparams={**typed_run.hparams, 'sweep.variant': run.variant, 'sweep.seed': run.seed},
+      for run in members:
+        progress.started(run)
+      outcomes = train.train_members(
+          [prepared(run) for run in members],
+          [run.workdir for run in members],
+          devices=groups[group],
+          step_callback=lambda step, _: on_step(members, step),
       )
-      try:
-        _, metrics = train.train_and_evaluate(
-            typed_run,
-            run.workdir,
-            devices=groups[group],
-            step_callback=lambda step, _: on_step(run, step),
-        )
-      except steps.TrainingDiverged as e:
-        logging.warning('%s diverged: %s', run.name, e)
-        if jax.process_index() == 0:
-          files.write_json(os.path.join(run.workdir, FAILED_FILE), {'message': str(e)})
-        progress.finished(run, diverged=True)
-      else:
-        if jax.process_index() == 0:
-          files.write_json(os.path.join(run.workdir, DONE_FILE), metrics)
-        progress.finished(run)
+      for run, outcome in zip(members, outcomes):
+        if isinstance(outcome, steps.TrainingDiverged):
+          logging.warning('%s diverged: %s', run.name, outcome)
+          if jax.process_index() == 0:
+            files.write_json(os.path.join(run.workdir, FAILED_FILE), {'message': str(outcome)})
+          progress.finished(run, diverged=True)
+        else:
+          if jax.process_index() == 0:
+            files.write_json(os.path.join(run.workdir, DONE_FILE), outcome[1])
+          progress.finished(run)
     except stopping.Stopped as e:
       # Not `stop`: the runs beside it heard the same signal and stop after their own steps,
       # saving them; stopped at their next step instead, they would lose those.
-      stopped[run.name] = e.step
+      for run in members:
+        stopped[run.name] = e.step
     except BaseException:
       stop.set()  # set here, not by the thread that waits: no queued run starts in between
       raise
@@ -405,11 +435,11 @@ def run_sweep(
   # this request (stopping.listening): a signal stops each running run after its step.
   with stopping.listening() as request:
     if parallel == 1:
-      for run in todo:
-        execute(run, request)
+      for members in work:
+        execute(members, request)
     else:
       with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        futures = [pool.submit(execute, run, request) for run in todo]
+        futures = [pool.submit(execute, members, request) for members in work]
         try:
           for future in concurrent.futures.as_completed(futures):
             future.result()  # re-raises a run's error
