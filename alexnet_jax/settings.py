@@ -76,6 +76,7 @@ EXECUTION_FIELDS = (
     'data_workers',
     'data_threads',
     'prefetch_batches',
+    'cache_images_mib',  # a kept image is the one decoding it again gives
     'device_augment',  # where the augmentation is computed, not what it is
     'keep_checkpoints',
     'checkpoint_every_steps',

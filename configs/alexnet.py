@@ -66,7 +66,8 @@ def paper() -> ml_collections.ConfigDict:
   # --- Data (section 2) ---
   # Every field, its meaning and its default: pipeline.DataConfig, e.g. dataset, data_dir,
   # train_split, eval_split, resize_size, image_size, eval_crops (1 | 10: section 4.1's test),
-  # batch_size, eval_batch_size, data_workers, data_threads, prefetch_batches, device_augment.
+  # batch_size, eval_batch_size, data_workers, data_threads, prefetch_batches, cache_images_mib,
+  # device_augment.
   c.update(fields_of(pipeline.DataConfig(dataset='imagenet2012'), skip=('seed', 'augment')))
 
   # --- Augmentation (section 4.1) ---

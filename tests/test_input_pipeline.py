@@ -15,6 +15,7 @@ from PIL import Image
 from alexnet_jax.data import augment
 from alexnet_jax.data.datasets import synthetic_shapes
 from alexnet_jax.data import decode
+from alexnet_jax.data import examples
 from alexnet_jax.data import pipeline
 from alexnet_jax import settings
 
@@ -452,3 +453,21 @@ def test_flip_and_random_crop_switch_off_in_the_training_stream(
   assert {f for _, _, f in seen} == ({False, True} if flip else {False})
   offsets = {(t, l) for t, l, _ in seen}
   assert len(offsets) > 20 if random_crop else offsets == {(4, 4)}
+
+
+def test_kept_images_give_the_stream_decoding_gives(tiny_data_dir, tiny_config):
+  """Three epochs of the tiny split (320 examples, 40 batches each) read with every resized
+  image kept, with a limit that keeps some, and with none: the same batches, and each cache
+  holds what its limit allows."""
+  none = _config(tiny_config())
+  none = dataclasses.replace(none, cache_images_mib=0)
+  expected = _take(iter(pipeline.create_train_dataset(none)), 120)
+  image_bytes = 48 * 48 * 3  # one resized image
+  for limit, kept in ((1024 * 2**20, 320), (100 * image_bytes, 100)):
+    stream = pipeline.create_train_dataset(none)
+    stream.train_examples.resized = examples.ResizedImages(limit)
+    _assert_same_batches(_take(iter(stream), 120), expected)
+    assert len(stream.train_examples.resized) == kept
+    assert stream.train_examples.resized.used == kept * image_bytes
+  # The loop's default keeps them.
+  assert pipeline.create_train_dataset(_config(tiny_config())).train_examples.resized.limit > 0

@@ -17,7 +17,7 @@ stream stays a function of the seed.
 Reproducibility: the training order and every augmentation draw depend only on `config.seed` and
 the position in the stream. Epoch e is the permutation `default_rng([seed, e])` of the split, and
 global example g draws its augmentation from a Philox generator keyed by (g, seed)
-(`_TrainExamples`), so a restored iterator (its state is one integer per process, saved with
+(`examples.TrainExamples`), so a restored iterator (its state is one integer per process, saved with
 every checkpoint) continues exactly. (grain's `shuffle` and `random_map` do the same per index,
 but at a far higher cost per example, `shuffle`'s highest on splits of a few hundred examples; a
 numpy permutation of the split once per epoch is cheap even for ImageNet's 1.28M.
@@ -46,6 +46,7 @@ import tensorflow_datasets as tfds
 from alexnet_jax.data import augment
 from alexnet_jax.data import datasets
 from alexnet_jax.data import decode
+from alexnet_jax.data import examples
 from alexnet_jax.errors import ConfigError
 
 IMAGE_KEY = decode.IMAGE_KEY
@@ -95,6 +96,9 @@ class DataConfig:
   data_workers: int = 0  # grain worker processes (0: decode in threads of the training process)
   data_threads: int = 2  # grain reader threads per process (per worker, with data_workers > 0)
   prefetch_batches: int = 2  # batches decoded ahead, and batches put on the devices ahead
+  # The training split's images, decoded and resized, are kept after their first read up to this
+  # many MiB per process (per worker with data_workers > 0): later epochs only crop them. 0: none.
+  cache_images_mib: int = 1024
   # True: the host decodes and crops training images to uint8, and the train step reflects them,
   # adds the PCA colour shift, subtracts the mean and converts to float32 on the device, with the
   # same draws and the same numbers (device_augment.py) | False: all on the host.
@@ -208,10 +212,24 @@ class TrainTransform(grain.transforms.RandomMap):
     """Draws this example's crop, reflection and colour shift; `TrainBatch` applies them.
 
     The draws are `augment.train_transform`'s, in its order, from the example's own generator
-    (`_TrainExamples`); the pixels are touched once, for the whole batch, in `TrainBatch`.
+    (`examples.TrainExamples`); the pixels are touched once, for the whole batch, in `TrainBatch`.
     """
+    return self.draw(self.resized(element), rng)
+
+  def resized(self, element: dict[str, Any]) -> dict[str, Any]:
+    """The example as its crops are cut from it: the image at resize_size, and the label. It
+    depends on the example alone, so `examples.TrainExamples` may keep it
+    (`examples.ResizedImages`)."""
+    image, _, _ = augment.resized_for_crop(
+        element[IMAGE_KEY], self.kwargs['image_size'], self.kwargs['resize_size']
+    )
+    return {IMAGE_KEY: image, LABEL_KEY: element[LABEL_KEY]}
+
+  def draw(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """`random_map` of an example already `resized`."""
     kw = self.kwargs
-    image, h, w = augment.resized_for_crop(element[IMAGE_KEY], kw['image_size'], kw['resize_size'])
+    image = element[IMAGE_KEY]
+    h, w = image.shape[:2]
     top, left, flipped, offset = augment.train_draws(
         h,
         w,
@@ -369,70 +387,6 @@ def _read_options(config: DataConfig, threads: int | None = None) -> grain.ReadO
   )
 
 
-class _ProcessRows(grain.transforms.Map):
-  """Maps this process' k-th example to its global position: its rows of each global batch."""
-
-  def __init__(
-      self, stream: Sequence[Any], global_batch: int, per_process: int, process_index: int
-  ):
-    self.stream = stream
-    self.global_batch, self.per_process, self.offset = (
-        global_batch,
-        per_process,
-        process_index * per_process,
-    )
-
-  def map(self, k: int) -> dict[str, Any]:
-    batch, row = divmod(int(k), self.per_process)
-    return self.stream[batch * self.global_batch + self.offset + row]
-
-
-class _TrainExamples:
-  """The endless global training stream: example g, decoded, with its augmentation drawn.
-
-  g = epoch * len(source) + i reads `source[permutation(epoch)[i]]`, the epoch's permutation
-  being `default_rng([seed, epoch])`'s; `TrainTransform.random_map` draws from a Philox generator
-  keyed by (g, seed). Both are functions of the seed and g alone.
-  """
-
-  def __init__(self, source: Sequence[dict[str, Any]], transform: TrainTransform, seed: int):
-    self.source, self.transform, self.seed = source, transform, int(seed) % 2**64
-    self._permutations: dict[int, np.ndarray] = {}
-    self._lock = threading.Lock()
-
-  def __len__(self) -> int:
-    return 2**62  # endless; grain needs a length
-
-  def permutation(self, epoch: int) -> np.ndarray:
-    perm = self._permutations.get(epoch)
-    if perm is None:
-      with self._lock:  # threads reading the same epoch compute it once
-        perm = self._permutations.get(epoch)
-        if perm is None:
-          n = len(self.source)
-          perm = (
-              np.random.default_rng([self.seed, epoch])
-              .permutation(n)
-              .astype(np.int32 if n < 2**31 else np.int64)
-          )
-          # Keep this epoch and the last one: a batch may straddle the boundary.
-          self._permutations = {e: p for e, p in self._permutations.items() if e == epoch - 1}
-          self._permutations[epoch] = perm
-    return perm
-
-  def __getitem__(self, g: int) -> dict[str, Any]:
-    epoch, i = divmod(int(g), len(self.source))
-    element = self.source[int(self.permutation(epoch)[i])]
-    rng = np.random.Generator(np.random.Philox(key=np.array([g, self.seed], np.uint64)))
-    return self.transform.random_map(element, rng)
-
-  def __getstate__(self):  # pickled to grain worker processes
-    return {'source': self.source, 'transform': self.transform, 'seed': self.seed}
-
-  def __setstate__(self, state):
-    self.__init__(**state)
-
-
 # Batches each grain worker process keeps in shared memory at once (grain 0.2's `mp_prefetch`,
 # grain/_src/python/dataset/transformations/process_prefetch.py): the one it has copied there and
 # waits to queue, the one in its queue (per_worker_buffer_size=1), and in this process the one the
@@ -534,8 +488,16 @@ def _workers_and_threads(config: DataConfig, per_process: int) -> tuple[int, int
 class TrainStream:
   """This process' endless training batches (`train_dataset`); iterate it for a `TrainIterator`."""
 
-  def __init__(self, batches: grain.MapDataset, read_options: grain.ReadOptions, workers: int):
+  def __init__(
+      self,
+      batches: grain.MapDataset,
+      read_options: grain.ReadOptions,
+      workers: int,
+      train_examples: Any = None,
+  ):
     self.batches, self.read_options, self.workers = batches, read_options, workers
+    # The `examples.TrainExamples` the batches are made of (with its kept images).
+    self.train_examples = train_examples
 
   def __iter__(self) -> 'TrainIterator':
     return TrainIterator(self)
@@ -617,14 +579,14 @@ def train_dataset(
   (a `decode.DecodingSource`); the benchmark and the tests pass their own."""
   per_process = config.batch_size // process_count
   transform = TrainTransform(config)
-  stream = _TrainExamples(source, transform, config.seed)
-  rows = _ProcessRows(stream, config.batch_size, per_process, process_index)
+  stream = examples.TrainExamples(source, transform, config.seed, config.cache_images_mib * 2**20)
+  rows = examples.ProcessRows(stream, config.batch_size, per_process, process_index)
   ds = grain.MapDataset.range(len(stream) // process_count).map(rows)
   ds = ds.batch(
       per_process, drop_remainder=True, batch_fn=TrainBatch(transform, config.device_augment)
   )
   workers, threads = _workers_and_threads(config, per_process)
-  return TrainStream(ds, _read_options(config, threads), workers)
+  return TrainStream(ds, _read_options(config, threads), workers, stream)
 
 
 def eval_batches(
