@@ -8,6 +8,7 @@ import pytest
 from alexnet_jax.tools import loop_benchmark
 from alexnet_jax import train
 from tests import commands
+from tests import test_benchmark
 
 pytestmark = pytest.mark.slow  # it trains, twice
 
@@ -60,8 +61,22 @@ def test_the_command_reports_both_times_and_their_ratio(tiny_data_dir, tmp_path,
   assert result['bare_ms_per_step'] == pytest.approx(statistics.median(windows))
   bare, loop = result['bare_ms_per_step'], result['loop_ms_per_step']
   assert loop > 0 and result['loop_over_bare_steps_per_s'] == pytest.approx(bare / loop)
+  limit = result['limit']
   assert out.stdout.splitlines() == [
       f'bare step: {bare:.1f} ms/step (median of 2 windows of 1)',
       f'real loop: {loop:.1f} ms/step (2 steps after 1)',
       f"loop steps/s / bare steps/s: {result['loop_over_bare_steps_per_s']:.3f}",
+      f"float32 limit {limit['flops_per_s'] / 1e12:.3f} TFLOP/s ({limit['by']}): the bare step "
+      f"makes {100 * result['bare_share_of_limit']:.0f}% of it, the loop "
+      f"{100 * result['loop_share_of_limit']:.0f}%",
   ]
+  # The limit is the fastest of the libraries' matmuls, and each share is the step's FLOPs over
+  # its time and that limit: the bare step's share over the loop's is the ratio of their speeds.
+  assert limit['by'].split()[0] in ('xla', 'numpy', 'torch') and limit['flops_per_s'] > 0
+  assert result['bare_share_of_limit'] / result['loop_share_of_limit'] == pytest.approx(loop / bare)
+  # The tiny network's step: 16 images at 67 px, the multiply-adds counted by hand in
+  # tests/test_benchmark.py, x 2 FLOPs, x 3 for forward and backward.
+  step_flops = 3 * 2 * sum(test_benchmark.TINY_MACS_67.values()) * 16
+  assert result['bare_share_of_limit'] == pytest.approx(
+      step_flops / (bare / 1e3) / limit['flops_per_s']
+  )

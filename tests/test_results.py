@@ -9,6 +9,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
 
 from alexnet_jax import history
 from alexnet_jax.sweeps import plots
@@ -170,12 +171,29 @@ def test_sweep_plots_are_written_as_png(tmp_path):
   for path in paths.values():
     with open(path, 'rb') as f:
       assert f.read(8) == b'\x89PNG\r\n\x1a\n'
-  # The bars: one per variant at the mean, the ones that never reached the target counted.
-  fig = plots.bars(results.finals(table, 0.25), 'steps_to_target')
-  labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+  # The dots: every run, the mean with its 95% interval where every run has a value, and the
+  # runs that never reached the target drawn above the budget and counted, not dropped.
+  fig = plots.dots(results.finals(table, 0.25), 'steps_to_target', budget=30)
+  ax = fig.axes[0]
+  labels = [t.get_text() for t in ax.get_xticklabels()]
   assert labels == ['paper', 'no_lrn\n1/3 reached']
-  heights = [p.get_height() for p in fig.axes[0].patches]
-  assert heights == pytest.approx([statistics.mean([20, 25, 20]), 30])
+  (interval,) = ax.containers  # no_lrn has no mean: two of its runs have no value
+  assert interval.get_label() == 'mean, 95% CI (t over seeds)'
+  paper = [20, 25, 20]
+  half = scipy.stats.t.ppf(0.975, 2) * statistics.stdev(paper) / math.sqrt(3)
+  (_, low), (_, high) = interval.lines[2][0].get_segments()[0]
+  assert (low, high) == pytest.approx(
+      (statistics.mean(paper) - half, statistics.mean(paper) + half)
+  )
+  never = [line for line in ax.lines if line.get_marker() == '^']
+  assert len(never) == 1 and list(never[0].get_ydata()) == [31.5, 31.5]
+  assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= statistics.mean(paper) + half
+  legend = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert sorted(legend) == [
+      'each seed',
+      'mean, 95% CI (t over seeds)',
+      'not reached within 30 steps',
+  ]
 
 
 def test_history_writer_resumes_where_the_checkpoint_was(tmp_path, monkeypatch):

@@ -51,9 +51,12 @@ def learning_curves(
     ax=None,
     styles: dict[str, str] | None = None,
     target: float | None = None,
+    label: str = '{variant} (n={n})',
 ):
   """`metric` against `x` (step, elapsed_s or epoch) per variant: every seed as a thin line, the
-  mean over seeds (at the steps they share) bold. `styles` maps variants to line styles."""
+  mean over seeds (at the steps they share) bold. `styles` maps variants to line styles; `label`
+  names each mean in the legend ({variant}, {n} and {metric} are filled in), so two metrics drawn
+  on one axis are told apart."""
   fig = None
   if ax is None:
     fig = mpl_figure.Figure(figsize=(6.4, 4.2), layout='constrained')
@@ -67,7 +70,14 @@ def learning_curves(
     mean = rows.groupby('step').agg({x: 'mean', metric: 'mean', 'seed': 'count'})
     mean = mean[mean['seed'] == rows['seed'].nunique()]  # steps every seed logged
     n = rows['seed'].nunique()
-    ax.plot(mean[x], mean[metric] * scale, style, color=colour, lw=2.2, label=f'{variant} (n={n})')
+    ax.plot(
+        mean[x],
+        mean[metric] * scale,
+        style,
+        color=colour,
+        lw=2.2,
+        label=label.format(variant=variant, n=n, metric=LABELS.get(metric, metric)),
+    )
   if target is not None:
     ax.axhline(target * scale, color='0.4', lw=0.8, ls=':')
   ax.set_xlabel(LABELS.get(x, x))
@@ -77,47 +87,90 @@ def learning_curves(
   return fig if fig is not None else ax.figure
 
 
-def bars(
+def dots(
     per_run: pd.DataFrame,
     column: str,
     ax=None,
     title: str | None = None,
     ylabel: str | None = None,
+    budget: float | None = None,
 ):
-  """Mean of `column` per variant as a bar, +- one std over seeds, every seed as a dot; the axis
-  spans the values, not zero. Runs without a value (a target never reached) are counted under
-  the bar, e.g. '2/3 reached'."""
+  """Every run of each variant as a dot, and the mean over its seeds with the mean's 95%
+  confidence interval (Student's t, n - 1 degrees of freedom) as a whisker, said so in the
+  legend. A dot plot, not bars: no bar's length claims a zero the axis does not show, and the
+  axis spans every dot and whisker, none clipped.
+
+  Runs without a value (a target never reached within `budget` steps) stay in the figure: open
+  triangles above `budget`, and 'k/n reached' under the variant. Where any run of a variant is
+  such, its mean is not defined and none is drawn: its median over all runs
+  (`statistics.reached`), where more than half reached it, is marked instead.
+  """
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (jax depends on scipy)
+
+  from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top
+
   fig = None
   if ax is None:
     fig = mpl_figure.Figure(figsize=(6.4, 3.8), layout='constrained')
     ax = fig.add_subplot()
   scale = _scale(column)
   variants = _variants(per_run)
-  colours = _colours(len(variants))
-  labels = []
-  for i, (variant, colour) in enumerate(zip(variants, colours)):
-    all_runs = per_run.loc[per_run['variant'] == variant, column]
-    values = all_runs.dropna().to_numpy(float) * scale
-    if len(values):
-      std = values.std(ddof=1) if len(values) > 1 else 0.0
-      ax.bar(i, values.mean(), yerr=std, color=colour, alpha=0.6, capsize=4)
-      jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]
-      ax.plot(i + np.asarray(jitter), values, 'o', color='k', ms=3)
+  labels, labelled = [], set()
+
+  def once(name: str) -> str:
+    """A legend entry the first time, none after."""
+    if name in labelled:
+      return '_nolegend_'
+    labelled.add(name)
+    return name
+
+  for i, (variant, colour) in enumerate(zip(variants, _colours(len(variants)))):
+    all_runs = per_run.loc[per_run['variant'] == variant, column].to_numpy(float)
+    values = all_runs[~np.isnan(all_runs)] * scale
+    jitter = np.linspace(-0.12, 0.12, len(all_runs)) if len(all_runs) > 1 else np.zeros(1)
+    shown = jitter[: len(values)]
+    ax.plot(i + shown, values, 'o', color=colour, ms=4, alpha=0.8, label=once('each seed'))
     label = variant
-    if len(values) < len(all_runs):
+    missing = len(all_runs) - len(values)
+    if missing and budget is not None:
+      above = np.full(missing, budget * scale * 1.05)
+      ax.plot(
+          i + jitter[len(values) :],
+          above,
+          '^',
+          mfc='none',
+          color=colour,
+          ms=6,
+          label=once(f'not reached within {budget:g} steps'),
+      )
+    if missing:
       label += f'\n{len(values)}/{len(all_runs)} reached'
+      median = statistics.reached(list(all_runs), budget or np.inf).median
+      if median is not None:
+        ax.plot(i + 0.3, median * scale, 'D', color='k', ms=5, label=once('median of all runs'))
+    elif len(values) > 1:
+      mean = values.mean()
+      half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+      ax.errorbar(
+          i + 0.3,
+          mean,
+          yerr=half,
+          fmt='_',
+          color='k',
+          ms=14,
+          capsize=4,
+          label=once('mean, 95% CI (t over seeds)'),
+      )
     labels.append(label)
   ax.set_xticks(range(len(variants)), labels, fontsize=8)
-  # The axis spans the data, not zero to the top: differences of a few points must be visible.
-  shown = per_run[column].dropna().to_numpy(float) * scale
-  if len(shown):
-    low, high = shown.min(), shown.max()
-    pad = max(0.15 * (high - low), 0.02 * abs(high), 1e-9)
-    ax.set_ylim(low - 2 * pad, high + pad)
+  ax.set_xlim(-0.6, len(variants) - 0.4)
+  if column.startswith('steps') or column.startswith('seconds'):
+    ax.set_ylim(bottom=0)  # a count of steps starts at zero
   ax.set_ylabel(ylabel or LABELS.get(column, column))
   if title:
     ax.set_title(title, fontsize=10)
   ax.grid(axis='y', alpha=0.3)
+  ax.legend(fontsize=7)
   return fig if fig is not None else ax.figure
 
 
@@ -140,14 +193,15 @@ def save_sweep_plots(
   figures = {
       'learning_curves_steps': learning_curves(table, metric, 'step'),
       'learning_curves_seconds': learning_curves(table, metric, 'elapsed_s'),
-      'final_error': bars(per_run, metric, title=f'final {LABELS.get(metric, metric)}'),
+      'final_error': dots(per_run, metric, title=f'final {LABELS.get(metric, metric)}'),
   }
   if target is not None:
-    figures['steps_to_target'] = bars(
+    figures['steps_to_target'] = dots(
         per_run,
         'steps_to_target',
         title=f'steps until {LABELS.get(target_metric, target_metric)} <= {target * 100:g}%',
         ylabel='steps',
+        budget=float(per_run['steps'].max()),
     )
   paths = {}
   for name, fig in figures.items():

@@ -209,6 +209,33 @@ def against_baseline(per_run: pd.DataFrame, column: str, baseline: str) -> pd.Da
   return frame
 
 
+def format_differences(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
+  """`against_baseline`'s table for a reader, in the units of the column times `scale` (100:
+  errors in points of %): n, the mean difference, its 95% interval, d_z, Holm's p and the
+  verdict, whose detectable effect is given in the same units."""
+  from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
+
+  def verdict(row) -> str:
+    if row['p_holm'] < statistics.ALPHA:
+      return 'higher' if row['mean'] > 0 else 'lower'
+    return f"inconclusive (could detect >= {row['detectable'] * scale:.2g})"
+
+  return pd.DataFrame(
+      {
+          'n': frame['n'],
+          'difference': [f'{m * scale:+.2f}' for m in frame['mean']],
+          '95% CI': [
+              f'[{lo * scale:+.2f}, {hi * scale:+.2f}]'
+              for lo, hi in zip(frame['low'], frame['high'])
+          ],
+          'd_z': [f'{e:+.2f}' for e in frame['effect_size']],
+          'p (Holm)': [f'{p:.3g}' for p in frame['p_holm']],
+          'verdict': [verdict(row) for _, row in frame.iterrows()],
+      },
+      index=frame.index,
+  )
+
+
 def format_mean_std(summary_frame: pd.DataFrame, column: str, scale: float = 100.0) -> pd.Series:
   """'12.3 +- 0.4 (n=3)' per variant (scale 100: errors as percentages)."""
   stats = summary_frame[column]

@@ -11,7 +11,8 @@ Runs, in one process and on the same devices:
   steps and then `--steps` timed steps; evaluation and checkpointing are pushed past the timed
   steps (the final ones still run, untimed).
 
-and prints steps/s of each and their ratio: 1.0 means the loop loses nothing. The loop is timed
+and prints steps/s of each and their ratio: 1.0 means the loop loses nothing; and the share of the
+machine's float32 limit (its fastest matmul, measured in the same run) that each makes. The loop is timed
 between two points where the host waits for the step in flight (`block_until_ready` on the state,
 inside `step_callback`), so queued-up asynchronous work is counted. `--bare_first` orders the two.
 """
@@ -35,6 +36,8 @@ from alexnet_jax import sharding
 from alexnet_jax import steps
 from alexnet_jax.system import runtime
 from alexnet_jax import train
+from alexnet_jax.tools import flops
+from alexnet_jax.tools import machine
 
 FLAGS = flags.FLAGS
 
@@ -113,6 +116,14 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
   loop = loop_step_time(config, warmup, timed)
   after = bare_step_times(config, window, windows)
   bare = statistics.median(before + after)
+  # The machine's float32 limit, measured in the same run (its fastest 1024^3 matmul: XLA's,
+  # numpy's or torch's), and the model FLOPs of one step (forward and backward of every conv
+  # and fc layer).
+  device = jax.devices()[0]
+  xla = {'float32': machine.measure_peak_flops('float32', 1024, device)}
+  limit = machine.machine_limits(('float32',), 1024, xla, device)['float32']
+  run = settings.from_config(config)
+  step_flops = flops.train_flops_per_image(run.model, run.data.image_size) * run.data.batch_size
   return {
       'config': {
           'dataset': config.dataset,
@@ -129,6 +140,9 @@ def compare(config, warmup: int, timed: int, window: int, windows: int) -> dict:
       'bare_window_ms': [1e3 * t for t in before + after],
       'loop_ms_per_step': 1e3 * loop,
       'loop_over_bare_steps_per_s': bare / loop,
+      'limit': limit,
+      'bare_share_of_limit': step_flops / bare / limit['flops_per_s'],
+      'loop_share_of_limit': step_flops / loop / limit['flops_per_s'],
   }
 
 
@@ -145,6 +159,12 @@ def main(argv):
       f'{FLAGS.warmup})'
   )
   print(f"loop steps/s / bare steps/s: {result['loop_over_bare_steps_per_s']:.3f}")
+  limit = result['limit']
+  print(
+      f"float32 limit {limit['flops_per_s'] / 1e12:.3f} TFLOP/s ({limit['by']}): the bare step "
+      f"makes {100 * result['bare_share_of_limit']:.0f}% of it, the loop "
+      f"{100 * result['loop_share_of_limit']:.0f}%"
+  )
   if FLAGS.output:
     with open(FLAGS.output, 'w') as f:
       json.dump(result, f, indent=2)

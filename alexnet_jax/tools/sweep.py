@@ -36,7 +36,7 @@ def main(argv):
   try:
     if flags.FLAGS.launcher != 'here':
       _train_as_jobs(config, flags.FLAGS)
-    _, summary, figures = sweep.run_and_collect(config, flags.FLAGS.workdir)
+    table, summary, figures = sweep.run_and_collect(config, flags.FLAGS.workdir)
   except ConfigError as e:
     cli.fail(str(e))
   except stopping.Stopped as e:  # SIGTERM or SIGINT: the running runs saved their steps
@@ -50,7 +50,25 @@ def main(argv):
     stats = summary['steps_to_target']
     print(f"steps until {spec['target_metric']} <= {spec['target']:g} (mean, std, runs there):")
     print(stats.round(1).to_string(), flush=True)
-  print(f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv', flush=True)
+  per_run = results.finals(table)
+  variants = list(per_run['variant'].cat.categories)
+  if len(variants) > 1 and per_run['seed'].nunique() > 1:
+    # Paired by seed, Holm-corrected over the table (sweeps/statistics.py).
+    differences = results.against_baseline(per_run, metric, variants[0])
+    differences.to_csv(os.path.join(flags.FLAGS.workdir, 'differences.csv'))
+    scale = 100.0 if 'error' in metric or 'gap' in metric else 1.0
+    unit = 'points of %' if scale == 100.0 else 'its units'
+    print(
+        f'{metric}: each variant minus {variants[0]}, paired by seed ({unit}), its 95% interval, '
+        "Cohen's d_z and Holm's p over the table:",
+        flush=True,
+    )
+    print(results.format_differences(differences, scale).to_string(), flush=True)
+  print(
+      f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv, '
+      'differences.csv',
+      flush=True,
+  )
   for path in figures.values():
     print(f'wrote {path}', flush=True)
 
