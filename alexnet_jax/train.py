@@ -292,9 +292,9 @@ def train_members(
   try:
     restored = []
     for i, m in enumerate(members):
-      m.train_iter = iter(
-          pipeline.create_train_dataset(m.run.data, jax.process_index(), jax.process_count())
-      )
+      stream = pipeline.create_train_dataset(m.run.data, jax.process_index(), jax.process_count())
+      stream.prefill()
+      m.train_iter = iter(stream)
       m.best_error = min(m.checkpointer.evaluated_steps().values(), default=math.inf)
       if resumed:  # before the writers start: a checkpoint that does not fit changes nothing
         restored_state, data_state = m.checkpointer.restore(

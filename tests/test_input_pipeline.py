@@ -469,5 +469,13 @@ def test_kept_images_give_the_stream_decoding_gives(tiny_data_dir, tiny_config):
     _assert_same_batches(_take(iter(stream), 120), expected)
     assert len(stream.train_examples.resized) == kept
     assert stream.train_examples.resized.used == kept * image_bytes
-  # The loop's default keeps them.
-  assert pipeline.create_train_dataset(_config(tiny_config())).train_examples.resized.limit > 0
+  # The loop's default keeps them, and decodes the whole split before the first step where it
+  # fits (prefill); where it does not, only the first image is kept and reading goes on as above.
+  stream = pipeline.create_train_dataset(_config(tiny_config()))
+  stream.prefill()
+  assert len(stream.train_examples.resized) == 320
+  _assert_same_batches(_take(iter(stream), 120), expected)
+  stream = pipeline.create_train_dataset(none)
+  stream.train_examples.resized = examples.ResizedImages(319 * image_bytes)
+  assert stream.train_examples.prefill(2) is False
+  assert len(stream.train_examples.resized) == 1

@@ -302,3 +302,50 @@ def test_every_strategys_steps_lower_for_gpus_and_tpus(strategy, variant):
       assert not [c for c in calls if any(k in c.lower() for k in CPU_ONLY_CALLS)], calls
       if name == 'train':
         assert 'tf.aliasing_output' in text  # the state is donated: one copy of it on the device
+
+
+def test_members_trained_together_lower_for_gpus_and_tpus():
+  """`train_members`' steps (the step mapped over 3 stacked members on one device), as the
+  strategies' above: lowered for each other platform, with nothing only XLA:CPU runs, and the
+  members' states donated."""
+  import re  # pylint: disable=g-import-not-at-top
+
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.data import device_augment  # pylint: disable=g-import-not-at-top
+
+  run = settings.from_config(small_config('data', 'lrn'))
+  tx, plateau = optim.create_optimizer(run.optim, 10), optim.create_plateau(run.optim)
+
+  def make_model():
+    return steps.create_model(run.model, run.data.image_size, 0)
+
+  one = jax.eval_shape(lambda: steps.create_train_state(make_model(), tx, plateau, 0)[1])
+  stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((3,) + a.shape, a.dtype), one)
+  graphdef = nnx.split(nnx.eval_shape(make_model), nnx.Param, ...)[0]
+  shapes = {'image': (16, 67, 67, 3), 'label': (16,), 'flip': (16,), 'shift': (16, 3)}
+  shapes['window'] = (16, 2)
+  types = {'image': np.uint8, 'label': np.int32, 'flip': np.bool_, 'shift': np.float32}
+  types['window'] = np.int32
+  train_batch = {k: jax.ShapeDtypeStruct((3,) + s, types[k]) for k, s in shapes.items()}
+  eval_batch = {  # one batch for every member
+      'image': jax.ShapeDtypeStruct((16, 67, 67, 3), np.float32),
+      'label': jax.ShapeDtypeStruct((16,), np.int32),
+      'mask': jax.ShapeDtypeStruct((16,), np.float32),
+  }
+  schedule = optim.learning_rate_schedule(run.optim, 10)
+  preprocess = device_augment.for_data(run.data)
+  train_fn = steps.make_train_step(graphdef, tx, schedule, None, preprocess, members=True)
+  eval_fn = steps.make_eval_step(graphdef, members=True)
+  for platform in OTHER_PLATFORMS:
+    for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
+      text = fn.trace(stacked, batch).lower(lowering_platforms=(platform,)).as_text()
+      calls = re.findall(r'custom_call @(\w+)', text)
+      assert not [c for c in calls if any(k in c.lower() for k in CPU_ONLY_CALLS)], calls
+      if name == 'train':
+        assert 'tf.aliasing_output' in text
+        # The program takes the members' conv1 kernels stacked: (3, 11, 11, 3, C).
+        kernel = jax.tree.leaves(stacked.params)[0].shape
+        assert f"tensor<{'x'.join(map(str, kernel))}xf32>" in text and kernel[0] == 3
+  with pytest.raises(ValueError, match='one device: give no layout'):
+    steps.make_train_step(graphdef, tx, schedule, sharding.Layout.create(run.mesh, 2), members=True)

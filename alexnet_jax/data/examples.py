@@ -2,6 +2,7 @@
 stream (an epoch's permutation, by the seed alone), its augmentation drawn from its own generator,
 this process' rows of each global batch, and the resized images kept between epochs."""
 
+import concurrent.futures
 import threading
 from typing import Any, Sequence
 
@@ -73,12 +74,31 @@ class TrainExamples:
 
   def __getitem__(self, g: int) -> dict[str, Any]:
     epoch, i = divmod(int(g), len(self.source))
-    k = int(self.permutation(epoch)[i])
+    element = self.keep(int(self.permutation(epoch)[i]))
+    rng = np.random.Generator(np.random.Philox(key=np.array([g, self.seed], np.uint64)))
+    return self.transform.draw(element, rng)
+
+  def keep(self, k: int) -> dict[str, Any]:
+    """Example k decoded and resized, kept where it fits (`ResizedImages`)."""
     element = self.resized.get(k)
     if element is None:
       element = self.resized.put(k, self.transform.resized(self.source[k]))
-    rng = np.random.Generator(np.random.Philox(key=np.array([g, self.seed], np.uint64)))
-    return self.transform.draw(element, rng)
+    return element
+
+  def prefill(self, threads: int) -> bool:
+    """Decodes and keeps every example of the split now, in `threads` threads, where the whole
+    split fits the limit (judged by its first image; False and nothing more where it does not).
+    The first epoch then costs its crops alone, like the later ones: decoding beside the step,
+    on two cores, cost more than decoding before it (docs/performance.md)."""
+    n = len(self.source)
+    if n == 0 or self.resized.limit <= 0:
+      return False
+    if self.keep(0)[IMAGE_KEY].nbytes * n > self.resized.limit:
+      return False
+    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
+      for _ in pool.map(self.keep, range(1, n), chunksize=64):
+        pass
+    return True
 
   def __getstate__(self):  # pickled to grain worker processes (each keeps its own images)
     return {

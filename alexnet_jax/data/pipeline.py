@@ -35,6 +35,7 @@ import math
 import os
 import sys
 import threading
+import time
 from typing import Any, Iterator, Sequence
 
 from absl import flags
@@ -501,6 +502,23 @@ class TrainStream:
 
   def __iter__(self) -> 'TrainIterator':
     return TrainIterator(self)
+
+  def prefill(self) -> None:
+    """Decodes the whole training split into memory before the first step, where it fits
+    `cache_images_mib` and the stream reads in this process (worker processes keep their own
+    images as they read them); logs what it did."""
+    if self.workers > 0 or self.train_examples is None:
+      return
+    start = time.monotonic()
+    if self.train_examples.prefill(self.read_options.num_threads):
+      kept = self.train_examples.resized
+      logging.info(
+          'Decoded the %d training images into memory in %.1f s (%.0f MB); later reads only '
+          'crop them.',
+          len(kept),
+          time.monotonic() - start,
+          kept.used / 1e6,
+      )
 
 
 class TrainIterator:
