@@ -94,6 +94,11 @@ def with_sweep(
           # Seeds of a variant trained as one group, one program on one device (train_members);
           # 1: one after another, which is faster on XLA:CPU (docs/performance.md).
           'together': 1,
+          # Each variant at its best rate (sweeps/sweep.py, `tune`): with rates given, every
+          # variant first trains at each on tuning_seeds (never reported), and its reported runs
+          # take the rate with the lowest mean final `metric`. (): optim.learning_rate for all.
+          'learning_rates': (),
+          'tuning_seeds': (100,),
           'metric': metric,  # the curves and the final-error bars
           # The "steps to reach" bars: the first logged step at which target_metric <= target.
           'target': ml_collections.config_dict.placeholder(float),

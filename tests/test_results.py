@@ -258,3 +258,30 @@ def test_importing_the_sweep_module_defines_no_command_line_flags():
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == 'False'
+
+
+def test_plateau_compares_the_last_fifths_fall_with_the_seed_spread(tmp_path):
+  write_sweep(tmp_path)
+  table = results.load(str(tmp_path))
+  # Evaluations at steps 10, 20 and 30: the last fifth starts nearest step 24, at 20.
+  falling = results.plateau(table, 'eval_top1_error').loc['paper']
+  assert (falling['from_step'], falling['to_step'], falling['n']) == (20, 30, 3)
+  at_20 = statistics.mean(EVAL['paper'][s][1] for s in range(3))
+  at_30 = statistics.mean(EVAL['paper'][s][2] for s in range(3))
+  assert falling['fall'] == pytest.approx(at_20 - at_30)  # 9 points, against a 2-point spread
+  assert falling['spread'] == pytest.approx(statistics.stdev(EVAL['paper'][s][2] for s in range(3)))
+  assert not falling['plateaued']
+  # A variant whose last fifth moves less than its seeds differ has plateaued.
+  values = {0: [0.5, 0.3, 0.25, 0.205, 0.2], 1: [0.5, 0.3, 0.25, 0.225, 0.22]}
+  values[2] = [0.5, 0.3, 0.25, 0.245, 0.24]
+  flat = pd.DataFrame(
+      [
+          {'variant': 'flat', 'seed': s, 'step': 10 * (i + 1), 'eval_top1_error': v}
+          for s, vs in values.items()
+          for i, v in enumerate(vs)
+      ]
+  )
+  row = results.plateau(flat).loc['flat']
+  assert (row['from_step'], row['to_step']) == (40, 50)
+  assert row['fall'] == pytest.approx(0.005) and row['spread'] == pytest.approx(0.02)
+  assert row['plateaued']

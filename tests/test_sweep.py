@@ -9,6 +9,7 @@ import sys
 import time
 
 import jax
+import ml_collections
 import pandas as pd
 import pytest
 import scipy.stats
@@ -187,8 +188,8 @@ def test_seeds_trained_together_give_their_runs_alone_and_resume_together(
   config = tiny_config()
   kwargs = dict(variants=PAPER, seeds=[0, 1, 2], devices=one_device, report=lambda line: None)
   alone = Recorder(monkeypatch)
-  sweep.run_sweep(config, str(tmp_path / 'alone'), **kwargs)
-  assert alone.groups == [['paper/seed_0'], ['paper/seed_1'], ['paper/seed_2']]
+  sweep.run_sweep(config, str(tmp_path / 'alone'), **{**kwargs, 'seeds': [0, 1]})
+  assert alone.groups == [['paper/seed_0'], ['paper/seed_1']]
 
   parent = str(tmp_path / 'together')
   crashed = Recorder(monkeypatch, stop={'paper/seed_1': 4})
@@ -236,6 +237,50 @@ def test_seeds_trained_together_give_their_runs_alone_and_resume_together(
   assert values(first.workdir) == [
       pytest.approx(r, rel=1e-5) for r in values(str(tmp_path / 'alone' / 'paper' / 'seed_0'))
   ]
+
+
+def test_each_variant_trains_at_the_rate_its_tuning_runs_chose(tiny_config, one_device, tmp_path):
+  """`sweep.learning_rates`: every variant first trains at each rate on the tuning seeds, and its
+  reported runs at the rate whose tuning runs ended lowest (read here from their done.json)."""
+  config = tiny_config()
+  config.sweep = ml_collections.ConfigDict(
+      {
+          'variants': ('paper', 'no_lrn'),
+          'seeds': (0,),
+          'learning_rates': (0.001, 0.05),
+          'tuning_seeds': (100,),
+          'metric': 'eval_top1_error',
+          'named': {v: settings.nested(common.VARIANTS[v]) for v in ('paper', 'no_lrn')},
+          'custom': {},
+      }
+  )
+  parent = str(tmp_path / 'tuned')
+  sweep.run_sweep(config, parent, devices=one_device, report=lambda line: None)
+  with open(os.path.join(parent, sweep.TUNING_FILE)) as f:
+    recorded = json.load(f)
+  assert recorded['seeds'] == [100] and recorded['rates'] == [0.001, 0.05]
+  for variant in ('paper', 'no_lrn'):
+    final = {}
+    for rate in (0.001, 0.05):
+      run = os.path.join(parent, 'tuning', f'{variant}@lr{rate:g}', 'seed_100')
+      with open(os.path.join(run, sweep.DONE_FILE)) as f:
+        final[rate] = json.load(f)['top1_error']
+      with open(os.path.join(run, sweep.RUN_FILE)) as f:
+        assert json.load(f)['config']['optim.learning_rate'] == rate
+    best = min(final, key=lambda r: (final[r], r))
+    assert recorded['variants'][variant]['chosen'] == best
+    with open(os.path.join(parent, variant, 'seed_0', sweep.RUN_FILE)) as f:
+      assert json.load(f)['config']['optim.learning_rate'] == best  # the reported run's rate
+  assert sorted(os.listdir(parent + '/tuning')) == sorted(
+      f'{v}@lr{r:g}' for v in ('paper', 'no_lrn') for r in (0.001, 0.05)
+  ) + ['sweep.json']
+  # The table of the reported runs holds them alone; `planned` gives them with their rates.
+  assert set(results.load(parent)['variant']) == {'paper', 'no_lrn'}
+  for run in sweep.planned(config, parent):
+    assert run.config.optim.learning_rate == recorded['variants'][run.variant]['chosen']
+  config.sweep.tuning_seeds = (0,)
+  with pytest.raises(ConfigError, match='none of the reported seeds'):
+    sweep.run_sweep(config, str(tmp_path / 'x'), devices=one_device)
 
 
 def test_a_failing_run_side_by_side_stops_the_sweep(tiny_config, tmp_path, monkeypatch):
@@ -384,7 +429,10 @@ def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path, co
     ).pvalue
     assert row['p_holm'] == pytest.approx(p, rel=1e-6)
   assert 'each variant minus paper, paired by seed' in out.stdout
-  printed = [line for line in out.stdout.splitlines() if line.startswith('no_lrn ')][-1]
+  assert 'plateaued: the fall is smaller' in out.stdout
+  lines = out.stdout.splitlines()
+  header = next(i for i, line in enumerate(lines) if 'each variant minus paper' in line)
+  printed = next(line for line in lines[header:] if line.startswith('no_lrn '))
   if row['p_holm'] < 0.05:
     assert printed.endswith('higher' if row['mean'] > 0 else 'lower')
   else:  # in points of %, as the difference is printed

@@ -126,6 +126,40 @@ def finals(
   return frame.sort_values(['variant', 'seed']).reset_index(drop=True)
 
 
+def plateau(
+    table: pd.DataFrame, metric: str = 'eval_top1_error', last: float = 0.2
+) -> pd.DataFrame:
+  """Has each variant's `metric` stopped improving? A row per variant: how much the mean over its
+  finished seeds fell over the last `last` of the run (from the logged step nearest the start of
+  that stretch to the final one; negative: it rose), the spread of its final values over seeds
+  (std, ddof=1), and `plateaued`: the fall is smaller than the spread, the ablation issue's test
+  that a run is long enough for its final number to measure the variant rather than how fast it
+  starts. Lower is better for `metric` (an error or a loss)."""
+  done = table[table['status'] == 'done'] if 'status' in table else table
+  rows = []
+  for variant, runs in done.groupby('variant', observed=True, sort=True):
+    logged = runs.dropna(subset=[metric])
+    end = logged['step'].max()
+    steps = np.sort(logged['step'].unique())
+    start = steps[np.argmin(np.abs(steps - (1 - last) * end))]
+    at = logged.pivot_table(index='seed', columns='step', values=metric)
+    finals = at[end].dropna()
+    fall = float(at[start].mean() - at[end].mean())
+    spread = float(finals.std(ddof=1)) if len(finals) > 1 else math.nan
+    rows.append(
+        {
+            'variant': variant,
+            'n': len(finals),
+            'from_step': int(start),
+            'to_step': int(end),
+            'fall': fall,
+            'spread': spread,
+            'plateaued': bool(fall < spread),
+        }
+    )
+  return pd.DataFrame(rows).set_index('variant')
+
+
 def aggregate(per_run: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
   """A row per variant: mean, std (over seeds, ddof=1) and n (runs with a value) of `columns`
   (default: every numeric column but the seed); columns are (column, stat) pairs."""

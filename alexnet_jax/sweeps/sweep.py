@@ -23,6 +23,7 @@ among the hparams.
 import concurrent.futures
 import dataclasses
 import json
+import math
 import os
 import signal
 import threading
@@ -83,17 +84,7 @@ def plan(
   nested as the sweep section holds them, {'optim': {'learning_rate': 0.005}}, or dotted:
   `defined(config.sweep)` for an experiment's), or a mapping of new names to dotted overrides
   ({'wide': {'model.width': 2.0}}) for a notebook's own ablation."""
-  if not isinstance(variants, Mapping):
-    known = {k: settings.dotted(v) for k, v in (known or {}).items()}
-    unknown = [v for v in variants if v not in known]
-    if unknown:
-      raise ConfigError(
-          f"Unknown variants {unknown}; the named ones are {sorted(known)} (the sweep section's "
-          "`named` and `custom`: an experiment config's), or pass a mapping of names to "
-          "overrides, e.g. {'paper': {}, 'no_lrn': {'model.norm': 'none'}} (configs/common.py's "
-          "VARIANTS holds the paper's ablations)."
-      )
-    variants = {v: known[v] for v in variants}
+  variants = resolved(variants, known)
   if not variants or not seeds:
     raise ConfigError('A sweep needs at least one variant and one seed.')
   if len(set(seeds)) != len(seeds):
@@ -130,7 +121,128 @@ def planned(config: ml_collections.ConfigDict, parent: str) -> list[Run]:
   """The runs of an experiment config's sweep (its `sweep` section) under `parent`: each with
   the config it trains and the workdir it trains in, e.g. for `inference.load(run.workdir)`."""
   base, spec = sweep_settings(config)
-  return plan(base, parent, spec['variants'], spec['seeds'], defined(spec))
+  variants = resolved(spec['variants'], defined(spec))
+  if spec.get('learning_rates'):
+    variants = at_rates(variants, chosen_rates(parent, variants))
+  return plan(base, parent, variants, spec['seeds'])
+
+
+def resolved(
+    variants: Sequence[str] | Mapping[str, Mapping[str, Any]],
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+  """`variants` as `plan` takes them (names of `known`, or a mapping) as a mapping of names to
+  dotted overrides."""
+  if isinstance(variants, Mapping):
+    return {name: dict(overrides) for name, overrides in variants.items()}
+  known = {k: settings.dotted(v) for k, v in (known or {}).items()}
+  unknown = [v for v in variants if v not in known]
+  if unknown:
+    raise ConfigError(
+        f"Unknown variants {unknown}; the named ones are {sorted(known)} (the sweep section's "
+        "`named` and `custom`: an experiment config's), or pass a mapping of names to "
+        "overrides, e.g. {'paper': {}, 'no_lrn': {'model.norm': 'none'}} (configs/common.py's "
+        "VARIANTS holds the paper's ablations)."
+    )
+  return {v: dict(known[v]) for v in variants}
+
+
+# --- Each variant at its best learning rate ---
+#
+# One learning rate tuned for the baseline favours the baseline: before the reported runs, every
+# variant trains at each of `sweep.learning_rates` on `sweep.tuning_seeds`, seeds the reported
+# runs never use, and its reported runs train at the rate whose tuning runs end with the lowest
+# mean `sweep.metric`. Both are kept: the tuning runs in PARENT/tuning/VARIANT@lrRATE/seed_N (a
+# sweep of their own, with its table), the choice in PARENT/tuning.json.
+
+TUNING_DIR, TUNING_FILE = 'tuning', 'tuning.json'
+
+
+def rate_name(variant: str, rate: float) -> str:
+  return f'{variant}@lr{rate:g}'
+
+
+def at_rates(variants: Mapping[str, Mapping[str, Any]], rates: Mapping[str, float]):
+  """Each variant's overrides with its chosen learning rate."""
+  return {v: {**o, 'optim.learning_rate': float(rates[v])} for v, o in variants.items()}
+
+
+def chosen_rates(parent: str, variants: Mapping[str, Any]) -> dict[str, float]:
+  """The rates `tune` chose (PARENT/tuning.json); ConfigError where a variant has none yet."""
+  path = os.path.join(parent, TUNING_FILE)
+  recorded = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      recorded = json.load(f)['variants']
+  missing = [v for v in variants if v not in recorded]
+  if missing:
+    raise ConfigError(
+        f'{path} has no learning rate chosen for {missing}: run the sweep here once '
+        '(python -m alexnet_jax.tools.sweep without --launcher) to train the tuning runs, or '
+        'set --config.sweep.learning_rates=() to train every variant at optim.learning_rate.'
+    )
+  return {v: recorded[v]['chosen'] for v in variants}
+
+
+def tune_experiment(config: ml_collections.ConfigDict, parent: str) -> None:
+  """Trains an experiment config's tuning runs here, where its sweep tunes rates and they are
+  not all done: what the scheduler's jobs, each training one reported run, need first."""
+  base, spec = sweep_settings(config)
+  if spec.get('learning_rates'):
+    tune(base, parent, resolved(spec['variants'], defined(spec)), spec, spec['seeds'])
+
+
+def tune(
+    base: ml_collections.ConfigDict,
+    parent: str,
+    variants: Mapping[str, Mapping[str, Any]],
+    spec: Mapping[str, Any],
+    seeds: Sequence[int],
+    **options,
+) -> dict[str, float]:
+  """Trains the tuning runs (`run_sweep`'s `options`), chooses each variant's rate, records it."""
+  rates = tuple(float(r) for r in spec['learning_rates'])
+  tuning_seeds = tuple(int(s) for s in spec.get('tuning_seeds') or ())
+  metric = spec.get('metric', 'eval_top1_error')
+  if not tuning_seeds or set(tuning_seeds) & set(seeds):
+    raise ConfigError(
+        f'sweep.tuning_seeds={tuning_seeds} must name at least one seed and none of the reported '
+        f'seeds {tuple(seeds)}: a rate chosen on the reported runs would flatter them. '
+        'E.g. --config.sweep.tuning_seeds="(100,)".'
+    )
+  if len(set(rates)) != len(rates) or min(rates, default=0) <= 0:
+    raise ConfigError(f'sweep.learning_rates={rates}: give distinct positive rates.')
+  tuning = {
+      rate_name(v, r): {**o, 'optim.learning_rate': r} for v, o in variants.items() for r in rates
+  }
+  tuning_parent = os.path.join(parent, TUNING_DIR)
+  run_sweep(base, tuning_parent, variants=tuning, seeds=tuning_seeds, **options)
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top  (pandas)
+
+  per_run = results.finals(results.load(tuning_parent))  # finished runs: a diverged one has none
+  means = per_run.groupby('variant', observed=True)[metric].mean().to_dict()
+  record, chosen = {}, {}
+  for v in variants:
+    scores = {r: means.get(rate_name(v, r), math.nan) for r in rates}
+    finite = {r: m for r, m in scores.items() if math.isfinite(m)}
+    if not finite:
+      raise ConfigError(
+          f'Every tuning run of {v!r} diverged or failed at the rates {rates}; add smaller '
+          'rates to sweep.learning_rates.'
+      )
+    chosen[v] = min(finite, key=lambda r: (finite[r], r))  # a tie goes to the smaller rate
+    record[v] = {
+        'chosen': chosen[v],
+        f'mean_final_{metric}': {
+            f'{r:g}': (m if math.isfinite(m) else None) for r, m in scores.items()
+        },
+    }
+  if jax.process_index() == 0:
+    files.write_json(
+        os.path.join(parent, TUNING_FILE),
+        {'metric': metric, 'seeds': list(tuning_seeds), 'rates': list(rates), 'variants': record},
+    )
+  return chosen
 
 
 def _claim(run: Run) -> bool:
@@ -295,7 +407,23 @@ def run_sweep(
   together = together if together is not None else spec.get('together', 1)
   if variants is None or seeds is None:
     raise ConfigError('Give the sweep its variants and seeds (or use an experiment config).')
-  planned_runs = plan(config, parent, variants, seeds, defined(spec))
+  variants = resolved(variants, defined(spec))
+  if spec.get('learning_rates'):
+    if only is None:
+      tune(
+          config,
+          parent,
+          variants,
+          spec,
+          seeds,
+          parallel=parallel,
+          devices=devices,
+          report=report,
+          report_every_s=report_every_s,
+          together=together,
+      )
+    variants = at_rates(variants, chosen_rates(parent, variants))
+  planned_runs = plan(config, parent, variants, seeds)
   unknown = sorted(set(only or ()) - {r.name for r in planned_runs})
   if unknown:
     raise ConfigError(f'only={unknown} names no run of this sweep ({planned_runs[0].name}, ...).')

@@ -65,6 +65,12 @@ def main(argv):
     )
     print(results.format_differences(differences, scale).to_string(), flush=True)
   print(
+      f"{metric}: its fall over the last fifth of each variant's runs against its spread over "
+      'seeds (plateaued: the fall is smaller):',
+      flush=True,
+  )
+  print(results.plateau(table, metric).round(4).to_string(), flush=True)
+  print(
       f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv, '
       'differences.csv',
       flush=True,
@@ -92,6 +98,9 @@ def _train_as_jobs(config, values) -> None:
     executor.update_parameters(
         slurm_partition=values.slurm_partition, gpus_per_node=values.gpus_per_job
     )
+  # A sweep that tunes each variant's rate trains its tuning runs here first (`sweep.tune`): the
+  # jobs' reported runs train at the rates they choose.
+  sweep.tune_experiment(config, values.workdir)
   jobs = launch.submit(config, values.workdir, executor)
   print(f'submitted {len(jobs)} jobs to {values.launcher} (logs in {folder})', flush=True)
   statuses = launch.wait(jobs)
