@@ -112,6 +112,7 @@ def pipeline_config(
       data_workers=0,
       prefetch_batches=2,
       device_augment=False,  # float32 batches, as tf.data's: like for like
+      cache_images_mib=0,  # every read decodes, as tf.data's does: like for like again
   )
 
 
