@@ -293,7 +293,8 @@ def train_members(
     restored = []
     for i, m in enumerate(members):
       stream = pipeline.create_train_dataset(m.run.data, jax.process_index(), jax.process_count())
-      stream.prefill()
+      if total_steps * data.batch_size >= info.num_train_examples:
+        stream.prefill()  # a run of an epoch or more reads every image: decode them all first
       m.train_iter = iter(stream)
       m.best_error = min(m.checkpointer.evaluated_steps().values(), default=math.inf)
       if resumed:  # before the writers start: a checkpoint that does not fit changes nothing

@@ -28,9 +28,10 @@ def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_c
     return real(config, workdir, devices, step_callback=callback)
 
   monkeypatch.setattr(train, 'train_and_evaluate', recording)
+  config.num_train_steps = 8
   loop = loop_benchmark.loop_step_time(config, warmup=2, timed=3, devices=one_device)
-  assert runs == [5]  # warm-up + timed steps, nothing more
-  assert seen == [(s, s) for s in range(1, 6)]
+  assert runs == [8]  # the config's run, as it would start,
+  assert seen == [(s, s) for s in range(1, 6)]  # stopped after the warm-up and timed steps
   assert 0 < loop < 60 and math.isfinite(loop)
   times = loop_benchmark.bare_step_times(config, window=2, windows=3, devices=one_device)
   assert len(times) == 3 and all(0 < t < 60 for t in times)

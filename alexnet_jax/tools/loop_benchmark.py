@@ -91,10 +91,20 @@ def bare_step_times(config, window: int, windows: int, devices=None) -> list[flo
   return times
 
 
+class _Timed(Exception):
+  """Raised from the step callback once the timed steps are done: the run stops there."""
+
+
 def loop_step_time(config, warmup: int, timed: int, devices=None) -> float:
-  """Seconds per step of `train_and_evaluate` between steps `warmup` and `warmup + timed`."""
+  """Seconds per step of `train_and_evaluate` between steps `warmup` and `warmup + timed`.
+
+  The run keeps the config's length (so it starts as that run would, e.g. decoding a split it
+  will read whole before its first step) and is stopped after the timed steps; its evaluations
+  and checkpoints are pushed past its end."""
   config = config.copy_and_resolve_references()
-  config.num_train_steps = warmup + timed
+  run = settings.from_config(config)
+  total = train.num_train_steps(run.loop, run.data.batch_size, pipeline.get_info(run.data))
+  config.num_train_steps = max(total, warmup + timed)
   config.eval_every_steps = config.num_train_steps
   config.checkpoint_every_steps = config.num_train_steps
   config.profile_steps = 0
@@ -104,9 +114,14 @@ def loop_step_time(config, warmup: int, timed: int, devices=None) -> float:
     if step in (warmup, warmup + timed):
       jax.block_until_ready(state.params)
       marks[step] = time.perf_counter()
+    if step == warmup + timed:
+      raise _Timed()
 
   with tempfile.TemporaryDirectory() as workdir:
-    train.train_and_evaluate(config, workdir, devices, step_callback=mark)
+    try:
+      train.train_and_evaluate(config, workdir, devices, step_callback=mark)
+    except _Timed:
+      pass
   return (marks[warmup + timed] - marks[warmup]) / timed
 
 
