@@ -7,14 +7,15 @@ Runs, in one process and on the same devices:
   `device_augment` is on, as the loop runs it) on one batch of the real pipeline that already sits
   on the devices, timed in windows of `--window` steps (the median window is reported);
 - the *loop*: `train.train_and_evaluate` itself, with its data pipeline (TFDS ArrayRecord, grain,
-  augmentation, host-to-device prefetch), metrics, progress reports and logging, for `--warmup`
-  steps and then `--steps` timed steps; evaluation and checkpointing are pushed past the timed
-  steps (the final ones still run, untimed).
+  augmentation, host-to-device prefetch), metrics, progress reports and logging: the config's
+  run, started as it would start, stopped after `--warmup` steps and then `--steps` timed steps;
+  its evaluations and checkpoints are pushed past its end.
 
 and prints steps/s of each and their ratio: 1.0 means the loop loses nothing; and the share of the
-machine's float32 limit (its fastest matmul, measured in the same run) that each makes. The loop is timed
-between two points where the host waits for the step in flight (`block_until_ready` on the state,
-inside `step_callback`), so queued-up asynchronous work is counted. `--bare_first` orders the two.
+machine's float32 limit (its fastest matmul, measured in the same run) that each makes. The loop
+is timed between two points where the host waits for the step in flight (`block_until_ready` on
+the state, inside `step_callback`), so queued-up asynchronous work is counted. The bare step is
+timed before and after the loop, so drift on a shared machine shows in its windows.
 """
 
 import json
