@@ -326,15 +326,6 @@ def test_a_run_directory_of_another_config_is_an_error(
   assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
   config.model.width = 0.25
   assert sweep._claim(sweep.plan(config, str(tmp_path), PAPER, [1])[0]) is False
-  with pytest.raises(ConfigError, match='together=2 trains each group of members on one device'):
-    sweep.run_sweep(
-        config,
-        str(tmp_path / 'x'),
-        variants=PAPER,
-        seeds=[0],
-        together=2,
-        devices=jax.devices()[:2],
-    )
   wide = config.copy_and_resolve_references()
   wide.model.width = 0.5
   with pytest.raises(ConfigError, match=r'differ in their seed alone; these differ in model.width'):
@@ -342,15 +333,20 @@ def test_a_run_directory_of_another_config_is_an_error(
         [settings.from_config(config), settings.from_config(wide)],
         sharding.Layout.create(settings.from_config(config).mesh, 2, one_device),
     )
-  with pytest.raises(ConfigError, match='parallel=3'):
-    sweep.run_sweep(
-        config,
-        str(tmp_path / 'x'),
-        variants=PAPER,
-        seeds=[0],
-        parallel=3,
-        devices=jax.devices()[:2],
-    )
+  # Devices the runs cannot be given: runs side by side, or a group of members on several.
+  for option, message in (
+      ({'parallel': 3}, 'parallel=3'),
+      ({'together': 2}, 'together=2 trains each group of members on one device'),
+  ):
+    with pytest.raises(ConfigError, match=message):
+      sweep.run_sweep(
+          config,
+          str(tmp_path / 'x'),
+          variants=PAPER,
+          seeds=[0],
+          devices=jax.devices()[:2],
+          **option,
+      )
 
 
 def test_progress_line_counts_runs_and_steps_and_estimates_the_rest():

@@ -96,8 +96,9 @@ class TrainExamples:
     if self.keep(0)[IMAGE_KEY].nbytes * n > self.resized.limit:
       return False
     with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as pool:
-      for _ in pool.map(self.keep, range(1, n), chunksize=64):
-        pass
+      # list(): waits for every example and re-raises a decoding error here (the elements are
+      # the ones `resized` holds already, so the list costs only its references).
+      list(pool.map(self.keep, range(1, n), chunksize=64))
     return True
 
   def __getstate__(self):  # pickled to grain worker processes (each keeps its own images)
