@@ -285,3 +285,49 @@ def test_plateau_compares_the_last_fifths_fall_with_the_seed_spread(tmp_path):
   assert (row['from_step'], row['to_step']) == (40, 50)
   assert row['fall'] == pytest.approx(0.005) and row['spread'] == pytest.approx(0.02)
   assert row['plateaued']
+
+
+def test_report_against_scipy_and_hand_counts(tmp_path):
+  """The report's interval is scipy's t interval, its difference scipy's paired t-test, its
+  reached counts the runs' own, censored runs included; the tuned rates come from tuning.json."""
+  write_sweep(tmp_path)
+  with open(tmp_path / 'tuning.json', 'w') as f:
+    json.dump(
+        {
+            'metric': 'eval_top1_error',
+            'seeds': [100],
+            'rates': [0.01, 0.02],
+            'variants': {
+                'paper': {'chosen': 0.02, 'mean_final_eval_top1_error': {'0.01': 0.3, '0.02': 0.2}},
+                'no_lrn': {
+                    'chosen': 0.01,
+                    'mean_final_eval_top1_error': {'0.01': 0.3, '0.02': None},
+                },
+            },
+        },
+        f,
+    )
+  table = results.load(str(tmp_path))
+  answer = results.report(table, 'eval_top1_error', str(tmp_path), target=0.25)
+  finals = {v: [100 * EVAL[v][s][-1] for s in range(3)] for v in EVAL}
+  for variant, values in finals.items():
+    row = answer.variants.loc[variant]
+    low, high = scipy.stats.t.interval(0.95, 2, loc=np.mean(values), scale=scipy.stats.sem(values))
+    assert row['n'] == 3 and row['mean'] == pytest.approx(np.mean(values), abs=0.005)
+    assert (row['low'], row['high']) == pytest.approx((low, high), abs=0.005)
+  p = scipy.stats.ttest_rel(finals['no_lrn'], finals['paper']).pvalue
+  assert answer.differences.loc['no_lrn', 'p_holm'] == pytest.approx(p)  # one test: Holm is p
+  assert answer.rates.loc['paper', 'chosen'] == 0.02
+  assert answer.rates.loc['no_lrn', 'chosen'] == 0.01
+  # Training error <= 0.25 by step 30: paper 3 of 3 (steps 20, 25, 20), no_lrn 1 of 3 (step 30).
+  reached = answer.reached
+  assert list(reached['reached']) == ['3/3', '1/3']
+  assert reached.loc['paper', 'median_steps'] == 20
+  assert reached.loc['no_lrn', 'median_steps'] is None or np.isnan(
+      reached.loc['no_lrn', 'median_steps']
+  )
+  fisher = scipy.stats.fisher_exact([[1, 2], [3, 0]]).pvalue
+  assert reached.loc['no_lrn', 'p_holm'] == pytest.approx(fisher)
+  text = str(answer)
+  assert 'each variant minus paper, paired by seed' in text and 'plateaued' in text
+  assert 'learning rates' in text and "Fisher's p" in text

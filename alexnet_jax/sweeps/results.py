@@ -292,3 +292,141 @@ def save(table: pd.DataFrame, summary_frame: pd.DataFrame, parent: str) -> dict[
   paths['summary'] = os.path.join(parent, 'summary.csv')
   flat.to_csv(paths['summary'])
   return paths
+
+
+@dataclasses.dataclass
+class Report:
+  """A sweep's answer for one metric, as the command prints it and the notebooks show it."""
+
+  metric: str
+  baseline: str
+  variants: pd.DataFrame  # a row per variant: n, mean, its 95% interval, std
+  differences: pd.DataFrame | None  # against_baseline's, where there are two variants and seeds
+  plateau: pd.DataFrame
+  rates: pd.DataFrame | None  # the tuned rates: each variant's choice and every rate's score
+  # With a target: per variant, k of n runs reached it, the median steps over all n (censored
+  # runs counted as never) and Fisher's p against the baseline's k of n, Holm-corrected.
+  reached: pd.DataFrame | None = None
+
+  def __str__(self) -> str:
+    scale = _scale(self.metric)
+    unit = ' (points of %)' if scale == 100.0 else ''
+    parts = [
+        f'{self.metric}{unit}: mean over seeds, its 95% interval (t), std',
+        self.variants.to_string(),
+    ]
+    if self.rates is not None:
+      parts += ["learning rates (each variant's tuning runs: mean final value per rate)"]
+      parts += [self.rates.to_string()]
+    if self.differences is not None:
+      parts += [
+          f"each variant minus {self.baseline}, paired by seed, its 95% interval, Cohen's d_z "
+          "and Holm's p over the table:",
+          format_differences(self.differences, scale).to_string(),
+      ]
+    parts += [
+        "its fall over the last fifth of each variant's runs against its spread over seeds "
+        '(plateaued: the fall is smaller):',
+        self.plateau.round(4).to_string(),
+    ]
+    if self.reached is not None:
+      parts += [
+          'steps to the target: k of n runs reached it within the budget, the median over all n '
+          "(the runs that never did counted as never; None: half or more never did), Fisher's p "
+          "of k of n against the baseline's, Holm-corrected:",
+          self.reached.to_string(),
+      ]
+    return '\n'.join(parts)
+
+
+def _scale(metric: str) -> float:
+  return 100.0 if 'error' in metric or 'gap' in metric else 1.0
+
+
+def report(
+    table: pd.DataFrame,
+    metric: str,
+    parent: str | None = None,
+    target: float | None = None,
+    target_metric: str = 'train_top1_error',
+) -> Report:
+  """The sweep's table read for `metric` against its first variant (the baseline): each
+  variant's mean with its 95% interval, the paired differences with Holm's correction (where
+  there are two variants or more and two seeds or more), the plateau check, where the sweep
+  tuned its rates (`parent`'s tuning.json) what each variant chose, and with `target` how many
+  runs reached it (`reached_target`)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top  (jax depends on scipy)
+
+  per_run = finals(table)
+  names = [v for v in per_run['variant'].cat.categories if (per_run['variant'] == v).any()]
+  scale = _scale(metric)
+  rows = []
+  for variant in names:
+    values = per_run.loc[per_run['variant'] == variant, metric].dropna().to_numpy(float) * scale
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    sd = float(values.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+    rows.append(
+        {
+            'variant': variant,
+            'n': n,
+            'mean': mean,
+            'low': mean - half,
+            'high': mean + half,
+            'std': sd,
+        }
+    )
+  variants = pd.DataFrame(rows).set_index('variant').round(2)
+  differences = None
+  if len(names) > 1 and per_run['seed'].nunique() > 1:
+    differences = against_baseline(per_run, metric, names[0])
+  answer = Report(metric, names[0], variants, differences, plateau(table, metric), _rates(parent))
+  if target is not None:
+    answer.reached = reached_target(table, target, target_metric)
+  return answer
+
+
+def reached_target(
+    table: pd.DataFrame, target: float, metric: str = 'train_top1_error'
+) -> pd.DataFrame:
+  """Per variant of the finished runs: how many reached `metric` <= `target` (k of n), the
+  median steps to it over all n with the others censored at the run's length
+  (`statistics.reached`), and Fisher's exact p of its k of n against the first variant's,
+  Holm-corrected over the other variants. No run is dropped for not getting there."""
+  from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
+
+  per_run = finals(table, target, metric)
+  names = [v for v in per_run['variant'].cat.categories if (per_run['variant'] == v).any()]
+  counts = {}
+  for variant in names:
+    runs = per_run[per_run['variant'] == variant]
+    counts[variant] = statistics.reached(list(runs['steps_to_target']), float(runs['steps'].min()))
+  others = names[1:]
+  p = [statistics.reached_difference(counts[v], counts[names[0]]) for v in others]
+  adjusted = dict(zip(others, statistics.holm(p)))
+  return pd.DataFrame(
+      [
+          {
+              'variant': v,
+              'reached': f'{c.k}/{c.n}',
+              'median_steps': c.median,
+              'budget': c.budget,
+              'p_holm': adjusted.get(v, math.nan),
+          }
+          for v, c in counts.items()
+      ]
+  ).set_index('variant')
+
+
+def _rates(parent: str | None) -> pd.DataFrame | None:
+  path = os.path.join(parent, 'tuning.json') if parent else None
+  if not path or not os.path.exists(path):
+    return None
+  with open(path) as f:
+    record = json.load(f)
+  rows = {}
+  for variant, entry in record['variants'].items():
+    (scores,) = [v for k, v in entry.items() if k.startswith('mean_final_')]
+    rows[variant] = {'chosen': entry['chosen'], **{f'lr {r}': s for r, s in scores.items()}}
+  return pd.DataFrame.from_dict(rows, orient='index').rename_axis('variant')

@@ -44,32 +44,16 @@ def main(argv):
     raise SystemExit(e.exit_code) from None
   spec = sweep.sweep_settings(config)[1] if 'sweep' in config else {}
   metric = spec.get('metric', 'eval_top1_error')
-  print(f'{metric} (%), mean +- std over seeds:', flush=True)
-  print(results.format_mean_std(summary, metric).to_string(), flush=True)
-  if spec.get('target') is not None and 'steps_to_target' in summary:
-    stats = summary['steps_to_target']
-    print(f"steps until {spec['target_metric']} <= {spec['target']:g} (mean, std, runs there):")
-    print(stats.round(1).to_string(), flush=True)
-  per_run = results.finals(table)
-  variants = list(per_run['variant'].cat.categories)
-  if len(variants) > 1 and per_run['seed'].nunique() > 1:
-    # Paired by seed, Holm-corrected over the table (sweeps/statistics.py).
-    differences = results.against_baseline(per_run, metric, variants[0])
-    differences.to_csv(os.path.join(flags.FLAGS.workdir, 'differences.csv'))
-    scale = 100.0 if 'error' in metric or 'gap' in metric else 1.0
-    unit = 'points of %' if scale == 100.0 else 'its units'
-    print(
-        f'{metric}: each variant minus {variants[0]}, paired by seed ({unit}), its 95% interval, '
-        "Cohen's d_z and Holm's p over the table:",
-        flush=True,
-    )
-    print(results.format_differences(differences, scale).to_string(), flush=True)
-  print(
-      f"{metric}: its fall over the last fifth of each variant's runs against its spread over "
-      'seeds (plateaued: the fall is smaller):',
-      flush=True,
+  answer = results.report(
+      table,
+      metric,
+      flags.FLAGS.workdir,
+      spec.get('target'),
+      spec.get('target_metric', 'train_top1_error'),
   )
-  print(results.plateau(table, metric).round(4).to_string(), flush=True)
+  print(answer, flush=True)
+  if answer.differences is not None:
+    answer.differences.to_csv(os.path.join(flags.FLAGS.workdir, 'differences.csv'))
   print(
       f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv, '
       'differences.csv',
