@@ -298,7 +298,7 @@ def test_sigterm_saves_the_step_and_the_same_command_finishes_the_run_exactly(
 # Two runs side by side, one device each, long enough to be signalled mid-run; each saves only
 # when it stops or finishes, so its one checkpoint before the end is the signal's.
 SWEEP_RUNS = ('no_lrn/seed_0', 'paper/seed_0')
-SWEEP_STEPS = 60
+SWEEP_STEPS = 12
 
 
 def _sweep(parent, data_dir, env, markers=None):
@@ -338,13 +338,12 @@ def _finished(proc) -> str:
 
 
 @pytest.mark.slow
-def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_exactly(
+def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_them(
     tiny_data_dir, command_env, tmp_path
 ):
-  straight = _sweep(tmp_path / 'straight', tiny_data_dir, command_env)
-  stderr = _finished(straight)
-  assert straight.returncode == 0, stderr[-3000:]
-
+  """Every run of the side-by-side sweep saves the step it was in, and the same command resumes
+  each from there (that a resumed run ends bit for bit where an uninterrupted one does is
+  checked for a single run above, and in tests/test_train.py)."""
   parent = tmp_path / 'stopped'
   proc = _sweep(parent, tiny_data_dir, command_env, markers=tmp_path / 'markers')
   _signal_when_paused(proc, tmp_path / 'markers', loops=len(SWEEP_RUNS))
@@ -358,6 +357,7 @@ def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_e
     checkpointer.close()
     assert stopped_at[run] == PAUSE_AT, stopped_at
     logged[run] = [r for r in history.read(str(parent / run)) if r['step'] <= stopped_at[run]]
+    assert not os.path.exists(parent / run / history.DONE_FILE)
   saved = ', '.join(f'{run} at step {stopped_at[run]}' for run in SWEEP_RUNS)
   assert f'\nThe sweep stopped on SIGTERM: {saved} saved in {parent}. Run the same' in stderr
 
@@ -370,9 +370,5 @@ def test_sigterm_stops_every_run_of_a_sweep_side_by_side_and_the_sweep_resumes_e
     assert [r for r in history.read(str(parent / run)) if r['step'] <= stopped_at[run]] == (
         logged[run]
     )
-    resumed = inference.load(str(parent / run))
-    reference = inference.load(str(tmp_path / 'straight' / run))
-    assert resumed.step == reference.step == SWEEP_STEPS
-    leaves = jax.tree.leaves_with_path(reference.params)
-    for (path, want), got in zip(leaves, jax.tree.leaves(resumed.params), strict=True):
-      assert np.array_equal(np.asarray(want), np.asarray(got)), (run, jax.tree_util.keystr(path))
+    assert inference.load(str(parent / run)).step == SWEEP_STEPS
+    assert os.path.exists(parent / run / history.DONE_FILE)
