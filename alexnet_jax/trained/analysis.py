@@ -95,3 +95,74 @@ def nearest(
     rows = np.flatnonzero(np.asarray(exclude) >= 0)
     distances[rows, np.asarray(exclude)[rows]] = np.inf
   return np.argsort(distances, axis=1, kind='stable')[:, :k]
+
+
+def smoothness(kernels: np.ndarray) -> np.ndarray:
+  """Per kernel (..., H, W, C): the correlation between the weights of neighbouring positions
+  (each weight against the one to its right and the one below, in every channel, the kernel's
+  mean taken out). Figure 3's kernels, oriented edges and colour blobs, vary slowly across
+  space, so it is high; the random start's independent draws give about 0. The number that says
+  whether conv1 learned anything beyond the noise it started from."""
+  k = np.asarray(kernels, np.float64)
+  k = k - k.mean(axis=(-3, -2, -1), keepdims=True)
+  pairs = [(k[..., :, :-1, :], k[..., :, 1:, :]), (k[..., :-1, :, :], k[..., 1:, :, :])]
+  products = sum(np.sum(a * b, axis=(-3, -2, -1)) for a, b in pairs)
+  squares = sum(np.sum((a**2 + b**2) / 2, axis=(-3, -2, -1)) for a, b in pairs)
+  return products / np.maximum(squares, 1e-30)
+
+
+def tower_split(
+    tower_1: np.ndarray, tower_2: np.ndarray, permutations: int = 10000, seed: int = 0
+) -> tuple[float, float]:
+  """Do two towers' kernels differ in a per-kernel number (their colour share)? The difference
+  of the towers' means, and its two-sided p against the null that the towers are arbitrary halves
+  of the same kernels: the kernels' tower labels shuffled `permutations` times. The p counts the
+  observed split among the shuffles, so it is never 0."""
+  a, b = np.asarray(tower_1, np.float64), np.asarray(tower_2, np.float64)
+  observed = float(b.mean() - a.mean())
+  pooled = np.concatenate([a, b])
+  rng = np.random.default_rng(seed)
+  shuffled = np.stack([rng.permutation(pooled) for _ in range(permutations)])
+  null = shuffled[:, len(a) :].mean(axis=1) - shuffled[:, : len(a)].mean(axis=1)
+  # A tolerance: a shuffle that reproduces the observed split may differ in its last bits.
+  extreme = np.sum(np.abs(null) >= abs(observed) * (1 - 1e-12))
+  return observed, float((1 + extreme) / (1 + permutations))
+
+
+def neighbour_agreement(labels: np.ndarray, neighbours: np.ndarray, groups=None) -> dict:
+  """How often the `neighbours` (indices, a row per query, the query itself excluded) share the
+  query's label, and what chance gives: `chance`, a neighbour drawn uniformly from the other
+  images; with `groups` (an array of a group per image: the hard variant's palette), the share
+  of neighbours in the query's group and `chance_within_group`, a neighbour drawn uniformly
+  from the other images of the query's group, the chance level of a retrieval that already
+  tells the groups apart and knows nothing more."""
+  labels = np.asarray(labels)
+  n = len(labels)
+  out = {'same_label': float(np.mean(labels[neighbours] == labels[:, None]))}
+  _, counts = np.unique(labels, return_inverse=False, return_counts=True)
+  count_of = dict(zip(np.unique(labels), counts))
+  out['chance'] = float(np.mean([(count_of[l] - 1) / (n - 1) for l in labels]))
+  if groups is not None:
+    groups = np.asarray(groups)
+    out['same_group'] = float(np.mean(groups[neighbours] == groups[:, None]))
+    within = []
+    for i in range(n):
+      peers = (groups == groups[i]) & (np.arange(n) != i)
+      within.append(np.mean(labels[peers] == labels[i]))
+    out['chance_within_group'] = float(np.mean(within))
+  return out
+
+
+def pixel_vectors(images, size: int = 32) -> np.ndarray:
+  """Each image (uint8 HxWx3) shrunk to size x size (PIL's box filter) and flattened: the
+  pixel-space baseline of Figure 4's retrieval, nearest neighbours with no network at all."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  return np.stack(
+      [
+          np.asarray(
+              Image.fromarray(np.asarray(i)).resize((size, size), Image.BOX), np.float32
+          ).reshape(-1)
+          for i in images
+      ]
+  )
