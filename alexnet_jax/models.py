@@ -36,7 +36,9 @@ accelerates the early stages of learning by providing the ReLUs with positive in
 other layers. `init='caffe'` gives Caffe's reference variant: those biases 0.1, fc6/fc7 std 0.005.
 `init='he'` is the modern fan-in-scaled N(0, 2/fan_in) with zero biases, for ablations: with the
 paper's init the input signal fades layer by layer (fc8's outputs barely differ between images at
-the start), which is why the paper's runs spend their first epochs near chance.
+the start), which is why the paper's runs spend their first epochs near chance. `init='lecun'` is
+N(0, 1/fan_in) with zero biases: LeCun et al.'s (1998) scale for tanh units, whose gain near 0 is 1
+where a ReLU's averages 1/2, for Figure 1's tanh networks.
 
 torchvision's AlexNet. `TORCHVISION` is the one-tower net of Krizhevsky's 2014 "one weird trick"
 paper as torchvision builds it, the one whose ImageNet weights `trained.weights` imports. Three
@@ -82,7 +84,7 @@ class ModelConfig:
   pool: str = 'overlapping'  # overlapping: 3x3 stride 2 (section 3.4) | plain: 2x2 stride 2
   dropout_rate: float = 0.5  # section 4.2, in fc6 and fc7
   dtype: str = 'float32'  # compute dtype of convs and matmuls; parameters and LRN stay float32
-  init: str = 'paper'  # paper | caffe | he (fan-in scaled, biases 0: the modern default)
+  init: str = 'paper'  # paper | caffe | he (fan-in scaled, biases 0) | lecun (he's, for tanh)
   width: float = 1.0  # multiplies every layer's channel count (tests shrink it; the paper is 1.0)
   # conv1..conv5's output channels before `width`; None: the paper's (96, 256, 384, 384, 256).
   # The paper's one-GPU comparison net (section 3.2, footnote 3) is one tower with half the kernels
@@ -142,7 +144,7 @@ NORMS = ('lrn', 'batchnorm', 'none')
 ACTIVATIONS = {'relu': jax.nn.relu, 'tanh': jnp.tanh}
 POOLS = {'overlapping': (3, 2), 'plain': (2, 2)}
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
-INITS = ('paper', 'caffe', 'he')
+INITS = ('paper', 'caffe', 'he', 'lecun')
 DROPOUT_PLACEMENTS = ('after', 'before')
 
 
@@ -290,11 +292,11 @@ class AlexNet(nnx.Module):
       )
     dtype = DTYPES[config.dtype]
     towers = config.towers
-    positive_bias = {'paper': 1.0, 'caffe': 0.1, 'he': 0.0}[config.init]
+    positive_bias = {'paper': 1.0, 'caffe': 0.1, 'he': 0.0, 'lecun': 0.0}[config.init]
 
     def std(fan_in: int, layer: str) -> float:
-      if config.init == 'he':
-        return math.sqrt(2.0 / fan_in)
+      if config.init in ('he', 'lecun'):
+        return math.sqrt((2.0 if config.init == 'he' else 1.0) / fan_in)
       if config.init == 'caffe' and layer in ('fc6', 'fc7'):
         return 0.005
       return 0.01

@@ -187,6 +187,28 @@ def test_initialisation(init, positive_bias, fc_std):
     np.testing.assert_array_equal(params[layer]['bias'], np.float32(bias))
 
 
+@pytest.mark.parametrize('init,gain', [('he', 2.0), ('lecun', 1.0)])
+def test_fan_in_initialisations(init, gain):
+  """N(0, gain / fan_in) with zero biases, fan_in counted by hand from Figure 2: a tower-local
+  layer sees half the channels below it."""
+  model = models.AlexNet(dataclasses.replace(PAPER, init=init), 224, rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  fan_in = {
+      'conv1': 11 * 11 * 3,
+      'conv2': 5 * 5 * 48,
+      'conv3': 3 * 3 * 256,
+      'conv4': 3 * 3 * 192,
+      'conv5': 3 * 3 * 192,
+      'fc6': 6 * 6 * 256,
+      'fc7': 4096,
+      'fc8': 4096,
+  }
+  for layer, fan in fan_in.items():
+    kernel = np.asarray(params[layer]['kernel'])
+    assert abs(kernel.std() / np.sqrt(gain / fan) - 1) < 0.03, layer
+    np.testing.assert_array_equal(params[layer]['bias'], np.float32(0))
+
+
 def test_same_seed_same_parameters_different_seed_different():
   a = nnx.state(models.AlexNet(_small(), 67, rngs=nnx.Rngs(3)), nnx.Param)
   b = nnx.state(models.AlexNet(_small(), 67, rngs=nnx.Rngs(3)), nnx.Param)
