@@ -319,6 +319,8 @@ def test_report_against_scipy_and_hand_counts(tmp_path):
   assert answer.differences.loc['no_lrn', 'p_holm'] == pytest.approx(p)  # one test: Holm is p
   assert answer.rates.loc['paper', 'chosen'] == 0.02
   assert answer.rates.loc['no_lrn', 'chosen'] == 0.01
+  # Two rates tried: either choice is at an end of the grid.
+  assert answer.rates['at_edge'].all()
   # Training error <= 0.25 by step 30: paper 3 of 3 (steps 20, 25, 20), no_lrn 1 of 3 (step 30).
   reached = answer.reached
   assert list(reached['reached']) == ['3/3', '1/3']

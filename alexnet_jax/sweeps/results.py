@@ -254,12 +254,13 @@ def format_differences(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFram
       return 'higher' if row['mean'] > 0 else 'lower'
     return f"inconclusive (could detect >= {row['detectable'] * scale:.2g})"
 
+  digits = 2 if scale == 100.0 else 4  # points of %, or a loss in its own units
   return pd.DataFrame(
       {
           'n': frame['n'],
-          'difference': [f'{m * scale:+.2f}' for m in frame['mean']],
+          'difference': [f'{m * scale:+.{digits}f}' for m in frame['mean']],
           '95% CI': [
-              f'[{lo * scale:+.2f}, {hi * scale:+.2f}]'
+              f'[{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]'
               for lo, hi in zip(frame['low'], frame['high'])
           ],
           'd_z': [f'{e:+.2f}' for e in frame['effect_size']],
@@ -316,7 +317,10 @@ class Report:
         self.variants.to_string(),
     ]
     if self.rates is not None:
-      parts += ["learning rates (each variant's tuning runs: mean final value per rate)"]
+      parts += [
+          "learning rates (each variant's tuning runs: mean final value per rate; at_edge: the "
+          'chosen rate is the smallest or largest tried, and a better one may lie beyond)'
+      ]
       parts += [self.rates.to_string()]
     if self.differences is not None:
       parts += [
@@ -377,7 +381,8 @@ def report(
             'std': sd,
         }
     )
-  variants = pd.DataFrame(rows).set_index('variant').round(2)
+  # Points of % to 2 decimals; a loss (or another metric in its own units) to 4.
+  variants = pd.DataFrame(rows).set_index('variant').round(2 if scale == 100.0 else 4)
   differences = None
   if len(names) > 1 and per_run['seed'].nunique() > 1:
     differences = against_baseline(per_run, metric, names[0])
@@ -426,7 +431,10 @@ def _rates(parent: str | None) -> pd.DataFrame | None:
   with open(path) as f:
     record = json.load(f)
   rows = {}
+  tried = [float(r) for r in record['rates']]
   for variant, entry in record['variants'].items():
     (scores,) = [v for k, v in entry.items() if k.startswith('mean_final_')]
     rows[variant] = {'chosen': entry['chosen'], **{f'lr {r}': s for r, s in scores.items()}}
+    # A choice at either end of the grid may not be the best rate: the best may lie beyond it.
+    rows[variant]['at_edge'] = len(tried) > 1 and entry['chosen'] in (min(tried), max(tried))
   return pd.DataFrame.from_dict(rows, orient='index').rename_axis('variant')
