@@ -16,6 +16,8 @@ Arguments (a comma-separated list, configs/common.py):
   so at once if it does not).
 - `tiny`: seconds on a CPU, for the tests and the notebooks' smoke runs.
 - `variant=NAME`: one of configs/common.py's VARIANTS.
+- `seeds=N`, `first_seed=K`: an experiment's reported seeds, K to K + N - 1 (default: its own
+  count from 0). Rerunning with `first_seed=10` checks its verdicts on seeds it never saw.
 """
 
 import ml_collections
@@ -26,7 +28,7 @@ from alexnet_jax.data import augment
 from alexnet_jax import settings
 
 HARD = 'synthetic_shapes/hard'
-ARGS = dict(tiny=False, scale='cpu', dataset='', variant='paper', seeds=0)
+ARGS = dict(tiny=False, scale='cpu', dataset='', variant='paper', seeds=0, first_seed=0)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -71,6 +73,7 @@ def with_sweep(
     variants: tuple[str, ...],
     seeds: int = 3,
     metric: str = 'eval_top1_error',
+    learning_rates: tuple[float, ...] = (),
     target: float | None = None,
     target_metric: str = 'train_top1_error',
     custom: dict | None = None,
@@ -89,7 +92,7 @@ def with_sweep(
   config.sweep = ml_collections.ConfigDict(
       {
           'variants': tuple(variants),  # names of `named` or `custom` below
-          'seeds': tuple(range(seeds)),
+          'seeds': tuple(range(args.first_seed, args.first_seed + seeds)),
           'parallel': 1,  # runs side by side, on disjoint sets of the devices
           # Seeds of a variant trained as one group, one program on one device (train_members);
           # 1: one after another, which is faster on XLA:CPU (docs/performance.md).
@@ -97,7 +100,7 @@ def with_sweep(
           # Each variant at its best rate (sweeps/sweep.py, `tune`): with rates given, every
           # variant first trains at each on tuning_seeds (never reported), and its reported runs
           # take the rate with the lowest mean final `metric`. (): optim.learning_rate for all.
-          'learning_rates': (),
+          'learning_rates': () if args.tiny else tuple(learning_rates),
           'tuning_seeds': (100,),
           'metric': metric,  # the curves and the final-error bars
           # The "steps to reach" bars: the first logged step at which target_metric <= target.

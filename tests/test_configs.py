@@ -90,7 +90,9 @@ def test_experiment_sweeps_name_known_variants_and_scale_up(name):
   assert len(tiny.sweep.seeds) >= 2 and len(tiny.sweep.variants) <= 2
   paper = load(name).get_config('scale=paper')
   assert (paper.dataset, paper.image_size, paper.num_epochs) == ('imagenet2012', 224, 90.0)
-  assert paper.optim.schedule == 'plateau' and paper.final_eval_crops == 10
+  # Figure 1's networks train at a constant rate at any scale (configs/relu_tanh.py).
+  assert paper.optim.schedule == ('step' if name == 'relu_tanh' else 'plateau')
+  assert paper.final_eval_crops == 10
   assert paper.train_split == 'train'  # the whole split, also for the regularisation sweep
   other = load(name).get_config('scale=paper,dataset=imagenette')
   assert other.dataset == 'imagenette'
@@ -129,12 +131,32 @@ def test_an_experiments_own_variant_is_planned_from_its_sweep_section(tmp_path):
   from alexnet_jax.sweeps import sweep  # pylint: disable=g-import-not-at-top
 
   config = load('relu_tanh').get_config()
+  config.sweep.learning_rates = ()  # untuned: each at optim.learning_rate
   runs = sweep.planned(config, str(tmp_path))
-  assert [r.variant for r in runs[::3]] == ['paper', 'tanh', 'tanh_lr']
-  tanh_lr = runs[6].config
-  assert tanh_lr.model.activation == 'tanh' and tanh_lr.seed == 0
-  assert tanh_lr.optim.learning_rate == pytest.approx(config.optim.learning_rate / 4)
-  assert runs[3].config.optim.learning_rate == config.optim.learning_rate  # `tanh` keeps it
+  assert [r.variant for r in runs[::5]] == ['paper', 'tanh']
+  assert [r.seed for r in runs[:5]] == [0, 1, 2, 3, 4]
+  # The experiment's own `tanh` (LeCun's initialisation) replaces the named one.
+  tanh = runs[5].config
+  assert (tanh.model.activation, tanh.model.init) == ('tanh', 'lecun')
+  assert (runs[0].config.model.activation, runs[0].config.model.init) == ('relu', 'he')
+
+
+def test_figure_1_runs_without_regularisation_at_each_networks_own_rate():
+  """Section 3.1: "no regularization of any kind", each rate "chosen independently"."""
+  config = load('relu_tanh').get_config()
+  run = settings.from_config(config)
+  assert run.model.dropout_rate == 0 and run.optim.weight_decay == 0
+  assert not run.data.augment.random_crop and not run.data.augment.flip
+  assert run.data.augment.pca_std == 0
+  # A constant rate: the step schedule without steps gives the base rate at every step.
+  schedule = optim.learning_rate_schedule(run.optim, config.num_train_steps)
+  rate = run.optim.learning_rate
+  assert [float(schedule(s)) for s in (0, 500, config.num_train_steps)] == pytest.approx([rate] * 3)
+  assert len(config.sweep.learning_rates) >= 3 and rate in config.sweep.learning_rates
+  assert not set(config.sweep.tuning_seeds) & set(config.sweep.seeds)
+  assert len(config.sweep.seeds) >= 5
+  other = load('relu_tanh').get_config('first_seed=10')
+  assert other.sweep.seeds == (10, 11, 12, 13, 14)
 
 
 def test_records_made_before_the_torchvision_fields_are_the_same_run():
