@@ -6,10 +6,14 @@ The paper: conv1's kernels on GPU 1 are "largely colour-agnostic", those on GPU 
 colour-specific", and "this kind of specialization occurs during every run and is independent of
 any particular random weight initialization"; and images whose fc7 activations are close in
 Euclidean distance are close in content. experiments/08_kernels.ipynb shows, for each of five
-seeds, conv1's kernels as an image grid per tower with each tower's colour specificity
+seeds at this sweep's length and at five times it (experiments/07_ensembles.ipynb's equal-compute
+networks), conv1's kernels as an image grid per tower with each tower's colour specificity
 (`analysis.colour_specificity`: the share of a kernel's energy that is colour contrast rather than
-luminance), then the validation images nearest to a few queries in fc7 space, and predictions
-with their top-5 classes. It trains on the built-in `hard` variant, whose classes depend on hue,
+luminance), the towers' difference against kernels shuffled between them (`analysis.tower_split`)
+and the kernels' smoothness against the random start (`analysis.smoothness`); then the validation
+images nearest to a few queries in fc7 space, how often neighbours share the class, palette and
+shape against chance, chance within the palette and pixel space, and predictions with their
+top-5 classes. It trains on the built-in `hard` variant, whose classes depend on hue,
 so colour-selective kernels have a reason to appear. The runs are configs/ensembles.py's: sweep
 either into the same workdir and the second finds them done.
 
