@@ -14,13 +14,23 @@ NOTEBOOKS = sorted(glob.glob(os.path.join(REPO, 'experiments', '*.ipynb')))
 SWEEPS = [path for path in NOTEBOOKS if not path.endswith('01_train_and_evaluate.ipynb')]
 # What each tiny run must print: its sweep finished, and the experiment's own result.
 EXPECTED = {
-    '02_relu_tanh.ipynb': ['sweep: 4/4 runs done', 'tanh runs never reached 25%'],
+    '02_relu_tanh.ipynb': ['sweep: 4/4 runs done', 'steps to the target: k of n', 'no ratio'],
     '03_normalisation.ipynb': ['sweep: 4/4 runs done', 'no_lrn - paper ='],
     '04_pooling.ipynb': ['sweep: 4/4 runs done', 'generalisation_gap: plain_pool - paper ='],
-    '05_towers.ipynb': ['sweep: 4/4 runs done', 'one_tower - paper ='],
+    '05_towers.ipynb': ['sweep: 4/4 runs done', 'each variant minus paper, paired by seed'],
     '06_regularisation.ipynb': ['sweep: 4/4 runs done', 'generalisation_gap: no_dropout - paper'],
-    '07_ensembles.ipynb': ['sweep: 3/3 runs done', 'models  top1_error_mean'],
-    '08_kernels.ipynb': ['sweep: 3/3 runs done', 'towers differ by more than', 'top-5:'],
+    '07_ensembles.ipynb': [
+        'sweep: 3/3 runs done',
+        'models  top1_error_mean',
+        'one long network minus',
+    ],
+    '08_kernels.ipynb': [
+        'sweep: 3/3 runs done',
+        "the towers' colour shares differ beyond the shuffled null",
+        "conv1's smoothness: trained",
+        'pixels 32x32',
+        'top-5:',
+    ],
 }
 
 
@@ -89,3 +99,25 @@ def test_notebooks_are_saved_with_the_outputs_of_their_full_run(path):
   assert 'runs done' in text and 'image/png' in str([cell.outputs for cell in code])
   # The closing cell states what the saved run measured.
   assert nb.cells[-1].cell_type == 'markdown' and 'Measured' in nb.cells[-1].source
+
+
+def test_every_figure_in_the_docs_is_written_by_a_notebook():
+  """A figure the README or docs show is one a notebook's full run writes into docs/figures,
+  never a copy made by hand that can go stale; and docs/figures holds nothing else."""
+  import re  # pylint: disable=g-import-not-at-top
+
+  docs = [os.path.join(REPO, 'README.md')] + glob.glob(os.path.join(REPO, 'docs', '*.md'))
+  shown = set()
+  for path in docs:
+    with open(path) as f:
+      shown |= set(re.findall(r'figures/([\w.-]+\.png)', f.read()))
+  sources = '\n'.join(
+      cell.source
+      for path in SWEEPS
+      for cell in nbformat.read(path, as_version=4).cells
+      if cell.cell_type == 'code'
+  )
+  assert shown
+  for name in sorted(shown):
+    assert f"'{name}'" in sources, f'no notebook writes docs/figures/{name}'
+  assert sorted(os.listdir(os.path.join(REPO, 'docs', 'figures'))) == sorted(shown)
