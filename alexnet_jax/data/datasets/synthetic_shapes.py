@@ -87,11 +87,6 @@ Configs (labels are balanced: example ``i`` has label ``i % 10``, or
   196 MB on disk (its JPEGs are larger, ~19 KB: more edges).
 * ``hard_tiny``: the hard variant, 320 train / 160 validation examples, 9 MB;
   for tests.
-* ``medium``: the hard variant's 20 classes and palettes with less clutter:
-  0-2 distractors and no bar (``CLUTTER``), 10,000 train / 1,000 validation
-  examples. At configs/ablation.py's CPU scale a network's error on ``hard``
-  is still falling after 5,000 steps; ``medium`` is the one to use where an
-  ablation needs runs that finish learning on a CPU.
 
 Images are stored as JPEG (quality 90, no chroma subsampling, ~14 KB each);
 the decoded pixels differ from the drawn ones by ~3 levels on average, most of
@@ -179,25 +174,6 @@ _MIN_DISTRACTOR_CONTRAST = 60.0  # RGB distance from the background, so clutter 
 _BAR_WIDTH = (0.04, 0.08)
 _BAR_COVERAGE = (0.02, 0.25)  # fraction of the main shape's area under the bar
 _MIN_BAR_CONTRAST = 60.0  # RGB distance from the main shape, so the occlusion is visible
-
-
-@dataclasses.dataclass(frozen=True)
-class Clutter:
-  """What a 20-class scene draws besides its main shape: how many distractors, and the bar."""
-
-  distractors: tuple[int, int]  # inclusive range of the count
-  bar: bool
-
-
-# `hard` is the full clutter. `medium` keeps the 20 classes and their palettes but draws 0-2
-# distractors and no bar: at configs/ablation.py's CPU scale a network's validation error on
-# `hard` still falls at 5,000 steps, too long for a sweep of many runs on a CPU, while the
-# default variant is solved (0% error); `medium` is meant to converge within a sweep's runs with
-# error left for an ablation to move (docs/experiments.md has the measured curves).
-CLUTTER: dict[str, Clutter] = {
-    'hard': Clutter(distractors=_NUM_DISTRACTORS, bar=True),
-    'medium': Clutter(distractors=(0, 2), bar=False),
-}
 
 
 @functools.lru_cache(maxsize=8)
@@ -311,21 +287,16 @@ def _draw_noise(
 
 
 def draw_example(
-    rng: np.random.Generator,
-    label: int,
-    size: int = IMAGE_SIZE,
-    *,
-    hard: bool = False,
-    clutter: str = 'hard',
+    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, *, hard: bool = False
 ) -> np.ndarray:
   """Draws one image of class ``label``; returns uint8 ``(size, size, 3)``.
 
   All randomness comes from ``rng``, consumed in a fixed order, so the same
   generator state always gives the same image. ``hard=True`` draws the
-  20-class variant (``draw_hard_scene``) with ``clutter``, a key of CLUTTER.
+  20-class ``hard`` variant (``draw_hard_scene``).
   """
   if hard:
-    return draw_hard_scene(rng, label, size, clutter).image
+    return draw_hard_scene(rng, label, size).image
   label = int(label)
   if not 0 <= label < NUM_CLASSES:
     raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
@@ -434,19 +405,13 @@ class HardScene:
   distractor_areas: tuple[float, ...]
 
 
-def draw_hard_scene(
-    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, clutter: str = 'hard'
-) -> HardScene:
-  """Draws one 20-class image of class ``label`` (in ``[0, 20)``) and returns its HardScene.
+def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -> HardScene:
+  """Draws one ``hard`` image of class ``label`` (in ``[0, 20)``) and returns its HardScene.
 
   The main shape's geometry is drawn exactly as in ``draw_example``; its
   colour has palette ``label // 10``. In drawing order: the shaded
-  background, the distractors (2-4 with ``clutter='hard'``, 0-2 with
-  ``'medium'``), the main shape, one bar (``'hard'`` only), then pixel noise.
+  background, 2-4 distractors, the main shape, one bar, then pixel noise.
   """
-  if clutter not in CLUTTER:
-    raise ValueError(f'clutter must be one of {sorted(CLUTTER)}, got {clutter!r}')
-  extras = CLUTTER[clutter]
   label = int(label)
   if not 0 <= label < HARD_NUM_CLASSES:
     raise ValueError(f'label must be in [0, {HARD_NUM_CLASSES}), got {label}')
@@ -474,7 +439,7 @@ def draw_hard_scene(
   # may come close enough for the shapes to touch or overlap; their colours
   # come from either palette or none, independently of the label.
   areas = []
-  for _ in range(int(rng.integers(extras.distractors[0], extras.distractors[1] + 1))):
+  for _ in range(int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))):
     d_shape = int(rng.integers(NUM_CLASSES))
     d_extent = rng.uniform(_DISTRACTOR_EXTENT[0], _DISTRACTOR_EXTENT[1])
     d_radius = 0.5 * min(d_extent * size, _DISTRACTOR_TO_MAIN * 2 * radius)
@@ -509,41 +474,6 @@ def draw_hard_scene(
   # The bar: a strip across the whole image whose centre line passes within
   # the main shape's enclosing circle, redrawn until it hides between 2% and
   # 25% of the shape (thin shapes such as the crosses are easy to hide).
-  if extras.bar:
-    bar_alpha, coverage = _draw_bar(rng, canvas, alpha, fg, (cx, cy, reach), (xw, yw), size)
-  else:
-    bar_alpha, coverage = np.zeros((size, size), dtype=np.float32), 0.0
-
-  noise, noise_scale, noise_offset = _draw_noise(rng, size, noise_std)
-  out = np.empty((size, size, 3), dtype=np.uint8)
-  for ch in range(3):
-    chan = canvas[ch]
-    chan -= noise_offset
-    chan += noise[ch] * noise_scale
-    np.clip(chan, 0.0, 255.0, out=chan)
-    np.rint(chan, out=chan)
-    out[..., ch] = chan
-  shape_alpha = np.zeros((size, size), dtype=np.float32)
-  shape_alpha[win] = alpha
-  return HardScene(
-      image=out,
-      shape_alpha=shape_alpha,
-      bar_alpha=bar_alpha,
-      shape_rgb=fg,
-      bar_coverage=coverage,
-      distractor_areas=tuple(areas),
-  )
-
-
-def _draw_bar(rng, canvas, alpha, fg, circle, window, size) -> tuple[np.ndarray, float]:
-  """Draws the bar over ``canvas``; returns its coverage map and the share of the shape it hides.
-
-  ``alpha`` is the main shape's coverage in its window (``window``: the columns and rows of
-  pixel centres), ``circle`` its centre and enclosing radius.
-  """
-  cx, cy, reach = circle
-  xw, yw = window
-  x, y = _grid(size)
   half_width = 0.5 * size * rng.uniform(_BAR_WIDTH[0], _BAR_WIDTH[1])
   area = float(alpha.sum())
   for _ in range(100):
@@ -566,7 +496,26 @@ def _draw_bar(rng, canvas, alpha, fg, circle, window, size) -> tuple[np.ndarray,
       break
   for ch in range(3):
     canvas[ch] += bar_alpha * (np.float32(bar_rgb[ch]) - canvas[ch])
-  return bar_alpha, coverage
+
+  noise, noise_scale, noise_offset = _draw_noise(rng, size, noise_std)
+  out = np.empty((size, size, 3), dtype=np.uint8)
+  for ch in range(3):
+    chan = canvas[ch]
+    chan -= noise_offset
+    chan += noise[ch] * noise_scale
+    np.clip(chan, 0.0, 255.0, out=chan)
+    np.rint(chan, out=chan)
+    out[..., ch] = chan
+  shape_alpha = np.zeros((size, size), dtype=np.float32)
+  shape_alpha[win] = alpha
+  return HardScene(
+      image=out,
+      shape_alpha=shape_alpha,
+      bar_alpha=bar_alpha,
+      shape_rgb=fg,
+      bar_coverage=coverage,
+      distractor_areas=tuple(areas),
+  )
 
 
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -585,42 +534,28 @@ def example_label(index: int, hard: bool = False) -> int:
 
 
 def make_example(
-    seed: int,
-    split: str,
-    index: int,
-    size: int = IMAGE_SIZE,
-    *,
-    hard: bool = False,
-    clutter: str = 'hard',
+    seed: int, split: str, index: int, size: int = IMAGE_SIZE, *, hard: bool = False
 ) -> tuple[np.ndarray, int]:
   """Image and label of example ``index`` of ``split`` (before JPEG)."""
   label = example_label(index, hard)
-  rng = example_rng(seed, split, index)
-  return draw_example(rng, label, size, hard=hard, clutter=clutter), label
+  return draw_example(example_rng(seed, split, index), label, size, hard=hard), label
 
 
 def make_arrays(
-    seed: int,
-    split: str,
-    num_examples: int,
-    size: int = IMAGE_SIZE,
-    *,
-    hard: bool = False,
-    clutter: str = 'hard',
+    seed: int, split: str, num_examples: int, size: int = IMAGE_SIZE, *, hard: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
   """First ``num_examples`` examples of ``split``, as the builder draws them.
 
   Returns ``(images uint8 [N, size, size, 3], labels int64 [N])`` in index
   order (the builder's ArrayRecord files hold the same examples, JPEG
-  encoded, in TFDS' shuffled order). ``hard=True`` draws the 20-class variant, with the
-  ``hard`` config's clutter or, ``clutter='medium'``, the ``medium`` config's.
+  encoded, in TFDS' shuffled order). ``hard=True`` draws the ``hard`` variant.
   """
   if split not in SPLIT_IDS:
     raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
   images = np.empty((num_examples, size, size, 3), dtype=np.uint8)
   labels = np.empty((num_examples,), dtype=np.int64)
   for i in range(num_examples):
-    images[i], labels[i] = make_example(seed, split, i, size, hard=hard, clutter=clutter)
+    images[i], labels[i] = make_example(seed, split, i, size, hard=hard)
   return images, labels
 
 
@@ -633,24 +568,22 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 @dataclasses.dataclass(eq=False)
 class SyntheticShapesConfig(tfds.core.BuilderConfig):
-  """Sizes, seed and variant (default or 20-class, with its clutter) of one config."""
+  """Sizes, seed and variant (default or ``hard``) of one ``synthetic_shapes`` config."""
 
   num_train: int = 0
   num_validation: int = 0
   seed: int = 0
   hard: bool = False
-  clutter: str = 'hard'  # with hard: a key of CLUTTER
 
 
 class SyntheticShapes(builder.LocalBuilder):
   """Procedural shape dataset, 10 classes or 20 (``hard``); see the module docstring."""
 
   name = 'synthetic_shapes'
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version('1.1.0')
   RELEASE_NOTES: ClassVar[dict[str, str]] = {
       '1.0.0': 'Initial release.',
       '1.1.0': 'Adds the hard and hard_tiny configs.',
-      '1.2.0': 'Adds the medium config.',
   }
   BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
       SyntheticShapesConfig(
@@ -679,18 +612,6 @@ class SyntheticShapes(builder.LocalBuilder):
           hard=True,
       ),
       SyntheticShapesConfig(
-          name='medium',
-          description=(
-              'The 20 classes of the hard variant with 0-2 distractors and no bar: '
-              '10,000 train / 1,000 validation.'
-          ),
-          num_train=10_000,
-          num_validation=1_000,
-          seed=0,
-          hard=True,
-          clutter='medium',
-      ),
-      SyntheticShapesConfig(
           name='hard_tiny',
           description='The hard variant for tests: 320 train / 160 validation.',
           num_train=320,
@@ -703,13 +624,7 @@ class SyntheticShapes(builder.LocalBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     hard = self.builder_config.hard
-    if hard and self.builder_config.clutter == 'medium':
-      description = (
-          'Procedurally drawn 256x256 images of 20 classes, 10 shapes x 2 hue palettes (warm, '
-          'cool; the luma does not depend on the class), with random position, size and '
-          'rotation and 0-2 distractor shapes of class-independent colours.'
-      )
-    elif hard:
+    if hard:
       description = (
           'Procedurally drawn 256x256 images of 20 classes, 10 shapes x 2 hue palettes (warm, '
           'cool; the luma does not depend on the class), with random position, size and '
@@ -739,13 +654,13 @@ class SyntheticShapes(builder.LocalBuilder):
     del dl_manager  # Nothing to download.
     cfg = self.builder_config
     return {
-        'train': self._generate_examples('train', cfg.num_train, cfg),
-        'validation': self._generate_examples('validation', cfg.num_validation, cfg),
+        'train': self._generate_examples('train', cfg.num_train, cfg.seed, cfg.hard),
+        'validation': self._generate_examples('validation', cfg.num_validation, cfg.seed, cfg.hard),
     }
 
-  def _generate_examples(self, split: str, num_examples: int, cfg: SyntheticShapesConfig):
+  def _generate_examples(self, split: str, num_examples: int, seed: int, hard: bool):
     for i in range(num_examples):
-      image, label = make_example(cfg.seed, split, i, hard=cfg.hard, clutter=cfg.clutter)
+      image, label = make_example(seed, split, i, hard=hard)
       # Pre-encoded bytes go straight into the record (TFDS would
       # otherwise encode through TensorFlow, which is slower).
       yield i, {'image': encode_jpeg(image), 'label': label}
