@@ -555,3 +555,46 @@ def test_hard_tfds_round_trip(tmp_path):
   assert sorted(match) == list(range(160))
   train = tfds.data_source('synthetic_shapes/hard_tiny', split='train', data_dir=str(tmp_path))
   assert len(train) == 320
+
+
+# --------------------------------------------------------------------------
+# 6. The medium variant: the hard variant's 20 classes with 0-2 distractors and no bar.
+
+
+def test_medium_keeps_the_classes_and_drops_the_bar_and_most_clutter():
+  counts = set()
+  for i in range(60):
+    label = ss.example_label(i, hard=True)
+    scene = ss.draw_hard_scene(ss.example_rng(0, 'train', i), label, clutter='medium')
+    assert scene.bar_alpha.max() == 0 and scene.bar_coverage == 0
+    counts.add(len(scene.distractor_areas))
+    # Nothing is drawn over the main shape: inside it the image is its colour plus the noise.
+    inside = scene.image[scene.shape_alpha == 1].astype(np.float64)
+    assert np.abs(inside.mean(axis=0) - scene.shape_rgb).max() < 2.0, i
+    assert inside.std(axis=0).max() < 6.5, i
+    # The palette is the label's. From the arcs and chroma 35-70: R - B >= 59 for warm hues
+    # (1.402 Cr - 1.772 Cb at 100 and 180 degrees), <= 32 for cool ones (at 220 degrees).
+    r, _, b = scene.shape_rgb
+    assert (r - b > 45) == (label < 10), (i, scene.shape_rgb)
+  assert counts == {0, 1, 2}
+  images, labels = ss.make_arrays(0, 'validation', 20, hard=True, clutter='medium')
+  np.testing.assert_array_equal(labels, np.arange(20))
+  hard, _ = ss.make_arrays(0, 'validation', 20, hard=True)
+  assert np.abs(images.astype(int) - hard).mean(axis=(1, 2, 3)).min() > 1  # other pictures
+  with pytest.raises(ValueError, match='clutter'):
+    ss.draw_hard_scene(np.random.default_rng(0), 0, clutter='none')
+
+
+def test_medium_builder_writes_make_arrays_pixels(tmp_path):
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder('synthetic_shapes/medium', data_dir=str(tmp_path))
+  assert builder.info.features['label'].names == list(ss.HARD_CLASS_NAMES)
+  assert '0-2 distractor' in builder.info.description
+  assert builder.builder_config.num_train == 10_000
+  ref, ref_labels = ss.make_arrays(0, 'validation', 4, hard=True, clutter='medium')
+  examples = list(builder._generate_examples('validation', 4, builder.builder_config))
+  for (key, ex), image, label in zip(examples, ref, ref_labels):
+    decoded = np.asarray(Image.open(io.BytesIO(ex['image'])), dtype=np.int16)
+    assert ex['label'] == label
+    assert np.abs(decoded - image).mean() < 6.0, key

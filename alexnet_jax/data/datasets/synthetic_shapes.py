@@ -87,6 +87,11 @@ Configs (labels are balanced: example ``i`` has label ``i % 10``, or
   196 MB on disk (its JPEGs are larger, ~19 KB: more edges).
 * ``hard_tiny``: the hard variant, 320 train / 160 validation examples, 9 MB;
   for tests.
+* ``medium``: the hard variant's 20 classes and palettes with less clutter:
+  0-2 distractors and no bar (``CLUTTER``), 10,000 train / 1,000 validation
+  examples. At configs/ablation.py's CPU scale a network's error on ``hard``
+  is still falling after 5,000 steps; ``medium`` is the one to use where an
+  ablation needs runs that finish learning on a CPU.
 
 Images are stored as JPEG (quality 90, no chroma subsampling, ~14 KB each);
 the decoded pixels differ from the drawn ones by ~3 levels on average, most of
@@ -174,6 +179,25 @@ _MIN_DISTRACTOR_CONTRAST = 60.0  # RGB distance from the background, so clutter 
 _BAR_WIDTH = (0.04, 0.08)
 _BAR_COVERAGE = (0.02, 0.25)  # fraction of the main shape's area under the bar
 _MIN_BAR_CONTRAST = 60.0  # RGB distance from the main shape, so the occlusion is visible
+
+
+@dataclasses.dataclass(frozen=True)
+class Clutter:
+  """What a 20-class scene draws besides its main shape: how many distractors, and the bar."""
+
+  distractors: tuple[int, int]  # inclusive range of the count
+  bar: bool
+
+
+# `hard` is the full clutter. `medium` keeps the 20 classes and their palettes but draws 0-2
+# distractors and no bar: at configs/ablation.py's CPU scale a network's validation error on
+# `hard` still falls at 5,000 steps, too long for a sweep of many runs on a CPU, while the
+# default variant is solved (0% error); `medium` is meant to converge within a sweep's runs with
+# error left for an ablation to move (docs/experiments.md has the measured curves).
+CLUTTER: dict[str, Clutter] = {
+    'hard': Clutter(distractors=_NUM_DISTRACTORS, bar=True),
+    'medium': Clutter(distractors=(0, 2), bar=False),
+}
 
 
 @functools.lru_cache(maxsize=8)
@@ -287,16 +311,21 @@ def _draw_noise(
 
 
 def draw_example(
-    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, *, hard: bool = False
+    rng: np.random.Generator,
+    label: int,
+    size: int = IMAGE_SIZE,
+    *,
+    hard: bool = False,
+    clutter: str = 'hard',
 ) -> np.ndarray:
   """Draws one image of class ``label``; returns uint8 ``(size, size, 3)``.
 
   All randomness comes from ``rng``, consumed in a fixed order, so the same
   generator state always gives the same image. ``hard=True`` draws the
-  20-class ``hard`` variant (``draw_hard_scene``).
+  20-class variant (``draw_hard_scene``) with ``clutter``, a key of CLUTTER.
   """
   if hard:
-    return draw_hard_scene(rng, label, size).image
+    return draw_hard_scene(rng, label, size, clutter).image
   label = int(label)
   if not 0 <= label < NUM_CLASSES:
     raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
@@ -405,13 +434,19 @@ class HardScene:
   distractor_areas: tuple[float, ...]
 
 
-def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE) -> HardScene:
-  """Draws one ``hard`` image of class ``label`` (in ``[0, 20)``) and returns its HardScene.
+def draw_hard_scene(
+    rng: np.random.Generator, label: int, size: int = IMAGE_SIZE, clutter: str = 'hard'
+) -> HardScene:
+  """Draws one 20-class image of class ``label`` (in ``[0, 20)``) and returns its HardScene.
 
   The main shape's geometry is drawn exactly as in ``draw_example``; its
   colour has palette ``label // 10``. In drawing order: the shaded
-  background, 2-4 distractors, the main shape, one bar, then pixel noise.
+  background, the distractors (2-4 with ``clutter='hard'``, 0-2 with
+  ``'medium'``), the main shape, one bar (``'hard'`` only), then pixel noise.
   """
+  if clutter not in CLUTTER:
+    raise ValueError(f'clutter must be one of {sorted(CLUTTER)}, got {clutter!r}')
+  extras = CLUTTER[clutter]
   label = int(label)
   if not 0 <= label < HARD_NUM_CLASSES:
     raise ValueError(f'label must be in [0, {HARD_NUM_CLASSES}), got {label}')
@@ -439,7 +474,7 @@ def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE
   # may come close enough for the shapes to touch or overlap; their colours
   # come from either palette or none, independently of the label.
   areas = []
-  for _ in range(int(rng.integers(_NUM_DISTRACTORS[0], _NUM_DISTRACTORS[1] + 1))):
+  for _ in range(int(rng.integers(extras.distractors[0], extras.distractors[1] + 1))):
     d_shape = int(rng.integers(NUM_CLASSES))
     d_extent = rng.uniform(_DISTRACTOR_EXTENT[0], _DISTRACTOR_EXTENT[1])
     d_radius = 0.5 * min(d_extent * size, _DISTRACTOR_TO_MAIN * 2 * radius)
@@ -474,28 +509,10 @@ def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE
   # The bar: a strip across the whole image whose centre line passes within
   # the main shape's enclosing circle, redrawn until it hides between 2% and
   # 25% of the shape (thin shapes such as the crosses are easy to hide).
-  half_width = 0.5 * size * rng.uniform(_BAR_WIDTH[0], _BAR_WIDTH[1])
-  area = float(alpha.sum())
-  for _ in range(100):
-    phi = rng.uniform(0.0, np.pi)
-    offset = rng.uniform(-reach, reach)
-    nx, ny = np.float32(np.cos(phi)), np.float32(np.sin(phi))
-    dist = np.abs(nx * (xw - np.float32(cx)) + ny * (yw - np.float32(cy)) - np.float32(offset))
-    bar = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
-    coverage = float((alpha * bar).sum()) / area
-    if _BAR_COVERAGE[0] <= coverage <= _BAR_COVERAGE[1]:
-      break
+  if extras.bar:
+    bar_alpha, coverage = _draw_bar(rng, canvas, alpha, fg, (cx, cy, reach), (xw, yw), size)
   else:
-    # Practically unreachable; a bar just clear of the shape keeps the bound.
-    offset, coverage = reach + half_width + 1.0, 0.0
-  dist = np.abs(nx * (x - np.float32(cx)) + ny * (y - np.float32(cy)) - np.float32(offset))
-  bar_alpha = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
-  for _ in range(100):
-    bar_rgb = rng.uniform(0.0, 255.0, size=3)
-    if float(np.linalg.norm(bar_rgb - fg)) >= _MIN_BAR_CONTRAST:
-      break
-  for ch in range(3):
-    canvas[ch] += bar_alpha * (np.float32(bar_rgb[ch]) - canvas[ch])
+    bar_alpha, coverage = np.zeros((size, size), dtype=np.float32), 0.0
 
   noise, noise_scale, noise_offset = _draw_noise(rng, size, noise_std)
   out = np.empty((size, size, 3), dtype=np.uint8)
@@ -518,6 +535,40 @@ def draw_hard_scene(rng: np.random.Generator, label: int, size: int = IMAGE_SIZE
   )
 
 
+def _draw_bar(rng, canvas, alpha, fg, circle, window, size) -> tuple[np.ndarray, float]:
+  """Draws the bar over ``canvas``; returns its coverage map and the share of the shape it hides.
+
+  ``alpha`` is the main shape's coverage in its window (``window``: the columns and rows of
+  pixel centres), ``circle`` its centre and enclosing radius.
+  """
+  cx, cy, reach = circle
+  xw, yw = window
+  x, y = _grid(size)
+  half_width = 0.5 * size * rng.uniform(_BAR_WIDTH[0], _BAR_WIDTH[1])
+  area = float(alpha.sum())
+  for _ in range(100):
+    phi = rng.uniform(0.0, np.pi)
+    offset = rng.uniform(-reach, reach)
+    nx, ny = np.float32(np.cos(phi)), np.float32(np.sin(phi))
+    dist = np.abs(nx * (xw - np.float32(cx)) + ny * (yw - np.float32(cy)) - np.float32(offset))
+    bar = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
+    coverage = float((alpha * bar).sum()) / area
+    if _BAR_COVERAGE[0] <= coverage <= _BAR_COVERAGE[1]:
+      break
+  else:
+    # Practically unreachable; a bar just clear of the shape keeps the bound.
+    offset, coverage = reach + half_width + 1.0, 0.0
+  dist = np.abs(nx * (x - np.float32(cx)) + ny * (y - np.float32(cy)) - np.float32(offset))
+  bar_alpha = np.clip(np.float32(0.5 + half_width) - dist, 0.0, 1.0)
+  for _ in range(100):
+    bar_rgb = rng.uniform(0.0, 255.0, size=3)
+    if float(np.linalg.norm(bar_rgb - fg)) >= _MIN_BAR_CONTRAST:
+      break
+  for ch in range(3):
+    canvas[ch] += bar_alpha * (np.float32(bar_rgb[ch]) - canvas[ch])
+  return bar_alpha, coverage
+
+
 def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
   """The generator that draws example ``index`` of ``split``."""
   return np.random.default_rng([int(seed), SPLIT_IDS[split], int(index)])
@@ -534,28 +585,42 @@ def example_label(index: int, hard: bool = False) -> int:
 
 
 def make_example(
-    seed: int, split: str, index: int, size: int = IMAGE_SIZE, *, hard: bool = False
+    seed: int,
+    split: str,
+    index: int,
+    size: int = IMAGE_SIZE,
+    *,
+    hard: bool = False,
+    clutter: str = 'hard',
 ) -> tuple[np.ndarray, int]:
   """Image and label of example ``index`` of ``split`` (before JPEG)."""
   label = example_label(index, hard)
-  return draw_example(example_rng(seed, split, index), label, size, hard=hard), label
+  rng = example_rng(seed, split, index)
+  return draw_example(rng, label, size, hard=hard, clutter=clutter), label
 
 
 def make_arrays(
-    seed: int, split: str, num_examples: int, size: int = IMAGE_SIZE, *, hard: bool = False
+    seed: int,
+    split: str,
+    num_examples: int,
+    size: int = IMAGE_SIZE,
+    *,
+    hard: bool = False,
+    clutter: str = 'hard',
 ) -> tuple[np.ndarray, np.ndarray]:
   """First ``num_examples`` examples of ``split``, as the builder draws them.
 
   Returns ``(images uint8 [N, size, size, 3], labels int64 [N])`` in index
   order (the builder's ArrayRecord files hold the same examples, JPEG
-  encoded, in TFDS' shuffled order). ``hard=True`` draws the ``hard`` variant.
+  encoded, in TFDS' shuffled order). ``hard=True`` draws the 20-class variant, with the
+  ``hard`` config's clutter or, ``clutter='medium'``, the ``medium`` config's.
   """
   if split not in SPLIT_IDS:
     raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
   images = np.empty((num_examples, size, size, 3), dtype=np.uint8)
   labels = np.empty((num_examples,), dtype=np.int64)
   for i in range(num_examples):
-    images[i], labels[i] = make_example(seed, split, i, size, hard=hard)
+    images[i], labels[i] = make_example(seed, split, i, size, hard=hard, clutter=clutter)
   return images, labels
 
 
@@ -568,22 +633,24 @@ def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 
 @dataclasses.dataclass(eq=False)
 class SyntheticShapesConfig(tfds.core.BuilderConfig):
-  """Sizes, seed and variant (default or ``hard``) of one ``synthetic_shapes`` config."""
+  """Sizes, seed and variant (default or 20-class, with its clutter) of one config."""
 
   num_train: int = 0
   num_validation: int = 0
   seed: int = 0
   hard: bool = False
+  clutter: str = 'hard'  # with hard: a key of CLUTTER
 
 
 class SyntheticShapes(builder.LocalBuilder):
   """Procedural shape dataset, 10 classes or 20 (``hard``); see the module docstring."""
 
   name = 'synthetic_shapes'
-  VERSION = tfds.core.Version('1.1.0')
+  VERSION = tfds.core.Version('1.2.0')
   RELEASE_NOTES: ClassVar[dict[str, str]] = {
       '1.0.0': 'Initial release.',
       '1.1.0': 'Adds the hard and hard_tiny configs.',
+      '1.2.0': 'Adds the medium config.',
   }
   BUILDER_CONFIGS: ClassVar[list[tfds.core.BuilderConfig]] = [
       SyntheticShapesConfig(
@@ -612,6 +679,18 @@ class SyntheticShapes(builder.LocalBuilder):
           hard=True,
       ),
       SyntheticShapesConfig(
+          name='medium',
+          description=(
+              'The 20 classes of the hard variant with 0-2 distractors and no bar: '
+              '10,000 train / 1,000 validation.'
+          ),
+          num_train=10_000,
+          num_validation=1_000,
+          seed=0,
+          hard=True,
+          clutter='medium',
+      ),
+      SyntheticShapesConfig(
           name='hard_tiny',
           description='The hard variant for tests: 320 train / 160 validation.',
           num_train=320,
@@ -624,7 +703,13 @@ class SyntheticShapes(builder.LocalBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     hard = self.builder_config.hard
-    if hard:
+    if hard and self.builder_config.clutter == 'medium':
+      description = (
+          'Procedurally drawn 256x256 images of 20 classes, 10 shapes x 2 hue palettes (warm, '
+          'cool; the luma does not depend on the class), with random position, size and '
+          'rotation and 0-2 distractor shapes of class-independent colours.'
+      )
+    elif hard:
       description = (
           'Procedurally drawn 256x256 images of 20 classes, 10 shapes x 2 hue palettes (warm, '
           'cool; the luma does not depend on the class), with random position, size and '
@@ -654,13 +739,13 @@ class SyntheticShapes(builder.LocalBuilder):
     del dl_manager  # Nothing to download.
     cfg = self.builder_config
     return {
-        'train': self._generate_examples('train', cfg.num_train, cfg.seed, cfg.hard),
-        'validation': self._generate_examples('validation', cfg.num_validation, cfg.seed, cfg.hard),
+        'train': self._generate_examples('train', cfg.num_train, cfg),
+        'validation': self._generate_examples('validation', cfg.num_validation, cfg),
     }
 
-  def _generate_examples(self, split: str, num_examples: int, seed: int, hard: bool):
+  def _generate_examples(self, split: str, num_examples: int, cfg: SyntheticShapesConfig):
     for i in range(num_examples):
-      image, label = make_example(seed, split, i, hard=hard)
+      image, label = make_example(cfg.seed, split, i, hard=cfg.hard, clutter=cfg.clutter)
       # Pre-encoded bytes go straight into the record (TFDS would
       # otherwise encode through TensorFlow, which is slower).
       yield i, {'image': encode_jpeg(image), 'label': label}
