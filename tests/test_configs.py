@@ -121,6 +121,24 @@ def test_the_cpu_scale_trains_on_the_hard_variant_and_relu_tanh_on_the_easy_one(
     ablation.get_config('scale=gpu')
 
 
+def test_normalisation_trains_where_its_runs_level_off_each_variant_at_its_own_rate():
+  """configs/ablation.py's `levelled` regime at the CPU scale; not for tiny, paper or a dataset."""
+  config = load('normalisation').get_config()
+  assert (config.dataset, config.model.num_classes) == ('synthetic_shapes/medium', 20)
+  assert config.train_split == 'train[:2000]' and config.num_train_steps == 2000
+  assert config.model.width == 0.25
+  rate = config.optim.learning_rate
+  assert sorted(config.sweep.learning_rates) == [rate / 2, rate, rate * 2]  # the base in the middle
+  assert len(config.sweep.seeds) == 5 and not set(config.sweep.seeds) & set(
+      config.sweep.tuning_seeds
+  )
+  assert load('normalisation').get_config('tiny').dataset == 'synthetic_shapes/tiny'
+  paper = load('normalisation').get_config('scale=paper')
+  assert (paper.dataset, paper.train_split, paper.model.width) == ('imagenet2012', 'train', 1.0)
+  other = load('normalisation').get_config('dataset=synthetic_shapes/hard')
+  assert (other.dataset, other.train_split) == ('synthetic_shapes/hard', 'train')
+
+
 def test_an_experiment_refuses_a_variant_argument():
   """It would turn the sweep's `paper` runs into the variant's, under the `paper` name."""
   with pytest.raises(ValueError, match='sweeps its own variants'):
