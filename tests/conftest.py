@@ -21,12 +21,17 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 
-# One persistent compilation cache for the whole test process, its subprocesses and notebook
-# kernels: tests build fresh jitted functions for the same few tiny programs again and again, and
-# XLA:CPU compiles dominate the suite's time. The cache is keyed by the program and the compile
-# options, so a hit returns the same executable a fresh compile would.
-_CACHE_DIR = tempfile.mkdtemp(prefix='alexnet_jax_test_cache_')
-atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+# One persistent compilation cache for the whole test session: both xdist workers, their
+# subprocesses and notebook kernels. Tests build fresh jitted functions for the same few tiny
+# programs again and again, and XLA:CPU compiles dominate the suite's time. The cache is keyed by
+# the program and the compile options, so a hit returns the same executable a fresh compile would.
+# The first process to load this file (xdist's controller, or the only process) makes the
+# directory and removes it at exit; the workers it starts inherit the variable.
+_CACHE_VARIABLE = 'ALEXNET_JAX_TEST_COMPILATION_CACHE'
+_CACHE_DIR = os.environ.get(_CACHE_VARIABLE)
+if not _CACHE_DIR:
+  _CACHE_DIR = os.environ[_CACHE_VARIABLE] = tempfile.mkdtemp(prefix='alexnet_jax_test_cache_')
+  atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 jax.config.update('jax_compilation_cache_dir', _CACHE_DIR)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.2)
 jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
