@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet_jax.data.datasets import shapes_drawing as drawing
 from alexnet_jax.data.datasets import synthetic_shapes as ss
 from alexnet_jax.errors import ConfigError
 
@@ -45,12 +46,12 @@ def test_same_seed_same_arrays_and_independent_reference():
   np.testing.assert_array_equal(x1, x2)
   np.testing.assert_array_equal(y1, y2)
   # Labels are balanced by position.
-  np.testing.assert_array_equal(y1, np.arange(12) % ss.NUM_CLASSES)
+  np.testing.assert_array_equal(y1, np.arange(12) % drawing.NUM_CLASSES)
   # Example i is a pure function of default_rng([seed, split_id, i]).
   for i in (0, 5, 11):
-    ref = ss.draw_example(np.random.default_rng([7, 0, i]), i % 10)
+    ref = drawing.draw_example(np.random.default_rng([7, 0, i]), i % 10)
     np.testing.assert_array_equal(x1[i], ref)
-  ref_val = ss.draw_example(np.random.default_rng([7, 1, 3]), 3)
+  ref_val = drawing.draw_example(np.random.default_rng([7, 1, 3]), 3)
   np.testing.assert_array_equal(ss.make_arrays(7, 'validation', 4)[0][3], ref_val)
 
 
@@ -82,7 +83,7 @@ def test_shapes_stay_away_from_borders():
   # Shape edges are at least 60 luma levels high (spread over ~2 pixels).
   assert grad[:, frame].max() < 25, grad[:, frame].max()
   assert (grad[:, inner].max(axis=1) > 25).all()  # every image has a shape
-  assert len(set(labels.tolist())) == ss.NUM_CLASSES
+  assert len(set(labels.tolist())) == drawing.NUM_CLASSES
 
 
 def test_draw_example_is_fast_and_validates_label():
@@ -91,15 +92,15 @@ def test_draw_example_is_fast_and_validates_label():
   rng = np.random.default_rng(0)
   t = time.perf_counter()
   for i in range(100):
-    ss.draw_example(rng, i % ss.NUM_CLASSES)
+    drawing.draw_example(rng, i % drawing.NUM_CLASSES)
   per_image = (time.perf_counter() - t) / 100
   # ~1.5 ms here; a per-pixel Python loop would take seconds. Loose: CI machines are shared.
   assert per_image < 0.05, f'{per_image * 1e3:.1f} ms per image'
   with pytest.raises(ValueError):
-    ss.draw_example(rng, ss.NUM_CLASSES)
+    drawing.draw_example(rng, drawing.NUM_CLASSES)
   t = time.perf_counter()
   for i in range(100):
-    ss.draw_example(rng, i % ss.HARD_NUM_CLASSES, hard=True)
+    drawing.draw_example(rng, i % drawing.HARD_NUM_CLASSES, hard=True)
   per_image = (time.perf_counter() - t) / 100
   # ~1.6 ms here (clutter and the bar add ~50%).
   assert per_image < 0.05, f'hard: {per_image * 1e3:.1f} ms per image'
@@ -133,7 +134,7 @@ def features():
 
 
 def _softmax_regression(
-    x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=300, num_classes=ss.NUM_CLASSES
+    x_tr, y_tr, x_va, y_va, l2s=(1e-3, 1e-2, 1e-1), steps=300, num_classes=drawing.NUM_CLASSES
 ):
   """Multinomial logistic regression with L2, full-batch Nesterov GD.
 
@@ -323,7 +324,7 @@ def test_tfds_round_trip_without_tensorflow(tmp_path):
   assert out['n'] == 160
   assert out['shapes'] == [[256, 256, 3]] and out['dtypes'] == ['uint8']
   assert out['splits'] == ['train', 'validation']
-  assert out['names'] == list(ss.CLASS_NAMES)
+  assert out['names'] == list(drawing.CLASS_NAMES)
   assert np.bincount(out['labels'], minlength=10).tolist() == [16] * 10
   # Every stored image decodes to within JPEG error of exactly one
   # make_arrays image, and the matching is a bijection.
@@ -375,7 +376,7 @@ def test_hard_is_deterministic_and_labelled_by_position():
   np.testing.assert_array_equal(y1, y2)
   np.testing.assert_array_equal(y1, np.arange(40) % 20)
   for i in (0, 13, 39):
-    ref = ss.draw_hard_scene(np.random.default_rng([0, 0, i]), i % 20).image
+    ref = drawing.draw_hard_scene(np.random.default_rng([0, 0, i]), i % 20).image
     np.testing.assert_array_equal(x1[i], ref)
   # The same generators draw different pictures in the default variant.
   default, _ = ss.make_arrays(0, 'train', 40)
@@ -386,10 +387,10 @@ def test_hard_is_deterministic_and_labelled_by_position():
   names = ss.class_names(hard=True)
   assert len(names) == 20 and names[0] == 'disk_warm' and names[19] == 'vertical_stripes_cool'
   for label, name in enumerate(names):
-    assert name == f"{ss.CLASS_NAMES[label % 10]}_{('warm', 'cool')[label // 10]}"
-  assert ss.class_names() == ss.CLASS_NAMES
+    assert name == f"{drawing.CLASS_NAMES[label % 10]}_{('warm', 'cool')[label // 10]}"
+  assert ss.class_names() == drawing.CLASS_NAMES
   with pytest.raises(ValueError):
-    ss.draw_example(np.random.default_rng(0), 20, hard=True)
+    drawing.draw_example(np.random.default_rng(0), 20, hard=True)
 
 
 def test_hard_palette_is_in_the_hue_not_the_luma():
@@ -402,7 +403,7 @@ def test_hard_palette_is_in_the_hue_not_the_luma():
   luma, r_minus_b, palette = [], [], []
   for i in range(400):
     label = ss.example_label(i, hard=True)
-    scene = ss.draw_hard_scene(ss.example_rng(0, 'train', i), label)
+    scene = drawing.draw_hard_scene(ss.example_rng(0, 'train', i), label)
     image = np.asarray(Image.open(io.BytesIO(ss.encode_jpeg(scene.image))), dtype=np.float64)
     visible = (scene.shape_alpha == 1) & (scene.bar_alpha == 0)
     assert visible.sum() > 1000
@@ -441,7 +442,7 @@ def test_hard_colours_have_the_palette_hue_and_a_uniform_luma():
   rng = np.random.default_rng(0)
   n = 20_000
   for palette, (lo, hi) in enumerate([(100, 180), (220, 350)]):
-    rgb = np.array([ss._draw_palette_colour(rng, palette) for _ in range(n)])
+    rgb = np.array([drawing._draw_palette_colour(rng, palette) for _ in range(n)])
     assert rgb.min() >= 0 and rgb.max() <= 255
     y = rgb @ np.array([0.299, 0.587, 0.114])
     cb, cr = (rgb[:, 2] - y) / 1.772, (rgb[:, 0] - y) / 1.402
@@ -452,7 +453,7 @@ def test_hard_colours_have_the_palette_hue_and_a_uniform_luma():
     u = np.sort((y - 70) / 120)
     ks = max((np.arange(1, n + 1) / n - u).max(), (u - np.arange(n) / n).max())
     assert ks < 1.95 / np.sqrt(n), (palette, ks)  # p = 0.001
-  grey = ss._draw_palette_colour(rng, None)
+  grey = drawing._draw_palette_colour(rng, None)
   assert grey[0] == grey[1] == grey[2]
 
 
@@ -503,7 +504,7 @@ def test_hard_bar_clutter_and_margins():
   """The bar hides 2-25% of the main shape and is on top; the shape is the largest object."""
   counts = set()
   for i in range(100):
-    scene = ss.draw_hard_scene(ss.example_rng(1, 'validation', i), i % 20)
+    scene = drawing.draw_hard_scene(ss.example_rng(1, 'validation', i), i % 20)
     shape, bar = scene.shape_alpha, scene.bar_alpha
     coverage = float((shape * bar).sum() / shape.sum())
     assert 0.02 <= coverage <= 0.25, (i, coverage)
@@ -532,13 +533,13 @@ def test_hard_tfds_round_trip(tmp_path):
   assert info.features['label'].num_classes == 20 and 'hue' in info.description
   assert tfds.builder('synthetic_shapes', data_dir=str(tmp_path)).info.features[
       'label'
-  ].names == list(ss.CLASS_NAMES)
+  ].names == list(drawing.CLASS_NAMES)
 
   datasets.ensure_prepared('synthetic_shapes/hard_tiny', str(tmp_path))
   assert (tmp_path / 'synthetic_shapes' / 'hard_tiny' / VERSION).is_dir()
   src = tfds.data_source('synthetic_shapes/hard_tiny', split='validation', data_dir=str(tmp_path))
   assert len(src) == 160
-  assert src.dataset_info.features['label'].names == list(ss.HARD_CLASS_NAMES)
+  assert src.dataset_info.features['label'].names == list(drawing.HARD_CLASS_NAMES)
   ref_x, ref_y = ss.make_arrays(0, 'validation', 160, hard=True)
   ref = ref_x.astype(np.int16)
   labels, match = [], []
@@ -565,7 +566,7 @@ def test_medium_keeps_the_classes_and_drops_the_bar_and_most_clutter():
   counts = set()
   for i in range(60):
     label = ss.example_label(i, hard=True)
-    scene = ss.draw_hard_scene(ss.example_rng(0, 'train', i), label, clutter='medium')
+    scene = drawing.draw_hard_scene(ss.example_rng(0, 'train', i), label, clutter='medium')
     assert scene.bar_alpha.max() == 0 and scene.bar_coverage == 0
     counts.add(len(scene.distractor_areas))
     # Nothing is drawn over the main shape: inside it the image is its colour plus the noise.
@@ -582,14 +583,14 @@ def test_medium_keeps_the_classes_and_drops_the_bar_and_most_clutter():
   hard, _ = ss.make_arrays(0, 'validation', 20, hard=True)
   assert np.abs(images.astype(int) - hard).mean(axis=(1, 2, 3)).min() > 1  # other pictures
   with pytest.raises(ValueError, match='clutter'):
-    ss.draw_hard_scene(np.random.default_rng(0), 0, clutter='none')
+    drawing.draw_hard_scene(np.random.default_rng(0), 0, clutter='none')
 
 
 def test_medium_builder_writes_make_arrays_pixels(tmp_path):
   import tensorflow_datasets as tfds
 
   builder = tfds.builder('synthetic_shapes/medium', data_dir=str(tmp_path))
-  assert builder.info.features['label'].names == list(ss.HARD_CLASS_NAMES)
+  assert builder.info.features['label'].names == list(drawing.HARD_CLASS_NAMES)
   assert '0-2 distractor' in builder.info.description
   assert builder.builder_config.num_train == 10_000
   ref, ref_labels = ss.make_arrays(0, 'validation', 4, hard=True, clutter='medium')

@@ -2,7 +2,7 @@
 
 Importing this package registers the `synthetic_shapes` TFDS builder, so that
 `tfds.builder('synthetic_shapes/tiny')` and `tfds.data_source('synthetic_shapes', ...)` work as
-for any TFDS dataset.
+for any TFDS dataset. Its images are drawn by `shapes_drawing` (numpy only).
 
 `image_folder` turns your own images (a folder per class, or a CSV of labels) into a prepared TFDS
 dataset (`python -m alexnet_jax.tools.prepare --folder=...`); it is not imported here: a prepared
