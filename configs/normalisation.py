@@ -29,7 +29,7 @@ def get_config(arg: str | None = None):
       args,
       ('paper', 'no_lrn', 'batchnorm'),
       seeds=5,
-      learning_rates=tuple(c.optim.learning_rate * f for f in (0.5, 1.0, 2.0)),
+      learning_rates=ablation.rates(c),
       target=0.25,
       target_metric='eval_top1_error',
   )

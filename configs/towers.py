@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
       ('paper', 'one_tower', 'one_tower_small'),
       seeds=5,
       # Around the rate that trained fastest in a 1,500-step probe (docs/experiments.md).
-      learning_rates=tuple(c.optim.learning_rate * f for f in (0.125, 0.25, 0.5)),
+      learning_rates=ablation.rates(c, (0.125, 0.25, 0.5)),
       target=0.75,
       target_metric='eval_top1_error',
   )

@@ -111,29 +111,6 @@ def test_finals_aggregate_and_steps_to_match_hand_computed_values(tmp_path):
   assert summary.loc['paper', ('steps_per_sec', 'mean')] == pytest.approx(1.5)
 
 
-def test_compare_is_welchs_t_test_on_the_seeds(tmp_path):
-  from scipy import stats  # pylint: disable=g-import-not-at-top
-
-  write_sweep(tmp_path)
-  per_run = results.finals(results.load(str(tmp_path)))
-  out = results.compare(per_run, 'eval_top1_error', 'no_lrn', 'paper')
-  a = np.array([0.30, 0.26, 0.31])
-  b = np.array([0.20, 0.24, 0.22])
-  welch = stats.ttest_ind(a, b, equal_var=False)  # an independent implementation
-  assert out['difference'] / out['standard_error'] == pytest.approx(welch.statistic)
-  assert out['difference'] == pytest.approx(a.mean() - b.mean())
-  assert out['exceeds'] == (welch.pvalue < 0.05)
-  assert out['exceeds']  # 7 points apart with a spread of about 2
-  # A difference of one spread, as 3 seeds see it, is not enough.
-  close = per_run.copy()
-  close.loc[close['variant'] == 'no_lrn', 'eval_top1_error'] = [0.21, 0.25, 0.26]
-  out = results.compare(close, 'eval_top1_error', 'no_lrn', 'paper')
-  assert not out['exceeds']
-  assert stats.ttest_ind([0.21, 0.25, 0.26], b, equal_var=False).pvalue > 0.05
-  with pytest.raises(ValueError, match='at least 2 runs'):
-    results.compare(per_run[per_run['seed'] == 0], 'eval_top1_error', 'no_lrn', 'paper')
-
-
 def test_save_writes_tables_that_read_back(tmp_path):
   write_sweep(tmp_path)
   table = results.load(str(tmp_path))

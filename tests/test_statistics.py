@@ -111,3 +111,66 @@ def test_the_table_against_the_baseline_pairs_by_seed_and_corrects_over_its_rows
   assert table.loc['worse', 'p_holm'] == pytest.approx(expected[p_worse])
   assert table.loc['worse', 'verdict'] == 'higher'
   assert table.loc['same', 'verdict'].startswith('inconclusive (could detect >= ')
+
+
+def test_against_baseline_corrects_over_every_row_of_a_table_of_several_columns():
+  """A claim measured two ways (the error and the gap) is one family: Holm over all four rows,
+  by hand, each row's p the paired t-test's (scipy)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  base = {'error': rng.normal(0.3, 0.02, 5), 'gap': rng.normal(0.1, 0.02, 5)}
+  shifts = {('error', 'a'): 0.04, ('error', 'b'): 0.0, ('gap', 'a'): 0.01, ('gap', 'b'): -0.03}
+  values = {key: base[key[0]] + shift + rng.normal(0, 0.01, 5) for key, shift in shifts.items()}
+  rows = [
+      {'variant': 'paper', 'seed': s, 'error': base['error'][s], 'gap': base['gap'][s]}
+      for s in range(5)
+  ] + [
+      {'variant': v, 'seed': s, 'error': values['error', v][s], 'gap': values['gap', v][s]}
+      for v in ('a', 'b')
+      for s in range(5)
+  ]
+  table = results.against_baseline(pd.DataFrame(rows), ('error', 'gap'), 'paper')
+  assert list(table.index) == [('error', 'a'), ('error', 'b'), ('gap', 'a'), ('gap', 'b')]
+  p = {key: scipy_stats.ttest_rel(values[key], base[key[0]]).pvalue for key in shifts}
+  order = sorted(p, key=p.get)
+  expected, running = {}, 0.0
+  for rank, key in enumerate(order):  # Holm's step-down: (m - rank) * p, never below the last
+    running = max(running, min(1.0, (len(order) - rank) * p[key]))
+    expected[key] = running
+  for key in shifts:
+    assert table.loc[key, 'p'] == pytest.approx(p[key], rel=1e-10)
+    assert table.loc[key, 'p_holm'] == pytest.approx(expected[key], rel=1e-10)
+  # One column alone is its own family: the same rows, corrected over two instead of four.
+  alone = results.against_baseline(pd.DataFrame(rows), 'error', 'paper')
+  assert list(alone.index) == ['a', 'b']
+  assert alone.loc['a', 'p_holm'] <= table.loc[('error', 'a'), 'p_holm']
+
+
+def test_the_differences_are_printed_in_the_units_asked_for():
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
+
+  frame = pd.DataFrame(
+      {
+          'n': [5, 5],
+          'mean': [-0.0284, -400.0],
+          'low': [-0.0514, -570.02],
+          'high': [-0.0054, -229.98],
+          'effect_size': [-1.54, -2.9],
+          'p_holm': [0.132, 0.0255],
+          'detectable': [0.0311, 188.4],
+      },
+      index=['error', 'steps'],
+  )
+  errors = results.format_differences(frame.loc[['error']])
+  assert errors.loc['error', 'difference'] == '-2.84'  # points of %
+  assert errors.loc['error', '95% CI'] == '[-5.14, -0.54]'
+  assert errors.loc['error', 'verdict'] == 'inconclusive (could detect >= 3.1)'
+  steps = results.format_differences(frame.loc[['steps']], scale=1.0, digits=0)
+  assert steps.loc['steps', 'difference'] == '-400'
+  assert steps.loc['steps', '95% CI'] == '[-570, -230]'
+  assert steps.loc['steps', 'verdict'] == 'lower'  # Holm's p under 5%

@@ -21,6 +21,7 @@ LABELS = {
     'eval_top1_error': 'validation top-1 error (%)',
     'eval_top5_error': 'validation top-5 error (%)',
     'trainset_top1_error': 'top-1 error on the training images (%)',
+    'generalisation_gap': 'validation minus training-image error (points)',
     'eval_loss': 'validation loss',
     'train_loss': 'training loss',
 }

@@ -6,12 +6,12 @@ to a row per variant (mean, std and n over seeds), and `compare` says whether tw
 by more than their seed-to-seed spread. Nothing here needs JAX or TensorFlow.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import glob
 import json
 import math
 import os
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -180,73 +180,51 @@ def summary(
   return aggregate(finals(table, target, target_metric or 'train_top1_error'))
 
 
-def compare(per_run: pd.DataFrame, column: str, variant: str, baseline: str) -> dict[str, Any]:
-  """`variant` minus `baseline` in `column`, against the seed-to-seed spread: Welch's t-test.
-
-  Returns the difference of the means, its standard error sqrt(s_a^2/n_a + s_b^2/n_b), Welch's
-  degrees of freedom, the two-sided 5% critical value of t for them, and `exceeds`: whether the
-  difference is more than that many standard errors (with 3 seeds a side the critical value is
-  about 2.8 to 4.3, so only large, consistent differences count). Runs without a value (a target
-  never reached) are left out, and `n_a`, `n_b` say how many remained.
-  """
-  from scipy import stats  # pylint: disable=g-import-not-at-top  (jax depends on scipy)
-
-  a = per_run.loc[per_run['variant'] == variant, column].dropna().to_numpy(float)
-  b = per_run.loc[per_run['variant'] == baseline, column].dropna().to_numpy(float)
-  if len(a) < 2 or len(b) < 2:
-    raise ValueError(
-        f'compare needs at least 2 runs of each variant with a {column}; '
-        f'{variant!r} has {len(a)}, {baseline!r} has {len(b)}.'
-    )
-  difference = float(a.mean() - b.mean())
-  va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-  error = math.sqrt(va + vb)
-  if error == 0:
-    dof, critical = math.inf, 0.0
-  else:
-    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    critical = float(stats.t.ppf(0.975, dof))
-  return {
-      'difference': difference,
-      'standard_error': error,
-      'dof': float(dof),
-      'critical': critical,
-      'exceeds': bool(abs(difference) > critical * error) if error else difference != 0,
-      'n_a': len(a),
-      'n_b': len(b),
-      'n': min(len(a), len(b)),
-  }
-
-
-def against_baseline(per_run: pd.DataFrame, column: str, baseline: str) -> pd.DataFrame:
+def against_baseline(
+    per_run: pd.DataFrame, column: str | Sequence[str], baseline: str
+) -> pd.DataFrame:
   """A row per other variant: its paired difference from `baseline` in `column` by seed
   (`statistics.paired`: n, mean, the 95% interval, effect size, p), Holm's p over the table's
   rows, and the verdict (`statistics.verdict`: 'higher', 'lower' or 'inconclusive (could detect
   >= X)'). Runs without a value in `column` are left out of their pair (n says how many
-  remained); time to a target is `statistics.reached`'s, where such runs count."""
+  remained); time to a target is `statistics.reached`'s, where such runs count.
+
+  With several columns (a claim measured two ways, e.g. the error and the generalisation gap),
+  a row per (column, variant), and Holm's correction over all of them: one table, one family.
+  """
   from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
 
-  by_seed = {
-      variant: dict(zip(runs['seed'], runs[column]))
-      for variant, runs in per_run.dropna(subset=[column]).groupby('variant', observed=True)
-  }
-  if baseline not in by_seed:
-    raise ValueError(f'No run of the baseline {baseline!r} has a {column}.')
-  differences = {
-      v: statistics.paired(by_seed[v], by_seed[baseline]) for v in by_seed if v != baseline
-  }
-  adjusted = statistics.holm([d.p for d in differences.values()])
-  frame = pd.DataFrame([dataclasses.asdict(d) for d in differences.values()], index=differences)
-  frame.index.name = 'variant'
+  columns = [column] if isinstance(column, str) else list(column)
+  keys, differences = [], []
+  for name in columns:
+    by_seed = {
+        variant: dict(zip(runs['seed'], runs[name]))
+        for variant, runs in per_run.dropna(subset=[name]).groupby('variant', observed=True)
+    }
+    if baseline not in by_seed:
+      raise ValueError(f'No run of the baseline {baseline!r} has a {name}.')
+    for variant in by_seed:
+      if variant != baseline:
+        keys.append((name, variant))
+        differences.append(statistics.paired(by_seed[variant], by_seed[baseline]))
+  adjusted = statistics.holm([d.p for d in differences])
+  if isinstance(column, str):
+    index = pd.Index([variant for _, variant in keys], name='variant')
+  else:
+    index = pd.MultiIndex.from_tuples(keys, names=['column', 'variant'])
+  frame = pd.DataFrame([dataclasses.asdict(d) for d in differences], index=index)
   frame['p_holm'] = adjusted
-  frame['verdict'] = [statistics.verdict(d, p) for d, p in zip(differences.values(), adjusted)]
+  frame['verdict'] = [statistics.verdict(d, p) for d, p in zip(differences, adjusted)]
   return frame
 
 
-def format_differences(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFrame:
+def format_differences(
+    frame: pd.DataFrame, scale: float = 100.0, digits: int | None = None
+) -> pd.DataFrame:
   """`against_baseline`'s table for a reader, in the units of the column times `scale` (100:
   errors in points of %): n, the mean difference, its 95% interval, d_z, Holm's p and the
-  verdict, whose detectable effect is given in the same units."""
+  verdict, whose detectable effect is given in the same units. `digits` after the point: by
+  default 2 for points of %, 4 for anything else (a loss); 0 suits steps."""
   from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
 
   def verdict(row) -> str:
@@ -254,7 +232,8 @@ def format_differences(frame: pd.DataFrame, scale: float = 100.0) -> pd.DataFram
       return 'higher' if row['mean'] > 0 else 'lower'
     return f"inconclusive (could detect >= {row['detectable'] * scale:.2g})"
 
-  digits = 2 if scale == 100.0 else 4  # points of %, or a loss in its own units
+  if digits is None:
+    digits = 2 if scale == 100.0 else 4  # points of %, or a loss in its own units
   return pd.DataFrame(
       {
           'n': frame['n'],
