@@ -116,14 +116,14 @@ def test_the_cpu_scale_trains_on_the_hard_variant_and_relu_tanh_on_the_easy_one(
   assert ablation.get_config().model.num_classes == 20
   relu_tanh = load('relu_tanh').get_config()
   assert (relu_tanh.dataset, relu_tanh.model.num_classes) == ('synthetic_shapes', 10)
-  assert load('regularisation').get_config().train_split == 'train[:1000]'
   with pytest.raises(ValueError, match="scale='gpu'"):
     ablation.get_config('scale=gpu')
 
 
-def test_normalisation_trains_where_its_runs_level_off_each_variant_at_its_own_rate():
+@pytest.mark.parametrize('name', ['normalisation', 'pooling', 'regularisation'])
+def test_an_experiment_trains_where_its_runs_level_off_each_variant_at_its_own_rate(name):
   """configs/ablation.py's `levelled` regime at the CPU scale; not for tiny, paper or a dataset."""
-  config = load('normalisation').get_config()
+  config = load(name).get_config()
   assert (config.dataset, config.model.num_classes) == ('synthetic_shapes/medium', 20)
   assert config.train_split == 'train[:2000]' and config.num_train_steps == 2000
   assert config.model.width == 0.25
@@ -132,11 +132,37 @@ def test_normalisation_trains_where_its_runs_level_off_each_variant_at_its_own_r
   assert len(config.sweep.seeds) == 5 and not set(config.sweep.seeds) & set(
       config.sweep.tuning_seeds
   )
-  assert load('normalisation').get_config('tiny').dataset == 'synthetic_shapes/tiny'
-  paper = load('normalisation').get_config('scale=paper')
+  assert load(name).get_config('tiny').dataset == 'synthetic_shapes/tiny'
+  paper = load(name).get_config('scale=paper')
   assert (paper.dataset, paper.train_split, paper.model.width) == ('imagenet2012', 'train', 1.0)
-  other = load('normalisation').get_config('dataset=synthetic_shapes/hard')
+  assert paper.image_size == 224
+  other = load(name).get_config('dataset=synthetic_shapes/hard')
   assert (other.dataset, other.train_split) == ('synthetic_shapes/hard', 'train')
+
+
+def _pool5_side(image_size: int, window: int, stride: int) -> int:
+  """pool5's side by counting the windows that fit, layer by layer: conv1's 11x11/4 with
+  cuda-convnet's padding up to a whole last window, then three max-pools (Figure 2)."""
+  side = len(range(0, image_size - 11 + 3 + 1, 4))  # the last window may run 3 pixels over
+  for _ in range(3):
+    side = len(range(0, side - window + 1, stride))
+  return side
+
+
+def test_the_pooling_experiment_crops_so_that_pool5_is_wider_than_a_pixel_with_both_windows():
+  """At 67 pixels overlapping pooling leaves a 1x1 pool5 (the question would be about the edge);
+  the experiment's crops give both kinds of window the same pool5 of at least 2x2."""
+  assert (_pool5_side(224, 3, 2), _pool5_side(224, 2, 2)) == (6, 6)  # the paper's 6x6
+  assert _pool5_side(67, 3, 2) == 1
+  config = load('pooling').get_config()
+  overlapping, plain = _pool5_side(config.image_size, 3, 2), _pool5_side(config.image_size, 2, 2)
+  assert overlapping == plain >= 2
+  assert models.feature_sizes(config.image_size)['pool5'] == overlapping
+  assert config.resize_size > config.image_size and config.eval_trainset
+  assert (
+      load('pooling').get_config('tiny').image_size
+      == load('normalisation').get_config('tiny').image_size
+  )
 
 
 def test_an_experiment_refuses_a_variant_argument():

@@ -20,9 +20,15 @@ TRAINED = ('07_ensembles.ipynb', '08_kernels.ipynb')
 EXPECTED = {
     '02_relu_tanh.ipynb': ['sweep: 4/4 runs done', 'steps to the target: k of n', 'no ratio'],
     '03_normalisation.ipynb': ['sweep: 4/4 runs done', 'each variant minus paper, paired by seed'],
-    '04_pooling.ipynb': ['sweep: 4/4 runs done', 'generalisation_gap: plain_pool - paper ='],
+    '04_pooling.ipynb': [
+        'sweep: 4/4 runs done',
+        'each claim: plain_pool minus paper, paired by seed',
+    ],
     '05_towers.ipynb': ['sweep: 4/4 runs done', 'each variant minus paper, paired by seed'],
-    '06_regularisation.ipynb': ['sweep: 4/4 runs done', 'generalisation_gap: no_dropout - paper'],
+    '06_regularisation.ipynb': [
+        'sweep: 4/4 runs done',
+        'each claim: each variant minus paper, paired by seed',
+    ],
     '07_ensembles.ipynb': [
         'sweep: 3/3 runs done',
         'models  top1_error_mean',
