@@ -1,5 +1,6 @@
 """sweeps/statistics against scipy's own tests, a simulation and hand-computed values."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -59,7 +60,10 @@ def test_a_verdict_names_the_direction_or_what_could_have_been_seen():
   flipped = statistics.paired({0: 0.5, 1: 1.0, 2: 3.0}, {0: 1.0, 1: 2.0, 2: 3.5})
   assert statistics.verdict(flipped, 0.01) == 'lower'
   text = statistics.verdict(d, 0.2)
-  assert text.startswith('inconclusive (could detect >= ') and f'{d.detectable:.3g}' in text
+  assert text == f'inconclusive (could detect >= {d.detectable:.2g})'
+  # In the table's units, written out: 188.4 steps to two digits is 190, not 1.9e+02.
+  steps = dataclasses.replace(d, detectable=1.884)
+  assert statistics.verdict(steps, 0.2, scale=100.0) == 'inconclusive (could detect >= 190)'
 
 
 def test_runs_that_never_reach_the_target_are_counted_not_dropped():
@@ -160,7 +164,9 @@ def test_the_differences_are_printed_in_the_units_asked_for():
           'mean': [-0.0284, -400.0],
           'low': [-0.0514, -570.02],
           'high': [-0.0054, -229.98],
+          'sd': [0.0185, 137.0],
           'effect_size': [-1.54, -2.9],
+          'p': [0.0265, 0.0028],
           'p_holm': [0.132, 0.0255],
           'detectable': [0.0311, 188.4],
       },

@@ -228,9 +228,9 @@ def format_differences(
   from alexnet_jax.sweeps import statistics  # pylint: disable=g-import-not-at-top  (scipy)
 
   def verdict(row) -> str:
-    if row['p_holm'] < statistics.ALPHA:
-      return 'higher' if row['mean'] > 0 else 'lower'
-    return f"inconclusive (could detect >= {row['detectable'] * scale:.2g})"
+    """statistics.verdict of the row, the detectable effect in the table's units."""
+    fields = {f.name: row[f.name] for f in dataclasses.fields(statistics.Difference)}
+    return statistics.verdict(statistics.Difference(**fields), row['p_holm'], scale=scale)
 
   if digits is None:
     digits = 2 if scale == 100.0 else 4  # points of %, or a loss in its own units

@@ -99,12 +99,15 @@ def holm(pvalues: Sequence[float]) -> list[float]:
   return adjusted
 
 
-def verdict(difference: Difference, adjusted_p: float, alpha: float = ALPHA) -> str:
+def verdict(
+    difference: Difference, adjusted_p: float, alpha: float = ALPHA, scale: float = 1.0
+) -> str:
   """'higher' or 'lower' (the variant's value against the baseline's) where the corrected test
-  says so, else 'inconclusive (could detect >= X)'."""
+  says so, else 'inconclusive (could detect >= X)', X the detectable effect times `scale` (100:
+  errors in points of %) to two significant digits, written out (190, not 1.9e+02)."""
   if adjusted_p < alpha:
     return 'higher' if difference.mean > 0 else 'lower'
-  return f'inconclusive (could detect >= {difference.detectable:.3g})'
+  return f'inconclusive (could detect >= {float(f"{difference.detectable * scale:.2g}"):g})'
 
 
 @dataclasses.dataclass(frozen=True)
