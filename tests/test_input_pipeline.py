@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import math
 import logging
 import multiprocessing
 import struct
@@ -479,3 +480,58 @@ def test_kept_images_give_the_stream_decoding_gives(tiny_data_dir, tiny_config):
   stream.train_examples.resized = examples.ResizedImages(319 * image_bytes)
   assert stream.train_examples.prefill(2) is False
   assert len(stream.train_examples.resized) == 1
+
+
+def test_an_evaluation_pass_is_kept_and_reading_it_again_gives_what_decoding_gives(
+    tiny_config, monkeypatch
+):
+  """The second pass with the same data and transform decodes nothing and gives the batches a
+  fresh decode gives, read-only; another transform, a pass over the limit and a pass read only
+  in part are decoded again; a kept pass that no longer fits with a newer one goes first."""
+  pipeline.KEPT_PASSES.clear()
+  decoded = []
+  source = pipeline.decoding_source
+  monkeypatch.setattr(
+      pipeline, 'decoding_source', lambda c, split: decoded.append(split) or source(c, split)
+  )
+  config = dataclasses.replace(_config(tiny_config()), eval_batch_size=24)
+  first, again = list(pipeline.eval_batches(config)), list(pipeline.eval_batches(config))
+  assert len(decoded) == 1 and len(first) == len(again) > 1
+  nbytes = sum(v.nbytes for batch in first for v in batch.values())
+  with pytest.raises(ValueError, match='read-only'):
+    again[0]['image'][0, 0, 0, 0] = 1.0
+  # The independent reference: a pass decoded with nothing kept (limit 0), twice.
+  nothing_kept = dataclasses.replace(config, cache_images_mib=0)
+  for _ in range(2):
+    fresh = list(pipeline.eval_batches(nothing_kept))
+    for x, y in zip(again, fresh, strict=True):
+      assert sorted(x) == sorted(y) == ['image', 'label', 'mask']
+      for key in x:
+        np.testing.assert_array_equal(x[key], y[key])
+  assert len(decoded) == 3
+  # Another view of the same split (the training images' evaluation, 10 patches) is not the kept
+  # one; a pass read in part is not kept.
+  ten = dataclasses.replace(config, eval_crops=10)
+  assert next(pipeline.eval_batches(ten))['image'].shape[1:] == (10, 40, 40, 3)
+  trainset = dataclasses.replace(config, eval_split=config.train_split)
+  assert len(list(pipeline.eval_batches(trainset))) > len(first)
+  assert len(decoded) == 5
+  list(pipeline.eval_batches(ten))
+  list(pipeline.eval_batches(ten))
+  assert len(decoded) == 6
+  # A limit that holds one validation pass but not two: reading the 10-patch pass (ten times the
+  # bytes, over the limit) keeps nothing; the centre-crop pass stays until a newer one needs room.
+  pipeline.KEPT_PASSES.clear()
+  mib = math.ceil(nbytes * 1.5 / 2**20)
+  small = dataclasses.replace(config, cache_images_mib=mib)
+  shifted = dataclasses.replace(small, image_size=36)  # another crop: another pass, as large
+  list(pipeline.eval_batches(small))
+  list(pipeline.eval_batches(dataclasses.replace(small, eval_crops=10)))
+  list(pipeline.eval_batches(dataclasses.replace(small, eval_crops=10)))
+  list(pipeline.eval_batches(small))
+  assert len(decoded) == 9  # the centre-crop pass was kept, the 10-patch one was not
+  list(pipeline.eval_batches(shifted))
+  list(pipeline.eval_batches(shifted))
+  list(pipeline.eval_batches(small))
+  assert len(decoded) == 11  # `shifted` is kept, `small` made room for it
+  pipeline.KEPT_PASSES.clear()

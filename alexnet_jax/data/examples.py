@@ -1,7 +1,9 @@
 """The training stream's examples, before batching: which example is the g-th of the endless
 stream (an epoch's permutation, by the seed alone), its augmentation drawn from its own generator,
-this process' rows of each global batch, and the resized images kept between epochs."""
+this process' rows of each global batch, the resized images kept between epochs, and the
+evaluation passes kept between evaluations."""
 
+import collections
 import concurrent.futures
 import threading
 from typing import Any, Sequence
@@ -142,3 +144,41 @@ class ResizedImages:
         if k not in self._kept and self.used + size <= self.limit:
           self._kept[k], self.used = element, self.used + size
     return element
+
+
+class KeptPasses:
+  """Whole evaluation passes (lists of batches), kept by a key that determines them, while they
+  fit in a byte limit: each evaluation of a run, and each run of a sweep in this process, reads the
+  same batches of the same split, and decoding them again for every evaluation cost the 2-core CPU
+  minutes in every ablation notebook (docs/performance.md, "Sweeps"). The evaluation transform
+  draws nothing, so a kept pass is what reading it again gives (the tests compare the two). When
+  passes of other keys need the room, the least recently read goes first.
+  """
+
+  def __init__(self):
+    self._kept: collections.OrderedDict[tuple, tuple[list, int]] = collections.OrderedDict()
+    self._lock = threading.Lock()
+
+  def get(self, key: tuple) -> list[dict[str, Any]] | None:
+    with self._lock:
+      if key not in self._kept:
+        return None
+      self._kept.move_to_end(key)
+      return self._kept[key][0]
+
+  def put(self, key: tuple, batches: list[dict[str, Any]], limit: int) -> None:
+    size = sum(v.nbytes for batch in batches for v in batch.values())
+    if size > limit:
+      return
+    for batch in batches:
+      for v in batch.values():
+        v.flags.writeable = False  # shared by every later pass
+    with self._lock:
+      self._kept[key] = (batches, size)
+      self._kept.move_to_end(key)
+      while sum(s for _, s in self._kept.values()) > limit:
+        self._kept.popitem(last=False)
+
+  def clear(self) -> None:
+    with self._lock:
+      self._kept.clear()

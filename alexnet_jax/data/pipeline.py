@@ -99,6 +99,7 @@ class DataConfig:
   prefetch_batches: int = 2  # batches decoded ahead, and batches put on the devices ahead
   # The training split's images, decoded and resized, are kept after their first read up to this
   # many MiB per process (per worker with data_workers > 0): later epochs only crop them. 0: none.
+  # The same limit, separately, for the evaluation passes kept between evaluations (eval_batches).
   cache_images_mib: int = 1024
   # True: the host decodes and crops training images to uint8, and the train step reflects them,
   # adds the PCA colour shift, subtracts the mean and converts to float32 on the device, with the
@@ -607,23 +608,54 @@ def train_dataset(
   return TrainStream(ds, _read_options(config, threads), workers, stream)
 
 
+# Evaluation passes this process has read, kept up to `cache_images_mib` (examples.KeptPasses);
+# `KEPT_PASSES.clear()` frees them.
+KEPT_PASSES = examples.KeptPasses()
+
+
 def eval_batches(
     config: DataConfig, process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
   """One pass over the evaluation split in fixed-size batches, the last padded and masked.
 
   Every process yields the same number of batches (the largest shard decides), so collectives
-  stay in step; padding rows have mask 0 and are not counted.
+  stay in step; padding rows have mask 0 and are not counted. A whole pass that fits in
+  `cache_images_mib` is kept, and the next pass with the same data and transform reads it
+  (read-only arrays) instead of decoding again.
   """
+  inv_std = config.augment.inv_std
+  key = (
+      *(getattr(config, f) for f in ('dataset', 'data_dir', 'eval_split', 'resize_size')),
+      *(getattr(config, f) for f in ('image_size', 'eval_crops', 'eval_batch_size')),
+      config.eval_split == config.train_split,  # decoded as training images (decoding_source)
+      np.asarray(config.augment.mean).tobytes(),
+      None if inv_std is None else np.asarray(inv_std).tobytes(),
+      process_index,
+      process_count,
+  )
+  limit = config.cache_images_mib * 2**20
+  kept = KEPT_PASSES.get(key) if limit else None  # 0: nothing kept, nothing read from there
+  if kept is not None:
+    yield from kept
+    return
   source = decoding_source(config, config.eval_split)
   per_process = config.eval_batch_size // process_count
   num_batches = math.ceil(math.ceil(len(source) / process_count) / per_process)
   ds = grain.MapDataset.source(source)[process_index::process_count].map(EvalTransform(config))
   ds = ds.batch(per_process, drop_remainder=False)
   it = iter(ds.to_iter_dataset(_read_options(config)))
+  made, size = [], 0
   for _ in range(num_batches):
-    batch = next(it, None)
-    yield pad_batch(batch, per_process, config.image_size, config.eval_crops)
+    batch = pad_batch(next(it, None), per_process, config.image_size, config.eval_crops)
+    if made is not None:
+      size += sum(v.nbytes for v in batch.values())
+      if size <= limit:
+        made.append(batch)
+      else:  # over the limit: keep nothing
+        made = None
+    yield batch
+  if made is not None:
+    KEPT_PASSES.put(key, made, limit)
 
 
 def pad_batch(
