@@ -64,10 +64,20 @@ def naive_metrics(probs, labels):
   return {'loss': loss, 'top1_error': np.mean(rank >= 1), 'top5_error': np.mean(rank >= 5)}
 
 
+# The network called straight (no inference code), each jitted once for all the tests: one trace
+# per network and image shape.
+network_logits = nnx.jit(lambda model, images: model(images))
+network_layers = nnx.jit(lambda model, images: model.features(images, train=False))
+
+
+def network(t):
+  return nnx.merge(t.graphdef, t.params, t.batch_stats)
+
+
 def reference_logits(t, images):
   """The network's logits for a batch of prepared images, straight from the model."""
-  apply = jax.jit(lambda p, b, x: nnx.merge(t.graphdef, p, b)(x))
-  return np.asarray(apply(t.params, t.batch_stats, np.asarray(images, np.float32)), np.float64)
+  logits = network_logits(network(t), np.asarray(images, np.float32))
+  return np.asarray(logits, np.float64)
 
 
 def softmax(logits):
@@ -232,9 +242,7 @@ def test_features_of_any_layer_join_the_towers(trained, single):
   assert out['conv2'].shape == (160, 7, 7, 64)  # two towers of 32 maps at width 0.25
   assert out['fc7'].shape == (160, 1024) and out['fc8'].shape == (160, 10)
   images = next(pipeline.eval_batches(t.run.data))['image'][:10]
-  towers = jax.jit(lambda p, b, x: nnx.merge(t.graphdef, p, b).features(x))(
-      t.params, t.batch_stats, images
-  )
+  towers = network_layers(network(t), images)
   assert len(towers['conv2']) == 2
   for name in layers:
     expected = np.concatenate([np.asarray(x) for x in towers[name]], axis=-1)
@@ -427,8 +435,7 @@ def prepared(data, path, crops=1):
 
 def reference_layers(t, images):
   """Every layer of the network on prepared images, straight from the model, towers joined."""
-  apply = jax.jit(lambda p, b, x: nnx.merge(t.graphdef, p, b).features(x, train=False))
-  out = apply(t.params, t.batch_stats, np.asarray(images, np.float32))
+  out = network_layers(network(t), np.asarray(images, np.float32))
   return {name: np.concatenate([np.asarray(x) for x in towers], -1) for name, towers in out.items()}
 
 

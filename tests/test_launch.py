@@ -1,6 +1,7 @@
 """A sweep's runs as jobs of a scheduler (submitit's local executor, as SLURM would run them):
 the same workdirs and numbers as the sweep trained in this process."""
 
+import concurrent.futures
 import json
 import os
 
@@ -45,28 +46,32 @@ def test_each_run_is_a_job_and_the_sweep_reads_them_as_its_own(
       '--config.sweep.seeds=(0,)',
       '--config.num_train_steps=4',
   ]
-  out = commands.run_module(
-      'alexnet_jax.tools.sweep',
-      '--config=normalisation:tiny',
-      f'--workdir={parent}',
-      '--launcher=local',
-      '--timeout_min=10',
-      '--cpus_per_job=1',
-      *overrides,
-      env=compilation_cache,
-      timeout=600,
-  )
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    by_jobs = pool.submit(
+        commands.run_module,
+        'alexnet_jax.tools.sweep',
+        '--config=normalisation:tiny',
+        f'--workdir={parent}',
+        '--launcher=local',
+        '--timeout_min=10',
+        '--cpus_per_job=1',
+        *overrides,
+        env=compilation_cache,
+        timeout=600,
+    )
+    # While the jobs train: the same sweep in this process, on one device as each job's process
+    # has, to give the same numbers.
+    config = normalisation.get_config('tiny')
+    config.data_dir, config.sweep.seeds, config.num_train_steps = tiny_data_dir, (0,), 4
+    here = str(tmp_path / 'here')
+    runs = sweep.run_sweep(config, here, devices=jax.devices()[:1], report=lambda _: None)
+    out = by_jobs.result()
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'submitted 2 jobs to local' in out.stdout and 'jobs ended: 2 done' in out.stdout
   assert 'wrote ' in out.stdout  # the plots, after the jobs
   jobs_logs = os.listdir(os.path.join(parent, '.jobs'))
   assert any(name.endswith('_log.out') for name in jobs_logs), jobs_logs  # submitit's own files
 
-  # The same sweep in this process, on one device as each job's process has: the same numbers.
-  config = normalisation.get_config('tiny')
-  config.data_dir, config.sweep.seeds, config.num_train_steps = tiny_data_dir, (0,), 4
-  here = str(tmp_path / 'here')
-  runs = sweep.run_sweep(config, here, devices=jax.devices()[:1], report=lambda _: None)
   assert [r.name for r in runs] == ['paper/seed_0', 'no_lrn/seed_0']
   for run in runs:
     by_job = values(os.path.join(parent, run.variant, 'seed_0'))

@@ -3,6 +3,7 @@
 import math
 import statistics
 
+import jax
 import pytest
 
 from alexnet_jax.tools import loop_benchmark
@@ -13,7 +14,9 @@ from tests import test_benchmark
 pytestmark = pytest.mark.slow  # it trains, twice
 
 
-def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_config):
+def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, tiny_config):
+  # On all the test process's devices: the command's test below runs the same run's programs,
+  # which it then finds in the compilation cache.
   config = tiny_config()
   runs, seen = [], []
   real = train.train_and_evaluate
@@ -29,26 +32,30 @@ def test_loop_and_bare_step_times(tiny_data_dir, monkeypatch, one_device, tiny_c
 
   monkeypatch.setattr(train, 'train_and_evaluate', recording)
   config.num_train_steps = 8
-  loop = loop_benchmark.loop_step_time(config, warmup=2, timed=3, devices=one_device)
+  loop = loop_benchmark.loop_step_time(config, warmup=2, timed=3)
   assert runs == [8]  # the config's run, as it would start,
   assert seen == [(s, s) for s in range(1, 6)]  # stopped after the warm-up and timed steps
   assert 0 < loop < 60 and math.isfinite(loop)
-  times = loop_benchmark.bare_step_times(config, window=2, windows=3, devices=one_device)
+  times = loop_benchmark.bare_step_times(config, window=2, windows=3)
   assert len(times) == 3 and all(0 < t < 60 for t in times)
 
 
 def test_the_command_reports_both_times_and_their_ratio(tiny_data_dir, tmp_path, compilation_cache):
+  """The run of the test above (its length sets the learning-rate schedule), on as many simulated
+  CPU devices as the test process has: the compilation cache's key includes the CPU's device
+  count, so the command finds that test's programs there instead of compiling them again."""
   output = tmp_path / 'loop.json'
   out, result = commands.run_for_json(
       'alexnet_jax.tools.loop_benchmark',
       '--config=configs/quickstart.py:tiny',
       f'--config.data_dir={tiny_data_dir}',
+      '--config.num_train_steps=8',
       '--warmup=1',
       '--steps=2',
       '--window=1',
       '--windows=1',
       output=output,
-      env=compilation_cache,
+      env=dict(compilation_cache, JAX_NUM_CPU_DEVICES=str(jax.device_count())),
   )
   config = result['config']
   assert (config['dataset'], config['batch_size'], config['image_size']) == (

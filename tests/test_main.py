@@ -38,15 +38,25 @@ def tiny_args(data_dir, workdir):
   ]
 
 
+@pytest.fixture(scope='module')
+def fresh_run(tmp_path_factory):
+  """(the finished process, its workdir, its data dir) of one short run of main, profiled, on a
+  data dir of its own: the command prepares the built-in dataset first. Two tests read it."""
+  tmp_path = tmp_path_factory.mktemp('fresh_run')
+  data_dir = tmp_path / 'fresh'
+  out = run_main(*tiny_args(str(data_dir), tmp_path / 'run'), '--config.profile_steps=1')
+  return out, tmp_path / 'run', data_dir
+
+
 @pytest.mark.slow
-def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
-  out = run_main(*tiny_args(tiny_data_dir, tmp_path / 'run'), '--config.profile_steps=1')
+def test_main_trains_logs_and_checkpoints(fresh_run):
+  out, workdir, _ = fresh_run
   assert out.returncode == 0, out.stderr[-3000:]
-  files = os.listdir(tmp_path / 'run')
-  traces = [f for _, _, names in os.walk(tmp_path / 'run' / 'plugins' / 'profile') for f in names]
+  files = os.listdir(workdir)
+  traces = [f for _, _, names in os.walk(workdir / 'plugins' / 'profile') for f in names]
   assert any(f.endswith('.xplane.pb') for f in traces), traces  # clu's Profile hook ran
   assert any(f.startswith('events.out.tfevents') for f in files)
-  assert os.listdir(tmp_path / 'run' / 'checkpoints') == ['4']
+  assert os.listdir(workdir / 'checkpoints') == ['4']
   # A person's console: a short line per log step and evaluation, no absl prefix, no 17 digits.
   assert re.search(
       r'^step 4/4 \| loss [\d.e+-]+ \| top-1 [\d.]+% \| top-5 [\d.]+% \| lr ', out.stderr, re.M
@@ -56,18 +66,17 @@ def test_main_trains_logs_and_checkpoints(tiny_data_dir, tmp_path):
   assert not re.search(r'\d\.\d{8,}', out.stderr), out.stderr[:2000]
   assert 'orbax' not in out.stderr.lower()  # library chatter stays out of it
   # ...and the full records in the workdir: absl's lines in log.txt, every digit in metrics.jsonl.
-  log = (tmp_path / 'run' / 'log.txt').read_text()
+  log = (workdir / 'log.txt').read_text()
   assert re.search(r'^I\d{4} .*main\.py:\d+\] JAX process 0 of 1', log, re.M)
   assert 'step 4/4 | loss' in log
-  assert 'eval_top1_error' in (tmp_path / 'run' / 'metrics.jsonl').read_text()
+  assert 'eval_top1_error' in (workdir / 'metrics.jsonl').read_text()
 
 
 @pytest.mark.slow
-def test_preparing_the_built_in_data_leaves_no_progress_bars_in_a_log(tmp_path):
+def test_preparing_the_built_in_data_leaves_no_progress_bars_in_a_log(fresh_run):
   """Output to a file, not a terminal: TFDS's progress bars (tqdm redraws with escape codes) are
   off while the quickstart prepares its dataset."""
-  data_dir = tmp_path / 'fresh'
-  out = run_main(*tiny_args(str(data_dir), tmp_path / 'run'))
+  out, _, data_dir = fresh_run
   assert out.returncode == 0, out.stderr[-3000:]
   assert (data_dir / 'synthetic_shapes').is_dir()  # prepared by this command
   assert '\x1b[' not in out.stderr + out.stdout and '\r' not in out.stderr

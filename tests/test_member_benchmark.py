@@ -33,6 +33,9 @@ def test_every_option_trains_each_member_as_one_after_another_does(tiny_config, 
 
 @pytest.mark.slow
 def test_the_command_prints_each_option_against_the_machines_limit(tmp_path, compilation_cache):
+  """The command trains the test above's members (its first device only), with the test
+  process's 8 simulated CPU devices: the compilation cache's key includes the CPU's device count,
+  so its three programs are the ones the test above compiled, not compiled again."""
   output = tmp_path / 'members.json'
   out, result = commands.run_for_json(
       'alexnet_jax.tools.member_benchmark',
@@ -41,7 +44,7 @@ def test_the_command_prints_each_option_against_the_machines_limit(tmp_path, com
       '--window=1',
       '--windows=1',
       output=output,
-      env=compilation_cache,
+      env=dict(compilation_cache, JAX_NUM_CPU_DEVICES=str(jax.device_count())),
   )
   assert [r['option'] for r in result['rows']] == list(member_benchmark.OPTIONS)
   assert result['limit']['flops_per_s'] > 0

@@ -30,13 +30,19 @@ def paper_parameter_count(num_classes=1000):
   return sum((fan_in + 1) * out for fan_in, out in layers)
 
 
+def _shapes(config, image_size):
+  """The network of `config`, built abstractly: every parameter's shape, no values drawn (a count
+  or a shape depends on nothing else, and drawing 60 million weights costs a compile a shape)."""
+  return nnx.eval_shape(lambda: models.AlexNet(config, image_size, rngs=nnx.Rngs(0)))
+
+
 def test_parameter_count_is_the_papers_60_million():
-  model = models.AlexNet(PAPER, 224, rngs=nnx.Rngs(0))
+  model = _shapes(PAPER, 224)
   assert models.count_params(model) == paper_parameter_count() == 60_965_224
 
 
 def test_one_tower_of_same_width_has_more_parameters_in_tower_layers():
-  one = models.AlexNet(dataclasses.replace(PAPER, towers=1), 224, rngs=nnx.Rngs(0))
+  one = _shapes(dataclasses.replace(PAPER, towers=1), 224)
   # conv2, conv4, conv5 then see all maps of the layer below instead of their tower's half.
   extra = 5 * 5 * 48 * 256 + 3 * 3 * 192 * 384 + 3 * 3 * 192 * 256
   assert models.count_params(one) == paper_parameter_count() + extra
@@ -45,7 +51,7 @@ def test_one_tower_of_same_width_has_more_parameters_in_tower_layers():
 def test_the_papers_one_tower_net_has_half_the_kernels_in_conv1_to_conv4():
   """Section 3.2, footnote 3: conv5 and the fully connected layers keep their size."""
   small = dataclasses.replace(PAPER, towers=1, conv_channels=(48, 128, 192, 192, 256))
-  model = models.AlexNet(small, 224, rngs=nnx.Rngs(0))
+  model = _shapes(small, 224)
   shapes = {name: getattr(model, name).kernel.shape for name in ('conv1', 'conv2', 'conv5', 'fc6')}
   assert shapes == {
       'conv1': (11, 11, 3, 48),
@@ -73,8 +79,10 @@ def test_the_papers_one_tower_net_has_half_the_kernels_in_conv1_to_conv4():
 
 @pytest.mark.parametrize('image_size', [224, 227])
 def test_layer_sizes_match_the_paper(image_size):
-  model = models.AlexNet(PAPER, image_size, rngs=nnx.Rngs(0))
-  shapes = jax.eval_shape(lambda x: model.features(x), jnp.zeros((2, image_size, image_size, 3)))
+  shapes = jax.eval_shape(
+      lambda x: models.AlexNet(PAPER, image_size, rngs=nnx.Rngs(0)).features(x),
+      jax.ShapeDtypeStruct((2, image_size, image_size, 3), jnp.float32),
+  )
   # Figure 2: 55x55x48 per tower after conv1, 27x27x128 after conv2, 13x13x192 after conv3 and
   # conv4, 13x13x128 after conv5, 6x6 after the last pooling, 2048 units per tower in fc6/fc7.
   want = {
@@ -118,26 +126,39 @@ def _perturbed(model, layer, tower, amount=0.05):
   """A copy of `model` whose `layer` kernel changes only in `tower`'s output slice."""
   graphdef, state = nnx.split(model)
   state = jax.tree.map(lambda x: x, state)
-  kernel = state[layer]['kernel'].get_value()
+  kernel = np.asarray(state[layer]['kernel'].get_value())
   per_tower = kernel.shape[-1] // model.config.towers
-  noise = amount * jax.random.normal(jax.random.key(7), kernel.shape)
-  mask = jnp.zeros(kernel.shape[-1]).at[tower * per_tower : (tower + 1) * per_tower].set(1.0)
-  state[layer]['kernel'].set_value(kernel + noise * mask)
+  noise = amount * np.random.default_rng(7).normal(size=kernel.shape)
+  mask = np.zeros(kernel.shape[-1])
+  mask[tower * per_tower : (tower + 1) * per_tower] = 1.0
+  state[layer]['kernel'].set_value(jnp.asarray(kernel + noise * mask, jnp.float32))
   return nnx.merge(graphdef, state)
 
 
 def _changed(a, b):
-  return float(jnp.max(jnp.abs(a - b))) > 0
+  return float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) > 0
+
+
+def _pixels(shape, seed=1):
+  """Mean-subtracted pixels (section 2) have a standard deviation of ~50."""
+  return np.random.default_rng(seed).normal(0.0, 50.0, shape).astype(np.float32)
+
+
+@nnx.jit
+def _features(model, images, dropout_rng=None):
+  """`model.features` under one jit (one compile, not one per operation); training mode with a
+  dropout key."""
+  return model.features(images, train=dropout_rng is not None, dropout_rng=dropout_rng)
 
 
 @pytest.mark.slow
 def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
-  images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
-  base = model.features(images)
+  images = _pixels((2, 67, 67, 3))
+  base = _features(model, images)
 
   # Tower A (0) gets different conv1 maps. Tower B's conv2 must not move; its conv3 must.
-  after = _perturbed(model, 'conv1', tower=0).features(images)
+  after = _features(_perturbed(model, 'conv1', tower=0), images)
   assert _changed(after['conv1'][0], base['conv1'][0])
   np.testing.assert_array_equal(after['conv1'][1], base['conv1'][1])
   np.testing.assert_array_equal(after['conv2'][1], base['conv2'][1])
@@ -145,14 +166,14 @@ def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
   assert _changed(after['conv3'][1], base['conv3'][1])
 
   # Tower A's conv3 maps change: tower B's conv4 and conv5 must not move; fc6 (both towers) must.
-  after = _perturbed(model, 'conv3', tower=0).features(images)
+  after = _features(_perturbed(model, 'conv3', tower=0), images)
   assert _changed(after['conv4'][0], base['conv4'][0])
   np.testing.assert_array_equal(after['conv4'][1], base['conv4'][1])
   np.testing.assert_array_equal(after['conv5'][1], base['conv5'][1])
   assert _changed(after['fc6'][1], base['fc6'][1])
 
   # Tower A's fc6 units change: tower B's fc7 units must move (fc7 reads both towers).
-  after = _perturbed(model, 'fc6', tower=0).features(images)
+  after = _features(_perturbed(model, 'fc6', tower=0), images)
   np.testing.assert_array_equal(after['fc6'][1], base['fc6'][1])
   assert _changed(after['fc7'][1], base['fc7'][1])
 
@@ -160,10 +181,10 @@ def test_towers_talk_only_at_conv3_and_the_fully_connected_layers():
 @pytest.mark.slow
 def test_lrn_normalises_within_a_tower():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
-  images = jax.random.normal(jax.random.key(1), (1, 67, 67, 3)) * 50
-  features = model.features(images)
+  features = _features(model, _pixels((2, 67, 67, 3)))  # the program of the test above
   from alexnet_jax.ops import local_response_norm
 
+  local_response_norm = jax.jit(local_response_norm)
   for tower in range(2):
     np.testing.assert_allclose(
         features['norm1'][tower], local_response_norm(features['conv1'][tower]), rtol=1e-6
@@ -241,8 +262,8 @@ def test_variant_runs_forward_and_backward(changes):
   model = models.AlexNet(_small(**changes), 67, rngs=nnx.Rngs(0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-  images = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 50
-  labels = jnp.arange(4) % 10
+  images = _pixels((4, 67, 67, 3))
+  labels = np.arange(4) % 10
 
   @jax.jit
   def loss_and_grads(params):
@@ -271,9 +292,9 @@ def test_variant_runs_forward_and_backward(changes):
 
 def test_dropout_masks_differ_between_towers_and_steps():
   model = models.AlexNet(_small(), 67, rngs=nnx.Rngs(0))
-  images = jax.random.normal(jax.random.key(1), (2, 67, 67, 3)) * 50
-  a = model.features(images, train=True, dropout_rng=jax.random.key(0))['fc6']
-  b = model.features(images, train=True, dropout_rng=jax.random.key(1))['fc6']
+  images = _pixels((2, 67, 67, 3))
+  a = _features(model, images, jax.random.key(0))['fc6']
+  b = _features(model, images, jax.random.key(1))['fc6']
   dropped_a = [np.asarray(t) == 0 for t in a]
   # About half of each tower's units are dropped, the towers drop different units...
   for mask in dropped_a:
@@ -370,16 +391,24 @@ def test_the_smallest_width_and_the_tests_width_build_models():
 def test_max_pool_equals_reduce_window_values_and_gradients(window, stride, shape):
   # After a ReLU, as in the model: many windows tie at 0, where select-and-scatter's rule (the
   # first maximum takes the gradient) must be reproduced, not split between the tied inputs.
-  x = jax.nn.relu(jnp.asarray(np.random.default_rng(0).normal(size=shape), jnp.float32))
-  x = x.at[0, 2, 2, 0].set(1.0).at[0, 2, 4, 0].set(1.0)  # two equal positive maxima in a window
-  x = x.at[0, :3, :3, 1].set(0.0)  # a window of zeros
+  x = np.maximum(np.random.default_rng(0).normal(size=shape).astype(np.float32), 0)  # a ReLU's
+  x[0, 2, 2, 0] = x[0, 2, 4, 0] = 1.0  # two equal positive maxima in a window
+  x[0, :3, :3, 1] = 0.0  # a window of zeros
   reference = lambda v: nnx.max_pool(v, (window, window), (stride, stride), 'VALID')
   ours = lambda v: models.max_pool(v, window, stride)
-  np.testing.assert_array_equal(np.asarray(ours(x)), np.asarray(reference(x)))
-  weights = jnp.asarray(np.random.default_rng(1).normal(size=reference(x).shape), jnp.float32)
-  grad = lambda f: np.asarray(jax.grad(lambda v: jnp.sum(f(v) * weights))(x))
-  np.testing.assert_allclose(grad(ours), grad(reference), rtol=1e-6, atol=1e-6)
-  assert np.any(np.asarray(reference(x)) == 0)  # windows of tied zeros really occurred
+  weights = np.random.default_rng(1).normal(size=jax.eval_shape(reference, x).shape)
+
+  @jax.jit  # one compile for both ops' values and gradients
+  def values_and_grads(v, w):
+    grad = lambda f: jax.grad(lambda u: jnp.sum(f(u) * w))(v)
+    return ours(v), reference(v), grad(ours), grad(reference)
+
+  mine, theirs, mine_grad, their_grad = map(
+      np.asarray, values_and_grads(x, weights.astype(np.float32))
+  )
+  np.testing.assert_array_equal(mine, theirs)
+  np.testing.assert_allclose(mine_grad, their_grad, rtol=1e-6, atol=1e-6)
+  assert np.any(theirs == 0)  # windows of tied zeros really occurred
 
 
 @pytest.mark.parametrize('kernel_shape', [(3, 3, 4, 6), (10, 6)])
@@ -391,22 +420,25 @@ def test_towers_reading_one_input_equal_per_tower_slices(kernel_shape):
       np.random.default_rng(2).normal(size=(2, 5, 5, 4) if len(kernel_shape) == 4 else (2, 10)),
       jnp.float32,
   )
-  got = layer([x, x])
   half = kernel_shape[-1] // 2
+
+  @nnx.jit  # one compile for the layer and the slices
+  def layer_and_slices(layer, x):
+    wants = []
+    for t in range(2):
+      kernel = layer.kernel.value[..., t * half : (t + 1) * half]
+      if kernel.ndim == 2:
+        want = x @ kernel
+      else:
+        want = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
+        )
+      wants.append(want + layer.bias.value[t * half : (t + 1) * half])
+    return layer([x, x]), wants
+
+  got, wants = layer_and_slices(layer, x)
   for t in range(2):
-    kernel = layer.kernel.value[..., t * half : (t + 1) * half]
-    if kernel.ndim == 2:
-      want = x @ kernel
-    else:
-      want = jax.lax.conv_general_dilated(
-          x, kernel, (1, 1), 'SAME', dimension_numbers=('NHWC', 'HWIO', 'NHWC')
-      )
-    np.testing.assert_allclose(
-        np.asarray(got[t]),
-        np.asarray(want + layer.bias.value[t * half : (t + 1) * half]),
-        rtol=1e-5,
-        atol=1e-5,
-    )
+    np.testing.assert_allclose(np.asarray(got[t]), np.asarray(wants[t]), rtol=1e-5, atol=1e-5)
 
 
 def naive_adaptive_avg_pool(x, size):
@@ -425,7 +457,7 @@ def naive_adaptive_avg_pool(x, size):
 @pytest.mark.parametrize('shape', [(2, 7, 7, 3), (1, 13, 11, 2), (1, 6, 6, 2), (1, 3, 5, 2)])
 def test_adaptive_avg_pool_is_pytorchs_bins(shape):
   x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-  got = np.asarray(models.adaptive_avg_pool(jnp.asarray(x), 6))
+  got = np.asarray(jax.jit(models.adaptive_avg_pool, static_argnums=1)(x, 6))
   np.testing.assert_allclose(
       got, naive_adaptive_avg_pool(x.astype(np.float64), 6), rtol=1e-6, atol=1e-6
   )
@@ -466,6 +498,19 @@ def test_the_command_lines_padding_string_is_a_number_of_pixels():
   assert models.conv1_padding(224) == [(0, 3), (0, 3)]  # the paper's: ceil((224 - 11) / 4) + 1
 
 
+@nnx.jit
+def _fc_outputs(model, images):
+  """fc6's and fc7's outputs in training mode, and what each layer computes from the input it
+  was given, undropped (one compile)."""
+  out = model.features(images, train=True, dropout_rng=jax.random.key(2))
+  flat = jnp.concatenate(out['avgpool'], -1).reshape(len(images), -1)  # before any dropout
+  fc6 = jnp.concatenate(out['fc6'], -1)
+  undropped6 = jax.nn.relu(flat @ model.fc6.kernel + model.fc6.bias)
+  fc7 = jnp.concatenate(out['fc7'], -1)
+  undropped7 = jax.nn.relu(fc6 @ model.fc7.kernel + model.fc7.bias)
+  return fc6, undropped6, fc7, undropped7
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('towers', [1, 2])
 def test_dropout_placement_drops_fc6s_inputs_or_fc7s_outputs(towers):
@@ -475,14 +520,7 @@ def test_dropout_placement_drops_fc6s_inputs_or_fc7s_outputs(towers):
   for placement in ('after', 'before'):
     config = _small(towers=towers, dropout_placement=placement, adaptive_avg_pool=6)
     model = models.AlexNet(config, 67, rngs=nnx.Rngs(0))
-    images = jax.random.normal(jax.random.key(1), (4, 67, 67, 3)) * 50
-    out = model.features(images, train=True, dropout_rng=jax.random.key(2))
-    flat = jnp.concatenate(out['avgpool'], -1).reshape(4, -1)  # before any dropout
-    fc6 = np.asarray(jnp.concatenate(out['fc6'], -1))
-    undropped6 = np.asarray(jax.nn.relu(flat @ model.fc6.kernel + model.fc6.bias))
-    fc7 = np.asarray(jnp.concatenate(out['fc7'], -1))
-    undropped7 = np.asarray(jax.nn.relu(fc6 @ model.fc7.kernel + model.fc7.bias))
-    outputs[placement] = (fc6, undropped6, fc7, undropped7)
+    outputs[placement] = tuple(map(np.asarray, _fc_outputs(model, _pixels((4, 67, 67, 3)))))
   # The paper: fc6 and fc7 are their undropped outputs, each unit kept (x 1 / (1 - rate)) or 0.
   fc6, undropped6, fc7, undropped7 = outputs['after']
   for got, full in ((fc6, undropped6), (fc7, undropped7)):

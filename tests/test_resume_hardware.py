@@ -1,6 +1,14 @@
 """A run resumed on other hardware: started on 4 devices with strategy `data` and finished on 2
-with `towers`, or started by two processes and finished by one, through the command line, ends
-where the same run uninterrupted ends (to float tolerance: see `assert_matches`)."""
+with `towers`, or started by two processes and finished by one (in tests/test_multihost.py, whose
+two processes start it; it uses the helpers here), ends where the same run uninterrupted ends (to
+float tolerance: see `assert_matches`).
+
+The parts run in this process, each on a subset of its 8 devices: `main` parses flags and calls
+`train.train_and_evaluate`, as they do, and the second call builds its state, data iterator and
+schedule from the workdir's checkpoint alone, as a new process would. A command stopped and run again:
+tests/test_stopping.py."""
+
+import logging
 
 import jax
 import numpy as np
@@ -11,29 +19,10 @@ from alexnet_jax import optim
 from alexnet_jax import settings
 from alexnet_jax import train
 from alexnet_jax.trained import inference
-from tests import commands
 
-pytestmark = pytest.mark.slow  # training commands, each a few seconds of compiling
+pytestmark = pytest.mark.slow  # training runs, each a few seconds of compiling
 
 FIRST, TOTAL = 3, 6  # steps of the first part, and of the whole run (tiny's length)
-
-
-def _flags(workdir, data_dir, steps: int, strategy: str) -> list[str]:
-  return [
-      '--config=configs/quickstart.py:tiny',
-      f'--workdir={workdir}',
-      f'--config.data_dir={data_dir}',
-      f'--config.num_train_steps={steps}',
-      f'--config.strategy={strategy}',
-  ]
-
-
-def _main(devices: int, *flags: str, env: dict):
-  out = commands.run_module(
-      'alexnet_jax.main', *flags, env=dict(env, JAX_NUM_CPU_DEVICES=str(devices)), timeout=300
-  )
-  assert out.returncode == 0, out.stderr[-3000:]
-  return out
 
 
 @pytest.fixture(scope='module')
@@ -61,10 +50,19 @@ def test_the_schedule_does_not_depend_on_where_the_first_part_ends(tiny_config):
   assert float(whole(TOTAL)) > 0  # the steps after the first part do learn
 
 
-def assert_resumed_at_first(workdir: str, first_records: list[dict], stderr: str) -> None:
+def finish(config, workdir: str, devices, caplog) -> str:
+  """`config` trained to TOTAL steps in `workdir` on `devices`: what it logged."""
+  config.num_train_steps = TOTAL
+  caplog.clear()
+  with caplog.at_level(logging.INFO):
+    train.train_and_evaluate(config, workdir, devices)
+  return caplog.text
+
+
+def assert_resumed_at_first(workdir: str, first_records: list[dict], log: str) -> None:
   """The second part resumed from the first part's checkpoint, not from the start: it says so,
   and the history kept the first part's records as they were (a fresh start rewrites them)."""
-  assert f'Resumed from the checkpoint at step {FIRST}' in stderr, stderr[-3000:]
+  assert f'Resumed from the checkpoint at step {FIRST}' in log, log[-3000:]
   assert [r for r in history.read(workdir) if r['step'] <= FIRST] == first_records
 
 
@@ -90,30 +88,15 @@ def assert_matches(workdir: str, reference: str) -> None:
 
 
 def test_4_devices_data_parallel_resume_on_2_devices_with_towers(
-    tiny_data_dir, command_env, uninterrupted, tmp_path
+    tiny_config, uninterrupted, tmp_path, caplog
 ):
   workdir = str(tmp_path / 'run')
-  _main(4, *_flags(workdir, tiny_data_dir, FIRST, 'data'), env=command_env)
+  config = tiny_config()
+  config.num_train_steps = FIRST
+  train.train_and_evaluate(config, workdir, jax.devices()[:4])
   first_records = history.read(workdir)
-  out = _main(2, *_flags(workdir, tiny_data_dir, TOTAL, 'towers'), env=command_env)
-  assert "strategy: 'data' there, 'towers' now" in out.stderr
-  assert_resumed_at_first(workdir, first_records, out.stderr)
-  assert_matches(workdir, uninterrupted)
-
-
-def test_two_processes_start_a_run_and_one_finishes_it(
-    tiny_data_dir, command_env, compilation_cache, uninterrupted, tmp_path
-):
-  workdir = str(tmp_path / 'run')
-  results = commands.two_processes(
-      commands.MAIN_OF_TWO,
-      *_flags(workdir, tiny_data_dir, FIRST, 'data'),
-      env=dict(compilation_cache, JAX_NUM_CPU_DEVICES='2'),  # 4 devices in all
-      timeout=300,
-  )
-  for code, out in results:
-    assert code == 0, out[-3000:]
-  first_records = history.read(workdir)
-  out = _main(2, *_flags(workdir, tiny_data_dir, TOTAL, 'data'), env=command_env)
-  assert_resumed_at_first(workdir, first_records, out.stderr)
+  config.strategy = 'towers'
+  log = finish(config, workdir, jax.devices()[:2], caplog)
+  assert "strategy: 'data' there, 'towers' now" in log, log[-3000:]
+  assert_resumed_at_first(workdir, first_records, log)
   assert_matches(workdir, uninterrupted)

@@ -142,6 +142,11 @@ def test_a_handler_set_from_c_is_put_back_and_receives_the_second_signal():
   }
 
 
+# The run the SIGTERM test below stops and resumes: tiny_command's (60 steps), evaluated at its
+# end only and never checkpointed before, so a stopped run's one checkpoint is SIGTERM's.
+RUN = {'num_train_steps': 60, 'eval_every_steps': 60, 'checkpoint_every_steps': 1000}
+STOPPABLE = tuple(f'--config.{k}={v}' for k, v in RUN.items() if k != 'num_train_steps')
+
 DISTRIBUTED = DISPOSITIONS + r"""
 import socket, sys
 import jax
@@ -153,22 +158,31 @@ with socket.socket() as s:
 sharding.initialize_processes(address, 1, 0)
 before = handler(signal.SIGTERM)  # JAX's preemption notifier, a C++ handler
 config = quickstart.get_config('tiny')
-config.data_dir, config.num_train_steps = sys.argv[1], 1
+config.data_dir = sys.argv[1]
+config.update(json.loads(sys.argv[3]))
 train.train_and_evaluate(config, sys.argv[2])
 print(json.dumps({'before': before, 'after': handler(signal.SIGTERM),
                   'python': int(signal.getsignal(signal.SIGTERM))}))
 """
 
 
-@pytest.mark.slow
-def test_jax_distributed_sigterm_handler_is_still_there_after_the_training_loop(
-    tiny_data_dir, compilation_cache, tmp_path
-):
+@pytest.fixture(scope='module')
+def uninterrupted(tiny_data_dir, compilation_cache, tmp_path_factory):
+  """RUN trained straight through by DISTRIBUTED, in a process that joined a JAX cluster of one
+  first: (what it saw of the SIGTERM handlers, its workdir). One process, as the command's, and
+  a cluster of one changes nothing the run computes (the SIGTERM test, which compares a command
+  stopped and resumed with its parameters bit for bit, would fail if it did)."""
+  workdir = str(tmp_path_factory.mktemp('uninterrupted') / 'run')
   out = commands.run_script(
-      DISTRIBUTED, tiny_data_dir, str(tmp_path / 'run'), env=compilation_cache, timeout=300
+      DISTRIBUTED, tiny_data_dir, workdir, json.dumps(RUN), env=compilation_cache, timeout=300
   )
   assert out.returncode == 0, out.stderr[-3000:]
-  seen = json.loads(out.stdout.splitlines()[-1])
+  return json.loads(out.stdout.splitlines()[-1]), workdir
+
+
+@pytest.mark.slow
+def test_jax_distributed_sigterm_handler_is_still_there_after_the_training_loop(uninterrupted):
+  seen, _ = uninterrupted
   assert seen['python'] == signal.SIG_DFL  # Python never saw JAX's handler...
   assert seen['before'] not in (0, 1)  # ...but there is one: the comparison means something
   assert seen['after'] == seen['before']
@@ -254,13 +268,9 @@ def _signal_when_paused(proc, markers, loops: int) -> None:
   pytest.fail(f'No step {PAUSE_AT} in 300 s: {proc.communicate()[1][-3000:]}')
 
 
-# Evaluated at the end only and never checkpointed before: the one checkpoint is SIGTERM's.
-STOPPABLE = ('--config.eval_every_steps=60', '--config.checkpoint_every_steps=1000')
-
-
 @pytest.mark.slow
 def test_sigterm_saves_the_step_and_the_same_command_finishes_the_run_exactly(
-    tiny_command, command_env, evaluated_run, tmp_path
+    tiny_command, command_env, uninterrupted, tmp_path
 ):
   workdir = tmp_path / 'stopped'
   proc = _paused(tiny_command(workdir, *STOPPABLE), tmp_path / 'markers', command_env)
@@ -285,11 +295,10 @@ def test_sigterm_saves_the_step_and_the_same_command_finishes_the_run_exactly(
   _, stderr = again.communicate(timeout=300)
   assert again.returncode == 0, stderr[-3000:]
   assert f'Resumed from the checkpoint at step {stopped_at}' in stderr
-  # The reference: the same run uninterrupted, which evaluated and saved more often; neither
-  # changes what it computes (only the plateau schedule reads evaluations).
-  resumed, reference = inference.load(str(workdir)), inference.load(evaluated_run)
-  assert reference.run.optim.schedule != 'plateau'
-  assert resumed.step == reference.step == 60
+  # The reference: the same run uninterrupted (`uninterrupted`), with the same config.
+  resumed, reference = inference.load(str(workdir)), inference.load(uninterrupted[1])
+  assert resumed.run.source == reference.run.source
+  assert resumed.step == reference.step == RUN['num_train_steps']
   leaves = jax.tree.leaves_with_path(reference.params)
   for (path, want), got in zip(leaves, jax.tree.leaves(resumed.params), strict=True):
     assert np.array_equal(np.asarray(want), np.asarray(got)), jax.tree_util.keystr(path)
