@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax.configs import alexnet
+from alexnet_jax.data import device_augment
 from alexnet_jax.errors import ConfigError
 from alexnet_jax import optim
 from alexnet_jax import settings
@@ -51,25 +52,45 @@ def test_bad_meshes_are_explained(config, devices, phrase):
     sharding.mesh_shape(*config, devices)
 
 
-def small_config(strategy, norm='lrn'):
+def small_config(strategy, norm='lrn', **model):
   c = alexnet.get_config()
   c.model.num_classes = 10
   c.image_size = 67
   c.model.width = 0.25
   c.model.norm = norm
+  c.model.update(model)
   c.strategy = strategy
   c.batch_size = 16
   return c
 
 
-BATCH = {
-    'image': np.random.default_rng(0).normal(0, 50, (16, 67, 67, 3)).astype(np.float32),
-    'label': np.random.default_rng(1).integers(0, 10, 16).astype(np.int32),
-}
+def batches(run):
+  """A fixed training batch as the run's pipeline makes it (uint8 crops, each with its
+  reflection, colour shift and window, finished in the step: device_augment), and an evaluation
+  batch of eval_batch_size standardised images."""
+  rng = np.random.default_rng(0)
+  n, size, crop_room = run.data.batch_size, run.data.image_size, run.data.resize_size
+  train = {
+      'image': rng.integers(0, 256, (n, size, size, 3)).astype(np.uint8),
+      'label': rng.integers(0, 10, n).astype(np.int32),
+      'flip': rng.integers(0, 2, n).astype(bool),
+      'shift': (rng.normal(0, 5, (n, 3)) - run.data.augment.mean).astype(np.float32),
+      'window': rng.integers(0, crop_room - size + 1, (n, 2)).astype(np.int32),
+  }
+  assert set(train) == {'label', *device_augment.KEYS}
+  n = run.data.eval_batch_size
+  evaluation = {
+      'image': rng.normal(0, 1, (n, size, size, 3)).astype(np.float32),
+      'label': rng.integers(0, 10, n).astype(np.int32),
+      'mask': np.ones(n, np.float32),
+  }
+  return train, evaluation
 
 
 def run_steps(config, devices, n=3):
-  """n train steps (dropout on) on a fixed batch, then an evaluation of the same batch."""
+  """n train steps (dropout on) on a fixed batch, then an evaluation of a fixed batch, with the
+  steps `train.train_and_evaluate` builds for `config` (the same programs, so its runs below
+  find them compiled)."""
   run = settings.from_config(config)
   layout = sharding.Layout.create(run.mesh, run.model.towers, devices)
   model = steps.create_model(run.model, run.data.image_size, run.loop.seed, **layout.model_axes())
@@ -78,28 +99,67 @@ def run_steps(config, devices, n=3):
   state = layout.place_state(state)
   params0 = jax.device_get(state.params)
   train_fn = steps.make_train_step(
-      graphdef, tx, optim.learning_rate_schedule(run.optim, 10), layout
+      graphdef,
+      tx,
+      optim.learning_rate_schedule(run.optim, 10),
+      layout,
+      device_augment.for_data(run.data),
   )
+  train_batch, eval_batch = batches(run)
   losses, first_update = [], None
   for i in range(n):
-    state, metrics, finite = train_fn(state, layout.global_batch(BATCH))
+    state, metrics, finite = train_fn(state, layout.global_batch(train_batch))
     assert bool(finite)
     losses.append(float(metrics.compute()['loss']))
     if i == 0:  # from zero momentum, the first update is -lr (grad + decay): it shows the gradient
       first_update = jax.tree.map(
           lambda a, b: np.asarray(a) - b, jax.device_get(state.params), params0
       )
-  eval_batch = layout.global_batch(dict(BATCH, mask=np.ones(16, np.float32)))
-  evaluation = steps.make_eval_step(graphdef, layout)(state, eval_batch).compute()
-  return losses, first_update, jax.device_get(state), evaluation, state
+  evaluation = steps.make_eval_step(graphdef, layout)(state, layout.global_batch(eval_batch))
+  return losses, first_update, jax.device_get(state), evaluation.compute(), state
+
+
+# The two networks every strategy is checked with: the paper's (LRN, dropout on fc6's and fc7's
+# outputs), and batch norm with torchvision's dropout placement (on fc6's inputs). Normalisation
+# (conv1 and conv2) and dropout (fc6 and fc7) are independent choices at different layers, so
+# pairing them covers each on every strategy with half the compiled programs.
+VARIANTS = {
+    'lrn': {},
+    'batchnorm,dropout_before': {'norm': 'batchnorm', 'dropout_placement': 'before'},
+}
+
+
+@pytest.fixture(scope='module')
+def runs(plateau_config):
+  """`run_steps` of (strategy, variant, on) (`on`: 'all' 8 devices, or 'one'), each run once for
+  the module: the one-device references serve every strategy, and the placement tests read the
+  runs the equality tests made. The network, optimiser and input are the tiny recipe's with the
+  paper's schedule (`plateau_config`), which test_checkpoint_moves_from_towers_on_8_devices_to_data_on_1
+  trains: its steps find these programs compiled."""
+  made = {}
+
+  def get(strategy, variant='lrn', on='all'):
+    key = (strategy, variant, on)
+    if key not in made:
+      config = plateau_config(None, strategy)
+      # The paper's N(0, 0.01) start (section 5), whose small first updates the tolerances
+      # below were set for: the initial values only, the programs stay the recipe's.
+      config.model.init = 'paper'
+      config.model.update(VARIANTS[variant])
+      devices = jax.devices() if on == 'all' else jax.devices()[:1]
+      made[key] = run_steps(config, devices)
+    return made[key]
+
+  return get
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('norm', ['lrn', 'batchnorm'])
+@pytest.mark.parametrize('variant', list(VARIANTS))
 @pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
-def test_strategy_computes_what_one_device_computes(strategy, norm, one_device):
-  reference = run_steps(small_config('data', norm), one_device)
-  spread = run_steps(small_config(strategy, norm), jax.devices())
+def test_strategy_computes_what_one_device_computes(strategy, variant, runs):
+  reference = runs('data', variant, on='one')
+  spread = runs(strategy, variant)
+  assert len(spread[0]) == 3
   np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)  # training losses, step by step
   for a, b in zip(jax.tree.leaves(spread[1]), jax.tree.leaves(reference[1]), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)  # first update, i.e. the gradients
@@ -107,6 +167,7 @@ def test_strategy_computes_what_one_device_computes(strategy, norm, one_device):
       jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params), strict=True
   ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # parameters after 3 steps
+  assert bool(jax.tree.leaves(spread[2].batch_stats)) == variant.startswith('batchnorm')
   for a, b in zip(
       jax.tree.leaves(spread[2].batch_stats), jax.tree.leaves(reference[2].batch_stats), strict=True
   ):
@@ -125,8 +186,8 @@ def device_bytes(tree, device):
 
 
 @pytest.mark.slow
-def test_owt_splits_the_fully_connected_units_over_all_devices():
-  *_, state = run_steps(small_config('owt'), jax.devices(), n=1)
+def test_owt_splits_the_fully_connected_units_over_all_devices(runs):
+  *_, state = runs('owt')
   params = jax.device_get(state.params)
   total = sum(x.nbytes for x in jax.tree.leaves(params))
   fc67 = sum(x.nbytes for layer in ('fc6', 'fc7') for x in jax.tree.leaves(params[layer]))
@@ -135,8 +196,8 @@ def test_owt_splits_the_fully_connected_units_over_all_devices():
 
 
 @pytest.mark.slow
-def test_towers_hold_half_of_each_tower_layer_per_device():
-  *_, state = run_steps(small_config('towers'), jax.devices(), n=1)
+def test_towers_hold_half_of_each_tower_layer_per_device(runs):
+  *_, state = runs('towers')
   params = jax.device_get(state.params)
   total = sum(x.nbytes for x in jax.tree.leaves(params))
   fc8 = sum(x.nbytes for x in jax.tree.leaves(params['fc8']))
@@ -201,10 +262,10 @@ def test_prefetch_to_devices_overlaps_the_step_and_keeps_tags_with_their_batches
 
 
 @pytest.mark.slow
-def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
+def test_owt_on_a_one_device_axis_is_data_parallelism(runs):
   # One device holds both towers' fc units: the same dropout masks, losses and parameters.
-  reference = run_steps(small_config('data'), one_device, n=2)
-  owt = run_steps(small_config('owt'), one_device, n=2)
+  reference = runs('data', on='one')
+  owt = runs('owt', on='one')
   np.testing.assert_allclose(owt[0], reference[0], rtol=1e-5)
   for a, b in zip(
       jax.tree.leaves(owt[2].params), jax.tree.leaves(reference[2].params), strict=True
@@ -214,17 +275,14 @@ def test_owt_on_a_one_device_axis_is_data_parallelism(one_device):
 
 @pytest.mark.slow
 @pytest.mark.parametrize('strategy', ['towers', 'owt'])
-def test_dropout_of_fc6s_inputs_is_what_one_device_drops(strategy, one_device):
+def test_dropout_of_fc6s_inputs_is_what_one_device_drops(strategy, runs):
   """torchvision's placement drops the features every device of a tower or fc axis reads: one
-  mask for them all, the one a single device draws, so the runs agree step by step."""
-
-  def before(strategy):
-    config = small_config(strategy)
-    config.model.dropout_placement = 'before'
-    return config
-
-  reference = run_steps(before('data'), one_device, n=2)
-  spread = run_steps(before(strategy), jax.devices(), n=2)
+  mask for them all, the one a single device draws, so the runs agree step by step. (The runs of
+  `VARIANTS`' second network, which test_strategy_computes_what_one_device_computes also reads.)"""
+  variant = 'batchnorm,dropout_before'
+  assert VARIANTS[variant]['dropout_placement'] == 'before'
+  reference = runs('data', variant, on='one')
+  spread = runs(strategy, variant)
   np.testing.assert_allclose(spread[0], reference[0], rtol=1e-5)
   for a, b in zip(
       jax.tree.leaves(spread[2].params), jax.tree.leaves(reference[2].params), strict=True
@@ -248,8 +306,6 @@ def test_every_strategys_steps_lower_for_gpus_and_tpus(strategy, variant):
   import re  # pylint: disable=g-import-not-at-top
 
   from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from alexnet_jax.data import device_augment  # pylint: disable=g-import-not-at-top
 
   config = small_config(strategy, 'lrn' if variant == 'paper' else 'batchnorm')
   if variant != 'paper':
@@ -292,9 +348,10 @@ def test_every_strategys_steps_lower_for_gpus_and_tpus(strategy, variant):
   )
   eval_fn = steps.make_eval_step(graphdef, layout)
   data, model = layout.mesh.shape['data'], layout.mesh.shape['model']
-  for platform in OTHER_PLATFORMS:
-    for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
-      text = fn.trace(abstract, batch).lower(lowering_platforms=(platform,)).as_text()
+  for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
+    traced = fn.trace(abstract, batch)  # traced once, lowered for each platform
+    for platform in OTHER_PLATFORMS:
+      text = traced.lower(lowering_platforms=(platform,)).as_text()
       # One SPMD program over the whole mesh, which the lowering kept.
       assert 'mhlo.num_partitions = 8' in text, (platform, name)
       assert f'"data"={data}, "model"={model}' in text, (platform, name)
@@ -311,8 +368,6 @@ def test_members_trained_together_lower_for_gpus_and_tpus():
   import re  # pylint: disable=g-import-not-at-top
 
   from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  from alexnet_jax.data import device_augment  # pylint: disable=g-import-not-at-top
 
   run = settings.from_config(small_config('data', 'lrn'))
   tx, plateau = optim.create_optimizer(run.optim, 10), optim.create_plateau(run.optim)
@@ -337,9 +392,10 @@ def test_members_trained_together_lower_for_gpus_and_tpus():
   preprocess = device_augment.for_data(run.data)
   train_fn = steps.make_train_step(graphdef, tx, schedule, None, preprocess, members=True)
   eval_fn = steps.make_eval_step(graphdef, members=True)
-  for platform in OTHER_PLATFORMS:
-    for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
-      text = fn.trace(stacked, batch).lower(lowering_platforms=(platform,)).as_text()
+  for name, fn, batch in (('train', train_fn, train_batch), ('eval', eval_fn, eval_batch)):
+    traced = fn.trace(stacked, batch)
+    for platform in OTHER_PLATFORMS:
+      text = traced.lower(lowering_platforms=(platform,)).as_text()
       calls = re.findall(r'custom_call @(\w+)', text)
       assert not [c for c in calls if any(k in c.lower() for k in CPU_ONLY_CALLS)], calls
       if name == 'train':

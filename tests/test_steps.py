@@ -80,6 +80,12 @@ def _setup(config, layout=None):
   return model, graphdef, state, tx, optim.learning_rate_schedule(run.optim, total)
 
 
+def _logits(model, images):
+  """The model called directly, outside the steps (their second code path), under one jit: one
+  compile of the forward pass instead of one per operation."""
+  return np.asarray(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
+
+
 def _batch(n, size, seed=0):
   rng = np.random.default_rng(seed)
   return {
@@ -99,11 +105,11 @@ def test_train_step_equals_grad_and_sgd_written_out():
     logits = m(batch['image'], train=True, dropout_rng=jax.random.key(0))
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch['label']).mean()
 
-  loss, grads = nnx.value_and_grad(loss_fn)(model)
-  grads = nnx.to_pure_dict(grads)
-  want = jax.tree_util.tree_map_with_path(
+  loss, grads = nnx.jit(nnx.value_and_grad(loss_fn))(model)
+  grads = jax.tree.map(np.asarray, nnx.to_pure_dict(grads))
+  want = jax.tree_util.tree_map_with_path(  # in numpy's float32, as the step's float32
       lambda path, w, g: w - 0.01 * (g + (5e-4 * w if path[-1].key == 'kernel' else 0.0)),
-      nnx.to_pure_dict(nnx.state(model, nnx.Param)),
+      jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(model, nnx.Param))),
       grads,
   )
 
@@ -124,8 +130,10 @@ def test_plateau_scale_multiplies_the_update():
   batch = _batch(8, config.image_size)
   train_fn = steps.make_train_step(graphdef, tx, schedule)
   before = jax.tree.map(np.asarray, state.params)
-  full, _, _ = train_fn(jax.tree.map(jnp.copy, state), batch)
-  reduced_state = state.replace(plateau=state.plateau._replace(scale=jnp.asarray(0.1)))
+  full, _, _ = train_fn(jax.device_put(jax.tree.map(np.array, state)), batch)  # a copy: donated
+  # The scale as the plateau keeps it (float32, not weakly typed): the same compiled step.
+  scale = jnp.asarray(0.1, state.plateau.scale.dtype)
+  reduced_state = state.replace(plateau=state.plateau._replace(scale=scale))
   reduced, metrics, _ = train_fn(reduced_state, batch)
   np.testing.assert_allclose(float(metrics.compute()['learning_rate']), 0.001, rtol=1e-5)
   leaves = zip(
@@ -149,7 +157,7 @@ def test_eval_step_counts_only_unmasked_examples():
   mask = np.array([1.0] * 7 + [0.0] * 5, np.float32)
   metrics = steps.make_eval_step(graphdef)(state, dict(batch, mask=jnp.asarray(mask))).compute()
 
-  logits = np.asarray(model(batch['image'][:7]))
+  logits = _logits(model, batch['image'][:7])
   labels = np.asarray(batch['label'][:7])
   log_probs = (
       logits
@@ -163,8 +171,10 @@ def test_eval_step_counts_only_unmasked_examples():
 def test_nonfinite_loss_is_flagged():
   config = narrow_paper_config()
   _, graphdef, state, tx, schedule = _setup(config)
-  batch = _batch(4, config.image_size)
-  batch['image'] = batch['image'].at[0, 0, 0, 0].set(jnp.nan)
+  batch = _batch(8, config.image_size)  # the batch of the tests above: their compiled step
+  image = np.array(batch['image'])
+  image[0, 0, 0, 0] = np.nan
+  batch['image'] = jnp.asarray(image)
   _, _, finite = steps.make_train_step(graphdef, tx, schedule)(state, batch)
   assert not bool(finite)
 
@@ -196,12 +206,19 @@ def _ten_crop_setup():
   return config, model, graphdef, state, batch
 
 
-@pytest.mark.slow
-def test_ten_crop_eval_averages_the_softmax_of_the_views():
+@pytest.fixture(scope='module')
+def ten_crop():
+  """`_ten_crop_setup`'s config, model and batch, and the one-device ten-crop evaluation of the
+  batch, for the tests below."""
   config, model, graphdef, state, batch = _ten_crop_setup()
-  metrics = steps.make_eval_step(graphdef)(state, batch).compute()
+  return config, model, batch, steps.make_eval_step(graphdef)(state, batch).compute()
 
-  logits = np.asarray(model(jnp.asarray(batch['image'].reshape(160, 67, 67, 3)))).astype(np.float64)
+
+@pytest.mark.slow
+def test_ten_crop_eval_averages_the_softmax_of_the_views(ten_crop):
+  _, model, batch, metrics = ten_crop
+
+  logits = _logits(model, batch['image'].reshape(160, 67, 67, 3)).astype(np.float64)
   logits = logits.reshape(16, 10, 10)
   want = _numpy_ten_crop_metrics(logits, batch['label'], batch['mask'])
   for name in ('loss', 'top1_error', 'top5_error'):
@@ -215,9 +232,9 @@ def test_ten_crop_eval_averages_the_softmax_of_the_views():
 
 
 @pytest.mark.parametrize('strategy', ['data', 'towers', 'owt'])
-def test_ten_crop_eval_on_8_devices_equals_one_device(strategy):
-  config, _, graphdef, state, batch = _ten_crop_setup()
-  reference = steps.make_eval_step(graphdef)(state, batch).compute()
+def test_ten_crop_eval_on_8_devices_equals_one_device(strategy, ten_crop):
+  config, _, batch, reference = ten_crop
+  config = config.copy_and_resolve_references()
   config.strategy = strategy
   layout = sharding.Layout.create(sharding.MeshConfig(strategy), devices=jax.devices())
   _, graphdef, spread_state, _, _ = _setup(config, layout)

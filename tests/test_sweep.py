@@ -161,19 +161,21 @@ def test_rerunning_a_half_finished_sweep_trains_only_what_is_missing_and_tables_
 def test_side_by_side_gives_the_numbers_of_one_after_the_other(tiny_config, tmp_path, monkeypatch):
   config = tiny_config()
   devices = jax.devices()[:2]
-  variants = {name: common.VARIANTS[name] for name in ('paper', 'no_lrn')}
+  # Two variants that train with one program on other data (without PCA colour noise): each
+  # device's program is compiled once for both (the first device's by the test above).
+  variants = {name: common.VARIANTS[name] for name in ('paper', 'no_pca_noise')}
   kwargs = dict(variants=variants, seeds=[0], report=lambda line: None)
   recorder = Recorder(monkeypatch)
   sweep.run_sweep(config, str(tmp_path / 'apart'), parallel=2, devices=devices, **kwargs)
   assert sorted(recorder.devices.values(), key=str) == [(devices[0],), (devices[1],)]  # disjoint
   sweep.run_sweep(config, str(tmp_path / 'after'), parallel=1, devices=devices[:1], **kwargs)
-  for variant in ('paper', 'no_lrn'):
+  for variant in ('paper', 'no_pca_noise'):
     apart = values(str(tmp_path / 'apart' / variant / 'seed_0'))
     after = values(str(tmp_path / 'after' / variant / 'seed_0'))
     assert len(apart) == 4 and apart == after
   # Different variants did train differently (the comparison above is not vacuous).
   assert values(str(tmp_path / 'after' / 'paper' / 'seed_0')) != values(
-      str(tmp_path / 'after' / 'no_lrn' / 'seed_0')
+      str(tmp_path / 'after' / 'no_pca_noise' / 'seed_0')
   )
 
 
@@ -241,11 +243,15 @@ def test_each_variant_trains_at_the_rate_its_tuning_runs_chose(tiny_config, one_
   """`sweep.learning_rates`: every variant first trains at each rate on the tuning seeds, and its
   reported runs at the rate whose tuning runs ended lowest (read here from their done.json)."""
   config = tiny_config()
+  # The recipe's own rate and a tenfold one: the variant's program at the recipe's rate is the
+  # one the sweep command below runs (each rate is a program of its own, compiled once).
+  rates = (config.optim.learning_rate, 0.05)
+  assert rates[0] == 0.005
   config.sweep = ml_collections.ConfigDict(
       {
           'variants': ('no_lrn',),
           'seeds': (0,),
-          'learning_rates': (0.001, 0.05),
+          'learning_rates': rates,
           'tuning_seeds': (100,),
           'metric': 'eval_top1_error',
           'named': {'no_lrn': settings.nested(common.VARIANTS['no_lrn'])},
@@ -256,10 +262,10 @@ def test_each_variant_trains_at_the_rate_its_tuning_runs_chose(tiny_config, one_
   sweep.run_sweep(config, parent, devices=one_device, report=lambda line: None)
   with open(os.path.join(parent, sweep.TUNING_FILE)) as f:
     recorded = json.load(f)
-  assert recorded['seeds'] == [100] and recorded['rates'] == [0.001, 0.05]
+  assert recorded['seeds'] == [100] and recorded['rates'] == list(rates)
   for variant in ('no_lrn',):
     final = {}
-    for rate in (0.001, 0.05):
+    for rate in rates:
       run = os.path.join(parent, 'tuning', f'{variant}@lr{rate:g}', 'seed_100')
       with open(os.path.join(run, sweep.DONE_FILE)) as f:
         final[rate] = json.load(f)['top1_error']
@@ -269,7 +275,7 @@ def test_each_variant_trains_at_the_rate_its_tuning_runs_chose(tiny_config, one_
     assert recorded['variants'][variant]['chosen'] == best
     with open(os.path.join(parent, variant, 'seed_0', sweep.RUN_FILE)) as f:
       assert json.load(f)['config']['optim.learning_rate'] == best  # the reported run's rate
-  assert sorted(os.listdir(parent + '/tuning')) == ['no_lrn@lr0.001', 'no_lrn@lr0.05', 'sweep.json']
+  assert sorted(os.listdir(parent + '/tuning')) == ['no_lrn@lr0.005', 'no_lrn@lr0.05', 'sweep.json']
   # The table of the reported runs holds them alone; `planned` gives them with their rates.
   assert set(results.load(parent)['variant']) == {'no_lrn'}
   for run in sweep.planned(config, parent):
@@ -389,6 +395,9 @@ def test_the_sweep_command_runs_an_experiment_config(tiny_data_dir, tmp_path, co
           f'--config.data_dir={tiny_data_dir}',
           '--config.sweep.seeds=(0,)',
           '--config.num_train_steps=3',
+          # The tiny recipe's rate (the experiment's is 0.02): the steps the tests above compiled,
+          # read from the shared compilation cache.
+          '--config.optim.learning_rate=0.005',
       ],
       capture_output=True,
       text=True,
