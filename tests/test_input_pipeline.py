@@ -18,6 +18,7 @@ from alexnet_jax.data.datasets import synthetic_shapes
 from alexnet_jax.data import decode
 from alexnet_jax.data import examples
 from alexnet_jax.data import pipeline
+from alexnet_jax.data import workers
 from alexnet_jax import settings
 
 
@@ -281,30 +282,30 @@ def test_worker_shared_memory_is_the_batches_grain_holds_with_margin():
   # ImageNet's device-augmented batches of 128: 128 x 224 x 224 x 3 bytes = 4704 pages, plus a
   # page for each of label, flip, shift and window; 2 workers hold 4 each, the loop 2 + 2.
   config = pipeline.DataConfig('imagenet2012', data_workers=2, prefetch_batches=2)
-  assert pipeline.worker_shm_bytes(config, 128) == 1.5 * (4 * 2 + 2 + 2) * (4704 + 4) * 4096
+  assert workers.worker_shm_bytes(config, 128) == 1.5 * (4 * 2 + 2 + 2) * (4704 + 4) * 4096
   host_float = dataclasses.replace(config, device_augment=False)  # float32: 4 bytes a value
-  assert pipeline.worker_shm_bytes(host_float, 128) == 1.5 * 12 * (4 * 4704 + 4) * 4096
-  assert pipeline.workers_fit(None, 10**15)  # no /dev/shm to measure (macOS, Windows)
-  assert pipeline.workers_fit(10**9, 10**9) and not pipeline.workers_fit(10**9 - 1, 10**9)
+  assert workers.worker_shm_bytes(host_float, 128) == 1.5 * 12 * (4 * 4704 + 4) * 4096
+  assert workers.workers_fit(None, 10**15)  # no /dev/shm to measure (macOS, Windows)
+  assert workers.workers_fit(10**9, 10**9) and not workers.workers_fit(10**9 - 1, 10**9)
 
 
 def test_a_missing_dev_shm_is_measured_without_crashing(tmp_path, monkeypatch):
   missing = str(tmp_path / 'no_shm')
-  assert pipeline.shm_free_bytes(missing, platform='linux') == 0  # Linux needs it for workers
-  assert pipeline.shm_free_bytes(missing, platform='darwin') is None  # macOS shares without it
-  monkeypatch.delattr(pipeline.os, 'statvfs')  # Windows has no statvfs
-  assert pipeline.shm_free_bytes() is None
+  assert workers.shm_free_bytes(missing, platform='linux') == 0  # Linux needs it for workers
+  assert workers.shm_free_bytes(missing, platform='darwin') is None  # macOS shares without it
+  monkeypatch.delattr(workers.os, 'statvfs')  # Windows has no statvfs
+  assert workers.shm_free_bytes() is None
 
 
 def test_too_little_shared_memory_reads_the_same_batches_with_threads(
     tiny_data_dir, tiny_config, monkeypatch, caplog
 ):
   config = dataclasses.replace(_config(tiny_config(), workers=2), data_threads=3)
-  needed = pipeline.worker_shm_bytes(config, config.batch_size)
-  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: needed)
+  needed = workers.worker_shm_bytes(config, config.batch_size)
+  monkeypatch.setattr(workers, 'shm_free_bytes', lambda: needed)
   assert pipeline.create_train_dataset(config).workers == 2  # just enough: worker processes
 
-  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: needed - 1)
+  monkeypatch.setattr(workers, 'shm_free_bytes', lambda: needed - 1)
   children = set(multiprocessing.active_children())
   with caplog.at_level(logging.WARNING):
     stream = pipeline.create_train_dataset(config)
@@ -325,18 +326,18 @@ def test_runs_side_by_side_read_with_threads_when_their_workers_do_not_all_fit(
   """Each run of a sweep side by side checks /dev/shm alone before the others allocate: the
   sweep checks them together first (one run's need fits, two runs' do not)."""
   config = dataclasses.replace(_config(tiny_config(), workers=2), data_threads=3)
-  one_run = pipeline.worker_shm_bytes(config, config.batch_size)
-  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: 2 * one_run)
-  assert pipeline.side_by_side(config, 2) is config
-  monkeypatch.setattr(pipeline, 'shm_free_bytes', lambda: 2 * one_run - 1)
+  one_run = workers.worker_shm_bytes(config, config.batch_size)
+  monkeypatch.setattr(workers, 'shm_free_bytes', lambda: 2 * one_run)
+  assert workers.side_by_side(config, 2) is config
+  monkeypatch.setattr(workers, 'shm_free_bytes', lambda: 2 * one_run - 1)
   with caplog.at_level(logging.WARNING):
-    shared = pipeline.side_by_side(config, 2)
+    shared = workers.side_by_side(config, 2)
   assert (shared.data_workers, shared.data_threads) == (0, 2 * 3)
   for field in dataclasses.fields(config):  # nothing else changes
     if field.name not in ('data_workers', 'data_threads'):
       assert getattr(shared, field.name) is getattr(config, field.name), field.name
   assert any('2 runs side by side' in r.getMessage() for r in caplog.records)
-  assert pipeline.side_by_side(config, 1) is config  # a single run checks itself
+  assert workers.side_by_side(config, 1) is config  # a single run checks itself
 
 
 def test_a_data_state_restores_under_any_number_of_workers(tiny_data_dir, tiny_config):

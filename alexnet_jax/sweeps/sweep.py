@@ -35,7 +35,7 @@ import jax
 import ml_collections
 
 from alexnet_jax import checkpointing
-from alexnet_jax.data import pipeline
+from alexnet_jax.data import workers
 from alexnet_jax.errors import ConfigError
 from alexnet_jax import history
 from alexnet_jax import settings
@@ -512,7 +512,7 @@ def run_sweep(
     if parallel > 1:
       # JAX traces one profile per process at a time: runs side by side are not profiled.
       loop = dataclasses.replace(loop, profile_steps=0)
-      data = pipeline.side_by_side(data, parallel)  # their workers share one /dev/shm
+      data = workers.side_by_side(data, parallel)  # their workers share one /dev/shm
     return dataclasses.replace(
         typed_run,
         loop=loop,
