@@ -54,8 +54,8 @@ def finish(config, workdir: str, devices, caplog) -> str:
   """`config` trained to TOTAL steps in `workdir` on `devices`: what it logged."""
   config.num_train_steps = TOTAL
   caplog.clear()
-  # On absl's logger: a command run in this process before (tools/sweep.py) may have set absl's
-  # verbosity to WARNING, which caplog's level for the root logger does not undo.
+  # On absl's logger: in the full suite a test run before in the same worker leaves absl's logger
+  # above INFO, which caplog's level for the root logger does not undo.
   with caplog.at_level(logging.INFO, logger='absl'):
     train.train_and_evaluate(config, workdir, devices)
   return caplog.text

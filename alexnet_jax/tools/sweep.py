@@ -13,8 +13,6 @@ runs the jobs as processes of this machine, as SLURM would run them.
 """
 
 import os
-
-
 import sys
 
 from absl import logging
@@ -29,14 +27,26 @@ def main(argv):
   from alexnet_jax.system import cli  # pylint: disable=g-import-not-at-top
 
   cli.begin(argv)
-  logging.set_verbosity(logging.WARNING)  # the progress line speaks; the runs' metrics go to files
-  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
-
-  config = flags.FLAGS.config
+  # The progress line speaks; the runs' metrics go to files. Restored after, for a caller that
+  # runs this command inside its own process (a notebook, a test).
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.WARNING)
   try:
-    if flags.FLAGS.launcher != 'here':
-      _train_as_jobs(config, flags.FLAGS)
-    table, summary, figures = sweep.run_and_collect(config, flags.FLAGS.workdir)
+    _sweep(flags.FLAGS)
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def _sweep(values) -> None:
+  """Trains the sweep (here or as jobs), then prints its report and writes its files."""
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.system import cli  # pylint: disable=g-import-not-at-top
+
+  config = values.config
+  try:
+    if values.launcher != 'here':
+      _train_as_jobs(config, values)
+    table, _, figures = sweep.run_and_collect(config, values.workdir)
   except ConfigError as e:
     cli.fail(str(e))
   except stopping.Stopped as e:  # SIGTERM or SIGINT: the running runs saved their steps
@@ -47,16 +57,15 @@ def main(argv):
   answer = results.report(
       table,
       metric,
-      flags.FLAGS.workdir,
+      values.workdir,
       spec.get('target'),
       spec.get('target_metric', 'train_top1_error'),
   )
   print(answer, flush=True)
   if answer.differences is not None:
-    answer.differences.to_csv(os.path.join(flags.FLAGS.workdir, 'differences.csv'))
+    answer.differences.to_csv(os.path.join(values.workdir, 'differences.csv'))
   print(
-      f'every metric of every run: {flags.FLAGS.workdir}/metrics.csv, summary.csv, '
-      'differences.csv',
+      f'every metric of every run: {values.workdir}/metrics.csv, summary.csv, differences.csv',
       flush=True,
   )
   for path in figures.values():
