@@ -91,9 +91,12 @@ def levelled(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict) -> N
   c.checkpoint_every_steps = 500
 
 
-def rates(c: ml_collections.ConfigDict, factors: tuple[float, ...] = (0.5, 1.0, 2.0)) -> tuple:
+def rates(
+    c: ml_collections.ConfigDict, factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+) -> tuple:
   """A tuning grid for `with_sweep`'s `learning_rates`: the config's rate times each factor (by
-  default half, once and twice, so a best rate at either end says the grid should widen)."""
+  default a quarter, half, once and twice: with half, once and twice several variants chose the
+  smallest rate, and a best rate at either end says the grid should widen)."""
   return tuple(c.optim.learning_rate * f for f in factors)
 
 

@@ -12,7 +12,7 @@ sizes, so the networks differ in the windows alone. The runs train in configs/ab
 `levelled` regime (`synthetic_shapes/medium`, 2,000 images, a quarter of the channels, 2,000 steps)
 where the validation error stops falling before the end, and the first 2,000 images are few enough
 to overfit: each evaluation also measures the error on them (`eval_trainset`). Each variant first
-trains at three learning rates (half, once and twice the base 0.02) on a tuning seed never
+trains at four learning rates (a quarter, half, once and twice the base 0.02) on a tuning seed never
 reported and keeps the one with the lowest final validation error; then 5 seeds each: the final
 validation top-1 error and the generalisation gap (validation minus training-set error), each
 paired by seed against overlapping pooling, and the steps until the validation error first falls
