@@ -107,6 +107,7 @@ def with_sweep(
     seeds: int = 3,
     metric: str = 'eval_top1_error',
     learning_rates: tuple[float, ...] = (),
+    tuning_metric: str | None = None,
     target: float | None = None,
     target_metric: str = 'train_top1_error',
     custom: dict | None = None,
@@ -132,9 +133,11 @@ def with_sweep(
           'together': 1,
           # Each variant at its best rate (sweeps/sweep.py, `tune`): with rates given, every
           # variant first trains at each on tuning_seeds (never reported), and its reported runs
-          # take the rate with the lowest mean final `metric`. (): optim.learning_rate for all.
+          # take the rate with the lowest mean final `tuning_metric` ('steps_to_target': the
+          # fewest steps to `target`). (): optim.learning_rate for all.
           'learning_rates': () if args.tiny else tuple(learning_rates),
           'tuning_seeds': (100,),
+          'tuning_metric': tuning_metric or metric,
           'metric': metric,  # the curves and the final-error bars
           # The "steps to reach" bars: the first logged step at which target_metric <= target.
           'target': ml_collections.config_dict.placeholder(float),

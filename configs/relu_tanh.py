@@ -10,8 +10,9 @@ easy 10-class variant) with its regularisation taken out (no dropout, no weight 
 crops without flips or colour noise) and a constant learning rate, `model.activation` relu (with
 he initialisation, the ReLU's fan-in scale) against tanh (with LeCun's, N(0, 1/fan_in), the
 scale for tanh units). Each network's rate is its own: the sweep first trains both at each of
-`sweep.learning_rates` on a tuning seed never reported, and keeps the rate with the lowest final
-training loss (`sweep.metric`), the fastest-training one. Then 5 seeds each. The table gives the
+`sweep.learning_rates` on a tuning seed never reported, and keeps the one that reached 25% training
+error in the fewest steps (`sweep.tuning_metric`; where no rate got there, the one that came
+closest). Then 5 seeds each. The table gives the
 steps and seconds until the running training error (the last 10 steps' batches) first reaches
 25%, runs that never do counted as censored. The figure is drawn in the style of Figure 1:
 training error against epochs, ReLU solid, tanh dashed.
@@ -54,7 +55,10 @@ def get_config(arg: str | None = None):
       ('paper', 'tanh'),
       seeds=5,
       metric='train_loss',
-      learning_rates=(rate / 4, rate / 2, rate, 2 * rate),
+      # Down to an eighth: tuned for speed on the four rates from a quarter, the ReLU network
+      # reached 25% soonest at the smallest (`at_edge`), so a faster rate could lie below.
+      learning_rates=(rate / 8, rate / 4, rate / 2, rate, 2 * rate),
+      tuning_metric='steps_to_target',  # the paper's 'as fast as possible'
       target=0.25,
       target_metric='train_top1_error',
       custom={'tanh': {'model': {'activation': 'tanh', 'init': 'lecun'}}},

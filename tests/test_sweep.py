@@ -285,6 +285,67 @@ def test_each_variant_trains_at_the_rate_its_tuning_runs_chose(tiny_config, one_
     sweep.run_sweep(config, str(tmp_path / 'x'), devices=one_device)
 
 
+def test_rates_tuned_for_speed_rank_by_steps_to_the_target_and_never_drop_a_slow_rate(
+    tmp_path, monkeypatch
+):
+  """`tuning_metric='steps_to_target'` (Figure 1: each rate "chosen ... to make training as fast as
+  possible"): the rate whose tuning runs all reached the target in the fewest mean steps; a rate
+  with a run that never got there ranks behind every rate whose runs all did, and where no rate
+  got there, the one that came closest wins. Counted by hand from the curves below."""
+  curves = {  # train_top1_error at steps 10, 20 and 30 of each tuning run, by (variant, seed)
+      ('a@lr0.01', 100): [0.5, 0.3, 0.24],  # reached at 30
+      ('a@lr0.01', 101): [0.4, 0.25, 0.2],  # at 20 (<= the target): a mean of 25 steps
+      ('a@lr0.02', 100): [0.2, 0.1, 0.1],  # at 10, the fastest run of all ...
+      ('a@lr0.02', 101): [0.4, 0.3, 0.3],  # ... but its other seed never got there
+      ('a@lr0.04', 100): [0.6, 0.5, 0.3],
+      ('a@lr0.04', 101): [0.6, 0.5, 0.4],
+      ('b@lr0.01', 100): [0.6, 0.55, 0.5],  # b never gets there: final means 0.5, 0.35
+      ('b@lr0.01', 101): [0.6, 0.55, 0.5],
+      ('b@lr0.02', 100): [0.5, 0.4, 0.3],
+      ('b@lr0.02', 101): [0.5, 0.45, 0.4],
+      # b@lr0.04: every run diverged before logging, so it has no runs to rank
+  }
+
+  def trained(base, parent, variants, seeds, **options):
+    del base, options
+    for (name, seed), errors in curves.items():
+      assert name in variants and seed in seeds
+      workdir = os.path.join(parent, name, f'seed_{seed}')
+      os.makedirs(workdir)
+      with open(os.path.join(workdir, history.FILENAME), 'w') as f:
+        for i, error in enumerate(errors):
+          record = {'step': 10 * (i + 1), 'elapsed_s': i, 'train_top1_error': error}
+          f.write(json.dumps(record) + '\n')
+      with open(os.path.join(workdir, history.DONE_FILE), 'w') as f:
+        json.dump({}, f)
+
+  monkeypatch.setattr(sweep, 'run_sweep', trained)
+  spec = {
+      'learning_rates': (0.01, 0.02, 0.04),
+      'tuning_seeds': (100, 101),
+      'metric': 'train_loss',  # what the report compares; the rates are ranked by speed
+      'tuning_metric': 'steps_to_target',
+      'target': 0.25,
+      'target_metric': 'train_top1_error',
+  }
+  chosen = sweep.tune(None, str(tmp_path), {'a': {}, 'b': {}}, spec, seeds=(0, 1))
+  assert chosen == {'a': 0.01, 'b': 0.02}
+  with open(tmp_path / sweep.TUNING_FILE) as f:
+    recorded = json.load(f)
+  assert recorded['metric'] == 'steps_to_target' and recorded['seeds'] == [100, 101]
+  a, b = recorded['variants']['a'], recorded['variants']['b']
+  assert a['mean_steps_to_target'] == {'0.01': 25.0, '0.02': None, '0.04': None}
+  assert b['mean_steps_to_target'] == {'0.01': None, '0.02': None, '0.04': None}
+  assert b['mean_final_train_top1_error'] == pytest.approx({'0.01': 0.5, '0.02': 0.35})
+  # The report's table of the choices reads the ranked scores.
+  rates = results._rates(str(tmp_path))  # pylint: disable=protected-access
+  assert rates.loc['a', 'chosen'] == 0.01 and rates.loc['a', 'lr 0.01'] == 25.0
+  assert rates.loc['b', 'at_edge'] == False  # pylint: disable=singleton-comparison
+  spec.pop('target')
+  with pytest.raises(ConfigError, match='sweep.target'):
+    sweep.tune(None, str(tmp_path / 'x'), {'a': {}}, spec, seeds=(0,))
+
+
 def test_a_failing_run_side_by_side_stops_the_sweep(tiny_config, tmp_path, monkeypatch):
   """The others stop at their next step and the queued ones never start; all resume later."""
   config = tiny_config()

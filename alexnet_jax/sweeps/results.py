@@ -85,6 +85,39 @@ def steps_to(table: pd.DataFrame, target: float, metric: str = 'train_top1_error
   return pd.DataFrame(out)
 
 
+# `tune`'s metric that ranks rates by speed rather than by where they end.
+STEPS_TO_TARGET = 'steps_to_target'
+
+
+def rate_scores(
+    table: pd.DataFrame,
+    metric: str = 'eval_top1_error',
+    target: float | None = None,
+    target_metric: str = 'train_top1_error',
+) -> pd.DataFrame:
+  """Per tuning variant (`VARIANT@lrRATE`), over its finished runs: `score` and `tiebreak`, the
+  lower the better (`sweeps.sweep.tune` keeps the rate that is lowest in both, in that order).
+
+  A final metric: its mean, with no tiebreak. `STEPS_TO_TARGET` (Figure 1, where each network's
+  rate was "chosen independently to make training as fast as possible"): the mean steps until
+  `target_metric` first fell to `target`; a rate with a run that never got there scores infinity,
+  behind every rate whose runs all did, and such rates are told apart by how close they came (the
+  mean final `target_metric`, the tiebreak for all). A rate with no finished run (every run
+  diverged) has no row.
+  """
+  per_run = finals(table)
+  by_variant = per_run.groupby('variant', observed=True)
+  if metric != STEPS_TO_TARGET:
+    return pd.DataFrame({'score': by_variant[metric].mean(), 'tiebreak': 0.0}).dropna()
+  if target is None:
+    raise ValueError(f'metric={STEPS_TO_TARGET!r} needs a target.')
+  per_run = per_run.merge(steps_to(table, target, target_metric), on=['variant', 'seed'])
+  by_variant = per_run.groupby('variant', observed=True)
+  every_run_reached = by_variant['steps_to_target'].apply(lambda s: s.notna().all())
+  score = by_variant['steps_to_target'].mean().where(every_run_reached, np.inf)
+  return pd.DataFrame({'score': score, 'tiebreak': by_variant[target_metric].mean()})
+
+
 def finals(
     table: pd.DataFrame,
     target: float | None = None,
@@ -412,7 +445,7 @@ def _rates(parent: str | None) -> pd.DataFrame | None:
   rows = {}
   tried = [float(r) for r in record['rates']]
   for variant, entry in record['variants'].items():
-    (scores,) = [v for k, v in entry.items() if k.startswith('mean_final_')]
+    scores = next(v for k, v in entry.items() if k.startswith('mean_'))  # the ranked one first
     rows[variant] = {'chosen': entry['chosen'], **{f'lr {r}': s for r, s in scores.items()}}
     # A choice at either end of the grid may not be the best rate: the best may lie beyond it.
     rows[variant]['at_edge'] = len(tried) > 1 and entry['chosen'] in (min(tried), max(tried))

@@ -152,8 +152,10 @@ def resolved(
 # One learning rate tuned for the baseline favours the baseline: before the reported runs, every
 # variant trains at each of `sweep.learning_rates` on `sweep.tuning_seeds`, seeds the reported
 # runs never use, and its reported runs train at the rate whose tuning runs end with the lowest
-# mean `sweep.metric`. Both are kept: the tuning runs in PARENT/tuning/VARIANT@lrRATE/seed_N (a
-# sweep of their own, with its table), the choice in PARENT/tuning.json.
+# mean `sweep.tuning_metric` (`sweep.metric` unless set; 'steps_to_target' ranks the rates by
+# their steps to `sweep.target`, `results.rate_scores`). Both are kept: the tuning runs in
+# PARENT/tuning/VARIANT@lrRATE/seed_N (a sweep of their own, with its table), the choice in
+# PARENT/tuning.json.
 
 TUNING_DIR, TUNING_FILE = 'tuning', 'tuning.json'
 
@@ -203,7 +205,7 @@ def tune(
   """Trains the tuning runs (`run_sweep`'s `options`), chooses each variant's rate, records it."""
   rates = tuple(float(r) for r in spec['learning_rates'])
   tuning_seeds = tuple(int(s) for s in spec.get('tuning_seeds') or ())
-  metric = spec.get('metric', 'eval_top1_error')
+  metric = spec.get('tuning_metric') or spec.get('metric', 'eval_top1_error')
   if not tuning_seeds or set(tuning_seeds) & set(seeds):
     raise ConfigError(
         f'sweep.tuning_seeds={tuning_seeds} must name at least one seed and none of the reported '
@@ -212,37 +214,52 @@ def tune(
     )
   if len(set(rates)) != len(rates) or min(rates, default=0) <= 0:
     raise ConfigError(f'sweep.learning_rates={rates}: give distinct positive rates.')
+  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top  (pandas)
+
+  target, target_metric = spec.get('target'), spec.get('target_metric', 'train_top1_error')
+  if metric == results.STEPS_TO_TARGET and target is None:
+    raise ConfigError(
+        f'sweep.tuning_metric={metric!r} ranks the rates by their steps to sweep.target, which '
+        'is not set: give one, e.g. --config.sweep.target=0.25.'
+    )
   tuning = {
       rate_name(v, r): {**o, 'optim.learning_rate': r} for v, o in variants.items() for r in rates
   }
   tuning_parent = os.path.join(parent, TUNING_DIR)
   run_sweep(base, tuning_parent, variants=tuning, seeds=tuning_seeds, **options)
-  from alexnet_jax.sweeps import results  # pylint: disable=g-import-not-at-top  (pandas)
-
-  per_run = results.finals(results.load(tuning_parent))  # finished runs: a diverged one has none
-  means = per_run.groupby('variant', observed=True)[metric].mean().to_dict()
+  scored = results.rate_scores(results.load(tuning_parent), metric, target, target_metric)
   record, chosen = {}, {}
   for v in variants:
-    scores = {r: means.get(rate_name(v, r), math.nan) for r in rates}
-    finite = {r: m for r, m in scores.items() if math.isfinite(m)}
-    if not finite:
+    scores = {r: scored.loc[rate_name(v, r)] for r in rates if rate_name(v, r) in scored.index}
+    if not scores:
       raise ConfigError(
           f'Every tuning run of {v!r} diverged or failed at the rates {rates}; add smaller '
           'rates to sweep.learning_rates.'
       )
-    chosen[v] = min(finite, key=lambda r: (finite[r], r))  # a tie goes to the smaller rate
+    # The lowest score, then the lowest tiebreak; a tie goes to the smaller rate.
+    chosen[v] = min(scores, key=lambda r: (scores[r]['score'], scores[r]['tiebreak'], r))
+    name = metric if metric == results.STEPS_TO_TARGET else f'final_{metric}'
     record[v] = {
         'chosen': chosen[v],
-        f'mean_final_{metric}': {
-            f'{r:g}': (m if math.isfinite(m) else None) for r, m in scores.items()
+        # None: every run diverged, or (steps) one never got to the target.
+        f'mean_{name}': {
+            f'{r:g}': (_finite_or_none(scores[r]['score']) if r in scores else None) for r in rates
         },
     }
+    if metric == results.STEPS_TO_TARGET:  # how close the rates that never got there came
+      record[v][f'mean_final_{target_metric}'] = {
+          f'{r:g}': float(scores[r]['tiebreak']) for r in scores
+      }
   if jax.process_index() == 0:
     files.write_json(
         os.path.join(parent, TUNING_FILE),
         {'metric': metric, 'seeds': list(tuning_seeds), 'rates': list(rates), 'variants': record},
     )
   return chosen
+
+
+def _finite_or_none(value: float) -> float | None:
+  return float(value) if math.isfinite(value) else None
 
 
 def _claim(run: Run) -> bool:
