@@ -28,6 +28,20 @@ def test_a_paired_difference_is_scipys_paired_t_test_with_its_interval():
   assert scipy_stats.ttest_ind(a, b).pvalue > 0.05 > d.p
 
 
+def test_a_difference_every_seed_shares_is_tested_by_its_signs_not_by_an_infinite_t():
+  """Steps counted every 250 steps: five seeds each 250 steps sooner. By hand: five differences
+  of one sign by chance, 2 x (1/2)^5 = 0.0625, not significant at 5% with 5 seeds."""
+  d = statistics.paired({s: 750.0 for s in range(5)}, {s: 1000.0 for s in range(5)})
+  assert (d.mean, d.low, d.high, d.sd) == (-250.0, -250.0, -250.0, 0.0)
+  assert d.p == pytest.approx(2 * 0.5**5) == scipy_stats.binomtest(5, 5).pvalue
+  assert math.isnan(d.effect_size)
+  assert statistics.verdict(d, d.p) == 'inconclusive (all 5 seeds lower, tested by their signs)'
+  six = statistics.paired({s: 1.0 for s in range(6)}, {s: 0.0 for s in range(6)})
+  assert six.p == pytest.approx(2 * 0.5**6) and statistics.verdict(six, six.p) == 'higher'
+  same = statistics.paired({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})
+  assert (same.p, same.effect_size) == (1.0, 0.0)
+
+
 def test_the_detectable_effect_is_detected_80_percent_of_the_time():
   """A simulation, independent of the noncentral t: 20,000 experiments of n = 5 paired seeds
   whose true difference is `detectable`, tested at 5%: about 80% reject."""

@@ -275,7 +275,8 @@ def format_differences(
               f'[{lo * scale:+.{digits}f}, {hi * scale:+.{digits}f}]'
               for lo, hi in zip(frame['low'], frame['high'])
           ],
-          'd_z': [f'{e:+.2f}' for e in frame['effect_size']],
+          # NaN: every seed's difference the same, where d_z is undefined (statistics.paired).
+          'd_z': [f'{e:+.2f}' if math.isfinite(e) else '-' for e in frame['effect_size']],
           'p (Holm)': [f'{p:.3g}' for p in frame['p_holm']],
           'verdict': [verdict(row) for _, row in frame.iterrows()],
       },

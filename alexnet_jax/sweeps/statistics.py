@@ -38,9 +38,9 @@ class Difference:
   low: float  # the 95% confidence interval of the mean difference
   high: float
   sd: float  # of the per-seed differences
-  effect_size: float  # Cohen's d_z: mean / sd (inf for a constant nonzero difference)
-  p: float  # two-sided paired t-test
-  detectable: float  # the smallest |mean| this test detects with POWER at ALPHA
+  effect_size: float  # Cohen's d_z: mean / sd (NaN for a constant nonzero difference)
+  p: float  # two-sided paired t-test; the exact sign test where every difference is the same
+  detectable: float  # the smallest |mean| this test detects with POWER at ALPHA (inf: signs)
 
 
 def paired(
@@ -55,9 +55,14 @@ def paired(
   n, mean, sd = len(d), float(d.mean()), float(d.std(ddof=1))
   critical = float(stats.t.ppf(1 - alpha / 2, n - 1))
   half = critical * sd / math.sqrt(n)
+  if sd == 0 and mean != 0:
+    # Every seed moved by the same amount (steps counted at a coarse evaluation interval do):
+    # the t statistic is infinite and says nothing about n = 5. The exact sign test asks only how
+    # likely n differences of one sign are by chance, 2 / 2^n (0.0625 for 5), and d_z is undefined.
+    p = float(stats.binomtest(n, n, 0.5).pvalue)
+    return Difference(n, mean, mean, mean, sd, math.nan, p, math.inf)
   if sd == 0:
-    p = 1.0 if mean == 0 else 0.0
-    effect = 0.0 if mean == 0 else math.copysign(math.inf, mean)
+    p, effect = 1.0, 0.0
   else:
     p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
     effect = mean / sd
@@ -107,6 +112,9 @@ def verdict(
   errors in points of %) to two significant digits, written out (190, not 1.9e+02)."""
   if adjusted_p < alpha:
     return 'higher' if difference.mean > 0 else 'lower'
+  if math.isinf(difference.detectable):  # one shared difference: no t-test, `paired` says why
+    direction = 'higher' if difference.mean > 0 else 'lower'
+    return f'inconclusive (all {difference.n} seeds {direction}, tested by their signs)'
   return f'inconclusive (could detect >= {float(f"{difference.detectable * scale:.2g}"):g})'
 
 
